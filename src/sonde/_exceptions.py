@@ -1,0 +1,70 @@
+"""Sonde's exceptions, one tree, each mapped to one HTTP status in ``api/errors.py``.
+
+    SondeError                 500 internal
+    +-- BadRequest             400 a parameter or body breaks a rule (``field`` names it)
+    |   +-- PayloadTooLarge    413 body over ``max_body_bytes``
+    +-- Unauthorized           401 missing or unknown API key
+    +-- Forbidden              403 known key without the scope the route needs
+    +-- NotFound               404 absent, or owned by another workspace (never 403)
+    +-- Conflict               409 the request contradicts stored state
+    +-- Overloaded             503 ingest queue full: retry after ``retry_after`` s
+    +-- StoreError             500 the store refused a statement
+"""
+
+from __future__ import annotations
+
+
+class SondeError(Exception):
+    status = 500
+    code = "internal"
+
+    def __init__(self, message: str, *, field: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        if code is not None:
+            self.code = code
+
+
+class BadRequest(SondeError):
+    status = 400
+    code = "invalid"
+
+
+class PayloadTooLarge(BadRequest):
+    status = 413
+    code = "too_large"
+
+
+class Unauthorized(SondeError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(SondeError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(SondeError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(SondeError):
+    status = 409
+    code = "conflict"
+
+
+class Overloaded(SondeError):
+    status = 503
+    code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after: int = 1):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class StoreError(SondeError):
+    status = 500
+    code = "store"

@@ -1,0 +1,61 @@
+"""The FastAPI application: routers, error envelope, store lifecycle."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from ..settings import Config
+from ..store import Store, open_store
+from ..store.accounts import Accounts, bootstrap
+from ..store.inventory import Inventory
+from . import admin, errors, inventory, logs, metrics, otlp
+
+log = logging.getLogger("sonde")
+
+
+def create_app(config: Config | None = None, *, store: Store | None = None) -> FastAPI:
+    """The app. With ``store`` given, the caller owns it (tests share one chDB path
+    between databases); otherwise the app opens the configured store and closes it."""
+    config = config or Config.load()
+    owned = store is None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if app.state.store is None:
+            app.state.store = open_store(
+                config.store, config.data_dir,
+                retention_days=config.retention_days, flush_interval_ms=config.flush_interval_ms,
+                batch_max_rows=config.batch_max_rows, max_pending_rows=config.max_pending_rows,
+            )
+        _wire(app, app.state.store, config)
+        try:
+            yield
+        finally:
+            if owned:
+                app.state.store.close()
+
+    app = FastAPI(title="Sonde", version="0.1.0", lifespan=lifespan)
+    app.state.config = config
+    app.state.store = store
+    if store is not None:
+        _wire(app, store, config)
+    errors.install(app)
+    app.include_router(admin.router)
+    app.include_router(inventory.router)
+    app.include_router(otlp.router)
+    app.include_router(metrics.router)
+    app.include_router(logs.router)
+    return app
+
+
+def _wire(app: FastAPI, store: Store, config: Config) -> None:
+    if getattr(app.state, "accounts", None) is not None:
+        return
+    app.state.accounts = Accounts(store)
+    app.state.inventory = Inventory(store)
+    creds = bootstrap(app.state.accounts, config.data_dir)
+    if creds:
+        log.info("first start: keys written to %s/credentials.json", config.data_dir)

@@ -1,0 +1,46 @@
+"""Who is calling: ``Authorization: Bearer <key>`` or ``Authorization: Api-Key <key>``.
+
+Missing or unknown key: 401. Known key without the route's scope: 403. Everything a
+key reads or writes is confined to its workspace; resources elsewhere are 404.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import Request
+
+from .._exceptions import Forbidden, Unauthorized
+from ..store.accounts import ApiKey
+
+_SCHEMES = ("bearer", "api-key")
+
+
+def _raw_key(request: Request) -> str:
+    header = request.headers.get("authorization")
+    if not header:
+        raise Unauthorized("missing Authorization header; send 'Bearer <key>' or 'Api-Key <key>'", field="Authorization")
+    scheme, _, raw = header.strip().partition(" ")
+    if scheme.lower() not in _SCHEMES or not raw.strip():
+        raise Unauthorized("Authorization must be 'Bearer <key>' or 'Api-Key <key>'", field="Authorization")
+    return raw.strip()
+
+
+def require(*scopes: str) -> Callable[[Request], ApiKey]:
+    """A FastAPI dependency that returns the caller's key if its scope is in ``scopes``."""
+
+    def dependency(request: Request) -> ApiKey:
+        key = request.app.state.accounts.lookup(_raw_key(request))
+        if key is None:
+            raise Unauthorized("unknown or revoked API key", field="Authorization")
+        if key.scope not in scopes:
+            raise Forbidden(f"a {key.scope} key cannot do this; it needs scope {' or '.join(scopes)}", field="Authorization")
+        return key
+
+    dependency.__name__ = f"require_{'_'.join(scopes)}"
+    return dependency
+
+
+management = require("management")
+ingest = require("ingest")
+admin = require("admin")

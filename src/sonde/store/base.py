@@ -1,0 +1,45 @@
+"""The store seam: the one narrow interface every backend implements.
+
+Everything above this line (schema, writer, queries) is shared SQL in ClickHouse's
+dialect; an executor only moves statements and Arrow tables to an engine and back.
+A new backend is one module with one class implementing :class:`Executor`.
+
+Parameters use ClickHouse's server-side binding, ``{name:Type}`` in the SQL and a
+``params`` mapping, which chDB and clickhouse-connect both speak, so no value is ever
+formatted into SQL text.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any
+
+import pyarrow as pa
+
+
+class Executor(ABC):
+    def engine(self, kind: str, *, version: str | None = None) -> str:
+        """The table engine for ``kind`` ('mergetree' or 'replacing'); the cluster
+        executor answers with replicated engines instead."""
+        if kind == "replacing":
+            return f"ReplacingMergeTree({version or ''})"
+        return "MergeTree"
+
+    @abstractmethod
+    def command(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        """Run a statement that returns nothing (DDL, ALTER, INSERT ... VALUES)."""
+
+    @abstractmethod
+    def query_arrow(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+        """Run a SELECT and return its result as an Arrow table."""
+
+    @abstractmethod
+    def insert_arrow(self, table: str, data: pa.Table) -> None:
+        """Insert an Arrow table; returns once the rows are committed to the store."""
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        return self.query_arrow(sql, params).to_pylist()
+
+    def close(self) -> None:  # pragma: no cover - backends without resources
+        pass

@@ -1,0 +1,84 @@
+"""Embedded executor: ClickHouse inside this process through chDB.
+
+chDB opens one database path per process, and no second process may open it: the
+server owns the data directory, and every other client (CLI, tests) talks HTTP.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import pyarrow as pa
+from chdb import session as chdb_session
+
+from .._exceptions import StoreError
+from .base import Executor
+
+_lock = threading.Lock()
+_open_paths: dict[str, "ChdbExecutor"] = {}
+
+
+def _literal(v: Any) -> str:
+    if isinstance(v, str):
+        return "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(_literal(x) for x in v) + "]"
+    return str(v)
+
+
+def _param(v: Any) -> Any:
+    # chDB passes parameters as text; arrays must be in ClickHouse's literal form.
+    return _literal(v) if isinstance(v, (list, tuple)) else v
+
+
+class ChdbExecutor(Executor):
+    """Use :meth:`open` rather than the constructor: it hands back the one executor
+    a process may have, and refuses a second path."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._session = chdb_session.Session(path)
+
+    @classmethod
+    def open(cls, path: str) -> "ChdbExecutor":
+        path = os.path.abspath(path)
+        with _lock:
+            if path in _open_paths:
+                return _open_paths[path]
+            if _open_paths:
+                held = next(iter(_open_paths))
+                raise StoreError(f"chDB already holds {held!r} in this process; one path per process")
+            ex = _open_paths[path] = cls(path)
+            return ex
+
+    def _run(self, sql: str, fmt: str, params: Mapping[str, Any] | None):
+        try:
+            if params:
+                return self._session.query(sql, fmt, params={k: _param(v) for k, v in params.items()})
+            return self._session.query(sql, fmt)
+        except Exception as exc:  # chDB raises a bare RuntimeError-like type
+            raise StoreError(str(exc).strip()) from exc
+
+    def command(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        self._run(sql, "CSV", params)
+
+    def query_arrow(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+        return self._run(sql, "ArrowTable", params)
+
+    def insert_arrow(self, table: str, data: pa.Table) -> None:
+        # chDB resolves Python(name) in the frame that calls query(), so call it here.
+        sonde_rows = data  # noqa: F841
+        cols = ", ".join(f"`{c}`" for c in data.column_names)
+        try:
+            self._session.query(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM Python(sonde_rows)", "CSV")
+        except Exception as exc:
+            raise StoreError(str(exc).strip()) from exc
+
+    def close(self) -> None:
+        with _lock:
+            if _open_paths.get(self.path) is self:
+                self._session.close()
+                del _open_paths[self.path]
