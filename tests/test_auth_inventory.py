@@ -86,3 +86,21 @@ def test_workspaces_do_not_see_each_other(app, creds, client):
     assert other.get("/v1/models/m1/deployments/d1").status_code == 404
     assert other.put("/v1/models/m1/deployments/d1", json={}).status_code == 200
     assert client.get("/v1/models/m1/deployments/d1").status_code == 200
+
+
+def test_inventory_responses_match_vendor_schemas(client):
+    from spec_schema import response_schema, validate
+
+    client.put("/v1/models/m1", json={"name": "Llama"})
+    client.put("/v1/models/m1/deployments/d1", json={"autoscaling_settings": {
+        "min_replica": 1, "max_replica": 3, "autoscaling_window": 60, "scale_down_delay": 900,
+        "concurrency_target": 4, "target_utilization_percentage": 70}})
+    for url, tmpl in [
+        ("/v1/models", "/v1/models"),
+        ("/v1/models/m1", "/v1/models/{model_id}"),
+        ("/v1/models/m1/deployments", "/v1/models/{model_id}/deployments"),
+        ("/v1/models/m1/deployments/d1", "/v1/models/{model_id}/deployments/{deployment_id}"),
+    ]:
+        r = client.get(url)
+        assert r.status_code == 200
+        validate(r.json(), response_schema("GET", tmpl))
