@@ -29,7 +29,6 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("flush_interval_ms", 100, "Longest a row waits before its group commit starts."),
     Setting("batch_max_rows", 50_000, "Rows that start a group commit at once."),
     Setting("max_pending_rows", 2_000_000, "Rows waiting for commit past which ingest answers 503."),
-    Setting("query_timeout_s", 30, "Longest a metrics or logs query may run."),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -46,7 +45,6 @@ class Config:
     flush_interval_ms: int = _BY_NAME["flush_interval_ms"].default
     batch_max_rows: int = _BY_NAME["batch_max_rows"].default
     max_pending_rows: int = _BY_NAME["max_pending_rows"].default
-    query_timeout_s: int = _BY_NAME["query_timeout_s"].default
 
     @classmethod
     def load(cls, environ: dict[str, str] | None = None, **overrides: Any) -> "Config":

@@ -34,5 +34,11 @@ def serve(data_dir, host, port, store, log_level) -> None:
     uvicorn.run(app, host=config.host, port=config.port, log_level=log_level, access_log=False)
 
 
+from .commands import ALL as _client_commands  # noqa: E402
+
+for _command in _client_commands:
+    cli.add_command(_command)
+
+
 def main() -> None:
     cli()

@@ -1,0 +1,111 @@
+"""Client commands: each one HTTP call to a running server, printed the shared way."""
+
+from __future__ import annotations
+
+import click
+
+from .options import client_options
+
+
+@click.group()
+def workspaces() -> None:
+    """Workspaces (admin key)."""
+
+
+@workspaces.command("create")
+@click.argument("name")
+@client_options("admin_key")
+def workspace_create(api, name):
+    """Create a workspace."""
+    ws = api.call("POST", "/v1/admin/workspaces", json={"name": name})
+    api.emit(ws, [ws])
+
+
+@click.group()
+def keys() -> None:
+    """API keys (admin key)."""
+
+
+@keys.command("create")
+@click.option("--workspace", "workspace_id", required=True, help="Workspace id.")
+@click.option("--name", required=True)
+@click.option("--scope", type=click.Choice(["management", "ingest"]), required=True)
+@client_options("admin_key")
+def key_create(api, workspace_id, name, scope):
+    """Create a key; it is shown once."""
+    k = api.call("POST", f"/v1/admin/workspaces/{workspace_id}/api_keys", json={"name": name, "scope": scope})
+    api.emit(k, [k])
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@client_options("admin_key")
+def key_revoke(api, key_id):
+    """Revoke a key by id."""
+    api.call("DELETE", f"/v1/admin/api_keys/{key_id}")
+    api.emit({"revoked": key_id}, [{"revoked": key_id}])
+
+
+@click.command()
+@client_options()
+def models(api):
+    """List models."""
+    data = api.call("GET", "/v1/models")
+    api.emit(data, data["models"], ["id", "name", "deployments_count", "production_deployment_id", "created_at"])
+
+
+@click.command()
+@click.argument("model_id")
+@client_options()
+def deployments(api, model_id):
+    """List a model's deployments."""
+    data = api.call("GET", f"/v1/models/{model_id}/deployments")
+    api.emit(data, data["deployments"], ["id", "name", "status", "active_replica_count", "environment", "created_at"])
+
+
+@click.command()
+@click.argument("model_id")
+@click.argument("deployment_id")
+@click.option("--mode", type=click.Choice(["CURRENT", "SUMMARY", "SERIES"]), default="CURRENT", show_default=True)
+@click.option("--metric", "names", multiple=True, help="Metric name; repeat for several.")
+@click.option("--start", "start_ms", type=int, help="Window start, epoch ms.")
+@click.option("--end", "end_ms", type=int, help="Window end, epoch ms.")
+@client_options()
+def metrics(api, model_id, deployment_id, mode, names, start_ms, end_ms):
+    """Deployment metrics, one row per value set and series."""
+    params = {"mode": mode, "metrics": list(names), "start_epoch_millis": start_ms, "end_epoch_millis": end_ms}
+    data = api.call("GET", f"/v1/models/{model_id}/deployments/{deployment_id}/metrics",
+                    params={k: v for k, v in params.items() if v not in (None, [])})
+    rows = []
+    for vs in data["metric_values"]:
+        for desc, values in zip(data["metric_descriptors"], vs["values"]):
+            for labels, value in zip(desc["label_sets"], values):
+                label = ",".join(f"{k}={v}" for k, v in labels.items())
+                rows.append({"start_epoch_millis": vs["start_epoch_millis"], "metric": desc["name"],
+                             "labels": label, "value": value})
+    api.emit(data, rows, ["start_epoch_millis", "metric", "labels", "value"])
+
+
+@click.command()
+@click.argument("model_id")
+@click.argument("deployment_id")
+@click.option("--start", "start_epoch_millis", type=int, help="Window start, epoch ms.")
+@click.option("--end", "end_epoch_millis", type=int, help="Window end, epoch ms.")
+@click.option("--direction", type=click.Choice(["asc", "desc"]))
+@click.option("--limit", type=int)
+@click.option("--min-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
+@click.option("--replica")
+@click.option("--request-id")
+@click.option("--component")
+@click.option("--search", "search_pattern", help="RE2 pattern.")
+@click.option("--include", "includes", multiple=True, help="Substring that must appear; repeatable.")
+@click.option("--exclude", "excludes", multiple=True, help="Substring that must not appear; repeatable.")
+@client_options()
+def logs(api, model_id, deployment_id, **filters):
+    """Deployment logs."""
+    params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in filters.items() if v not in (None, ())}
+    data = api.call("GET", f"/v1/models/{model_id}/deployments/{deployment_id}/logs", params=params)
+    api.emit(data, data["logs"], ["timestamp", "level", "replica", "request_id", "message"])
+
+
+ALL = [workspaces, keys, models, deployments, metrics, logs]

@@ -1,0 +1,86 @@
+"""Options every client command shares: where the server is, which key, what output.
+
+One decorator, :func:`client_options`, adds them all, so every command reads and
+prints the same way (the sqlite-utils pattern). Commands receive a ready ``Api``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from typing import Any
+
+import click
+import httpx
+
+
+class Api:
+    def __init__(self, server: str, key: str | None, fmt: str):
+        self.server = server.rstrip("/")
+        self.key = key
+        self.fmt = fmt
+
+    def call(self, method: str, path: str, **kw) -> Any:
+        headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
+        try:
+            r = httpx.request(method, self.server + path, headers=headers, timeout=60, **kw)
+        except httpx.HTTPError as exc:
+            raise click.ClickException(f"cannot reach {self.server}: {exc}") from exc
+        if r.status_code >= 400:
+            try:
+                body = r.json()
+                msg = body.get("message") or r.text
+                field = (body.get("error") or {}).get("field")
+            except ValueError:
+                msg, field = r.text, None
+            raise click.ClickException(f"{r.status_code}: {msg}" + (f" (field: {field})" if field else ""))
+        return r.json() if r.content else None
+
+    def emit(self, data: Any, rows: list[dict] | None = None, columns: list[str] | None = None) -> None:
+        """Print ``data`` as JSON, or ``rows`` as a table / JSON lines."""
+        if self.fmt == "json" or rows is None:
+            click.echo(json.dumps(data, indent=2))
+        elif self.fmt == "jsonl":
+            for row in rows:
+                click.echo(json.dumps(row))
+        else:
+            from rich.console import Console
+            from rich.table import Table
+
+            cols = columns or (list(rows[0]) if rows else [])
+            table = Table(*cols, show_lines=False)
+            for row in rows:
+                table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in cols))
+            Console(file=sys.stdout, width=200).print(table)
+
+
+def _default_key(data_dir: str, which: str) -> str | None:
+    try:
+        with open(os.path.join(data_dir, "credentials.json")) as f:
+            return json.load(f).get(which)
+    except (OSError, ValueError):
+        return None
+
+
+def client_options(key_kind: str = "management_key"):
+    """Add --server, --key, --data-dir and --format; pass ``api`` to the command."""
+
+    def decorate(fn):
+        @click.option("--server", envvar="SONDE_SERVER", default="http://127.0.0.1:8080", show_default=True,
+                      help="Sonde server URL.")
+        @click.option("--key", envvar="SONDE_API_KEY", default=None,
+                      help=f"API key [default: {key_kind} from DATA_DIR/credentials.json].")
+        @click.option("--data-dir", envvar="SONDE_DATA_DIR", default="./sonde-data", show_default=True,
+                      help="Where to find credentials.json when --key is not given.")
+        @click.option("--format", "fmt", type=click.Choice(["table", "json", "jsonl"]), default="table",
+                      show_default=True, help="Output format.")
+        @functools.wraps(fn)
+        def wrapper(server, key, data_dir, fmt, **kw):
+            api = Api(server, key or _default_key(data_dir, key_kind), fmt)
+            return fn(api=api, **kw)
+
+        return wrapper
+
+    return decorate
