@@ -35,8 +35,9 @@ def serve(data_dir, host, port, store, log_level) -> None:
 
 
 from .commands import ALL as _client_commands  # noqa: E402
+from .demo import demo  # noqa: E402
 
-for _command in _client_commands:
+for _command in [demo, *_client_commands]:
     cli.add_command(_command)
 
 
