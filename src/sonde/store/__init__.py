@@ -50,9 +50,13 @@ class Store:
         return f"{self.db}.{table}"
 
     def _max_seq(self) -> int:
+        # Sequences follow wall-clock nanoseconds, so only a clock stepped back across a
+        # restart could repeat one; yesterday's and today's partitions are enough to
+        # guard against that without scanning the whole table.
+        recent = "WHERE ts >= now() - INTERVAL 1 DAY"
         rows = self.ex.query(
-            f"SELECT greatest((SELECT max(seq) FROM {self.t('logs')}),"
-            f" (SELECT max(seq) FROM {self.t('metric_points')})) AS m"
+            f"SELECT greatest((SELECT max(seq) FROM {self.t('logs')} {recent}),"
+            f" (SELECT max(seq) FROM {self.t('metric_points')} {recent})) AS m"
         )
         return int(rows[0]["m"] or 0)
 
