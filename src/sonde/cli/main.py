@@ -40,6 +40,9 @@ from .demo import demo  # noqa: E402
 for _command in [demo, *_client_commands]:
     cli.add_command(_command)
 
+from ..agent.cli import agent  # noqa: E402
+cli.add_command(agent)
+
 
 def main() -> None:
     cli()
