@@ -34,14 +34,12 @@ def serve(data_dir, host, port, store, log_level) -> None:
     uvicorn.run(app, host=config.host, port=config.port, log_level=log_level, access_log=False)
 
 
+from ..agent.cli import agent  # noqa: E402
 from .commands import ALL as _client_commands  # noqa: E402
 from .demo import demo  # noqa: E402
 
-for _command in [demo, *_client_commands]:
+for _command in [demo, agent, *_client_commands]:
     cli.add_command(_command)
-
-from ..agent.cli import agent  # noqa: E402
-cli.add_command(agent)
 
 
 def main() -> None:
