@@ -11,7 +11,7 @@ from ..settings import Config
 from ..store import Store, open_store
 from ..store.accounts import Accounts, bootstrap
 from ..store.inventory import Inventory
-from . import admin, errors, inventory, logs, metrics, otlp
+from . import admin, errors, inventory, logs, metrics, openapi, otlp
 
 log = logging.getLogger("sonde")
 
@@ -43,6 +43,7 @@ def create_app(config: Config | None = None, *, store: Store | None = None) -> F
     if store is not None:
         _wire(app, store, config)
     errors.install(app)
+    openapi.install(app)
     app.include_router(admin.router)
     app.include_router(inventory.router)
     app.include_router(otlp.router)

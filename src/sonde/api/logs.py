@@ -1,5 +1,114 @@
-"""(being written)"""
+"""Log endpoints: every vendor logs route is one row of ``ROUTES``.
 
-from fastapi import APIRouter
+A row names the path, how its path parameters become a :class:`~sonde.query.logs.Target`
+(checking that the entity is in the caller's workspace: 404 otherwise), which request
+shape it takes (``LogFilters`` or the training/loops ``LogWindow``), and whether it also
+answers the older POST with a JSON body. Adding chainlet, training-job or loops logs is
+a resolver and a row.
+"""
 
-router = APIRouter()
+# No ``from __future__ import annotations``: the endpoints are built in a loop and
+# FastAPI must see the real request-model class in their signatures, not a string.
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from .._exceptions import BadRequest
+from ..query.logs import MAX_TEXT, LogFilters, LogQuery, LogWindow, Target, query_logs
+from ..store.accounts import ApiKey
+from ..store.inventory import Inventory
+from . import auth
+from .ids import valid_id
+
+router = APIRouter(tags=["logs"])
+
+Resolver = Callable[[Inventory, str, Mapping[str, str]], Target]
+
+
+@dataclass(frozen=True)
+class LogRoute:
+    path: str
+    resolve: Resolver
+    filters: type[LogWindow] = LogFilters
+    post: bool = False  # also serve the older POST form with a JSON body
+
+
+def _deployment(inv: Inventory, ws: str, p: Mapping[str, str]) -> Target:
+    model = valid_id(p["model_id"], "model_id")
+    deployment = valid_id(p["deployment_id"], "deployment_id")
+    inv.get(ws, "model", model)
+    inv.get(ws, "deployment", deployment, parent=model)
+    return Target("deployment", entity=deployment)
+
+
+def _environment(inv: Inventory, ws: str, p: Mapping[str, str]) -> Target:
+    model = valid_id(p["model_id"], "model_id")
+    env = p["env_name"]
+    if len(env) > MAX_TEXT:
+        raise BadRequest(f"env_name is at most {MAX_TEXT} characters", field="env_name")
+    inv.get(ws, "model", model)
+    # Environments are not inventory records: an environment is whatever name the
+    # model's deployments sent as sonde.environment, so an unknown one has no logs.
+    return Target("deployment", parent=model, environment=env)
+
+
+ROUTES: tuple[LogRoute, ...] = (
+    LogRoute("/v1/models/{model_id}/deployments/{deployment_id}/logs", _deployment, post=True),
+    LogRoute("/v1/models/{model_id}/environments/{env_name}/logs", _environment),
+)
+
+
+def _answer(request: Request, key: ApiKey, route: LogRoute, filters: LogWindow) -> JSONResponse:
+    q = LogQuery.resolve(filters)
+    target = route.resolve(request.app.state.inventory, key.ws, request.path_params)
+    return JSONResponse({"logs": query_logs(request.app.state.store, key.ws, target, q)})
+
+
+def _from_body(model: type[LogWindow], body: Any) -> LogWindow:
+    if isinstance(body, bytes):
+        # FastAPI parses only bodies labelled JSON; the vendor's own curl example
+        # (--data without a Content-Type) sends its JSON labelled as a form.
+        try:
+            body = json.loads(body)
+        except ValueError:
+            raise BadRequest("request body is not valid JSON", field="body", code="invalid_json") from None
+    if body is None:
+        raise BadRequest("a JSON object body is required; send {} for the defaults", field="body")
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object", field="body")
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        # Same mapping as FastAPI's own validation: api/errors.py names the field.
+        raise RequestValidationError(exc.errors(include_url=False)) from None
+
+
+def _install(route: LogRoute) -> None:
+    model = route.filters
+    name = route.path.strip("/").replace("/", "_").replace("{", "").replace("}", "")
+
+    def get_logs(
+        request: Request, filters: Annotated[model, Query()], key: ApiKey = Depends(auth.management)
+    ) -> JSONResponse:
+        return _answer(request, key, route, filters)
+
+    router.add_api_route(route.path, get_logs, methods=["GET"], name=f"get_{name}")
+    if route.post:
+
+        def post_logs(
+            request: Request, key: ApiKey = Depends(auth.management), body: Annotated[Any, Body()] = None
+        ) -> JSONResponse:
+            return _answer(request, key, route, _from_body(model, body))
+
+        router.add_api_route(route.path, post_logs, methods=["POST"], name=f"post_{name}")
+
+
+for _route in ROUTES:
+    _install(_route)

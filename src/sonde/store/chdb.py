@@ -29,8 +29,15 @@ def _literal(v: Any) -> str:
     return str(v)
 
 
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0"})
+
+
 def _param(v: Any) -> Any:
-    # chDB passes parameters as text; arrays must be in ClickHouse's literal form.
+    # ClickHouse reads parameter values in its escaped text format: a backslash starts
+    # an escape and a raw tab or newline ends the value, so strings are escaped; arrays
+    # must be in ClickHouse's literal form.
+    if isinstance(v, str):
+        return v.translate(_ESCAPES)
     return _literal(v) if isinstance(v, (list, tuple)) else v
 
 

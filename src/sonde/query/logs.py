@@ -1,0 +1,227 @@
+"""Logs: one query shape for every log endpoint (SONDE.md "Logs semantics").
+
+``LogWindow`` / ``LogFilters`` are the vendor's request shapes (GetTrainingJobLogsRequestV1
+and GetDeploymentLogsRequestV1): pydantic checks types, enums, lengths and list sizes, so
+FastAPI reports those as 400s naming the field. ``LogQuery.resolve`` applies the rules that
+need more than one field or an outside library (defaults from the clock, the 7-day window,
+RE2 syntax). ``Target`` says whose logs (scope + entity, or a model's environment);
+``build_sql`` turns both into one ClickHouse statement and ``query_logs`` runs it and
+shapes the rows into LogV1 dicts.
+
+Every value a client typed is a bound parameter; the executor carries strings byte-exact
+(``tests/test_store.py`` locks that), so a backslash in a regex arrives as typed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import re2
+from pydantic import BaseModel, ConfigDict, Field
+
+from .._exceptions import BadRequest
+from ..store import Store
+from ..store.schema import LEVEL_NAMES, LEVELS, SCOPES
+
+DEFAULT_WINDOW_MS = 30 * 60 * 1000
+MAX_WINDOW_MS = 7 * 24 * 3600 * 1000
+DEFAULT_LIMIT = 500
+MAX_TEXT = 256
+MAX_TERMS = 8
+# ts is stored as Int64 nanoseconds; larger millis would overflow it.
+MAX_EPOCH_MS = (2**63 - 1) // 1_000_000
+
+Text = Annotated[str, Field(max_length=MAX_TEXT)]
+Terms = Annotated[list[Text], Field(max_length=MAX_TERMS)]
+EpochMs = Annotated[int, Field(ge=0, le=MAX_EPOCH_MS)]
+
+
+class LogWindow(BaseModel):
+    """The fields every log endpoint takes (GetTrainingJobLogsRequestV1).
+
+    Unknown fields are ignored, as the vendor schema allows them; ``null`` means the default.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+    start_epoch_millis: EpochMs | None = None
+    end_epoch_millis: EpochMs | None = None
+    direction: Literal["asc", "desc"] | None = None
+    limit: Annotated[int, Field(ge=1, le=1000)] | None = DEFAULT_LIMIT
+    min_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = None
+
+
+class LogFilters(LogWindow):
+    """Deployment, environment and chainlet logs add the line filters (GetDeploymentLogsRequestV1)."""
+
+    replica: Text | None = None
+    request_id: Text | None = None
+    component: Text | None = None
+    search_pattern: Text | None = None
+    includes: Terms | None = None
+    excludes: Terms | None = None
+
+
+def _re2_options() -> re2.Options:
+    opts = re2.Options()
+    opts.log_errors = False  # a client's bad pattern is a 400, not a line on stderr
+    return opts
+
+
+_RE2_OPTIONS = _re2_options()
+
+
+def check_pattern(pattern: str) -> None:
+    """400 naming ``search_pattern`` unless RE2 compiles it."""
+    try:
+        re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise BadRequest(f"search_pattern is not a valid RE2 pattern: {reason}", field="search_pattern") from None
+
+
+@dataclass(frozen=True)
+class LogQuery:
+    """Resolved filters: a half-open window [start_ns, end_ns) and the line predicates."""
+
+    start_ns: int
+    end_ns: int
+    descending: bool = True
+    limit: int = DEFAULT_LIMIT
+    min_level: int = 0  # 0: every line, including lines with no level
+    replica: str | None = None
+    request_id: str | None = None
+    component: str | None = None
+    search_pattern: str | None = None
+    includes: tuple[str, ...] = ()
+    excludes: tuple[str, ...] = ()
+
+    @classmethod
+    def resolve(cls, f: LogWindow, now_ms: int | None = None) -> "LogQuery":
+        if now_ms is None:
+            now_ms = time.time_ns() // 1_000_000
+        end = f.end_epoch_millis if f.end_epoch_millis is not None else now_ms
+        start = f.start_epoch_millis if f.start_epoch_millis is not None else end - DEFAULT_WINDOW_MS
+        if end <= start:
+            field = "end_epoch_millis" if f.end_epoch_millis is not None else "start_epoch_millis"
+            raise BadRequest(f"end_epoch_millis ({end}) must be after start_epoch_millis ({start})", field=field)
+        if end - start > MAX_WINDOW_MS:
+            raise BadRequest(
+                f"the window from start_epoch_millis to end_epoch_millis is {end - start} ms;"
+                f" at most 7 days ({MAX_WINDOW_MS} ms)",
+                field="start_epoch_millis",
+            )
+        pattern = getattr(f, "search_pattern", None)
+        if pattern is not None:
+            check_pattern(pattern)
+        return cls(
+            start_ns=start * 1_000_000,
+            end_ns=end * 1_000_000,
+            descending=(f.direction or "desc") == "desc",
+            limit=f.limit if f.limit is not None else DEFAULT_LIMIT,
+            min_level=LEVELS[f.min_level] if f.min_level else 0,
+            replica=getattr(f, "replica", None),
+            request_id=getattr(f, "request_id", None),
+            component=getattr(f, "component", None),
+            search_pattern=pattern,
+            includes=tuple(getattr(f, "includes", None) or ()),
+            excludes=tuple(getattr(f, "excludes", None) or ()),
+        )
+
+
+@dataclass(frozen=True)
+class Target:
+    """Whose logs: rows of ``scope`` narrowed by any of entity, parent, environment.
+
+    A deployment is (deployment, entity=id); a model's environment is (deployment,
+    parent=model id, environment=name); a chainlet, training job or loops deployment is
+    its scope with its entity. ``entity`` completes the sort-key prefix (ws, scope,
+    entity), so those reads are a range scan in (ts, seq) order.
+    """
+
+    scope: str
+    entity: str | None = None
+    parent: str | None = None
+    environment: str | None = None
+
+    def __post_init__(self):
+        if self.scope not in SCOPES:
+            raise ValueError(f"unknown scope {self.scope!r}")
+
+
+class _Params:
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+
+    def text(self, value: str) -> str:
+        return self.typed(value, "String")
+
+    def typed(self, value: Any, type_: str) -> str:
+        name = f"v{len(self.values)}"
+        self.values[name] = value
+        return f"{{{name}:{type_}}}"
+
+
+def build_sql(table: str, ws: str, target: Target, q: LogQuery) -> tuple[str, dict]:
+    """The statement and its parameters. ``table`` is the qualified logs table."""
+    p = _Params()
+    where = [f"ws = {p.typed(ws, 'String')}", f"scope = {p.typed(target.scope, 'String')}"]
+    if target.entity is not None:
+        where.append(f"entity = {p.text(target.entity)}")
+    where.append(f"ts >= fromUnixTimestamp64Nano({p.typed(q.start_ns, 'Int64')}, 'UTC')")
+    where.append(f"ts < fromUnixTimestamp64Nano({p.typed(q.end_ns, 'Int64')}, 'UTC')")
+    # The other predicates go in PREWHERE, cheapest first. Left to itself ClickHouse moves
+    # the key and window conditions there instead and decodes every ts (DoubleDelta, slow)
+    # before it looks at a message; this way a granule's ts, message and the rest are read
+    # only where the earlier steps left a line, which more than halves a rare search over a
+    # day. parent and environment come first: an environment's query spans every model's
+    # deployments in the workspace, and they skip the granules of other models and
+    # environments before any message is decoded.
+    pre = []
+    if target.environment is not None:
+        pre.append(f"environment = {p.text(target.environment)}")
+    if target.parent is not None:
+        pre.append(f"parent = {p.text(target.parent)}")
+    if q.min_level:
+        pre.append(f"level >= {p.typed(q.min_level, 'UInt8')}")  # level 0 (none) never passes
+    for column in ("replica", "component", "request_id"):
+        value = getattr(q, column)
+        if value is not None:
+            pre.append(f"{column} = {p.text(value)}")
+    for term in q.includes:
+        pre.append(f"position(message, {p.text(term)}) > 0")
+    for term in q.excludes:
+        pre.append(f"position(message, {p.text(term)}) = 0")
+    if q.search_pattern is not None:
+        # ClickHouse's match() is RE2 but lets '.' match '\n' by default; (?-s) restores
+        # RE2's own default so results equal re2.search. A (?s) in the pattern still wins.
+        pre.append(f"match(message, {p.text('(?-s)' + q.search_pattern)})")
+    order = "DESC" if q.descending else "ASC"
+    sql = (
+        "SELECT toString(toUnixTimestamp64Nano(ts)) AS timestamp, message, replica, request_id, level"
+        f" FROM {table}"
+        + (" PREWHERE " + " AND ".join(pre) if pre else "")
+        + " WHERE " + " AND ".join(where)
+        + f" ORDER BY ts {order}, seq {order} LIMIT {p.typed(q.limit, 'UInt32')}"
+    )
+    return sql, p.values
+
+
+def query_logs(store: Store, ws: str, target: Target, q: LogQuery) -> list[dict]:
+    """LogV1 dicts, in the order asked for."""
+    sql, params = build_sql(store.t("logs"), ws, target, q)
+    t = store.ex.query_arrow(sql, params)
+    cols = {name: t.column(name).to_pylist() for name in ("timestamp", "message", "replica", "request_id", "level")}
+    return [
+        {
+            "timestamp": ts,
+            "message": msg,
+            "replica": replica or None,
+            "request_id": request_id or None,
+            "level": LEVEL_NAMES.get(level),
+        }
+        for ts, msg, replica, request_id, level in zip(
+            cols["timestamp"], cols["message"], cols["replica"], cols["request_id"], cols["level"]
+        )
+    ]

@@ -1,0 +1,68 @@
+"""The executor seam and the group-commit writer, on a real chDB store."""
+
+import threading
+
+import pyarrow as pa
+import pytest
+
+from sonde import Overloaded
+from sonde.store.writer import BatchWriter
+
+TRICKY = ['say \\"hi\\"', "a\\+b", "tab\there", "nl\nhere", "q'uote", "back\\\\slash", "\\N", "x\\0y", "nul\0x", "", "é✓"]
+
+
+@pytest.mark.parametrize("value", TRICKY)
+def test_string_parameters_round_trip(store, value):
+    assert store.ex.query("SELECT {s:String} AS s", {"s": value}) == [{"s": value}]
+
+
+def test_array_parameters_round_trip(store):
+    assert store.ex.query("SELECT {a:Array(String)} AS a", {"a": TRICKY})[0]["a"] == TRICKY
+
+
+def test_inventory_fields_with_quotes_and_backslashes(client):
+    name = 'say "hi" \\ back'
+    assert client.put("/v1/models/m1", json={"name": name}).json()["name"] == name
+    assert client.get("/v1/models/m1").json()["name"] == name
+
+
+def _writer_table(store):
+    store.ex.command(f"CREATE TABLE {store.db}.w (k UInt64, v String) ENGINE = MergeTree ORDER BY k")
+    return f"{store.db}.w"
+
+
+def test_group_commit_shares_one_insert_and_acknowledges_after_commit(store):
+    table = _writer_table(store)
+    w = BatchWriter(store.ex, [table], flush_interval_ms=200)
+    futures = []
+
+    def submit(i):
+        futures.append(w.submit({table: pa.table({"k": pa.array([i], pa.uint64()), "v": [str(i)]})}))
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(20)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    for f in futures:
+        assert f.result(10) == 1
+    assert store.ex.query(f"SELECT count() AS n FROM {table}")[0]["n"] == 20
+    assert w.commits == 1
+    w.close()
+
+
+def test_writer_refuses_past_max_pending(store):
+    table = _writer_table(store)
+    w = BatchWriter(store.ex, [table], flush_interval_ms=60_000, batch_max_rows=10**9, max_pending_rows=5)
+    w.submit({table: pa.table({"k": pa.array(range(5), pa.uint64()), "v": ["x"] * 5})})
+    with pytest.raises(Overloaded) as exc:
+        w.submit({table: pa.table({"k": pa.array([9], pa.uint64()), "v": ["y"]})})
+    assert exc.value.retry_after >= 1
+    w.close()  # close commits what was accepted
+    assert store.ex.query(f"SELECT count() AS n FROM {table}")[0]["n"] == 5
+
+
+def test_failed_commit_reaches_every_waiter(store):
+    w = BatchWriter(store.ex, [f"{store.db}.missing"], flush_interval_ms=10)
+    f = w.submit({f"{store.db}.missing": pa.table({"k": pa.array([1], pa.uint64())})})
+    with pytest.raises(Exception):
+        f.result(10)
+    w.close()
