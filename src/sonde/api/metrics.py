@@ -1,5 +1,40 @@
-"""(being written)"""
+"""Deployment metrics: ``GET /v1/models/{model_id}/deployments/{deployment_id}/metrics``.
 
-from fastapi import APIRouter
+Parameters and semantics are the vendor's (``deployment-metrics.txt``) as SONDE.md
+fixes them; ``sonde.query`` does the work and docs/metrics.md explains the choices.
+"""
 
-router = APIRouter()
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from ..query import window as windows
+from ..query.catalogue import parse_names
+from ..query.metrics import deployment_metrics
+from ..store.accounts import ApiKey
+from . import auth
+from .ids import valid_id
+
+router = APIRouter(tags=["metrics"])
+
+
+@router.get("/v1/models/{model_id}/deployments/{deployment_id}/metrics")
+def get_deployment_metrics(
+    model_id: str,
+    deployment_id: str,
+    request: Request,
+    mode: str | None = None,
+    start_epoch_millis: int | None = None,
+    end_epoch_millis: int | None = None,
+    metrics: Annotated[list[str] | None, Query()] = None,
+    key: ApiKey = Depends(auth.management),
+) -> dict:
+    valid_id(model_id, "model_id")
+    valid_id(deployment_id, "deployment_id")
+    # Parameters first: a malformed request is a 400 whether or not the deployment exists.
+    window = windows.resolve(mode, start_epoch_millis, end_epoch_millis)
+    wanted = parse_names(metrics)
+    request.app.state.inventory.get(key.ws, "deployment", deployment_id, parent=model_id)
+    return deployment_metrics(request.app.state.store, key.ws, deployment_id, window, wanted)

@@ -1,0 +1,126 @@
+"""GAUGE metrics: time-weighted means per step, and replica counts.
+
+Time-weighted mean (SONDE.md): each sample of a series holds its value until the next
+sample of that series, but at most two sampling intervals; a series' last sample holds
+one interval. A series' interval is the lower median gap between its samples in the rows
+read (a single-sample series is assumed to be sampled every ``DEFAULT_INTERVAL_NS``,
+the OpenTelemetry SDK's default export interval). Holds are clipped to the step; the
+step's mean is integral / covered time, and a step no hold reaches is null. Rows up to
+``LOOK_AROUND_NS`` before the window (their holds reach into it) and after it (the next
+sample decides how long the last one inside holds) are read too.
+
+A label set fed by several series (deployment totals, or several attribute sets per
+replica) adds the series' means up; for RATIO gauges it averages them instead, since
+utilisations of one GPU do not add.
+
+Everything is one ClickHouse statement: per series, its samples become time-sorted
+arrays (``groupArray``), from which array functions give each sample's successor and
+the interval (``quantileExactLow(0.5)``, the lower median, of the gaps);
+``arrayJoin(range(...))`` splits a hold over the steps it spans, and two GROUP BYs
+make per-series then per-label-set means. This measured 1.5-2.5x faster than the same
+computation with window functions (``leadInFrame`` / ``OVER``), which sort every
+column they carry.
+
+Gauge sources are OTel gauges and non-monotonic sums (UpDownCounters, whose stored
+value is the level); monotonic sums are counters and never feed a gauge.
+"""
+
+from __future__ import annotations
+
+from .catalogue import VendorMetric
+from .scan import STEP, Scan
+
+LOOK_AROUND_NS = 600 * 10**9
+DEFAULT_INTERVAL_NS = 60 * 10**9
+
+# Label expressions per label kind: the columns that name a label set.
+_GPU = "if(mapContains(attrs, 'hw.gpu.index'), attrs['hw.gpu.index'], attrs['gpu'])"
+
+
+def _labels(vm: VendorMetric) -> tuple[str, str]:
+    """(label columns selected per row, their names) for the metric's label kind."""
+    if vm.labels == "gpu":
+        return f"replica AS l_replica, {_GPU} AS l_gpu", "l_replica, l_gpu"
+    if vm.labels == "replica":
+        return "replica AS l_replica, '' AS l_gpu", "l_replica, l_gpu"
+    return "'' AS l_replica, '' AS l_gpu", "l_replica, l_gpu"
+
+
+def time_weighted(scan: Scan, vm: VendorMetric) -> list[dict]:
+    """Rows ``{k, l_replica, l_gpu, v}``: the step, the label set and its mean."""
+    where, params = scan.where(
+        vm.source_names, scan.window.start_ns - LOOK_AROUND_NS, scan.window.end_ns + LOOK_AROUND_NS, vm)
+    factor, fparams = scan.factor(vm)
+    select, names = _labels(vm)
+    combine = "avg" if vm.unit_hint == "RATIO" else "sum"
+    # Innermost to outermost: each series' samples as time-sorted arrays (and its
+    # labels, constant per series); the interval and each sample's hold [a, b) clipped
+    # to the window; holds split over the steps they span; per (step, series) integral
+    # and covered time; per (step, label set) the combined means.
+    sql = f"""
+    SELECT k, {names}, {combine}(integral / covered) AS v FROM (
+        SELECT k, series, any(l_replica) AS l_replica, any(l_gpu) AS l_gpu,
+               sum(val * overlap) AS integral, sum(overlap) AS covered
+        FROM (
+            SELECT series, l_replica, l_gpu, hold.1 AS a, hold.2 AS b, hold.3 AS val,
+                   arrayJoin(range(intDiv(a - {{t0:Int64}}, {{step:Int64}}),
+                                   intDiv(b - 1 - {{t0:Int64}}, {{step:Int64}}) + 1)) AS k,
+                   least(b, {{t0:Int64}} + (k + 1) * {{step:Int64}})
+                     - greatest(a, {{t0:Int64}} + k * {{step:Int64}}) AS overlap
+            FROM (
+                SELECT series, l_replica, l_gpu,
+                       arrayJoin(arrayFilter(h -> h.2 > h.1, arrayMap((t, n, v) -> (
+                           greatest(t, {{t0:Int64}}),
+                           least(if(n = 0, t + gap, least(n, t + 2 * gap)), {{t1:Int64}}),
+                           v), times, nexts, vals))) AS hold
+                FROM (
+                    SELECT series, l_replica, l_gpu, times, vals,
+                           arrayPushBack(arrayPopFront(times), 0) AS nexts,
+                           toInt64(ifNull(arrayReduce('quantileExactLow(0.5)',
+                               arrayFilter(d -> d > 0, arrayPopFront(arrayDifference(times)))), {{dgap:Int64}})) AS gap
+                    FROM (
+                        SELECT series, any(l_replica) AS l_replica, any(l_gpu) AS l_gpu,
+                               arraySort(x -> x.1,
+                                         groupArray((toUnixTimestamp64Nano(ts), value * {factor}))) AS samples,
+                               arrayMap(x -> x.1, samples) AS times, arrayMap(x -> x.2, samples) AS vals
+                        FROM (
+                            SELECT series, {select}, ts, value, unit, metric FROM {scan.table} {where}
+                              AND (kind = 'gauge' OR (kind = 'sum' AND NOT monotonic))
+                        )
+                        GROUP BY series
+                    )
+                )
+            )
+        )
+        GROUP BY k, series
+    )
+    GROUP BY k, {names}
+    """
+    return scan.run(sql, {**scan.params(dgap=DEFAULT_INTERVAL_NS), **params, **fparams}).to_pylist()
+
+
+def replica_counts(scan: Scan) -> list[dict]:
+    """Rows ``{k, active, starting}``: replicas seen in each step (any metric point
+    with a replica id), split by their latest ``sonde.replica.state`` in the step.
+
+    The state gauge carries ``state`` = starting | ready and value 1 for the current
+    state; a replica whose latest such point in the step says ``starting`` is starting,
+    every other replica seen is active.
+    """
+    base = ("WHERE ws = {ws:String} AND scope = {scope:String} AND entity = {entity:String}"
+            " AND ts >= fromUnixTimestamp64Nano({t0:Int64}) AND ts < fromUnixTimestamp64Nano({t1:Int64})"
+            " AND replica != ''")
+    sql = f"""
+    SELECT k, countIf(state != 'starting') AS active, countIf(state = 'starting') AS starting FROM (
+        SELECT k, replica, argMax(state, t) AS state FROM (
+            SELECT {STEP} AS k, replica, '' AS state, toInt64(0) AS t
+            FROM {scan.table} {base} GROUP BY k, replica
+            UNION ALL
+            SELECT {STEP} AS k, replica, attrs['state'] AS state, toUnixTimestamp64Nano(ts) AS t
+            FROM {scan.table} {base} AND metric = 'sonde.replica.state' AND value > 0
+        )
+        GROUP BY k, replica
+    )
+    GROUP BY k
+    """
+    return scan.run(sql, scan.params()).to_pylist()

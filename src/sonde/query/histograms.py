@@ -1,0 +1,150 @@
+"""HISTOGRAM metrics: quantiles and the average, merged across replicas and the step.
+
+Two statements, both aggregating per step in ClickHouse:
+
+1. Totals and explicit buckets, per (step, kind, metric, unit, bounds, scale): count,
+   sum, min/max (and whether every point sent them), the zero bucket, the index range
+   the exponential buckets cover, and ``sumForEach(buckets)``: explicit histograms
+   with identical bounds add bucket by bucket.
+2. Only when exponential points exist, per side (positive, then negative if any):
+   every point downscaled to the smallest scale of its step (index >> (scale -
+   min_scale), OTel's downscaling, exact for negative indexes too since the shift is
+   arithmetic) and its bucket array placed at that step's lowest index, so arrays of
+   one step add element-wise with ``sumForEach``. Adding arrays beats exploding them
+   into (index, count) rows (ARRAY JOIN + GROUP BY) or ``sumMap`` by about 3x here.
+
+Python then turns each step's merged buckets into quantiles (``quantiles.py``) and
+converts units (a unit factor per (metric, unit) group); ``avg`` is sum / count. A
+step whose points hold no observations is null.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from .catalogue import QUANTILES, VendorMetric
+from .quantiles import ExpBuckets, ExplicitBuckets, histogram_quantiles
+from .scan import STEP, Scan
+
+
+def status_class_sql(vm: VendorMetric) -> tuple[str, dict]:
+    """SQL for a point's HTTP status class (2 for 2xx ... 0 when none or unparsable):
+    the first of the sources' status attributes the point carries."""
+    attrs = [s.status_attr for s in vm.sources]
+    code = f"attrs[{{sa{len(attrs) - 1}:String}}]"
+    for i in reversed(range(len(attrs) - 1)):
+        code = f"if(mapContains(attrs, {{sa{i}:String}}), attrs[{{sa{i}:String}}], {code})"
+    return f"intDiv(toUInt16OrZero({code}), 100)", {f"sa{i}": a for i, a in enumerate(attrs)}
+
+
+def _totals(scan: Scan, vm: VendorMetric, by_status: bool) -> list[dict]:
+    where, params = scan.where(vm.source_names, vm=vm)
+    cls, cparams = status_class_sql(vm) if by_status else ("0", {})
+    sql = f"""
+    SELECT {STEP} AS k, toString(kind) AS kind, toString(metric) AS metric, toString(unit) AS unit, bounds, scale,
+           {cls} AS cls, sum(count) AS n, sum(sum) AS s,
+           minIf(min, NOT isNaN(min)) AS mn, maxIf(max, NOT isNaN(max)) AS mx,
+           countIf(isNaN(min)) AS no_min, countIf(isNaN(max)) AS no_max, sum(zero_count) AS zero,
+           countIf(notEmpty(pos_buckets)) AS with_pos, minIf(pos_offset, notEmpty(pos_buckets)) AS pos_lo,
+           countIf(notEmpty(neg_buckets)) AS with_neg, minIf(neg_offset, notEmpty(neg_buckets)) AS neg_lo,
+           sumForEach(buckets) AS buckets
+    FROM {scan.table} {where} AND kind IN ('histogram', 'exp_histogram')
+    GROUP BY k, kind, metric, unit, bounds, scale, cls
+    """
+    return scan.run(sql, {**scan.params(), **params, **cparams}).to_pylist()
+
+
+def totals(scan: Scan, vm: VendorMetric) -> list[dict]:
+    """Statement 1, shared: request totals by status class and the duration histogram
+    read the same points, so when both are asked for, one scan serves both (split by
+    status class, which the quantiles simply merge back)."""
+    by_status = vm.source_names in scan.memo.get("status_sources", ())
+    key = ("totals", vm.source_names, repr(sorted(scan.excluded.get(vm.name, {}).items())), by_status)
+    if key not in scan.memo:
+        scan.memo[key] = _totals(scan, vm, by_status)
+    return scan.memo[key]
+
+
+def _downscaled(side: str) -> str:
+    """A point's ``side`` bucket array at scale ``scale - d`` (d >= 0), starting at
+    index ``o = offset >> d``: new bucket t sums the old buckets it covers, a slice."""
+    arr, off = f"{side}_buckets", f"{side}_offset"
+    first = f"greatest(bitShiftLeft(o + t, d) - {off}, 0)"
+    return (f"if(d = 0, {arr}, arrayMap(t -> arraySum(arraySlice({arr}, {first} + 1,"
+            f" least(bitShiftLeft(o + t + 1, d) - {off}, length({arr})) - {first})),"
+            f" range(toUInt64(bitShiftRight(toInt64({off}) + length({arr}) - 1, d) - o + 1))))")
+
+
+def _exp_buckets(scan: Scan, vm: VendorMetric, side: str, min_scale: list[int], base: list[int]) -> list[dict]:
+    where, params = scan.where(vm.source_names, vm=vm)
+    sql = f"""
+    SELECT k, metric, unit,
+           sumForEach(arrayConcat(arrayWithConstant(toUInt64(o - {{base:Array(Int64)}}[k + 1]), toUInt64(0)), b))
+             AS counts
+    FROM (
+        SELECT k, metric, unit, o, sumForEach(b) AS b FROM (
+            SELECT {STEP} AS k, toString(metric) AS metric, toString(unit) AS unit,
+                   toInt64(scale) - {{ms:Array(Int64)}}[k + 1] AS d,
+                   bitShiftRight(toInt64({side}_offset), greatest(d, 0)) AS o, {_downscaled(side)} AS b
+            FROM {scan.table} {where} AND kind = 'exp_histogram' AND notEmpty({side}_buckets)
+              -- Points that arrived after statement 1 may lie below the scale or index
+              -- it found; they are not in its totals either, so they are left out here.
+              AND d >= 0 AND o >= {{base:Array(Int64)}}[k + 1]
+        )
+        GROUP BY k, metric, unit, o
+    )
+    GROUP BY k, metric, unit
+    """
+    return scan.run(sql, {**scan.params(), **params, "ms": min_scale, "base": base}).to_pylist()
+
+
+def _source(vm: VendorMetric, metric: str):
+    return next(s for s in vm.sources if s.metric == metric)
+
+
+def quantile_steps(scan: Scan, vm: VendorMetric) -> dict[int, list[Any]]:
+    """Per step index: [q0.5, q0.9, q0.95, q0.99, avg] in the vendor's unit."""
+    groups = totals(scan, vm)
+    if not groups:
+        return {}
+    factors: dict[tuple[str, str], float] = {}
+    for r in groups:
+        r["f"] = factors.setdefault((r["metric"], r["unit"]), vm.factor_of(r["unit"], _source(vm, r["metric"])))
+    exp_rows = [r for r in groups if r["kind"] == "exp_histogram"]
+    exp: dict[int, dict[float, ExpBuckets]] = defaultdict(dict)
+    if exp_rows:
+        n = scan.window.n_steps
+        min_scale = [0] * n
+        for k in {r["k"] for r in exp_rows}:
+            min_scale[k] = min(r["scale"] for r in exp_rows if r["k"] == k)
+        for r in exp_rows:
+            h = exp[r["k"]].setdefault(r["f"], ExpBuckets(r["f"], min_scale[r["k"]]))
+            h.zero += r["zero"]
+        for side in ("pos", "neg"):
+            rows = [r for r in exp_rows if r[f"with_{side}"]]
+            if not rows:
+                continue
+            base = [0] * n
+            for k in {r["k"] for r in rows}:
+                base[k] = min(r[f"{side}_lo"] >> (r["scale"] - min_scale[k]) for r in rows if r["k"] == k)
+            for r in _exp_buckets(scan, vm, side, min_scale, base):
+                h = exp.get(r["k"], {}).get(factors.get((r["metric"], r["unit"])))
+                if h is not None:  # else: the group arrived after statement 1
+                    h.add(side, base[r["k"]], r["counts"])
+    by_step: dict[int, list[dict]] = defaultdict(list)
+    for r in groups:
+        by_step[r["k"]].append(r)
+    out: dict[int, list[Any]] = {}
+    for k, rows in by_step.items():
+        n_obs = sum(r["n"] for r in rows)
+        if n_obs == 0:
+            continue
+        # min/max are facts about the data only when every merged point sent them.
+        mn = min(r["mn"] * r["f"] for r in rows) if all(r["no_min"] == 0 for r in rows) else None
+        mx = max(r["mx"] * r["f"] for r in rows) if all(r["no_max"] == 0 for r in rows) else None
+        explicit = [ExplicitBuckets(r["f"], r["bounds"], r["buckets"]) for r in rows if r["kind"] == "histogram"]
+        qs = histogram_quantiles(list(exp.get(k, {}).values()), explicit, QUANTILES, mn, mx)
+        avg = sum(r["s"] * r["f"] for r in rows) / n_obs
+        out[k] = (qs or [None] * len(QUANTILES)) + [avg]
+    return out
