@@ -1,6 +1,7 @@
 """The executor seam and the group-commit writer, on a real chDB store."""
 
 import threading
+import time
 
 import pyarrow as pa
 import pytest
@@ -66,3 +67,44 @@ def test_failed_commit_reaches_every_waiter(store):
     with pytest.raises(Exception):
         f.result(10)
     w.close()
+
+
+def test_concurrent_parameterised_queries_and_inserts_do_not_interfere(store):
+    # Without the executor's lock chDB loses a call's parameters to a concurrent call
+    # ("Substitution `x` is not set") or hangs: readers with and without parameters
+    # race each other and a writer for a fixed time.
+    table = _writer_table(store)
+    errors, stop = [], threading.Event()
+
+    def reader(i):
+        while not stop.is_set():
+            try:
+                if i % 2:
+                    store.ex.query("SELECT 1 AS one")
+                elif (got := store.ex.query("SELECT {x:String} AS x", {"x": f"v{i}"})) != [{"x": f"v{i}"}]:
+                    errors.append(got)
+            except Exception as exc:  # noqa: BLE001 - any failure is the finding
+                errors.append(exc)
+
+    threads = [threading.Thread(target=reader, args=(i,), daemon=True) for i in range(4)]
+    [t.start() for t in threads]
+    deadline, n = time.monotonic() + 3, 0
+    while time.monotonic() < deadline:
+        store.ex.insert_arrow(table, pa.table({"k": pa.array([n], pa.uint64()), "v": [str(n)]}))
+        n += 1
+    stop.set()
+    [t.join(30) for t in threads]
+    assert not any(t.is_alive() for t in threads), "a reader hung"
+    assert errors == []
+    assert store.ex.query(f"SELECT count() AS n FROM {table}")[0]["n"] == n
+
+
+def test_cancelled_waiter_does_not_stop_the_writer(store):
+    table = _writer_table(store)
+    w = BatchWriter(store.ex, [table], flush_interval_ms=100)
+    a = w.submit({table: pa.table({"k": pa.array([1], pa.uint64()), "v": ["a"]})})
+    b = w.submit({table: pa.table({"k": pa.array([2], pa.uint64()), "v": ["b"]})})
+    assert a.cancel()
+    assert b.result(10) == 1
+    w.close()
+    assert store.ex.query(f"SELECT count() AS n FROM {table}")[0]["n"] == 2

@@ -48,6 +48,10 @@ class ChdbExecutor(Executor):
     def __init__(self, path: str):
         self.path = path
         self._session = chdb_session.Session(path)
+        # chDB's embedded engine keeps per-call state (query parameters among it) that
+        # concurrent calls overwrite, even from separate connections: one call at a
+        # time. Each statement still runs on all cores inside ClickHouse.
+        self._calls = threading.Lock()
 
     @classmethod
     def open(cls, path: str) -> "ChdbExecutor":
@@ -62,10 +66,12 @@ class ChdbExecutor(Executor):
             return ex
 
     def _run(self, sql: str, fmt: str, params: Mapping[str, Any] | None):
+        bound = {k: _param(v) for k, v in params.items()} if params else None
         try:
-            if params:
-                return self._session.query(sql, fmt, params={k: _param(v) for k, v in params.items()})
-            return self._session.query(sql, fmt)
+            with self._calls:
+                if bound:
+                    return self._session.query(sql, fmt, params=bound)
+                return self._session.query(sql, fmt)
         except Exception as exc:  # chDB raises a bare RuntimeError-like type
             raise StoreError(str(exc).strip()) from exc
 
@@ -80,12 +86,14 @@ class ChdbExecutor(Executor):
         sonde_rows = data  # noqa: F841
         cols = ", ".join(f"`{c}`" for c in data.column_names)
         try:
-            self._session.query(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM Python(sonde_rows)", "CSV")
+            with self._calls:
+                self._session.query(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM Python(sonde_rows)", "CSV")
         except Exception as exc:
             raise StoreError(str(exc).strip()) from exc
 
     def close(self) -> None:
         with _lock:
             if _open_paths.get(self.path) is self:
-                self._session.close()
+                with self._calls:
+                    self._session.close()
                 del _open_paths[self.path]

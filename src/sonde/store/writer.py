@@ -15,12 +15,24 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 
 import pyarrow as pa
 
 from .._exceptions import Overloaded
 from .base import Executor
+
+
+def _settle(fut: Future, *, result=None, exception: BaseException | None = None) -> None:
+    # A waiter may have cancelled its future (a client hung up); its rows are committed
+    # anyway, and the writer must go on settling the others.
+    try:
+        if exception is not None:
+            fut.set_exception(exception)
+        else:
+            fut.set_result(result)
+    except InvalidStateError:
+        pass
 
 
 class BatchWriter:
@@ -102,11 +114,11 @@ class BatchWriter:
                     self._ex.insert_arrow(table, pa.concat_tables(parts, promote_options="default"))
         except BaseException as exc:  # every waiter hears of it; nothing is acknowledged
             for _, fut in batch:
-                fut.set_exception(exc)
+                _settle(fut, exception=exc)
             return
         self.commits += 1
         for rows, fut in batch:
-            fut.set_result(sum(t.num_rows for t in rows.values()))
+            _settle(fut, result=sum(t.num_rows for t in rows.values()))
 
     def close(self) -> None:
         """Commit what is pending, then stop."""

@@ -1,0 +1,342 @@
+"""Cumulative -> delta, per series, with reset and duplicate detection, kept durable.
+
+Per series the last cumulative point seen is the state. A new point newer than it
+becomes the difference (a decrease, a new ``start_time_unix_nano``, or changed
+histogram bounds is a reset: the point counts from its own start); a point not
+newer is a duplicate, dropped, so a client retrying after a crash does not count
+twice. Delta up-down counters keep their running level the same way.
+
+Durability: every stateful row carries its raw point in ``cum_state``, and the last
+one per series also goes to ``series_state`` in the same group commit, after the
+points (the writer flushes ``metric_points`` before ``series_state``). Everything
+between assigning ``seq`` and queueing the rows happens under :attr:`SeriesState.lock`,
+so commit order is ``seq`` order. At start, :meth:`SeriesState.load` reads
+``series_state`` FINAL, then replays ``cum_state`` of the rows committed after the
+newest state row (less a safety margin, since a very large insert may land in
+several parts); replaying more than needed is harmless, the newest point wins.
+A commit that fails sends the series it moved back to what the store holds
+(:meth:`SeriesState.settle`) before the client hears of it, so the retry counts once.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import threading
+
+import numpy as np
+import pyarrow as pa
+
+from ..store import Store
+from ..store.schema import ARROW_SCHEMAS
+from .columns import Block
+from .metrics import intern_bounds
+
+#: seq is about wall-clock nanoseconds: replay what committed up to 5 min before the newest state row
+REPLAY_MARGIN_NS = 300 * 10**9
+_NAN = float("nan")
+_TS = pa.timestamp("ns", tz="UTC")
+
+
+def _j(x) -> str:
+    """A number as JSON; NaN (a histogram without sum/min/max) as null."""
+    return "null" if x is None or x != x else repr(x)
+
+
+def _jlist(xs) -> str:
+    return "[" + ",".join(map(repr, xs)) + "]"  # ints and finite floats: repr is JSON
+
+
+def _num(x: float):
+    return None if x != x else x
+
+
+def _float(x) -> float:
+    return _NAN if x is None else x
+
+
+def _reset_start(s: int, prev: dict) -> bool:
+    return bool(s and prev["s"] and s != prev["s"])
+
+
+# Each step turns row r of a block from the raw point into its delta (or level) given
+# the series' previous state, sets the row's cum_state, and returns the new state;
+# None drops the row (not newer than the state). JSON is written by hand for speed
+# (every value here is a finite number, an int, or null).
+
+def _sum(b: Block, r: int, prev: dict | None) -> dict | None:
+    v, t, s = b.value[r], b.ts[r], b.start[r]
+    if prev is not None and prev["k"] == "sum":
+        if t <= prev["t"]:
+            return None
+        if v >= prev["v"] and not _reset_start(s, prev):
+            b.value[r] = v - prev["v"]
+            b.start[r] = prev["t"]
+    b.cum_state[r] = f'{{"k":"sum","s":{s},"t":{t},"v":{v!r}}}'
+    return {"k": "sum", "s": s, "t": t, "v": v}
+
+
+def _level(b: Block, r: int, prev: dict | None) -> dict | None:
+    v, t = b.value[r], b.ts[r]
+    if prev is not None and prev["k"] == "level":
+        if t <= prev["t"]:
+            return None
+        v = prev["v"] + v
+        b.value[r] = v
+    b.cum_state[r] = f'{{"k":"level","t":{t},"v":{v!r}}}'
+    return {"k": "level", "t": t, "v": v}
+
+
+def _delta_extremes(b: Block, r: int, cur: dict, prev: dict) -> None:
+    # A cumulative min (max) that moved happened in this window; one that did not is unknown.
+    lo, plo = cur["min"], prev["min"]
+    b.min[r] = lo if lo is not None and (plo is None or lo < plo) else _NAN
+    hi, phi = cur["max"], prev["max"]
+    b.max[r] = hi if hi is not None and (phi is None or hi > phi) else _NAN
+
+
+_BOUNDS_JSON: dict[tuple, str] = {}
+
+
+def _bounds_json(bounds: tuple) -> str:
+    js = _BOUNDS_JSON.get(bounds)
+    if js is None:
+        if len(_BOUNDS_JSON) > 4096:
+            _BOUNDS_JSON.clear()
+        js = _BOUNDS_JSON[bounds] = _jlist(bounds)
+    return js
+
+
+def _hist(b: Block, r: int, prev: dict | None) -> dict | None:
+    t, s = b.ts[r], b.start[r]
+    cur = {"k": "hist", "s": s, "t": t, "n": b.count[r], "sum": _num(b.sum[r]), "min": _num(b.min[r]),
+           "max": _num(b.max[r]), "b": b.bounds[r], "c": b.buckets[r]}
+    if prev is not None and prev["k"] == "hist":
+        if t <= prev["t"]:
+            return None
+        pc, cc = prev["c"], cur["c"]
+        counts = list(map(operator.sub, cc, pc))
+        # bounds are interned (metrics.intern_bounds): equal layouts are mostly the same object
+        reset = ((cur["b"] is not prev["b"] and cur["b"] != prev["b"]) or cur["n"] < prev["n"] or len(cc) != len(pc)
+                 or (counts and min(counts) < 0) or _reset_start(s, prev))
+        if not reset:
+            b.count[r] = cur["n"] - prev["n"]
+            b.sum[r] = _float(cur["sum"]) - _float(prev["sum"])
+            b.buckets[r] = counts
+            _delta_extremes(b, r, cur, prev)
+            b.start[r] = prev["t"]
+    b.cum_state[r] = (f'{{"k":"hist","s":{s},"t":{t},"n":{cur["n"]},"sum":{_j(cur["sum"])},"min":{_j(cur["min"])},'
+                      f'"max":{_j(cur["max"])},"b":{_bounds_json(cur["b"])},"c":{cur["c"]!r}}}')
+    return cur
+
+
+def downscale(offset: int, counts: list[int], by: int) -> tuple[int, list[int]]:
+    """Buckets at scale ``s`` as buckets at scale ``s - by``: index i becomes i >> by."""
+    if by == 0 or not counts:
+        return offset, counts
+    first = offset >> by
+    out = [0] * (((offset + len(counts) - 1) >> by) - first + 1)
+    for i, c in enumerate(counts):
+        out[((offset + i) >> by) - first] += c
+    return first, out
+
+
+def subtract(ao: int, ac: list[int], bo: int, bc: list[int]) -> tuple[int, list[int]] | None:
+    """(ao, ac) - (bo, bc) at one scale, trimmed; None when some bucket would go negative."""
+    if not any(bc):
+        return ao, ac
+    if not ac:
+        return None
+    lo = min(ao, bo)
+    out = [0] * (max(ao + len(ac), bo + len(bc)) - lo)
+    for i, c in enumerate(ac):
+        out[ao - lo + i] += c
+    for i, c in enumerate(bc):
+        out[bo - lo + i] -= c
+    if any(x < 0 for x in out):
+        return None
+    nz = [i for i, x in enumerate(out) if x]
+    if not nz:
+        return 0, []
+    return lo + nz[0], out[nz[0]: nz[-1] + 1]
+
+
+def _exp(b: Block, r: int, prev: dict | None) -> dict | None:
+    t, s = b.ts[r], b.start[r]
+    cur = {"k": "exp", "s": s, "t": t, "n": b.count[r], "sum": _num(b.sum[r]), "min": _num(b.min[r]),
+           "max": _num(b.max[r]), "sc": b.scale[r], "z": b.zero[r], "po": b.pos_off[r], "pc": b.pos[r],
+           "no": b.neg_off[r], "nc": b.neg[r]}
+    if prev is not None and prev["k"] == "exp":
+        if t <= prev["t"]:
+            return None
+        scale = min(cur["sc"], prev["sc"])
+        pos = subtract(*downscale(cur["po"], cur["pc"], cur["sc"] - scale),
+                       *downscale(prev["po"], prev["pc"], prev["sc"] - scale))
+        neg = subtract(*downscale(cur["no"], cur["nc"], cur["sc"] - scale),
+                       *downscale(prev["no"], prev["nc"], prev["sc"] - scale))
+        zero, count = cur["z"] - prev["z"], cur["n"] - prev["n"]
+        if pos is not None and neg is not None and zero >= 0 and count >= 0 and not _reset_start(s, prev):
+            b.count[r], b.zero[r], b.scale[r] = count, zero, scale
+            b.pos_off[r], b.pos[r] = pos
+            b.neg_off[r], b.neg[r] = neg
+            b.sum[r] = _float(cur["sum"]) - _float(prev["sum"])
+            _delta_extremes(b, r, cur, prev)
+            b.start[r] = prev["t"]
+    b.cum_state[r] = (f'{{"k":"exp","s":{s},"t":{t},"n":{cur["n"]},"sum":{_j(cur["sum"])},"min":{_j(cur["min"])},'
+                      f'"max":{_j(cur["max"])},"sc":{cur["sc"]},"z":{cur["z"]},"po":{cur["po"]},'
+                      f'"pc":{cur["pc"]!r},"no":{cur["no"]},"nc":{cur["nc"]!r}}}')
+    return cur
+
+
+_STEPS = {"sum": _sum, "level": _level, "hist": _hist, "exp": _exp}
+
+
+class Change:
+    """What one request did to the state: new states, and the ones they replaced."""
+
+    def __init__(self, ws: str):
+        self.ws = ws
+        self.new: dict[int, dict] = {}
+        self.json: dict[int, str] = {}
+        self.before: dict[int, object] = {}
+
+
+class SeriesState:
+    def __init__(self, store: Store):
+        self.store = store
+        #: held from applying a request's state through queueing its rows
+        self.lock = threading.Lock()
+        # series -> state dict, or its JSON until first used (keeps a restart's load cheap)
+        self._state: dict[int, object] = {}
+        self.load()
+
+    def __len__(self) -> int:
+        return len(self._state)
+
+    def load(self) -> None:
+        self._state = self._read("", {})
+
+    def _read(self, where: str, params: dict) -> dict[int, str]:
+        """Durable state (as JSON) per series: ``series_state``, overtaken by any newer
+        ``cum_state`` committed after it."""
+        ex, t = self.store.ex, self.store.t
+        saved = ex.query_arrow(
+            f"SELECT series, toUnixTimestamp64Nano(ts) AS t, state, seq FROM {t('series_state')} FINAL"
+            f" WHERE 1 {where}", params,
+        ).to_pydict()
+        state = dict(zip(saved["series"], saved["state"]))
+        when = dict(zip(saved["series"], saved["t"]))
+        since = max(0, max(saved["seq"], default=0) - REPLAY_MARGIN_NS)
+        replay = ex.query_arrow(
+            f"SELECT series, toUnixTimestamp64Nano(max(ts)) AS t, argMax(cum_state, ts) AS state"
+            f" FROM {t('metric_points')} WHERE seq > {{since:UInt64}} AND cum_state != '' {where}"
+            f" GROUP BY series", {**params, "since": since},
+        ).to_pydict()
+        for series, ts, js in zip(replay["series"], replay["t"], replay["state"]):
+            if ts > when.get(series, -1):
+                state[series] = js
+        return state
+
+    def _get(self, series: int) -> dict | None:
+        v = self._state.get(series)
+        if isinstance(v, str):
+            v = json.loads(v)
+            if v["k"] == "hist":
+                v["b"] = intern_bounds(v["b"])
+            self._state[series] = v
+        return v
+
+    def apply(self, ws: str, blocks) -> Change:
+        """Turn the stateful rows of ``blocks`` into deltas (or levels); drops duplicates.
+        Call under :attr:`lock`; nothing changes until :meth:`commit`."""
+        change = Change(ws)
+        segs = [(b, r0, r1, mode) for b in blocks for r0, r1, mode in b.stateful]
+        hs = [e[0] for b, r0, r1, _ in segs for e in b.ents[r0:r1]]
+        if len(set(hs)) == len(hs):
+            for b, r0, r1, mode in segs:
+                if mode == "sum":
+                    self._sums(b, r0, r1, change)
+                else:
+                    self._rows(b, range(r0, r1), _STEPS[mode], change)
+            return change
+        # one series twice in a request: oldest point first
+        rows = [(b.ents[r][0], b.ts[r], b, r, _STEPS[mode]) for b, r0, r1, mode in segs for r in range(r0, r1)]
+        rows.sort(key=lambda x: (x[0], x[1]))
+        for _, _, b, r, step in rows:
+            self._rows(b, (r,), step, change)
+        return change
+
+    def _rows(self, b: Block, rows, step, change: Change) -> None:
+        new, before, state, get = change.new, change.before, self._state, self._get
+        for r in rows:
+            h = b.ents[r][0]
+            prev = new.get(h)
+            if prev is None:
+                before[h] = state.get(h)
+                prev = get(h)
+            cur = step(b, r, prev)
+            if cur is None:
+                b.drop.append(r)
+            else:
+                new[h] = cur
+                change.json[h] = b.cum_state[r]
+
+    def _sums(self, b: Block, r0: int, r1: int, change: Change) -> None:
+        """:func:`_sum` over a run of rows with distinct series: the hot path of the
+        OpenTelemetry SDK's default (cumulative) counters, so written out inline."""
+        new, before, json_of, state, get = change.new, change.before, change.json, self._state, self._get
+        ents, ts, start, value, cum, drop = b.ents, b.ts, b.start, b.value, b.cum_state, b.drop
+        for r in range(r0, r1):
+            h = ents[r][0]
+            before[h] = prev = state.get(h)
+            if prev is not None and type(prev) is not dict:
+                prev = get(h)
+            v, t, s = value[r], ts[r], start[r]
+            if prev is not None and prev["k"] == "sum":
+                if t <= prev["t"]:
+                    drop.append(r)
+                    continue
+                pv = prev["v"]
+                if v >= pv and not (s and prev["s"] and s != prev["s"]):
+                    value[r] = v - pv
+                    start[r] = prev["t"]
+            cum[r] = json_of[h] = f'{{"k":"sum","s":{s},"t":{t},"v":{v!r}}}'
+            new[h] = {"k": "sum", "s": s, "t": t, "v": v}
+
+    def commit(self, change: Change) -> None:
+        self._state.update(change.new)
+
+    def settle(self, change: Change) -> None:
+        """The commit carrying ``change`` failed (maybe half way: points stored, state
+        not). For each series no later request has moved on since, take what the store
+        holds, which is exactly what the client's retry must be compared with; if the
+        store cannot answer either, go back to the state before the request."""
+        with self.lock:
+            ours = [h for h, state in change.new.items() if self._state.get(h) is state]
+            if not ours:
+                return
+            try:
+                durable = self._read(
+                    "AND ws = {ws:String} AND series IN {ours:Array(UInt64)}", {"ws": change.ws, "ours": ours}
+                )
+            except Exception:  # the store is failing: the in-memory past is the best left
+                durable = {h: change.before.get(h) for h in ours}
+            for h in ours:
+                if durable.get(h) is None:
+                    self._state.pop(h, None)
+                else:
+                    self._state[h] = durable[h]
+
+    def rows(self, ws: str, change: Change, seq: int) -> pa.Table:
+        """``series_state`` rows for ``change``, all stamped with the request's last ``seq``."""
+        series = list(change.new)
+        return pa.Table.from_arrays(
+            [
+                pa.array([ws] * len(series), pa.string()),
+                pa.array(np.array(series, dtype=np.uint64)),
+                pa.array(np.array([change.new[h]["t"] for h in series], dtype=np.int64)).cast(_TS),
+                pa.array([change.json[h] for h in series], pa.string()),
+                pa.array(np.full(len(series), seq, dtype=np.uint64)),
+            ],
+            schema=ARROW_SCHEMAS["series_state"],
+        )

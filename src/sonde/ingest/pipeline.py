@@ -1,0 +1,123 @@
+"""One ingest request, decoded message in, queued rows out.
+
+:class:`Ingestor` is the per-process ingest side of the server: it owns the series
+cache, the cumulative state and the registrar, and queues rows on the store's group
+commit. It returns the commit future; the caller acknowledges the client only once
+that future has resolved (acknowledged means durable).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from ..store import Store
+from .columns import SeriesCache
+from .cumulative import SeriesState
+from .logs import LogsWalk
+from .metrics import MetricsWalk
+from .resource import UNASSIGNED, Placement
+
+
+class Registrar:
+    """Telemetry naming an unknown entity registers it (SONDE.md); returns row parents.
+
+    The parent of a known entity is the inventory's, whatever the resource says (an
+    explicit PUT outranks telemetry). An unknown entity whose parent the resource
+    does not name goes under ``_unassigned`` (registered too, so the vendor read
+    endpoints reach it). Answers are cached: an entity never moves to another parent.
+    """
+
+    def __init__(self, inventory):
+        self.inventory = inventory
+        self._parents: dict[tuple[str, str, str], str] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, ws: str, pl: Placement) -> str:
+        owner = pl.owner
+        key = (ws, owner.kind, owner.id)
+        parent = self._parents.get(key)
+        if parent is None:
+            found = self.inventory.find(ws, owner.kind, owner.id)
+            if found is not None:
+                parent = found["parent"]
+            else:
+                parent = owner.parent or (UNASSIGNED if owner.parent_kind else "")
+                if owner.parent_kind:
+                    self.inventory.ensure(ws, owner.parent_kind, parent, "", {})
+                doc = json.loads(json.dumps(dict(owner.doc)))  # plain JSON types, fresh copies
+                self.inventory.ensure(ws, owner.kind, owner.id, parent, doc)
+            with self._lock:
+                self._parents[key] = parent
+        # a chainlet's row parent is its chain deployment, fixed by the resource
+        return parent if pl.parent is None else pl.parent
+
+
+@dataclass
+class Queued:
+    """Rows queued for commit: ``future`` resolves when they are durable."""
+
+    future: Future
+    rows: int
+    rejected: int
+    message: str
+
+
+class Ingestor:
+    def __init__(self, store: Store, inventory):
+        self.store = store
+        self.registrar = Registrar(inventory)
+        self.cache = SeriesCache()
+        self.state = SeriesState(store)
+
+    def metrics(self, ws: str, req) -> Queued:
+        walk = MetricsWalk(ws, self.cache, self.registrar).walk(req)
+        message = walk.rejects.message("data points")
+        blocks = [b for b in walk.blocks.values() if len(b)]
+        if not blocks:
+            return Queued(_done(), 0, walk.rejects.count, message)
+        state = self.state
+        with state.lock:
+            change = state.apply(ws, blocks) if any(b.stateful for b in blocks) else None
+            tables = [b.to_arrow() for b in blocks]
+            table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+            n = table.num_rows
+            if n == 0:
+                return Queued(_done(), 0, walk.rejects.count, message)
+            first = self.store.next_seq(n)
+            table = table.set_column(
+                table.schema.get_field_index("seq"), "seq", pa.array(np.arange(first, first + n, dtype=np.uint64))
+            )
+            rows = {"metric_points": table}
+            if change is not None and change.new:
+                rows["series_state"] = state.rows(ws, change, first + n - 1)
+            future = self.store.submit(rows)  # raises Overloaded before anything is queued
+            if change is not None:
+                state.commit(change)
+        if change is not None:
+            # Outside the lock: a future already resolved runs the callback right here.
+            # Registered before the request awaits it, so it runs first: a client hears
+            # of a failed commit only once the state is settled.
+            future.add_done_callback(lambda f: state.settle(change) if f.exception() is not None else None)
+        return Queued(future, n, walk.rejects.count, message)
+
+    def logs(self, ws: str, req) -> Queued:
+        walk = LogsWalk(ws, self.registrar, now_ns=time.time_ns()).walk(req)
+        message = walk.rejects.message("log records")
+        n = walk.rows
+        if n == 0:
+            return Queued(_done(), 0, walk.rejects.count, message)
+        table = walk.to_arrow(self.store.next_seq(n))
+        return Queued(self.store.submit({"logs": table}), n, walk.rejects.count, message)
+
+
+def _done() -> Future:
+    f: Future = Future()
+    f.set_result(0)
+    return f
