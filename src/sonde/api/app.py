@@ -11,7 +11,7 @@ from ..settings import Config
 from ..store import Store, open_store
 from ..store.accounts import Accounts, bootstrap
 from ..store.inventory import Inventory
-from . import admin, errors, inventory, logs, metrics, openapi, otlp
+from . import admin, chains, errors, inventory, logs, loops, metrics, openapi, otlp, training
 
 log = logging.getLogger("sonde")
 
@@ -49,6 +49,9 @@ def create_app(config: Config | None = None, *, store: Store | None = None) -> F
     app.include_router(otlp.router)
     app.include_router(metrics.router)
     app.include_router(logs.router)
+    app.include_router(chains.router)
+    app.include_router(training.router)
+    app.include_router(loops.router)
     return app
 
 

@@ -1,0 +1,5 @@
+"""(being written: issue 5)"""
+
+from fastapi import APIRouter
+
+router = APIRouter()
