@@ -4,7 +4,7 @@ A row names the path, how its path parameters become a :class:`~sonde.query.logs
 (checking that the entity is in the caller's workspace: 404 otherwise), which request
 shape it takes (``LogFilters`` or the training/loops ``LogWindow``), and whether it also
 answers the older POST with a JSON body. Adding chainlet, training-job or loops logs is
-a resolver and a row.
+a resolver and a call of :func:`install` from the router that owns the entity.
 """
 
 # No ``from __future__ import annotations``: the endpoints are built in a loop and
@@ -90,7 +90,8 @@ def _from_body(model: type[LogWindow], body: Any) -> LogWindow:
         raise RequestValidationError(exc.errors(include_url=False)) from None
 
 
-def _install(route: LogRoute) -> None:
+def install(route: LogRoute) -> None:
+    """Serve ``route`` (other routers call this for their entities' logs)."""
     model = route.filters
     name = route.path.strip("/").replace("/", "_").replace("{", "").replace("}", "")
 
@@ -111,4 +112,4 @@ def _install(route: LogRoute) -> None:
 
 
 for _route in ROUTES:
-    _install(_route)
+    install(_route)
