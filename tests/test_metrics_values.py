@@ -513,3 +513,17 @@ def test_exponential_downscaling_is_exact_and_skips_late_points(app, client, cre
     scan = Scan(app.state.store, creds["workspace_id"], "deployment", "d3", w)
     for side in ("pos", "neg"):
         assert [list(r["counts"]) for r in histograms._exp_buckets(scan, vm, side, [6], [-51])] == [[1, 5]]
+
+
+def test_a_single_sample_holds_for_the_default_interval(client, creds):
+    # One sample has no gap to take the interval from: it holds DEFAULT_INTERVAL_NS (60 s).
+    from sonde.query.gauges import DEFAULT_INTERVAL_NS
+
+    t = W0 + 90 * SEC
+    send(client, creds, res("solo"), [gauge("process.memory.usage", [number(t, 1234.0)], unit="By")])
+    labels, values = metric(query(client, ["baseten_container_cpu_memory_working_set_bytes"]),
+                            "baseten_container_cpu_memory_working_set_bytes")
+    assert labels == [{"replica": "solo"}]
+    covered = {step_of(x) for x in (t, t + DEFAULT_INTERVAL_NS - 1)}
+    assert {k for k, v in enumerate(values) if v[0] is not None} == covered
+    assert all(v[0] == 1234.0 for v in values if v[0] is not None)

@@ -1,5 +1,223 @@
-"""(being written: issue 5)"""
+"""Training projects and jobs: inventory reads and upserts, job metrics and job logs.
 
-from fastapi import APIRouter
+Shapes are the vendor's (``ListTrainingProjectsResponseV1``, ``ListTrainingJobsResponseV1``,
+``GetTrainingJobResponseV1``, ``GetTrainingJobMetricsResponseV1``); upserts as SONDE.md.
+docs/training.md gives the defaults for fields telemetry cannot know.
+"""
 
-router = APIRouter()
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from fastapi import APIRouter, Body, Depends, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .._exceptions import BadRequest
+from ..query import training as tq
+from ..query.logs import LogFilters, Target
+from ..store.accounts import ApiKey
+from ..store.inventory import Inventory
+from . import auth, logs
+from .ids import valid_id
+from .inventory import iso
+
+router = APIRouter(tags=["training"])
+
+#: instance type shown until a PUT names one (telemetry does not carry the vendor's
+#: instance-type catalogue); see docs/training.md
+UNKNOWN_INSTANCE = {"id": "unknown", "name": "unknown", "memory_limit_mib": 0, "millicpu_limit": 0,
+                    "gpu_count": 0, "gpu_type": None, "gpu_memory_limit_mib": None}
+
+
+class ProjectIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(default=None, min_length=1, max_length=256)
+    team_name: str | None = Field(default=None, max_length=256)
+
+
+class InstanceTypeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(min_length=1, max_length=256)
+    name: str = Field(min_length=1, max_length=256)
+    memory_limit_mib: int = Field(ge=0)
+    millicpu_limit: int = Field(ge=0)
+    gpu_count: int = Field(ge=0)
+    gpu_type: str | None = Field(default=None, max_length=256)
+    gpu_memory_limit_mib: int | None = Field(default=None, ge=0)
+
+
+class UserIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    email: str | None = Field(default=None, max_length=256)
+
+
+class JobIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(default=None, min_length=1, max_length=256)
+    current_status: str = Field(default="RUNNING", min_length=1, max_length=64)
+    error_message: str | None = Field(default=None, max_length=4096)
+    instance_type: InstanceTypeIn | None = None
+    priority: int | None = None
+    checkpoint_sync_status: Literal["SYNCING", "COMPLETED"] | None = None
+    user: UserIn | None = None
+
+
+class MetricsIn(BaseModel):
+    """GetTrainingJobMetricsRequestV1 (unknown fields ignored, as the schema allows)."""
+
+    model_config = ConfigDict(extra="ignore")
+    start_epoch_millis: int | None = None
+    end_epoch_millis: int | None = None
+    step_seconds: int | None = None
+
+
+# --- views -------------------------------------------------------------------------
+
+
+def _summary(project: dict) -> dict:
+    return {"id": project["id"], "name": project["doc"].get("name") or project["id"]}
+
+
+def job_view(row: dict, project: dict) -> dict:
+    doc = row["doc"]
+    return {
+        "id": row["id"],
+        "created_at": iso(row["created_ms"]),
+        "current_status": doc.get("current_status") or "RUNNING",
+        "error_message": doc.get("error_message"),
+        "instance_type": doc.get("instance_type") or dict(UNKNOWN_INSTANCE),
+        "updated_at": iso(row["updated_ms"]),
+        "training_project_id": project["id"],
+        "training_project": _summary(project),
+        "name": doc.get("name") or row["id"],
+        "checkpoint_sync_status": doc.get("checkpoint_sync_status"),
+        "priority": int(doc.get("priority") or 0),
+        "user": doc.get("user"),
+    }
+
+
+def project_view(row: dict, jobs: list[dict]) -> dict:
+    latest = max(jobs, key=lambda j: (j["created_ms"], j["id"])) if jobs else None
+    return {
+        "id": row["id"],
+        "name": row["doc"].get("name") or row["id"],
+        "created_at": iso(row["created_ms"]),
+        "updated_at": iso(row["updated_ms"]),
+        "team_name": row["doc"].get("team_name"),
+        "latest_job": job_view(latest, row) if latest else None,
+    }
+
+
+def _project(inv: Inventory, ws: str, project_id: str) -> tuple[dict, list[dict]]:
+    project = inv.get(ws, "training_project", valid_id(project_id, "training_project_id"))
+    return project, inv.list(ws, "training_job", project_id)
+
+
+def _job(inv: Inventory, ws: str, project_id: str, job_id: str) -> tuple[dict, dict]:
+    """(project view, job view); 404 when either is unknown or the job is another project's."""
+    valid_id(project_id, "training_project_id")
+    valid_id(job_id, "training_job_id")
+    project, jobs = _project(inv, ws, project_id)
+    row = inv.get(ws, "training_job", job_id, parent=project_id)
+    return project_view(project, jobs), job_view(row, project)
+
+
+# --- inventory routes ----------------------------------------------------------------
+
+
+@router.get("/v1/training_projects")
+def list_projects(request: Request, key: ApiKey = Depends(auth.management)) -> dict:
+    inv = request.app.state.inventory
+    jobs = inv.list(key.ws, "training_job")
+    return {"training_projects": [project_view(p, [j for j in jobs if j["parent"] == p["id"]])
+                                  for p in inv.list(key.ws, "training_project")]}
+
+
+@router.put("/v1/training_projects/{training_project_id}")
+def put_project(training_project_id: str, body: ProjectIn, request: Request,
+                key: ApiKey = Depends(auth.management)) -> dict:
+    valid_id(training_project_id, "training_project_id")
+    inv = request.app.state.inventory
+    inv.put(key.ws, "training_project", training_project_id, "", body.model_dump(exclude_none=True))
+    return project_view(*_project(inv, key.ws, training_project_id))
+
+
+@router.get("/v1/training_projects/{training_project_id}/jobs")
+def list_jobs(training_project_id: str, request: Request, key: ApiKey = Depends(auth.management)) -> dict:
+    project, jobs = _project(request.app.state.inventory, key.ws, training_project_id)
+    return {"training_project": project_view(project, jobs), "training_jobs": [job_view(j, project) for j in jobs]}
+
+
+@router.get("/v1/training_projects/{training_project_id}/jobs/{training_job_id}")
+def get_job(training_project_id: str, training_job_id: str, request: Request,
+            key: ApiKey = Depends(auth.management)) -> dict:
+    project, job = _job(request.app.state.inventory, key.ws, training_project_id, training_job_id)
+    return {"training_project": project, "training_job": job}
+
+
+@router.put("/v1/training_projects/{training_project_id}/jobs/{training_job_id}")
+def put_job(training_project_id: str, training_job_id: str, body: JobIn, request: Request,
+            key: ApiKey = Depends(auth.management)) -> dict:
+    valid_id(training_project_id, "training_project_id")
+    valid_id(training_job_id, "training_job_id")
+    inv = request.app.state.inventory
+    inv.ensure(key.ws, "training_project", training_project_id, "", {})
+    inv.put(key.ws, "training_job", training_job_id, training_project_id, body.model_dump(mode="json"))
+    project, job = _job(inv, key.ws, training_project_id, training_job_id)
+    return {"training_project": project, "training_job": job}
+
+
+# --- metrics -------------------------------------------------------------------------
+
+METRICS_PATH = "/v1/training_projects/{training_project_id}/jobs/{training_job_id}/metrics"
+
+
+def _metrics(request: Request, key: ApiKey, project_id: str, job_id: str, q: MetricsIn) -> dict:
+    valid_id(project_id, "training_project_id")
+    valid_id(job_id, "training_job_id")
+    # Parameters first: a malformed request is a 400 whether or not the job exists.
+    window = tq.resolve(q.start_epoch_millis, q.end_epoch_millis, q.step_seconds)
+    _, job = _job(request.app.state.inventory, key.ws, project_id, job_id)
+    return tq.training_job_metrics(request.app.state.store, key.ws, job_id, window, job)
+
+
+@router.get(METRICS_PATH)
+def get_job_metrics(training_project_id: str, training_job_id: str, request: Request,
+                    start_epoch_millis: int | None = None, end_epoch_millis: int | None = None,
+                    step_seconds: int | None = None, key: ApiKey = Depends(auth.management)) -> dict:
+    q = MetricsIn(start_epoch_millis=start_epoch_millis, end_epoch_millis=end_epoch_millis, step_seconds=step_seconds)
+    return _metrics(request, key, training_project_id, training_job_id, q)
+
+
+@router.post(METRICS_PATH)
+def post_job_metrics(training_project_id: str, training_job_id: str, request: Request,
+                     key: ApiKey = Depends(auth.management), body: Any = Body(None)) -> dict:
+    if isinstance(body, bytes):  # JSON sent without a JSON Content-Type (the vendor's curl example)
+        try:
+            body = json.loads(body)
+        except ValueError:
+            raise BadRequest("request body is not valid JSON", field="body", code="invalid_json") from None
+    if body is None:
+        body = {}
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object", field="body")
+    try:
+        q = MetricsIn.model_validate(body)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False)) from None
+    return _metrics(request, key, training_project_id, training_job_id, q)
+
+
+# --- logs ----------------------------------------------------------------------------
+
+
+def _job_logs(inv: Inventory, ws: str, p: Mapping[str, str]) -> Target:
+    _job(inv, ws, p["training_project_id"], p["training_job_id"])
+    return Target("training_job", entity=p["training_job_id"])
+
+
+logs.install(logs.LogRoute("/v1/training_projects/{training_project_id}/jobs/{training_job_id}/logs",
+                           _job_logs, filters=LogFilters, post=True))

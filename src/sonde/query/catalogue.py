@@ -49,6 +49,8 @@ class VendorMetric:
     #   "replica" {replica} per replica;  "gpu" {replica, gpu} per replica and GPU
     #   "replicas_active" / "replicas_starting": replicas seen in the step
     #   "histogram" quantiles and average
+    #   "node" / "node_gpu" / "node_mount": per node rank (and GPU, or ``sonde.mount``);
+    #   used by loops metrics (query/loops.py), not by the deployment catalogue
     labels: str
 
     @property

@@ -20,11 +20,13 @@ from .scan import STEP, Scan
 
 
 def value_increase(scan: Scan, vm: VendorMetric) -> list[dict]:
-    """Rows ``{k, l_replica, v}`` for a per-replica counter."""
+    """Rows ``{k, l_replica, v}`` for a per-replica counter; for the ``node`` label
+    kind ``l_replica`` is the node rank instead (as in ``gauges``)."""
     where, params = scan.where(vm.source_names, vm=vm)
     factor, fparams = scan.factor(vm)
+    label = "toString(node_rank)" if vm.labels == "node" else "replica"
     sql = f"""
-    SELECT {STEP} AS k, replica AS l_replica, sum(value * {factor}) AS v
+    SELECT {STEP} AS k, {label} AS l_replica, sum(value * {factor}) AS v
     FROM {scan.table} {where} AND kind = 'sum' AND monotonic
     GROUP BY k, l_replica
     """

@@ -37,8 +37,19 @@ DEFAULT_INTERVAL_NS = 60 * 10**9
 _GPU = "if(mapContains(attrs, 'hw.gpu.index'), attrs['hw.gpu.index'], attrs['gpu'])"
 
 
+# Node label kinds (loops and multi-node metrics): ``l_replica`` holds the node rank
+# (decimal, -1 when the resource sent none) instead of the replica.
+_NODE = "toString(node_rank)"
+
+
 def _labels(vm: VendorMetric) -> tuple[str, str]:
     """(label columns selected per row, their names) for the metric's label kind."""
+    if vm.labels == "node":
+        return f"{_NODE} AS l_replica, '' AS l_gpu", "l_replica, l_gpu"
+    if vm.labels == "node_gpu":
+        return f"{_NODE} AS l_replica, {_GPU} AS l_gpu", "l_replica, l_gpu"
+    if vm.labels == "node_mount":
+        return f"{_NODE} AS l_replica, attrs['sonde.mount'] AS l_gpu", "l_replica, l_gpu"
     if vm.labels == "gpu":
         return f"replica AS l_replica, {_GPU} AS l_gpu", "l_replica, l_gpu"
     if vm.labels == "replica":
@@ -76,8 +87,10 @@ def time_weighted(scan: Scan, vm: VendorMetric) -> list[dict]:
                 FROM (
                     SELECT series, l_replica, l_gpu, times, vals,
                            arrayPushBack(arrayPopFront(times), 0) AS nexts,
-                           toInt64(ifNull(arrayReduce('quantileExactLow(0.5)',
-                               arrayFilter(d -> d > 0, arrayPopFront(arrayDifference(times)))), {{dgap:Int64}})) AS gap
+                           arrayFilter(d -> d > 0, arrayPopFront(arrayDifference(times))) AS gaps,
+                           -- quantileExactLow of an empty array is 0, not NULL: test for it
+                           if(empty(gaps), {{dgap:Int64}},
+                              toInt64(arrayReduce('quantileExactLow(0.5)', gaps))) AS gap
                     FROM (
                         SELECT series, any(l_replica) AS l_replica, any(l_gpu) AS l_gpu,
                                arraySort(x -> x.1,

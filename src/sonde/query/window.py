@@ -65,9 +65,9 @@ class Window:
         return self.step_ms * 1_000_000
 
 
-def step_for(window_ms: int) -> int:
+def step_for(window_ms: int, ladder: tuple[int, ...] = STEP_LADDER_S) -> int:
     """The smallest rung of the ladder that gives at most MAX_STEPS steps."""
-    for step in STEP_LADDER_S:
+    for step in ladder:
         if -(-window_ms // (step * 1000)) <= MAX_STEPS:
             return step
     # Unreachable for windows within MAX_WINDOW_MS (7 d / 1 h = 168 steps).

@@ -1,0 +1,227 @@
+"""Trainer (loops) deployment metrics: GetLoopsDeploymentMetricsResponseV1 from stored points.
+
+Every number comes from the building blocks the deployment metrics use (docs/chains-loops.md):
+
+- service fields read the HTTP instrumentation of the trainer pods: the duration
+  histograms' counts (``histograms.totals``, split by status class) give the inference
+  volume, a rate per ``time_divisor_seconds``; ``histograms.quantile_steps`` gives
+  p50/p95/p99 (converted to milliseconds); ``http.server.active_requests`` is the
+  time-weighted gauge of ``gauges`` (replicas added up);
+- compute fields read the agent's process, GPU and filesystem metrics per node rank
+  (the ``node*`` label kinds of ``gauges`` / ``counters``): CPU usage in cores is the
+  ``process.cpu.time`` increase over the step divided by the step's length, memory and
+  GPU figures are time-weighted means, ephemeral utilisation is mean usage / mean limit
+  of the ``sonde.mount=ephemeral`` filesystem. The top-level compute fields are the
+  leader's (node rank 0; a deployment whose telemetry names no rank is one node, the
+  leader); ``per_node_metrics`` lists every node.
+
+Each series lists only the steps that have data (the schema's values are numbers, never
+null); timestamps are the steps' starts, ISO 8601 UTC.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from datetime import datetime, timezone
+from typing import Any
+
+from .._exceptions import BadRequest
+from ..store import Store
+from . import counters, gauges, histograms
+from .catalogue import CATALOGUE, COUNTER, GAUGE, Source, VendorMetric
+from .metrics import choose_sources
+from .scan import QUERY_TIMEOUT_S, Scan
+from .window import DEFAULT_WINDOW_MS, MAX_EPOCH_MS, MAX_WINDOW_MS, Window, step_for
+
+#: most value sets one response may hold (one per minute over 7 days)
+MAX_POINTS = 10_080
+
+DURATION = CATALOGUE["baseten_end_to_end_response_time_seconds"]
+CONCURRENT = CATALOGUE["baseten_concurrent_requests"]
+
+_V = VendorMetric
+CPU = _V("loops_cpu_seconds", COUNTER, "SECONDS", "time",
+         (Source("process.cpu.time", "s"), Source("container.cpu.time", "s")), "node")
+MEMORY = _V("loops_memory_bytes", GAUGE, "BYTES", "bytes",
+            (Source("process.memory.usage", "By"), Source("container.memory.working_set", "By")), "node")
+GPU_UTIL = _V("loops_gpu_utilization", GAUGE, "RATIO", "ratio", (Source("hw.gpu.utilization", "1"),), "node_gpu")
+GPU_MEMORY = _V("loops_gpu_memory_bytes", GAUGE, "BYTES", "bytes", (Source("hw.gpu.memory.usage", "By"),), "node_gpu")
+FS_USAGE = _V("loops_fs_usage_bytes", GAUGE, "BYTES", "bytes", (Source("system.filesystem.usage", "By"),),
+              "node_mount")
+FS_LIMIT = _V("loops_fs_limit_bytes", GAUGE, "BYTES", "bytes", (Source("system.filesystem.limit", "By"),),
+              "node_mount")
+COMPUTE = (CPU, MEMORY, GPU_UTIL, GPU_MEMORY, FS_USAGE, FS_LIMIT)
+
+
+def iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _epoch(value: int | None, field: str) -> int | None:
+    if value is not None and not 0 <= value <= MAX_EPOCH_MS:
+        raise BadRequest(f"{field} must be epoch milliseconds between 0 and {MAX_EPOCH_MS}", field=field)
+    return value
+
+
+def resolve_window(start_ms: int | None, end_ms: int | None, step_s: int | None,
+                   now_ms: int | None = None) -> Window:
+    """The request's window: defaults end = now, start = end - 1 h; step from the window
+    (the deployment metrics' ladder) when omitted. 400 naming the field otherwise."""
+    now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    start_ms, end_ms = _epoch(start_ms, "start_epoch_millis"), _epoch(end_ms, "end_epoch_millis")
+    end = now if end_ms is None else end_ms
+    start = end - DEFAULT_WINDOW_MS if start_ms is None else start_ms
+    if start > now:
+        raise BadRequest("start_epoch_millis is in the future", field="start_epoch_millis")
+    if end <= start:
+        raise BadRequest("end_epoch_millis must be after start_epoch_millis", field="end_epoch_millis")
+    if end - start > MAX_WINDOW_MS:
+        raise BadRequest("the window between start and end must not exceed 7 days", field="end_epoch_millis")
+    if step_s is None:
+        step_s = step_for(end - start)
+    elif step_s <= 0:
+        raise BadRequest("step_seconds must be a positive number of seconds", field="step_seconds")
+    elif -(-(end - start) // (step_s * 1000)) > MAX_POINTS:
+        raise BadRequest(f"step_seconds gives more than {MAX_POINTS} points over this window; use a larger step",
+                         field="step_seconds")
+    return Window("SERIES", start, end, step_s)
+
+
+def _finite(v: Any) -> bool:
+    return v is not None and not (isinstance(v, float) and not math.isfinite(v))
+
+
+class _Series:
+    """Per step values -> [{value, timestamp}] for the steps that have data."""
+
+    def __init__(self, window: Window):
+        self.starts = window.step_starts_ms()
+
+    def points(self, by_step: dict[int, float]) -> list[dict]:
+        return [{"value": float(by_step[k]), "timestamp": iso(self.starts[k])}
+                for k in sorted(by_step) if 0 <= k < len(self.starts) and _finite(by_step[k])]
+
+
+def _step_seconds(window: Window, k: int) -> float:
+    """Length of step ``k`` in seconds; the last one may be partial."""
+    start = window.start_ms + k * window.step_ms
+    return (min(start + window.step_ms, window.end_ms) - start) / 1000
+
+
+def _service(scan: Scan, divisor: int, present: set[str]) -> dict:
+    w, s = scan.window, _Series(scan.window)
+    volume: dict[int, float] = {}
+    by_status: dict[int, dict[int, float]] = defaultdict(lambda: {2: 0.0, 4: 0.0, 5: 0.0})
+    times: list[dict] = []
+    if DURATION.name in present:
+        # One scan of the duration histograms serves volume, status split and quantiles.
+        scan.memo["status_sources"] = {DURATION.source_names}
+        counts: dict[int, int] = defaultdict(int)
+        for r in histograms.totals(scan, DURATION):
+            counts[r["k"]] += r["n"]
+            if r["cls"] in (2, 4, 5):
+                by_status[r["k"]][r["cls"]] += r["n"]
+            else:
+                _ = by_status[r["k"]]  # a step with data has all three classes, 0 where none
+        volume = {k: n * divisor / _step_seconds(w, k) for k, n in counts.items()}
+        for k, cls in by_status.items():
+            for c in cls:
+                cls[c] = cls[c] * divisor / _step_seconds(w, k)
+        quantiles = histograms.quantile_steps(scan, DURATION)
+        for k in sorted(counts):
+            q = quantiles.get(k)
+            ms = [v * 1000 if _finite(v) else None for v in q[:4]] if q else [None] * 4
+            times.append({"timestamp": iso(s.starts[k]), "p50": ms[0], "p95": ms[2], "p99": ms[3]})
+    concurrent: dict[int, float] = {}
+    if CONCURRENT.name in present:
+        concurrent = {r["k"]: r["v"] for r in gauges.time_weighted(scan, CONCURRENT)}
+    return {
+        "inference_volume": s.points(volume),
+        "concurrent_requests": s.points(concurrent),
+        "response_time_stats": times,
+        "inference_volume_by_status": [
+            {"timestamp": iso(s.starts[k]), "status_2xx": v[2], "status_4xx": v[4], "status_5xx": v[5]}
+            for k, v in sorted(by_status.items())
+        ],
+    }
+
+
+def _empty_node() -> dict:
+    return {"gpu_memory_usage_bytes": {}, "gpu_utilization": {}, "cpu_usage": [], "cpu_memory_usage_bytes": [],
+            "ephemeral_storage": {"usage_bytes": [], "utilization": []}}
+
+
+def _gpu_key(g: str) -> tuple:
+    return (int(g) if g.isdigit() else math.inf, g)
+
+
+def _compute(scan: Scan, present: set[str]) -> dict[int, dict]:
+    """Per node rank: the LoopsDeploymentNodeMetricsV1 fields (less node_id)."""
+    w, s = scan.window, _Series(scan.window)
+    # rank -> field -> step -> value (GPU fields: -> gpu -> step -> value)
+    acc: dict[int, dict[str, Any]] = defaultdict(lambda: defaultdict(dict))
+
+    def rank(r: dict) -> int:
+        return int(r["l_replica"])
+
+    if CPU.name in present:
+        for r in counters.value_increase(scan, CPU):
+            acc[rank(r)]["cpu"][r["k"]] = r["v"] / _step_seconds(w, r["k"])
+    if MEMORY.name in present:
+        for r in gauges.time_weighted(scan, MEMORY):
+            acc[rank(r)]["memory"][r["k"]] = r["v"]
+    for vm, field in ((GPU_UTIL, "gpu_util"), (GPU_MEMORY, "gpu_memory")):
+        if vm.name in present:
+            for r in gauges.time_weighted(scan, vm):
+                acc[rank(r)][field].setdefault(r["l_gpu"], {})[r["k"]] = r["v"]
+    for vm, field in ((FS_USAGE, "fs_usage"), (FS_LIMIT, "fs_limit")):
+        if vm.name in present:
+            for r in gauges.time_weighted(scan, vm):
+                if r["l_gpu"] == "ephemeral":
+                    acc[rank(r)][field][r["k"]] = r["v"]
+    out: dict[int, dict] = {}
+    for node, f in acc.items():
+        usage, limit = f["fs_usage"], f["fs_limit"]
+        util = {k: usage[k] / limit[k] for k in usage if k in limit and _finite(limit[k]) and limit[k] > 0}
+        out[node] = {
+            "gpu_memory_usage_bytes": {g: s.points(v) for g, v in sorted(f["gpu_memory"].items(),
+                                                                        key=lambda x: _gpu_key(x[0]))},
+            "gpu_utilization": {g: s.points(v) for g, v in sorted(f["gpu_util"].items(),
+                                                                 key=lambda x: _gpu_key(x[0]))},
+            "cpu_usage": s.points(f["cpu"]),
+            "cpu_memory_usage_bytes": s.points(f["memory"]),
+            "ephemeral_storage": {"usage_bytes": s.points(usage), "utilization": s.points(util)},
+        }
+    return out
+
+
+def _node_ids(scan: Scan) -> dict[int, str]:
+    """Per node rank, the ``sonde.node_id`` its resources sent (any one), if any."""
+    names = sorted({n for vm in COMPUTE for n in vm.source_names})
+    w = scan.window
+    where, params = scan.where(names, w.start_ns - gauges.LOOK_AROUND_NS, w.end_ns + gauges.LOOK_AROUND_NS)
+    rows = scan.run(
+        "SELECT node_rank, anyIf(attrs['sonde.node_id'], attrs['sonde.node_id'] != '') AS node_id"
+        f" FROM {scan.table} {where} GROUP BY node_rank",
+        {**scan.params(), **params},
+    ).to_pylist()
+    return {int(r["node_rank"]): r["node_id"] for r in rows if r["node_id"]}
+
+
+def loops_metrics(store: Store, ws: str, deployment_id: str, window: Window, time_divisor_s: int = 1,
+                  timeout_s: int = QUERY_TIMEOUT_S) -> dict:
+    """The GetLoopsDeploymentMetricsResponseV1 body for one loops deployment."""
+    scan = Scan(store, ws, "loops", deployment_id, window, timeout_s)
+    present = choose_sources(scan, [DURATION, CONCURRENT, *COMPUTE])
+    metrics = _service(scan, time_divisor_s, present)
+    nodes = _compute(scan, present)
+    ids = _node_ids(scan) if nodes else {}
+    # The leader is node rank 0; telemetry naming no rank (-1) is a single-node deployment.
+    leader = 0 if 0 in nodes or any(r >= 0 for r in nodes) else -1
+    metrics.update(nodes.get(leader) or _empty_node())
+    metrics["per_node_metrics"] = [
+        {"node_id": ids.get(r) or str(max(r, 0)), **nodes[r]} for r in sorted(nodes)
+    ]
+    return {"deployment_id": deployment_id, "metrics": metrics}
