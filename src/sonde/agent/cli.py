@@ -17,19 +17,58 @@ from .spool import DEFAULT_MAX_BYTES
 log = logging.getLogger("sonde.agent")
 
 
-def _placement(opts: dict) -> dict[str, str]:
-    """What the telemetry belongs to (SONDE.md's first group of resource attributes).
+#: SONDE.md's placing groups: (name, required flags, optional flags), flag -> attribute
+_GROUPS = (
+    ("deployment", ("deployment_id",), ("model_id",)),
+    ("training job", ("training_project_id", "training_job_id"), ()),
+    ("chainlet", ("chain_deployment_id", "chainlet_id"), ("chain_id",)),
+    ("loops deployment", ("loops_deployment_id",), ()),
+)
 
-    Training jobs, chainlets and loops deployments (issue 5) add their flags to
-    ``placement_options`` and their ``sonde.*`` keys here; one placement is required."""
-    if not opts.get("deployment_id"):
-        raise click.UsageError("--deployment-id is required")
-    return {"sonde.model_id": opts.get("model_id") or "", "sonde.deployment_id": opts["deployment_id"]}
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _placement(opts: dict) -> dict[str, str]:
+    """What the telemetry belongs to (SONDE.md's first group of resource attributes):
+    exactly one of a deployment, a training job, a chainlet or a loops deployment, plus
+    the node (``--node-id``/``--node-rank``) when given."""
+    named = [g for g in _GROUPS if any(opts.get(f) for f in g[1] + g[2])]
+    if len(named) != 1:
+        what = ", ".join(" + ".join(_flag(f) for f in g[1]) for g in _GROUPS)
+        raise click.UsageError(f"one placement is required: {what}" if not named else
+                               "name one of a deployment, a training job, a chainlet or a loops deployment, not "
+                               + " and ".join(g[0] for g in named))
+    group, required, optional = named[0]
+    missing = [_flag(f) for f in required if not opts.get(f)]
+    if missing:
+        raise click.UsageError(f"a {group} needs {' and '.join(missing)}")
+    out = {f"sonde.{f}": opts.get(f) or "" for f in required + optional}
+    if opts.get("node_id"):
+        out["sonde.node_id"] = opts["node_id"]
+    if opts.get("node_rank") is not None:
+        out["sonde.node_rank"] = str(opts["node_rank"])
+    return out
+
+
+def _target(placement: dict[str, str]) -> str:
+    """A short name of the placement, for the spool dir and the agent's messages."""
+    for keys in (("sonde.deployment_id",), ("sonde.training_project_id", "sonde.training_job_id"),
+                 ("sonde.chain_deployment_id", "sonde.chainlet_id"), ("sonde.loops_deployment_id",)):
+        if placement.get(keys[-1]):
+            name = "-".join(placement[k] for k in keys)
+            break
+    else:
+        name = "default"
+    if placement.get("sonde.node_id") or placement.get("sonde.node_rank"):
+        name += "-node-" + (placement.get("sonde.node_id") or placement["sonde.node_rank"])
+    return name
 
 
 def _default_spool_dir(opts: dict) -> str:
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    parts = [base, "sonde-agent", opts.get("deployment_id") or "default"]
+    parts = [base, "sonde-agent", _target(_placement(opts))]
     if opts.get("replica"):
         parts.append(opts["replica"])
     return os.path.join(*parts)
@@ -48,7 +87,23 @@ def _key(key_file: str | None) -> str:
 def placement_options(f):
     for decorator in reversed([
         click.option("--model-id", default=None, help="Model the deployment belongs to (sonde.model_id)."),
-        click.option("--deployment-id", default=None, help="Deployment this replica serves (sonde.deployment_id). Required."),
+        click.option("--deployment-id", default=None,
+                     help="Deployment this replica serves (sonde.deployment_id). One placement is required: "
+                          "this, a training job, a chainlet or a loops deployment."),
+        click.option("--training-project-id", default=None,
+                     help="Training project of the job (sonde.training_project_id); with --training-job-id."),
+        click.option("--training-job-id", default=None,
+                     help="Training job this node runs (sonde.training_job_id); the job's status follows the "
+                          "process (docs/agent.md)."),
+        click.option("--chain-id", default=None, help="Chain of the chainlet (sonde.chain_id)."),
+        click.option("--chain-deployment-id", default=None,
+                     help="Chain deployment of the chainlet (sonde.chain_deployment_id); with --chainlet-id."),
+        click.option("--chainlet-id", default=None, help="Chainlet this replica serves (sonde.chainlet_id)."),
+        click.option("--loops-deployment-id", default=None,
+                     help="Trainer (loops) deployment this node serves (sonde.loops_deployment_id)."),
+        click.option("--node-id", default=None, help="Node of a multi-node job (sonde.node_id)."),
+        click.option("--node-rank", default=None, type=click.IntRange(min=0),
+                     help="Rank of the node in a multi-node job (sonde.node_rank; 0 is the leader)."),
     ]):
         f = decorator(f)
     return f
@@ -59,7 +114,7 @@ _AGENT_OPTIONS = [
                  help="Replica id (sonde.replica, 5 chars) [default: generated, remembered in the spool dir]."),
     click.option("--environment", default=None, help="Environment name (sonde.environment)."),
     click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
-                 help="Model cache directory: its filesystem is reported as the cache mount."),
+                 help="Model (or training read-write) cache directory: its filesystem is reported as the cache mount."),
     click.option("--ephemeral-dir", default=None, type=click.Path(file_okay=False),
                  help="A directory on the ephemeral (container) disk [default: the working directory]."),
     click.option("--ready-url", default=None, help="Replica is ready when this URL answers 200 [default: ready at once]."),
@@ -70,7 +125,9 @@ _AGENT_OPTIONS = [
     click.option("--interval", default=10.0, show_default=True, type=click.FloatRange(min=1.0),
                  help="Seconds between samples (at least 1)."),
     click.option("--spool-dir", default=None, type=click.Path(file_okay=False),
-                 help="Spool for batches the server cannot take yet [default: ~/.local/state/sonde-agent/DEPLOYMENT]."),
+                 help="Spool for batches the server cannot take yet [default: ~/.local/state/sonde-agent/TARGET, "
+                      "TARGET the deployment, PROJECT-JOB, CHAIN_DEPLOYMENT-CHAINLET or loops deployment id, "
+                      "plus -node-NODE]."),
     click.option("--spool-max-bytes", default=DEFAULT_MAX_BYTES, show_default=True, type=click.IntRange(min=1 << 20),
                  help="Spool bound; past it the oldest batches are dropped (counted, logged)."),
     click.option("--log-level", default="info", show_default=True,
@@ -120,7 +177,7 @@ def _build(opts: dict, pid_source, restarts):
     if pid_source is not None:
         samplers.append(ProcessTreeSampler(pid_source, start_ns=start_ns))
     log.info("sonde agent: replica %s of %s, sending to %s every %.0f s (spool %s, %d batches waiting)",
-             replica, placement["sonde.deployment_id"], opts["server"], opts["interval"], spool.dir, len(spool))
+             replica, _target(placement), opts["server"], opts["interval"], spool.dir, len(spool))
     return Agent(exporter, samplers, interval=opts["interval"], clock=clock, restarts=restarts, start_ns=start_ns)
 
 
@@ -136,8 +193,9 @@ def agent() -> None:
 
 @agent.command(context_settings={"ignore_unknown_options": True})
 @agent_options
-@click.option("--restart", "restart_policy", default="on-failure", show_default=True,
-              type=click.Choice(["on-failure", "always", "never"]), help="When to start the process again.")
+@click.option("--restart", "restart_policy", default=None,
+              type=click.Choice(["on-failure", "always", "never"]),
+              help="When to start the process again [default: on-failure; never for a training job].")
 @click.option("--restart-backoff", default=1.0, show_default=True, type=click.FloatRange(min=0.0),
               help="First restart delay, seconds; doubles per crash.")
 @click.option("--restart-backoff-max", default=60.0, show_default=True, type=click.FloatRange(min=0.0),
@@ -147,15 +205,27 @@ def agent() -> None:
 @click.option("--echo/--no-echo", default=True, show_default=True, help="Also write the process's output to ours.")
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(cmd, restart_policy, restart_backoff, restart_backoff_max, stop_timeout, echo, **opts) -> None:
-    """Start CMD (after --), capture its output as logs, restart it on crash, sample it."""
+    """Start CMD (after --), capture its output as logs, restart it on crash, sample it.
+
+    For a training job the process is not restarted (unless --restart says so), and when
+    it ends for good the agent reports the job's end (docs/agent.md): COMPLETED on exit
+    0, else FAILED with the last error line."""
     from .model import Counter
     from .supervisor import Supervisor
 
+    training = bool(opts.get("training_job_id"))
+    restart_policy = restart_policy or ("never" if training else "on-failure")
     restarts = Counter()
     holder: dict = {}
     the_agent = _build(opts, lambda: holder["sup"].pid, restarts)
+    last_error = LastError()
+    on_log = the_agent.emit_log
+    if training:
+        def on_log(record, emit=the_agent.emit_log):
+            last_error.see(record)
+            emit(record)
     sup = holder["sup"] = Supervisor(
-        cmd, on_log=the_agent.emit_log, on_event=lambda msg, sev: the_agent.emit_event(msg, sev),
+        cmd, on_log=on_log, on_event=lambda msg, sev: the_agent.emit_event(msg, sev),
         state=the_agent.state, restarts=restarts, ready_url=opts["ready_url"], restart=restart_policy,
         backoff_initial=restart_backoff, backoff_max=max(restart_backoff, restart_backoff_max),
         backoff_reset=max(60.0, restart_backoff_max), stop_timeout=stop_timeout, echo=echo,
@@ -164,9 +234,35 @@ def run(cmd, restart_policy, restart_backoff, restart_backoff_max, stop_timeout,
     the_agent.start()
     try:
         code = sup.run()
+        if training and not sup.stopping:  # ended by itself, not stopped by a signal to the agent
+            the_agent.emit_job_exit(code, last_error.line(code, sup.failure))
     finally:
         the_agent.stop()
     sys.exit(code)
+
+
+class LastError:
+    """The last error line of a training process, for the job's ``error_message``: the
+    last non-empty stderr line (a Python traceback's last line names the exception),
+    else the last stdout line at ERROR level or above."""
+
+    def __init__(self):
+        self.stderr = ""
+        self.error = ""
+
+    def see(self, record) -> None:
+        body = record.body.strip()
+        if not body:
+            return
+        if record.attrs.get("log.iostream") == "stderr":
+            self.stderr = body
+        elif record.severity_number >= 17:
+            self.error = body
+
+    def line(self, code: int, failure: str | None = None) -> str:
+        if code == 0:
+            return ""
+        return (failure or self.stderr or self.error or f"process exited with code {code}")[:4096]
 
 
 @agent.command()

@@ -61,8 +61,8 @@ def resource_attrs(
     host_name: str | None = None,
 ) -> dict[str, Any]:
     """Resource attributes (SONDE.md): ``placement`` names what the telemetry belongs to
-    (today ``sonde.model_id``/``sonde.deployment_id``; training, chain and loops
-    placements add their own ``sonde.*`` keys here), then replica, environment, hardware."""
+    (a deployment, training job, chainlet or loops deployment, and the node: the
+    ``sonde.*`` keys of ``cli._placement``), then replica, environment, hardware."""
     attrs: dict[str, Any] = {k: v for k, v in placement.items() if v}
     attrs["sonde.replica"] = replica
     attrs["service.instance.id"] = replica
@@ -130,6 +130,19 @@ class Agent:
         self._log.log(logging.WARNING if SEVERITY[severity] >= 13 else logging.INFO, "sonde agent: %s", message)
         self.exporter.add_log(LogRecord(self.clock.time_ns(), message, SEVERITY[severity], CANONICAL[severity],
                                         {"component": "sonde.agent"}))
+
+    def emit_job_exit(self, code: int, error: str) -> None:
+        """The training process ended for good: one log record the server turns into the
+        job's status (docs/agent.md): ``sonde.job.status`` COMPLETED (exit 0) or FAILED,
+        with ``sonde.job.exit_code`` and ``sonde.job.error`` (the last error line)."""
+        status = "COMPLETED" if code == 0 else "FAILED"
+        message = f"training process exited with code {code}" + (f": {error}" if error else "")
+        sev = "INFO" if code == 0 else "ERROR"
+        self._log.log(logging.INFO if code == 0 else logging.WARNING, "sonde agent: %s; job %s", message, status)
+        attrs = {"component": "sonde.agent", "sonde.job.status": status, "sonde.job.exit_code": str(code)}
+        if error:
+            attrs["sonde.job.error"] = error
+        self.exporter.add_log(LogRecord(self.clock.time_ns(), message, SEVERITY[sev], CANONICAL[sev], attrs))
 
     def tick(self) -> list[Point]:
         """One sample of everything, handed to the exporter; returns the points."""

@@ -115,9 +115,16 @@ class Supervisor:
         self.clock = clock
         self.proc: subprocess.Popen | None = None
         self.exit_codes: list[int] = []
+        #: why the process could not be started, when it could not
+        self.failure: str | None = None
         self._stopping = threading.Event()
         self._exited = threading.Event()
         self._echo_locks = {"stdout": threading.Lock(), "stderr": threading.Lock()}
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` was called (the agent was told to stop)."""
+        return self._stopping.is_set()
 
     @property
     def pid(self) -> int | None:
@@ -161,7 +168,8 @@ class Supervisor:
             try:
                 proc, readers = self._spawn()
             except OSError as exc:  # no such command: restarting will not help
-                self.on_event(f"cannot start {self.cmd[0]!r}: {exc}", "ERROR")
+                self.failure = f"cannot start {self.cmd[0]!r}: {exc}"
+                self.on_event(self.failure, "ERROR")
                 return 127
             self._exited.clear()
             self.proc = proc

@@ -63,12 +63,12 @@ def chain_view(row: dict, deployments_count: int) -> dict:
     }
 
 
-def chainlet_view(c: dict, active: int) -> dict:
+def chainlet_view(c: dict, active: int, observed: dict | None = None) -> dict:
     return {
         "id": c["id"],
         "name": c.get("name") or c["id"],
         "autoscaling_settings": c.get("autoscaling_settings"),
-        "instance_type_name": c.get("instance_type_name") or "",
+        "instance_type_name": c.get("instance_type_name") or ((observed or {}).get(c["id"]) or {}).get("name") or "",
         "active_replica_count": active,
         "status": c.get("status") or "ACTIVE",
     }
@@ -109,7 +109,7 @@ def deployment_view(row: dict, seen: dict[str, int]) -> dict:
         "created_at": iso(row["created_ms"]),
         "chain_id": row["parent"],
         "environment": doc.get("environment") or None,
-        "chainlets": [chainlet_view(c, seen.get(c["id"], 0)) for c in listed],
+        "chainlets": [chainlet_view(c, seen.get(c["id"], 0), doc.get("observed_instance_types")) for c in listed],
         "status": doc.get("status") or "ACTIVE",
     }
 

@@ -54,6 +54,11 @@ class DeploymentIn(BaseModel):
     labels: dict[str, Any] | None = None
 
 
+def instance_type_name(doc: dict) -> str | None:
+    """The PUT's ``instance_type_name``, else the one the agent observed (docs/agent.md)."""
+    return doc.get("instance_type_name") or (doc.get("observed_instance_type") or {}).get("name")
+
+
 def deployment_view(row: dict, active: int) -> dict:
     doc = row["doc"]
     return {
@@ -66,7 +71,7 @@ def deployment_view(row: dict, active: int) -> dict:
         "status": doc.get("status", "ACTIVE"),
         "active_replica_count": active,
         "autoscaling_settings": doc.get("autoscaling_settings"),
-        "instance_type_name": doc.get("instance_type_name"),
+        "instance_type_name": instance_type_name(doc),
         "environment": doc.get("environment"),
         "labels": doc.get("labels"),
     }
@@ -87,7 +92,7 @@ def model_view(row: dict, deployments: list[dict]) -> dict:
         "deployments_count": len(deployments),
         "production_deployment_id": prod["id"] if prod else None,
         "development_deployment_id": dev["id"] if dev else None,
-        "instance_type_name": (prod["doc"].get("instance_type_name") if prod else None) or "",
+        "instance_type_name": (instance_type_name(prod["doc"]) if prod else None) or "",
         "team_name": doc.get("team_name") or "default",
     }
 

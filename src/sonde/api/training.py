@@ -88,7 +88,7 @@ def job_view(row: dict, project: dict) -> dict:
         "created_at": iso(row["created_ms"]),
         "current_status": doc.get("current_status") or "RUNNING",
         "error_message": doc.get("error_message"),
-        "instance_type": doc.get("instance_type") or dict(UNKNOWN_INSTANCE),
+        "instance_type": doc.get("instance_type") or doc.get("observed_instance_type") or dict(UNKNOWN_INSTANCE),
         "updated_at": iso(row["updated_ms"]),
         "training_project_id": project["id"],
         "training_project": _summary(project),

@@ -70,6 +70,8 @@ class LogsWalk:
         self._vals: list[str] = []
         self._offsets: list[int] = [0]
         self._kv: dict[bytes, tuple[str, str]] = {}
+        #: training jobs' ends reported by the agent: (job id, status, error, node rank)
+        self.job_exits: list[tuple[str, str, str, int]] = []
 
     @property
     def rows(self) -> int:
@@ -108,7 +110,11 @@ class LogsWalk:
                     kv = kv_cache[raw] = decode_kv(raw)
                 attrs[kv[0]] = kv[1]
             self.request_id.append(attrs.pop("request_id", ""))
-            self.component.append(attrs.pop("component", ""))
+            component = attrs.pop("component", "")
+            self.component.append(component)
+            if component == "sonde.agent" and "sonde.job.status" in attrs and group[1] == "training_job":
+                self.job_exits.append((group[2], attrs["sonde.job.status"], attrs.get("sonde.job.error", ""),
+                                       int(extra.get("sonde.node_rank", -1))))
             if r.trace_id:
                 attrs["trace_id"] = r.trace_id.hex()
             if r.span_id:

@@ -22,7 +22,7 @@ from .columns import SeriesCache
 from .cumulative import SeriesState
 from .logs import LogsWalk
 from .metrics import MetricsWalk
-from .resource import UNASSIGNED, Placement
+from .resource import UNASSIGNED, Hardware, Placement, instance_type
 
 
 class Registrar:
@@ -38,6 +38,9 @@ class Registrar:
         self.inventory = inventory
         self._parents: dict[tuple[str, str, str], str] = {}
         self._lock = threading.Lock()
+        #: (ws, kind, id, chainlet) -> the hardware last stored for it by this process
+        self._hw: dict[tuple[str, str, str, str], Hardware] = {}
+        self._hw_lock = threading.Lock()
 
     def __call__(self, ws: str, pl: Placement) -> str:
         owner = pl.owner
@@ -55,8 +58,58 @@ class Registrar:
                 self.inventory.ensure(ws, owner.kind, owner.id, parent, doc)
             with self._lock:
                 self._parents[key] = parent
+        if pl.hw is not None:
+            self._observe(ws, pl)
         # a chainlet's row parent is its chain deployment, fixed by the resource
         return parent if pl.parent is None else pl.parent
+
+    def _observe(self, ws: str, pl: Placement) -> None:
+        """Store the instance type the agent observed (``sonde.hw.*``) as the entity's
+        ``observed_instance_type`` (a chain deployment: ``observed_instance_types`` per
+        chainlet). Read views use it only when no PUT wrote one. A dict hit per request
+        once stored; a new value (other hardware) is written again."""
+        owner = pl.owner
+        sub = pl.entity if pl.scope == "chainlet" else ""
+        key = (ws, owner.kind, owner.id, sub)
+        if self._hw.get(key) == pl.hw:
+            return
+        it = instance_type(pl.hw)
+
+        def change(doc: dict) -> bool:
+            if sub:
+                by = doc.setdefault("observed_instance_types", {})
+                if by.get(sub) == it:
+                    return False
+                by[sub] = it
+                return True
+            if doc.get("observed_instance_type") == it:
+                return False
+            doc["observed_instance_type"] = it
+            return True
+
+        with self._hw_lock:  # one writer per process: chainlets of one chain deployment share a doc
+            if self._hw.get(key) != pl.hw:
+                self.inventory.amend(ws, owner.kind, owner.id, change)
+                self._hw[key] = pl.hw
+
+    def job_exit(self, ws: str, job: str, status: str, error: str, node_rank: int) -> None:
+        """The agent's report that a training process ended (``sonde.job.status`` on a
+        ``sonde.agent`` log record): the job becomes FAILED (any node; ``error_message`` =
+        the last error line) or COMPLETED (the leader only: rank 0 or no rank), but only
+        while it is RUNNING: a status a PUT set otherwise is left alone, and the first
+        end wins. Idempotent, so a retried request changes nothing."""
+        if status not in ("COMPLETED", "FAILED") or (status == "COMPLETED" and node_rank > 0):
+            return
+
+        def change(doc: dict) -> bool:
+            if (doc.get("current_status") or "RUNNING") != "RUNNING":
+                return False
+            doc["current_status"] = status
+            doc["error_message"] = (error or None) if status == "FAILED" else None
+            return True
+
+        with self._hw_lock:
+            self.inventory.amend(ws, "training_job", job, change, touch=True)
 
 
 @dataclass
@@ -114,7 +167,10 @@ class Ingestor:
         if n == 0:
             return Queued(_done(), 0, walk.rejects.count, message)
         table = walk.to_arrow(self.store.next_seq(n))
-        return Queued(self.store.submit({"logs": table}), n, walk.rejects.count, message)
+        future = self.store.submit({"logs": table})
+        for job_exit in walk.job_exits:
+            self.registrar.job_exit(ws, *job_exit)
+        return Queued(future, n, walk.rejects.count, message)
 
 
 def _done() -> Future:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 _ID = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
@@ -52,6 +53,61 @@ class Placement:
     node_id: str
     environment: str
     owner: Owner
+    #: the ``sonde.hw.*`` attributes (:func:`hardware`), None when absent or malformed
+    hw: Hardware | None = None
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """What the agent saw (``sonde.hw.*``, agent/hardware.py); hashable, so a cache key."""
+
+    gpu_count: int
+    gpu_type: str | None
+    gpu_memory_mib: int | None
+    cpu_millicores: int
+    memory_mib: int
+
+
+def hardware(attrs: dict[str, str]) -> Hardware | None:
+    """The ``sonde.hw.*`` attributes, or None when CPU or memory is missing or any value
+    is malformed (hardware never rejects telemetry; it just fills nothing)."""
+    get = attrs.get
+    cpu, mem = get("sonde.hw.cpu_millicores"), get("sonde.hw.memory_mib")
+    if not cpu or not mem:
+        return None
+    try:
+        gpus = int(get("sonde.hw.gpu_count") or 0)
+        gpu_mem = get("sonde.hw.gpu_memory_mib")
+        hw = Hardware(gpus, (get("sonde.hw.gpu_type") or "GPU")[:128] if gpus else None,
+                      int(gpu_mem) if gpus and gpu_mem else None, int(cpu), int(mem))
+    except ValueError:
+        return None
+    if min(hw.gpu_count, hw.cpu_millicores, hw.memory_mib, hw.gpu_memory_mib or 0) < 0:
+        return None
+    return hw
+
+
+def _gib(mib: int) -> str:
+    return f"{round(mib / 1024)}GiB" if mib >= 1024 else f"{mib}MiB"
+
+
+def instance_type(hw: Hardware) -> dict[str, Any]:
+    """The InstanceTypeV1 derived from hardware; ``id`` and ``name`` are the same stable,
+    readable name: ``<n>x<GPU>-<GPU memory>-<cpus>cpu-<memory>`` (``1xH200-140GiB-16cpu-128GiB``)
+    or, without GPUs, ``cpu-<cpus>cpu-<memory>`` (``cpu-4cpu-16GiB``). GPU: the NVML name
+    without its ``NVIDIA `` prefix, other characters than ``A-Z a-z 0-9 . -`` as ``-``;
+    GPU memory per GPU and memory rounded to whole GiB (MiB below 1 GiB); CPUs
+    ``millicores / 1000`` (a fraction kept: ``2.5cpu``)."""
+    cpus = hw.cpu_millicores / 1000
+    cpu = f"{cpus:g}cpu"
+    if hw.gpu_count:
+        gpu = re.sub(r"[^A-Za-z0-9.\-]+", "-", re.sub(r"^NVIDIA\s+", "", hw.gpu_type or "GPU")).strip("-") or "GPU"
+        per = f"-{_gib(hw.gpu_memory_mib)}" if hw.gpu_memory_mib else ""
+        name = f"{hw.gpu_count}x{gpu}{per}-{cpu}-{_gib(hw.memory_mib)}"
+    else:
+        name = f"cpu-{cpu}-{_gib(hw.memory_mib)}"
+    return {"id": name, "name": name, "memory_limit_mib": hw.memory_mib, "millicpu_limit": hw.cpu_millicores,
+            "gpu_count": hw.gpu_count, "gpu_type": hw.gpu_type, "gpu_memory_limit_mib": hw.gpu_memory_mib}
 
 
 def _bad_id(attrs: dict[str, str], *names: str) -> str | None:
@@ -107,4 +163,5 @@ def place(attrs: dict[str, str]) -> Placement | str:
         scope=scope, entity=entity, parent=parent,
         replica=get("sonde.replica") or get("service.instance.id") or "",
         node_rank=node_rank, node_id=get("sonde.node_id", ""), environment=env, owner=owner,
+        hw=hardware(attrs) if "sonde.hw.cpu_millicores" in attrs else None,
     )

@@ -5,6 +5,11 @@ fields a client writes as JSON; derived fields (counts, replica numbers, timesta
 are computed on read. Writes are upserts with a millisecond version, so the newest
 write wins on every replica. Telemetry that names an unknown entity registers it with
 version 1, which any explicit PUT outranks.
+
+Telemetry also amends records (:meth:`Inventory.amend`): the instance type the agent
+observed (``observed_*`` doc fields, read only where the written field is absent, and
+carried over by a PUT so a PUT never loses them) and a training job's end status. An
+amendment is written with the record's version + 1, so a PUT written after it wins.
 """
 
 from __future__ import annotations
@@ -15,6 +20,9 @@ import time
 
 from .._exceptions import Conflict, NotFound
 from . import Store
+
+#: doc fields written by telemetry, not by clients: a PUT keeps them (docs/agent.md)
+OBSERVED = ("observed_instance_type", "observed_instance_types")
 
 KINDS = ("model", "deployment", "chain", "chain_deployment", "training_project", "training_job", "loops_deployment")
 
@@ -32,7 +40,7 @@ class Inventory:
     def _select(self, where: str, params: dict) -> list[dict]:
         rows = self.store.ex.query(
             f"SELECT kind, id, parent, doc, toUnixTimestamp64Milli(created_at) AS created_ms,"
-            f" toUnixTimestamp64Milli(updated_at) AS updated_ms"
+            f" toUnixTimestamp64Milli(updated_at) AS updated_ms, version"
             f" FROM {self.store.t('inventory')} FINAL WHERE ws = {{ws:String}} AND {where}"
             f" ORDER BY created_at, id",
             params,
@@ -68,6 +76,8 @@ class Inventory:
             )
         now = _now_ms()
         created = existing["created_ms"] if existing else now
+        if existing:
+            doc = {**doc, **{k: existing["doc"][k] for k in OBSERVED if k in existing["doc"]}}
         self._write(ws, kind, id, parent, doc, created, now, now)
         with self._lock:
             self._known.add((ws, kind, id))
@@ -84,6 +94,21 @@ class Inventory:
             self._write(ws, kind, id, parent, doc, now, now, 1)
         with self._lock:
             self._known.add(key)
+
+    def amend(self, ws: str, kind: str, id: str, change, *, touch: bool = False) -> dict | None:
+        """Read-modify-write from telemetry: ``change(doc)`` edits the doc in place and
+        returns True to write it (False: leave the record alone). Written with version + 1
+        (a later PUT outranks it); ``updated_at`` moves only with ``touch``. Returns the
+        new doc, or None when nothing was written (unknown record or no change)."""
+        row = self.find(ws, kind, id)
+        if row is None:
+            return None
+        doc = row["doc"]
+        if not change(doc):
+            return None
+        self._write(ws, kind, id, row["parent"], doc, row["created_ms"],
+                    _now_ms() if touch else row["updated_ms"], int(row["version"]) + 1)
+        return doc
 
     def _write(self, ws, kind, id, parent, doc, created_ms, updated_ms, version) -> None:
         self.store.ex.command(
