@@ -1,164 +1,135 @@
 """``sonde demo``: the README's first command.
 
-Starts ``sonde serve`` on the embedded store as a child process, registers a model and
-deployment, and runs a workload that reports through the real OpenTelemetry SDK and
-OTLP exporters, exactly as an instrumented model server would: request durations as
-exponential histograms, in-flight requests, and logs with request ids and levels.
-Then it prints where everything is and three ``curl`` commands that return data.
+Brings up, as child processes (``sonde.demo.stack``): ``sonde serve`` on the embedded
+store, N replicas of a real FastAPI model server (``sonde.demo.model_server``), each
+under ``sonde agent run``, and a load generator. Registers the model and deployment,
+then prints where everything is and three ``curl`` commands that return the demo's
+data. Ctrl-C (or ``--duration``) stops the whole tree in order. docs/demo.md.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import os
-import random
+import shlex
 import signal
-import subprocess
+import socket
 import sys
-import threading
 import time
 
 import click
-import httpx
-
-MODEL, DEPLOYMENT = "demo-model", "demo-v1"
 
 
-def _wait_ready(url: str, creds_path: str, proc: subprocess.Popen, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise click.ClickException(f"sonde serve exited with {proc.returncode}")
-        if os.path.exists(creds_path):
-            creds = json.load(open(creds_path))
-            try:
-                r = httpx.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {creds['management_key']}"})
-                if r.status_code == 200:
-                    return creds
-            except httpx.HTTPError:
-                pass
-        time.sleep(0.2)
-    raise click.ClickException("sonde serve did not become ready in time")
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        # As uvicorn binds: connections of a previous run in TIME_WAIT do not block the port.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
 
 
-class Replica:
-    """One simulated replica: its own OTel resource, meter and logger providers."""
+class _Signals:
+    """SIGINT, SIGTERM and SIGHUP: the first one stops the demo (KeyboardInterrupt out of
+    whatever it is doing); any later one only asks the stop to hurry, so it can never
+    interrupt the stop itself and leave children behind."""
 
-    def __init__(self, url: str, ingest_key: str, replica: str, interval_ms: int):
-        from opentelemetry._logs import SeverityNumber  # noqa: F401  (import check)
-        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-        from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
-        from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
-        from opentelemetry.sdk.metrics import MeterProvider
-        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-        from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
-        from opentelemetry.sdk.resources import Resource
+    def __init__(self) -> None:
+        self.stopping = False
+        self.hurry = False
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            # Explicitly, also for SIGINT: a shell without job control starts
+            # `sonde demo &` with SIGINT ignored, and Python keeps it ignored.
+            signal.signal(sig, self._on_signal)
 
-        headers = {"Authorization": f"Bearer {ingest_key}"}
-        resource = Resource.create({
-            "service.name": "demo-model-server", "sonde.model_id": MODEL,
-            "sonde.deployment_id": DEPLOYMENT, "sonde.replica": replica, "sonde.environment": "production",
-        })
-        reader = PeriodicExportingMetricReader(
-            OTLPMetricExporter(endpoint=f"{url}/v1/otlp/v1/metrics", headers=headers),
-            export_interval_millis=interval_ms,
-        )
-        # max_scale 20 / max_size 320 keeps scale >= 6 over 4 decades of latency: <= 1% quantile error.
-        view = View(instrument_name="http.server.request.duration",
-                    aggregation=ExponentialBucketHistogramAggregation(max_size=320, max_scale=20))
-        self.meters = MeterProvider(resource=resource, metric_readers=[reader], views=[view])
-        meter = self.meters.get_meter("sonde.demo")
-        self.duration = meter.create_histogram("http.server.request.duration", unit="s")
-        self.active = meter.create_up_down_counter("http.server.active_requests", unit="{request}")
-        self.logs = LoggerProvider(resource=resource)
-        self.logs.add_log_record_processor(BatchLogRecordProcessor(
-            OTLPLogExporter(endpoint=f"{url}/v1/otlp/v1/logs", headers=headers), schedule_delay_millis=1000))
-        self.log = logging.getLogger(f"demo.{replica}")
-        self.log.propagate = False
-        self.log.setLevel(logging.DEBUG)
-        self.log.addHandler(LoggingHandler(level=logging.DEBUG, logger_provider=self.logs))
-        self.replica = replica
-
-    def serve_one(self, rng: random.Random) -> None:
-        rid = f"req-{rng.getrandbits(48):012x}"
-        slow = rng.random() < 0.05
-        seconds = rng.lognormvariate(-3.0 if not slow else -0.5, 0.5)
-        status = rng.choices([200, 400, 404, 500, 503], [0.93, 0.03, 0.02, 0.015, 0.005])[0]
-        self.active.add(1)
-        extra = {"request_id": rid, "component": "predict"}
-        self.log.debug("predict start batch=%d", rng.randint(1, 8), extra=extra)
-        self.duration.record(seconds, {"http.response.status_code": status, "http.request.method": "POST"})
-        if status >= 500:
-            self.log.error("predict failed: CUDA error: out of memory (%.3fs)", seconds, extra=extra)
-        elif status >= 400:
-            self.log.warning("bad request: input shape mismatch (%.3fs)", seconds, extra=extra)
-        else:
-            self.log.info("POST /predict %d in %.1f ms", status, seconds * 1000, extra=extra)
-        self.active.add(-1)
-
-    def shutdown(self) -> None:
-        self.meters.shutdown()
-        self.logs.shutdown()
+    def _on_signal(self, *_) -> None:
+        if self.stopping:
+            self.hurry = True
+            return
+        self.stopping = True
+        raise KeyboardInterrupt
 
 
-def _workload(replicas: list[Replica], stop: threading.Event, rps: float) -> None:
-    rng = random.Random(7)
-    while not stop.is_set():
-        burst = 4.0 if int(time.time()) % 60 < 10 else 1.0  # ten busy seconds a minute
-        rng.choice(replicas).serve_one(rng)
-        stop.wait(rng.expovariate(rps * burst))
+def instructions(stack, deployment: dict) -> str:
+    from ..demo.stack import DEPLOYMENT, MODEL
+
+    url, q = stack.url, shlex.quote
+    base = f"{url}/v1/models/{MODEL}/deployments/{DEPLOYMENT}"
+    # The interpreter running the demo certainly exists and reads JSON; a bare `python3`
+    # or `jq` might not be on the user's PATH.
+    key = (f"KEY=$({q(sys.executable)} -c 'import json,sys; print(json.load(open(sys.argv[1]))[\"management_key\"])' "
+           f"{q(stack.creds_path)})")
+    auth = '-H "Authorization: Bearer $KEY"'
+    replicas = " ".join(stack.replica_ports)
+    return f"""
+Sonde demo is up.
+
+  API           {url}   (interactive docs: {url}/docs)
+  Keys          {stack.creds_path}   (admin, management and ingest keys; mode 0600)
+  Deployment    {MODEL} / {DEPLOYMENT} ({deployment.get('environment')}); instance type from the agents' hardware report
+  Replicas      {replicas}: a numpy model server each, under `sonde agent run` (state: starting, then ready)
+  Traffic       {stack.rps:g} req/s Poisson, x3 bursts for 5 s every 30 s; slow batches, bad inputs (4xx),
+                sensor glitches (5xx)
+  Process logs  {stack.log_dir}/   (server.log, {next(iter(stack.replica_ports), 'r0001')}.log, ...)
+
+In another shell, these return the demo's data within a minute (the first line reads the
+management key): requests by status, latency and replicas over the last hour; CPU and
+memory per replica (and GPUs, if any) over the last minute; the latest warnings and errors.
+
+  {key}
+  curl -s {auth} "{base}/metrics?mode=SUMMARY&metrics=baseten_inference_requests_total,baseten_end_to_end_response_time_seconds,baseten_replicas_active"
+  curl -s {auth} "{base}/metrics?metrics=baseten_container_cpu_usage_seconds_total,baseten_container_cpu_memory_working_set_bytes,baseten_gpu_utilization,baseten_gpu_memory_used"
+  curl -s {auth} "{base}/logs?min_level=WARNING&limit=10"
+
+Ctrl-C stops everything.
+"""
 
 
 @click.command()
-@click.option("--data-dir", default="./sonde-data", show_default=True)
-@click.option("--port", default=8080, show_default=True, type=int)
-@click.option("--duration", default=0, type=float, help="Seconds to run; 0 runs until Ctrl-C.")
-@click.option("--rps", default=20.0, show_default=True, help="Mean requests per second of the workload.")
-def demo(data_dir: str, port: int, duration: float, rps: float) -> None:
-    """Server on the embedded store plus a workload reporting over OTLP."""
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "sonde", "serve", "--data-dir", data_dir,
-                               "--port", str(port), "--log-level", "warning"])
-    stop = threading.Event()
-    replicas: list[Replica] = []
+@click.option("--data-dir", default="./sonde-data", show_default=True,
+              help="Store, keys, process logs, model cache and agent spools.")
+@click.option("--port", default=8080, show_default=True, type=int, help="The Sonde server's port.")
+@click.option("--duration", default=0.0, type=click.FloatRange(min=0.0),
+              help="Seconds to run once up; 0 runs until Ctrl-C.")
+@click.option("--replicas", default=2, show_default=True, type=click.IntRange(1, 16),
+              help="Model server replicas, each under `sonde agent run`.")
+@click.option("--rps", default=20.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Mean requests per second outside bursts.")
+# Sampling and export interval; tests shorten it to see data sooner.
+@click.option("--interval", default=5.0, hidden=True, type=click.FloatRange(min=1.0))
+def demo(data_dir: str, port: int, duration: float, replicas: int, rps: float, interval: float) -> None:
+    """Server, model server replicas under the agent, and load: real telemetry end to end."""
+    from ..demo.stack import Stack
+
+    if not _port_free(port):
+        raise click.ClickException(f"port {port} is in use; pick another with --port")
+    signals = _Signals()
+    stack = Stack(data_dir, port, replicas=replicas, interval=interval, rps=rps)
+    failed = None
     try:
-        creds_path = os.path.join(os.path.abspath(data_dir), "credentials.json")
-        creds = _wait_ready(url, creds_path, server)
-        mgmt = {"Authorization": f"Bearer {creds['management_key']}"}
-        httpx.put(f"{url}/v1/models/{MODEL}", headers=mgmt, json={"name": "Demo model"}).raise_for_status()
-        httpx.put(f"{url}/v1/models/{MODEL}/deployments/{DEPLOYMENT}", headers=mgmt,
-                  json={"name": "v1", "is_production": True, "environment": "production",
-                        "instance_type_name": "cpu-demo"}).raise_for_status()
-        replicas = [Replica(url, creds["ingest_key"], r, 5000) for r in ("r0a1b", "r1c2d")]
-        threading.Thread(target=_workload, args=(replicas, stop, rps), daemon=True).start()
-        base = f"{url}/v1/models/{MODEL}/deployments/{DEPLOYMENT}"
-        key = f"$(python3 -c \"import json;print(json.load(open('{creds_path}'))['management_key'])\")"
-        click.echo(f"""
-Sonde is up: {url}  (API docs: {url}/docs)
-Keys: {creds_path}  (admin, management and ingest keys; mode 0600)
-A workload is reporting over OTLP as deployment {DEPLOYMENT} of model {MODEL}.
-Within a minute these return data:
-
-  curl -s -H "Authorization: Bearer {key}" "{base}/metrics"
-  curl -s -H "Authorization: Bearer {key}" "{base}/metrics?mode=SERIES&metrics=baseten_end_to_end_response_time_seconds&metrics=baseten_inference_requests_total"
-  curl -s -H "Authorization: Bearer {key}" "{base}/logs?min_level=WARNING&limit=20"
-
-Ctrl-C stops everything.""", err=False)
+        click.echo(f"sonde demo: starting the server on {stack.url} (data in {stack.data_dir})", err=True)
+        stack.start_server()
+        deployment = stack.register()
+        stack.start_replicas()
+        stack.start_loadgen()
+        click.echo(instructions(stack, deployment))
         deadline = time.monotonic() + duration if duration > 0 else None
-        while server.poll() is None and (deadline is None or time.monotonic() < deadline):
-            time.sleep(0.5)
+        while deadline is None or time.monotonic() < deadline:
+            failed = stack.exited()
+            if failed:
+                break
+            stack.relay()
+            time.sleep(0.2)
+        signals.stopping = True
     except KeyboardInterrupt:
         pass
+    except Exception as exc:  # a child that would not start: say why, then clean up
+        failed = [str(exc)]
     finally:
-        stop.set()
-        for r in replicas:
-            r.shutdown()
-        if server.poll() is None:
-            server.send_signal(signal.SIGINT)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-        click.echo("sonde demo stopped", err=True)
+        signals.stopping = True  # from here on a signal only hurries the stop
+        click.echo("sonde demo: stopping (load generator, agents and model servers, then the server)", err=True)
+        stack.stop(hurry=lambda: signals.hurry)
+        click.echo("sonde demo: stopped", err=True)
+    if failed:
+        raise click.ClickException(f"stopped because this ended early: {', '.join(failed)}; "
+                                   f"see {stack.log_dir}/")

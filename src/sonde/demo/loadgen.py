@@ -1,0 +1,220 @@
+"""The demo's load generator: ``python -m sonde.demo.loadgen --target URL ... --rps R``.
+
+Open loop, as real clients are: arrivals are a Poisson process (exponential gaps) and
+each request is sent in its own task, so a slow answer never holds back the next
+arrival. Every ``--burst-every`` seconds the rate is multiplied by ``--burst-factor``
+for ``--burst-seconds`` (a client's batch job, a retry storm). Each arrival goes to a
+random healthy replica; a replica is healthy once its ``/health`` answers 200, checked
+every 2 s, as a load balancer would.
+
+The mix (``MIX``): small prediction batches most of the time, a share of large
+batches asking for the predictive std (the server's slow path), requests a client
+gets wrong (wrong number of features, strings for numbers, an empty batch, no
+``instances`` at all: 400/422), model info lookups, and now and then a batch with a
+sensor glitch (a reading of 1.7e308), which overflows in the model and fails with 500.
+
+Every ``--report-every`` seconds one line goes to stdout: requests by status class,
+client-side latency p50/p99, and whether a burst was on. SIGINT/SIGTERM stop the
+arrivals; requests in flight get up to 5 s to finish.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import signal
+import sys
+import time
+from collections import Counter
+
+import httpx
+
+N_FEATURES = 8
+GLITCH = 1.7e308  # near float max: what a broken sensor or an uninitialised buffer sends
+
+# (kind, weight); weights need not sum to 1.
+MIX = [
+    ("predict", 0.80),
+    ("slow", 0.06),
+    ("bad", 0.09),
+    ("info", 0.02),
+    ("glitch", 0.015),
+]
+
+
+def _rows(rng: random.Random, n: int) -> list[list[float]]:
+    return [[round(rng.gauss(0.0, 1.0), 4) for _ in range(N_FEATURES)] for _ in range(n)]
+
+
+def make_request(kind: str, rng: random.Random) -> tuple[str, str, dict | None]:
+    """(method, path, json body) for one request of ``kind``."""
+    if kind == "predict":
+        # Mostly single rows and small batches, with a long tail, as online traffic is.
+        n = max(1, min(64, int(rng.lognormvariate(1.0, 1.0))))
+        return "POST", "/predict", {"instances": _rows(rng, n)}
+    if kind == "slow":
+        return "POST", "/predict?return_std=true", {"instances": _rows(rng, rng.randint(256, 1024))}
+    if kind == "info":
+        return "GET", "/info", None
+    if kind == "glitch":
+        rows = _rows(rng, rng.randint(1, 8))
+        rows[rng.randrange(len(rows))][rng.randrange(N_FEATURES)] = GLITCH
+        return "POST", "/predict", {"instances": rows}
+    if kind == "bad":
+        mistake = rng.choice(["short_row", "strings", "empty", "no_instances"])
+        if mistake == "short_row":
+            rows = _rows(rng, rng.randint(1, 4))
+            rows[0] = rows[0][: rng.randint(1, N_FEATURES - 1)]
+            return "POST", "/predict", {"instances": rows}
+        if mistake == "strings":
+            rows = _rows(rng, 1)
+            return "POST", "/predict", {"instances": [[str(v) + "kg" for v in rows[0]]]}
+        if mistake == "empty":
+            return "POST", "/predict", {"instances": []}
+        return "POST", "/predict", {"inputs": _rows(rng, 1)}
+    raise ValueError(kind)
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.window: Counter[str] = Counter()
+        self.total: Counter[str] = Counter()
+        self.latencies: list[float] = []
+
+    def add(self, status: int | None, seconds: float) -> None:
+        cls = f"{status // 100}xx" if status else "failed"  # failed: no answer at all
+        self.window[cls] += 1
+        self.total[cls] += 1
+        self.latencies.append(seconds)
+
+    def line(self, span: float, burst: bool) -> str:
+        n = sum(self.window.values())
+        lat = sorted(self.latencies)
+        q = (lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] * 1000) if lat else (lambda p: 0.0)
+        classes = ", ".join(f"{k} {v}" for k, v in sorted(self.window.items()))
+        out = (f"loadgen: {n} requests in {span:.0f} s ({classes or 'none'}); "
+               f"p50 {q(0.5):.0f} ms, p99 {q(0.99):.0f} ms{'; burst' if burst else ''}")
+        self.window.clear()
+        self.latencies.clear()
+        return out
+
+
+class LoadGen:
+    def __init__(self, targets: list[str], rps: float, *, seed: int = 7, burst_every: float = 30.0,
+                 burst_seconds: float = 5.0, burst_factor: float = 3.0, report_every: float = 10.0):
+        self.targets = [t.rstrip("/") for t in targets]
+        self.rps = rps
+        self.rng = random.Random(seed)
+        self.burst_every, self.burst_seconds, self.burst_factor = burst_every, burst_seconds, burst_factor
+        self.report_every = report_every
+        self.healthy: list[str] = []
+        self.stats = Stats()
+        self.stop = asyncio.Event()
+        self.in_flight: set[asyncio.Task] = set()
+        self.failures_seen: set[str] = set()
+        self.t0 = time.monotonic()
+
+    def in_burst(self) -> bool:
+        # Bursts close each period, so a run starts calm.
+        if self.burst_every <= 0:
+            return False
+        return (time.monotonic() - self.t0) % self.burst_every >= self.burst_every - self.burst_seconds
+
+    async def _health(self, client: httpx.AsyncClient) -> None:
+        while not self.stop.is_set():
+            healthy = []
+            for t in self.targets:
+                try:
+                    if (await client.get(f"{t}/health", timeout=2.0)).status_code == 200:
+                        healthy.append(t)
+                except httpx.HTTPError:
+                    pass  # not listening yet, or gone
+            self.healthy = healthy
+            try:
+                await asyncio.wait_for(self.stop.wait(), 2.0)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _send(self, client: httpx.AsyncClient, target: str) -> None:
+        kind = self.rng.choices([k for k, _ in MIX], [w for _, w in MIX])[0]
+        method, path, body = make_request(kind, self.rng)
+        t0 = time.monotonic()
+        try:
+            r = await client.request(method, target + path, json=body, timeout=30.0)
+            self.stats.add(r.status_code, time.monotonic() - t0)
+        except httpx.HTTPError as exc:
+            self.stats.add(None, time.monotonic() - t0)
+            what = type(exc).__name__
+            if what not in self.failures_seen:  # once per kind: a dead replica would flood stderr
+                self.failures_seen.add(what)
+                print(f"loadgen: {method} {target}{path} failed: {what}: {exc}", file=sys.stderr, flush=True)
+
+    async def _report(self) -> None:
+        last = time.monotonic()
+        while not self.stop.is_set():
+            try:
+                await asyncio.wait_for(self.stop.wait(), self.report_every)
+            except asyncio.TimeoutError:
+                pass
+            now = time.monotonic()
+            if self.stats.window:
+                print(self.stats.line(now - last, self.in_burst()), flush=True)
+            last = now
+
+    async def run(self, duration: float = 0.0) -> Counter[str]:
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+        async with httpx.AsyncClient(limits=limits) as client:
+            helpers = [asyncio.create_task(self._health(client)), asyncio.create_task(self._report())]
+            end = time.monotonic() + duration if duration > 0 else None
+            while not self.stop.is_set() and (end is None or time.monotonic() < end):
+                rate = self.rps * (self.burst_factor if self.in_burst() else 1.0)
+                try:
+                    await asyncio.wait_for(self.stop.wait(), self.rng.expovariate(rate))
+                    break
+                except asyncio.TimeoutError:
+                    pass
+                if self.healthy:
+                    task = asyncio.create_task(self._send(client, self.rng.choice(self.healthy)))
+                    self.in_flight.add(task)
+                    task.add_done_callback(self.in_flight.discard)
+            self.stop.set()
+            if self.in_flight:
+                await asyncio.wait(self.in_flight, timeout=5.0)
+            for t in helpers:
+                t.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+        return self.stats.total
+
+
+async def _main(args: argparse.Namespace) -> None:
+    gen = LoadGen(args.target, args.rps, seed=args.seed, burst_every=args.burst_every,
+                  burst_seconds=args.burst_seconds, burst_factor=args.burst_factor,
+                  report_every=args.report_every)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, gen.stop.set)
+    total = await gen.run(args.duration)
+    classes = ", ".join(f"{k} {v}" for k, v in sorted(total.items()))
+    print(f"loadgen: stopped after {sum(total.values())} requests ({classes or 'none'})", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m sonde.demo.loadgen", description=__doc__.split("\n\n")[0])
+    p.add_argument("--target", action="append", required=True, help="model server base URL (repeatable)")
+    p.add_argument("--rps", type=float, default=20.0, help="mean arrivals per second outside bursts")
+    p.add_argument("--duration", type=float, default=0.0, help="seconds; 0 runs until SIGINT/SIGTERM")
+    p.add_argument("--burst-every", type=float, default=30.0, help="seconds between burst starts; 0: none")
+    p.add_argument("--burst-seconds", type=float, default=5.0)
+    p.add_argument("--burst-factor", type=float, default=3.0)
+    p.add_argument("--report-every", type=float, default=10.0)
+    p.add_argument("--seed", type=int, default=7)
+    args = p.parse_args(argv)
+    if args.rps <= 0:
+        p.error("--rps must be positive")
+    asyncio.run(_main(args))
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,243 @@
+"""``sonde demo``'s process tree, started and stopped in order.
+
+    sonde demo                                   (this process)
+    |- sonde serve --data-dir D --port P         D/logs/server.log
+    |- sonde agent run ... --replica r0001       D/logs/r0001.log (the agent, and its
+    |    '- python -m sonde.demo.model_server      child's output, which it echoes)
+    |- ... one agent per replica
+    '- python -m sonde.demo.loadgen              stdout: a summary line every 10 s
+
+Every child gets a process group of its own, so a Ctrl-C at the terminal reaches only
+this process, which then stops the tree in an order that loses nothing: the load
+generator first (no new traffic), then the agents (each stops its model server, whose
+lifespan exit exports the last metrics, then takes a last sample and flushes its log
+lines: both need the server), and the server last. A second Ctrl-C skips the waiting
+and kills what is left. On Linux the children also get SIGTERM if this process dies
+without stopping them (``PR_SET_PDEATHSIG``), and whatever is still alive of the tree
+at the end (even a model server whose agent was killed) is killed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx
+import psutil
+
+MODEL, DEPLOYMENT, ENVIRONMENT = "demo-model", "demo-v1", "production"
+PR_SET_PDEATHSIG = 1
+
+try:
+    _libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+except OSError:  # pragma: no cover - a Linux without a loadable libc
+    _libc = None
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec; the demo process has no threads then,
+    # so a preexec_fn is safe here.
+    if _libc is not None:
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen
+    stop_signal: int = signal.SIGTERM
+    stop_timeout: float = 10.0
+
+
+@dataclass
+class Stack:
+    data_dir: str
+    port: int
+    replicas: int = 2
+    interval: float = 5.0
+    rps: float = 20.0
+    min_load_seconds: float = 3.0
+    python: str = sys.executable
+    children: list[Child] = field(default_factory=list)
+    creds: dict = field(default_factory=dict)
+    replica_ports: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.data_dir = os.path.abspath(self.data_dir)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.creds_path = os.path.join(self.data_dir, "credentials.json")
+        self.log_dir = os.path.join(self.data_dir, "logs")
+        os.makedirs(self.log_dir, exist_ok=True)
+
+    # -- starting ------------------------------------------------------------------------
+    def _spawn(self, name: str, cmd: list[str], *, log: str | None, env: dict | None = None,
+               stop_signal: int = signal.SIGTERM, stop_timeout: float = 10.0) -> Child:
+        """Start one child; its output goes to ``log`` under logs/, or without one to a
+        pipe that :meth:`relay` passes on (a process group in the terminal's background
+        must not write to it itself: with ``stty tostop`` that stops it)."""
+        out = open(os.path.join(self.log_dir, log), "ab") if log else subprocess.PIPE
+        try:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    env=env, process_group=0, preexec_fn=_die_with_parent)
+        finally:
+            if log:
+                out.close()  # the child holds its own descriptor
+        if proc.stdout is not None:
+            os.set_blocking(proc.stdout.fileno(), False)
+        child = Child(name, proc, stop_signal, stop_timeout)
+        self.children.append(child)
+        return child
+
+    def start_server(self, timeout: float = 60.0) -> dict:
+        """``sonde serve``; returns credentials.json once the API answers with its keys."""
+        server = self._spawn("server", [self.python, "-m", "sonde", "serve", "--data-dir", self.data_dir,
+                                        "--port", str(self.port), "--log-level", "warning"],
+                             log="server.log", stop_signal=signal.SIGINT, stop_timeout=30.0)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if server.proc.poll() is not None:
+                raise RuntimeError(f"sonde serve exited with {server.proc.returncode}; see {self.log_dir}/server.log")
+            try:
+                with open(self.creds_path) as f:
+                    creds = json.load(f)
+                r = httpx.get(f"{self.url}/v1/models", timeout=2.0,
+                              headers={"Authorization": f"Bearer {creds['management_key']}"})
+                if r.status_code == 200:
+                    self.creds = creds
+                    return creds
+            except (OSError, ValueError, KeyError, httpx.HTTPError):
+                pass  # not written yet, half written, or not listening yet
+            time.sleep(0.2)
+        raise RuntimeError(f"sonde serve did not answer within {timeout:.0f} s; see {self.log_dir}/server.log")
+
+    def register(self) -> dict:
+        """The model and its production deployment, as an operator would PUT them."""
+        headers = {"Authorization": f"Bearer {self.creds['management_key']}"}
+        base = f"{self.url}/v1/models/{MODEL}"
+        httpx.put(base, headers=headers, json={"name": "Demo model (numpy ridge regression)"},
+                  timeout=10).raise_for_status()
+        # No instance_type_name: the server derives it from the hardware the agents
+        # report (sonde.hw.*), and a PUT of one would override that for good.
+        r = httpx.put(f"{base}/deployments/{DEPLOYMENT}", headers=headers, timeout=10,
+                      json={"name": "v1", "is_production": True, "environment": ENVIRONMENT})
+        r.raise_for_status()
+        return r.json()
+
+    def start_replicas(self) -> None:
+        for i in range(1, self.replicas + 1):
+            replica = f"r{i:04d}"  # five characters, as replica ids are
+            port = self.replica_ports[replica] = free_port()
+            cache = os.path.join(self.data_dir, "cache", f"r{i}")
+            env = {
+                **os.environ,
+                # Read by the agent (server, ingest key) and, passed on to its child, by the
+                # model server's configure() (placement of the request metrics).
+                "SONDE_SERVER": self.url, "SONDE_API_KEY": self.creds["ingest_key"],
+                "SONDE_MODEL_ID": MODEL, "SONDE_DEPLOYMENT_ID": DEPLOYMENT,
+                "SONDE_REPLICA": replica, "SONDE_ENVIRONMENT": ENVIRONMENT,
+                # One BLAS thread per replica, like a one-CPU container: N replicas each
+                # starting a thread per core would only fight over the cores.
+                "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+            }
+            cmd = [
+                self.python, "-m", "sonde", "agent", "run",
+                "--model-id", MODEL, "--deployment-id", DEPLOYMENT, "--replica", replica,
+                "--environment", ENVIRONMENT, "--cache-dir", cache,
+                "--ready-url", f"http://127.0.0.1:{port}/health", "--server", self.url,
+                "--interval", f"{self.interval:g}",
+                # In the data dir, not ~/.local/state: a spool left by an earlier demo on
+                # another data dir holds batches for a server (and key) that are gone.
+                "--spool-dir", os.path.join(self.data_dir, "spool", replica),
+                "--",
+                self.python, "-m", "sonde.demo.model_server", "--port", str(port), "--cache-dir", cache,
+                "--export-interval", f"{self.interval:g}", "--min-load-seconds", f"{self.min_load_seconds:g}",
+            ]
+            os.makedirs(cache, exist_ok=True)
+            # The agent's stop: SIGTERM to the model server, up to 10 s, then its last flush (5 s).
+            self._spawn(f"agent {replica}", cmd, log=f"{replica}.log", env=env, stop_timeout=20.0)
+
+    def start_loadgen(self) -> None:
+        cmd = [self.python, "-m", "sonde.demo.loadgen", "--rps", f"{self.rps:g}"]
+        for port in self.replica_ports.values():
+            cmd += ["--target", f"http://127.0.0.1:{port}"]
+        self._spawn("loadgen", cmd, log=None, stop_signal=signal.SIGINT, stop_timeout=8.0)
+
+    def relay(self) -> None:
+        """Copy what the piped children (the load generator) wrote to our stdout."""
+        for c in self.children:
+            pipe = c.proc.stdout
+            if pipe is None or pipe.closed:
+                continue
+            try:
+                data = os.read(pipe.fileno(), 1 << 16)
+            except BlockingIOError:
+                continue
+            if not data:  # end of file: the child is gone
+                pipe.close()
+                continue
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
+
+    def exited(self) -> list[str]:
+        """Names of the children that have exited although nobody stopped them."""
+        return [c.name for c in self.children if c.proc.poll() is not None]
+
+    # -- stopping ------------------------------------------------------------------------
+    def stop(self, hurry: Callable[[], bool] = lambda: False) -> None:
+        """Stop loadgen, then the agents, then the server; kill leftovers of the tree."""
+        tree = _descendants()  # before anything exits and its children are re-parented
+        order = [[c for c in self.children if c.name == "loadgen"],
+                 [c for c in self.children if c.name.startswith("agent")],
+                 [c for c in self.children if c.name == "server"]]
+        for group in order:
+            for c in group:
+                _signal(c.proc, c.stop_signal)
+            for c in group:
+                _wait(c, hurry)
+            self.relay()  # the load generator's last summary
+        for p in tree:
+            try:
+                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                    p.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(tree, timeout=5)
+
+
+def _descendants() -> list[psutil.Process]:
+    try:
+        return psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _signal(proc: subprocess.Popen, sig: int) -> None:
+    if proc.poll() is None:
+        try:
+            proc.send_signal(sig)
+        except ProcessLookupError:
+            pass
+
+
+def _wait(child: Child, hurry: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + child.stop_timeout
+    while child.proc.poll() is None and time.monotonic() < deadline and not hurry():
+        time.sleep(0.05)
+    if child.proc.poll() is None:
+        print(f"sonde demo: {child.name} did not stop in time; killing it", file=sys.stderr, flush=True)
+        child.proc.kill()
+        child.proc.wait()
