@@ -527,3 +527,25 @@ def test_a_single_sample_holds_for_the_default_interval(client, creds):
     covered = {step_of(x) for x in (t, t + DEFAULT_INTERVAL_NS - 1)}
     assert {k for k, v in enumerate(values) if v[0] is not None} == covered
     assert all(v[0] == 1234.0 for v in values if v[0] is not None)
+
+
+def test_filesystem_gauges_by_replica_and_mount(client, creds):
+    # The agent's disk samples: usage and size per mount, every 10 s from before the window.
+    times = list(range(W0 - 20 * SEC, W1, 10 * SEC))
+    usage = {("ra", "ephemeral"): 5e9, ("ra", "cache"): 7e10, ("rb", "ephemeral"): 6e9}
+    for replica in ("ra", "rb"):
+        pts = [number(t, v + (t - W0) // SEC, attrs={"sonde.mount": m})
+               for (r, m), v in usage.items() if r == replica for t in times]
+        limit = [number(t, 1e11, attrs={"sonde.mount": "ephemeral"}) for t in times]
+        send(client, creds, res(replica), [gauge("system.filesystem.usage", pts, unit="By"),
+                                           gauge("system.filesystem.limit", limit, unit="By")])
+    body = query(client, ["sonde_filesystem_usage_bytes", "sonde_filesystem_limit_bytes"], mode="SUMMARY")
+    labels, values = metric(body, "sonde_filesystem_usage_bytes")
+    assert labels == [{"replica": "ra", "mount": "cache"}, {"replica": "ra", "mount": "ephemeral"},
+                      {"replica": "rb", "mount": "ephemeral"}]
+    for (label, got) in zip(labels, values[0]):
+        samples = [(t, usage[(label["replica"], label["mount"])] + (t - W0) // SEC) for t in times]
+        assert got == pytest.approx(tw_mean(samples, W0, W1), rel=1e-9)
+    labels, values = metric(body, "sonde_filesystem_limit_bytes")
+    assert values[0] == pytest.approx([1e11, 1e11], rel=1e-12)
+    assert [x["mount"] for x in labels] == ["ephemeral", "ephemeral"]

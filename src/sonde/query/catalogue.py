@@ -47,6 +47,7 @@ class VendorMetric:
     #   "plain"   one series [{}]; gauges add up their series (deployment totals)
     #   "status"  {status: 2xx..5xx} from the sources' status attribute (request totals)
     #   "replica" {replica} per replica;  "gpu" {replica, gpu} per replica and GPU
+    #   "mount"   {replica, mount} per replica and filesystem (``sonde.mount``)
     #   "replicas_active" / "replicas_starting": replicas seen in the step
     #   "histogram" quantiles and average
     #   "node" / "node_gpu" / "node_mount": per node rank (and GPU, or ``sonde.mount``);
@@ -89,6 +90,10 @@ CATALOGUE: dict[str, VendorMetric] = {m.name: m for m in (
        (Source("process.memory.usage", "By"), Source("container.memory.working_set", "By")), "replica"),
     _V("baseten_container_restarts_total", COUNTER, "COUNT", "count", (Source("sonde.process.restarts"),),
        "replica"),
+    # Sonde's own: the vendor's deployment catalogue has no disk metric, and the agent
+    # reports the ephemeral and cache filesystems of every replica (docs/metrics.md).
+    _V("sonde_filesystem_usage_bytes", GAUGE, "BYTES", "bytes", (Source("system.filesystem.usage", "By"),), "mount"),
+    _V("sonde_filesystem_limit_bytes", GAUGE, "BYTES", "bytes", (Source("system.filesystem.limit", "By"),), "mount"),
 )}
 
 DEFAULT_METRICS = (

@@ -52,6 +52,8 @@ def _labels(vm: VendorMetric) -> tuple[str, str]:
         return f"{_NODE} AS l_replica, attrs['sonde.mount'] AS l_gpu", "l_replica, l_gpu"
     if vm.labels == "gpu":
         return f"replica AS l_replica, {_GPU} AS l_gpu", "l_replica, l_gpu"
+    if vm.labels == "mount":
+        return "replica AS l_replica, attrs['sonde.mount'] AS l_gpu", "l_replica, l_gpu"
     if vm.labels == "replica":
         return "replica AS l_replica, '' AS l_gpu", "l_replica, l_gpu"
     return "'' AS l_replica, '' AS l_gpu", "l_replica, l_gpu"

@@ -50,9 +50,12 @@ def _gpu_order(key: tuple) -> tuple:
 
 
 def _by_labels(scan: Scan, vm: VendorMetric, rows: list[dict], names: tuple[str, ...]) -> Result:
-    """Label sets from the distinct label values in ``rows`` (columns ``l_<name>``)."""
+    """Label sets from the distinct label values in ``rows``: column ``l_replica`` holds
+    the first label, ``l_gpu`` the second (a GPU, or a mount for filesystem gauges)."""
+    columns = ("l_replica", "l_gpu")[: len(names)]
+
     def key(r: dict) -> tuple:
-        return tuple(r[f"l_{n}"] for n in names)
+        return tuple(r[c] for c in columns)
 
     keys = sorted({key(r) for r in rows}, key=_gpu_order if names == ("replica", "gpu") else None)
     # A GPU series without a GPU attribute is labelled by replica alone.
@@ -64,7 +67,7 @@ def _gauge(scan: Scan, vm: VendorMetric) -> Result:
     rows = gauges.time_weighted(scan, vm)
     if vm.labels == "plain":
         return _matrix(scan, rows, lambda r: (), [{}], [()])
-    names = ("replica", "gpu") if vm.labels == "gpu" else ("replica",)
+    names = {"gpu": ("replica", "gpu"), "mount": ("replica", "mount")}.get(vm.labels, ("replica",))
     return _by_labels(scan, vm, rows, names)
 
 
