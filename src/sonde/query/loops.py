@@ -22,21 +22,18 @@ null); timestamps are the steps' starts, ISO 8601 UTC.
 from __future__ import annotations
 
 import math
-import time
 from collections import defaultdict
 from datetime import datetime, timezone
 from typing import Any
 
-from .._exceptions import BadRequest
 from ..store import Store
 from . import counters, gauges, histograms
 from .catalogue import CATALOGUE, COUNTER, GAUGE, Source, VendorMetric
 from .metrics import choose_sources
 from .scan import QUERY_TIMEOUT_S, Scan
-from .window import DEFAULT_WINDOW_MS, MAX_EPOCH_MS, MAX_WINDOW_MS, Window, step_for
+from .window import Window, resolve_stepped
 
 #: most value sets one response may hold (one per minute over 7 days)
-MAX_POINTS = 10_080
 
 DURATION = CATALOGUE["baseten_end_to_end_response_time_seconds"]
 CONCURRENT = CATALOGUE["baseten_concurrent_requests"]
@@ -59,34 +56,10 @@ def iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def _epoch(value: int | None, field: str) -> int | None:
-    if value is not None and not 0 <= value <= MAX_EPOCH_MS:
-        raise BadRequest(f"{field} must be epoch milliseconds between 0 and {MAX_EPOCH_MS}", field=field)
-    return value
-
-
 def resolve_window(start_ms: int | None, end_ms: int | None, step_s: int | None,
                    now_ms: int | None = None) -> Window:
-    """The request's window: defaults end = now, start = end - 1 h; step from the window
-    (the deployment metrics' ladder) when omitted. 400 naming the field otherwise."""
-    now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-    start_ms, end_ms = _epoch(start_ms, "start_epoch_millis"), _epoch(end_ms, "end_epoch_millis")
-    end = now if end_ms is None else end_ms
-    start = end - DEFAULT_WINDOW_MS if start_ms is None else start_ms
-    if start > now:
-        raise BadRequest("start_epoch_millis is in the future", field="start_epoch_millis")
-    if end <= start:
-        raise BadRequest("end_epoch_millis must be after start_epoch_millis", field="end_epoch_millis")
-    if end - start > MAX_WINDOW_MS:
-        raise BadRequest("the window between start and end must not exceed 7 days", field="end_epoch_millis")
-    if step_s is None:
-        step_s = step_for(end - start)
-    elif step_s <= 0:
-        raise BadRequest("step_seconds must be a positive number of seconds", field="step_seconds")
-    elif -(-(end - start) // (step_s * 1000)) > MAX_POINTS:
-        raise BadRequest(f"step_seconds gives more than {MAX_POINTS} points over this window; use a larger step",
-                         field="step_seconds")
-    return Window("SERIES", start, end, step_s)
+    """The request's window: the shared rules, with the deployment metrics' step ladder."""
+    return resolve_stepped(start_ms, end_ms, step_s, now_ms)
 
 
 def _finite(v: Any) -> bool:

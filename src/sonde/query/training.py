@@ -26,7 +26,6 @@ SCOPE = "training_job"
 #: (a 1 h window gives 10 s steps, the agent's default sampling interval).
 STEP_LADDER_S = (10, 30, 60, 300, 900, 1800, 3600)
 #: an explicit step may give at most this many points per series
-MAX_POINTS = 10_080
 MAX_STEP_S = windows.MAX_WINDOW_MS // 1000
 
 _V = VendorMetric
@@ -49,18 +48,9 @@ def resolve(start_ms: int | None, end_ms: int | None, step_s: int | None, now_ms
     now, start = end - 1 h, end <= start / over 7 days / start in the future: 400) and
     the step: ``step_seconds`` when given (1 .. 7 days, at most MAX_POINTS steps),
     else the smallest rung of STEP_LADDER_S giving at most 360 steps."""
-    if step_s is not None and step_s <= 0:
-        raise BadRequest("step_seconds must be a positive number of seconds", field="step_seconds")
     if step_s is not None and step_s > MAX_STEP_S:
         raise BadRequest(f"step_seconds must be at most {MAX_STEP_S} (7 days)", field="step_seconds")
-    w = windows.resolve("SERIES", start_ms, end_ms, now_ms)
-    span = w.end_ms - w.start_ms
-    if step_s is None:
-        step_s = windows.step_for(span, STEP_LADDER_S)
-    elif -(-span // (step_s * 1000)) > MAX_POINTS:
-        raise BadRequest(f"step_seconds gives more than {MAX_POINTS} points over this window; use a larger step",
-                         field="step_seconds")
-    return windows.Window("SERIES", w.start_ms, w.end_ms, step_s)
+    return windows.resolve_stepped(start_ms, end_ms, step_s, now_ms, ladder=STEP_LADDER_S)
 
 
 def iso(ms: int) -> str:

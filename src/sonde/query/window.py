@@ -110,3 +110,24 @@ def resolve(mode: str | None, start_ms: int | None, end_ms: int | None, now_ms: 
         # The vendor documents the 7-day limit on end_epoch_millis.
         raise BadRequest("the window between start and end must not exceed 7 days", field="end_epoch_millis")
     return Window(m, start, end, step_for(end - start) if m == "SERIES" else None)
+
+
+#: Most value sets a client-chosen step may ask for (training and loops metrics).
+MAX_POINTS = 10_080
+
+
+def resolve_stepped(start_ms: int | None, end_ms: int | None, step_s: int | None, now_ms: int | None = None,
+                    *, ladder: tuple[int, ...] = STEP_LADDER_S) -> Window:
+    """A SERIES window whose step the client may choose (training and loops metrics):
+    the start/end rules of :func:`resolve`; ``step_seconds`` when given (positive, at
+    most MAX_POINTS steps), else the smallest rung of ``ladder`` giving <= 360 steps."""
+    if step_s is not None and step_s <= 0:
+        raise BadRequest("step_seconds must be a positive number of seconds", field="step_seconds")
+    w = resolve("SERIES", start_ms, end_ms, now_ms)
+    span = w.end_ms - w.start_ms
+    if step_s is None:
+        step_s = step_for(span, ladder)
+    elif -(-span // (step_s * 1000)) > MAX_POINTS:
+        raise BadRequest(f"step_seconds gives more than {MAX_POINTS} points over this window; use a larger step",
+                         field="step_seconds")
+    return Window("SERIES", w.start_ms, w.end_ms, step_s)
