@@ -1,11 +1,12 @@
 """``sonde demo``: its model server and load mix in process, then the whole demo end to end.
 
 End to end, ``python -m sonde demo --duration 35`` starts a real server, two real model servers
-under real agents and the load generator. While it runs, the three printed ``curl``
-commands are run as printed (through bash, with the printed ``KEY=`` line) until they
-return data; then the deployment's metrics and logs are checked through the API with
-the management key. After ``--duration`` the demo must exit 0 and leave no process of
-its tree behind.
+under real agents, a two-node training run and a two-chainlet chain under agents too,
+and the load generator. While it runs, the five printed ``curl`` commands are run as
+printed (through bash, with the printed ``KEY=`` line) until they return data; then the
+deployment's metrics and logs, the training job and the chain are checked through the
+API with the management key. After ``--duration`` the demo must exit 0 and leave no
+process of its tree behind.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import json
 import logging
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -26,12 +28,15 @@ import psutil
 import pytest
 
 from live_server import free_port
-from sonde.demo import loadgen
+from sonde.demo import loadgen, trainer
+from sonde.demo.chain import build_predict, build_preprocess
 from sonde.demo.model import load_or_fit, target
 from sonde.demo.model_server import Loader, build_app
 
 MODEL, DEPLOYMENT, REPLICAS = "demo-model", "demo-v1", ["r0001", "r0002"]
+PROJECT, JOB, CHAIN, CHAIN_DEPLOYMENT = "demo-project", "demo-job-1", "demo-chain", "demo-chain-v1"
 DURATION = 35
+TRAINING_STEPS = 60  # at the default 0.25 s a step: 15 s, well inside the 35
 
 
 def test_model_learns_and_is_cached(tmp_path):
@@ -98,6 +103,87 @@ def test_model_server_answers_every_kind_of_request(tmp_path):
         logging.getLogger("sonde.demo").removeHandler(records)
 
 
+def test_trainer_learns_checkpoints_and_resumes(tmp_path, capsys):
+    """Loss goes down; a run stopped half way resumes from its checkpoint and ends
+    where an uninterrupted run ends; a finished run's checkpoint starts a new run over."""
+    p = trainer.init_params(7)
+    x, y = trainer.batch(7, 0, 0, 64)
+    loss, grads = trainer.loss_and_grads(p, x, y)
+    eps, k = 1e-6, (3, 5)  # one weight's gradient against a finite difference
+    p2 = {n: a.copy() for n, a in p.items()}
+    p2["w2"][k] += eps
+    assert abs((trainer.loss_and_grads(p2, x, y)[0] - loss) / eps - grads["w2"][k]) < 1e-3
+
+    def run(cache, steps):
+        return trainer.main(["--steps", str(steps), "--step-interval", "0", "--checkpoint-every", "20",
+                             "--cache-dir", str(cache), "--lr", "0.1"])
+
+    with pytest.raises(SystemExit) as done:
+        run(tmp_path / "a", 120)
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    losses = [float(m.group(1)) for m in re.finditer(r"step \d+/120 loss ([0-9.]+)", out)]
+    assert len(losses) == 120 and np.mean(losses[-20:]) < 0.5 * np.mean(losses[:20])
+    assert "training finished: 120 steps" in out
+    assert [s for s, _ in trainer.checkpoints(str(tmp_path / "a"))] == [100, 120]  # the last two kept
+    # A run that stopped at step 100 (its checkpoint says so) resumes there.
+    step, steps, params, vel = trainer.load_checkpoint(trainer.checkpoints(str(tmp_path / "a"))[0][1])
+    (tmp_path / "b").mkdir()
+    trainer.save_checkpoint(str(tmp_path / "b"), 100, 120, params, vel)
+    with pytest.raises(SystemExit):
+        run(tmp_path / "b", 120)
+    out = capsys.readouterr().out
+    assert "resumed from checkpoint ckpt-000100.npz at step 100" in out
+    assert len(re.findall(r"step \d+/120 loss", out)) == 20
+    final_a = trainer.load_checkpoint(trainer.checkpoints(str(tmp_path / "a"))[-1][1])[2]
+    final_b = trainer.load_checkpoint(trainer.checkpoints(str(tmp_path / "b"))[-1][1])[2]
+    for name in final_a:  # the same batches from the same state: the same weights
+        np.testing.assert_allclose(final_b[name], final_a[name])
+    with pytest.raises(SystemExit):
+        run(tmp_path / "a", 120)
+    assert "starting over" in capsys.readouterr().out
+
+
+def test_chain_preprocess_calls_predict(tmp_path):
+    """preprocess cleans the rows and calls predict with its request id; a short row is
+    400, and predict failing is 502 at preprocess."""
+    predict_app, pstate = build_predict(str(tmp_path))
+    pstate.model, _ = load_or_fit(str(tmp_path))
+    pstate.ready = True
+    records = _Records()
+    from sonde.instrument import RequestIdFilter
+    records.addFilter(RequestIdFilter())
+    logging.getLogger("sonde.demo.chain").addHandler(records)
+    logging.getLogger("sonde.demo.chain").setLevel(logging.DEBUG)
+
+    async def go():
+        pre_app, state = build_preprocess("http://predict", transport=httpx.ASGITransport(app=predict_app))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=pre_app), base_url="http://pre") as c:
+            assert (await c.get("/health")).status_code == 503
+            state.ready = True
+            rows = [[0.1] * 8, [None] + [0.2] * 7, [loadgen.GLITCH] + [0.0] * 7]
+            r = await c.post("/run", json={"rows": rows})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert len(body["predictions"]) == 3 and body["imputed"] == 1 and body["clipped"] == 1
+            rid = r.headers["x-request-id"]
+            mine = {rec.getMessage().split(":")[0] for rec in records.records
+                    if getattr(rec, "request_id", None) == rid}
+            assert mine == {"preprocess", "predict"}, mine  # predict saw the same id
+            assert (await c.post("/run", json={"rows": [[1.0] * 3]})).status_code == 400
+            assert (await c.post("/run", json={"rows": []})).status_code == 400
+            pstate.model = None  # predict answers 503: preprocess says 502
+            assert (await c.post("/run", json={"rows": [[0.0] * 8]})).status_code == 502
+            rng = random.Random(1)
+            bodies = [loadgen.make_chain_request(rng) for _ in range(50)]
+            assert any(any(v is None for row in b["rows"] for v in row) for b in bodies)
+
+    try:
+        asyncio.run(go())
+    finally:
+        logging.getLogger("sonde.demo.chain").removeHandler(records)
+
+
 class Demo:
     def __init__(self, tmp_path):
         self.port = free_port()
@@ -111,7 +197,8 @@ class Demo:
         # several of each well inside the 35 s.
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sonde", "demo", "--duration", str(DURATION), "--port", str(self.port),
-             "--data-dir", str(self.data), "--replicas", "2", "--interval", "2"],
+             "--data-dir", str(self.data), "--replicas", "2", "--interval", "2",
+             "--training-steps", str(TRAINING_STEPS)],
             stdout=subprocess.PIPE, stderr=err, text=True,
         )
         err.close()
@@ -132,7 +219,8 @@ class Demo:
 
     def diagnostics(self) -> str:
         logs = ""
-        for name in ("server.log", "r0001.log", "r0002.log"):
+        for name in ("server.log", "r0001.log", "r0002.log", "node-0.log", "node-1.log", "predict.log",
+                     "preprocess.log"):
             path = self.data / "logs" / name
             if path.exists():
                 logs += f"\n--- {name} (tail)\n" + "\n".join(path.read_text(errors="replace").splitlines()[-15:])
@@ -157,6 +245,18 @@ def _values(body: dict) -> dict[str, dict[str, object]]:
     return out
 
 
+def _training_and_chain_answer(key_line: str, curls: list[str]) -> bool:
+    """The 4th and 5th printed curls: the job's metrics with CPU for both nodes, and the
+    chain deployment with both chainlets active."""
+    job, chains = (_run_printed(key_line, c) for c in curls)
+    if not (job and chains and chains.get("deployments")):
+        return False
+    nodes = {n["node_id"]: n["metrics"] for n in job.get("per_node_metrics", [])}
+    chainlets = {c["id"]: c["active_replica_count"] for c in chains["deployments"][0]["chainlets"]}
+    return (all(nodes.get(f"node-{r}", {}).get("cpu_usage") for r in (0, 1))
+            and set(chainlets) == {"preprocess", "predict"} and min(chainlets.values()) >= 1)
+
+
 def _curls_answer(key_line: str, curls: list[str]) -> bool:
     summary, current, logs = (_run_printed(key_line, c) for c in curls)
     if not (summary and current and logs and logs.get("logs")):
@@ -179,7 +279,7 @@ def test_demo_end_to_end(tmp_path):
             assert demo.proc.poll() is None, demo.diagnostics()
             time.sleep(0.2)
         key_lines, curls = demo.printed("KEY="), demo.printed("curl")
-        assert len(key_lines) == 1 and len(curls) == 3, demo.diagnostics()
+        assert len(key_lines) == 1 and len(curls) == 5, demo.diagnostics()
         creds = json.loads((demo.data / "credentials.json").read_text())
         printed_key = subprocess.run(["bash", "-c", f'{key_lines[0]}\nprintf %s "$KEY"'],
                                      capture_output=True, text=True, timeout=30).stdout
@@ -187,7 +287,7 @@ def test_demo_end_to_end(tmp_path):
 
         # The printed commands, run as printed, until they show traffic, both replicas
         # ready, per-replica memory, and warnings and errors.
-        while not _curls_answer(key_lines[0], curls):
+        while not (_curls_answer(key_lines[0], curls[:3]) and _training_and_chain_answer(key_lines[0], curls[3:])):
             seen |= {p.pid for p in demo.tree()}
             assert time.monotonic() - t0 < DURATION - 3, "printed curls never showed the data\n" + demo.diagnostics()
             time.sleep(1.0)
@@ -247,6 +347,46 @@ def test_demo_end_to_end(tmp_path):
                           params={"includes": "model ready after", "limit": 10}).json()["logs"]
         assert {ln["replica"] for ln in ready} == set(REPLICAS)
 
+        # The training job: per-node CPU and memory for ranks 0 and 1 over the demo's
+        # window, loss lines in its logs, and COMPLETED once rank 0's run has ended.
+        job_base = f"{demo.url}/v1/training_projects/{PROJECT}/jobs/{JOB}"
+        m = httpx.get(f"{job_base}/metrics", headers=mgmt, timeout=30, params={
+            "start_epoch_millis": demo.started_ms - 1000, "end_epoch_millis": int(time.time() * 1000) + 1000,
+            "step_seconds": 5}).json()
+        nodes = {n["node_id"]: n["metrics"] for n in m["per_node_metrics"]}
+        assert set(nodes) == {"node-0", "node-1"}, m["per_node_metrics"]
+        for node in nodes.values():
+            assert any(pt["value"] > 0 for pt in node["cpu_usage"]), node["cpu_usage"]
+            assert any(pt["value"] > 10 * 2**20 for pt in node["cpu_memory_usage_bytes"])
+        assert m["cpu_usage"] and m["cache"] is not None  # the leader's, and its --cache-dir
+        loss = httpx.get(f"{job_base}/logs", headers=mgmt, timeout=30,
+                         params={"includes": " loss ", "limit": 1000}).json()["logs"]
+        assert len(loss) >= 10 and all(ln["level"] == "INFO" for ln in loss), loss[:3]
+        while True:  # rank 0's end completes the job; both ranks log that they ran all their steps
+            job = httpx.get(job_base, headers=mgmt, timeout=30).json()["training_job"]
+            finished = httpx.get(f"{job_base}/logs", headers=mgmt, timeout=30,
+                                 params={"includes": "training finished", "limit": 10}).json()["logs"]
+            if job["current_status"] == "COMPLETED" and len(finished) == 2:
+                break
+            assert job["current_status"] in ("RUNNING", "COMPLETED"), job
+            assert time.monotonic() - t0 < DURATION, f"the training never completed: {job} {finished}\n" + \
+                demo.diagnostics()
+            time.sleep(1.0)
+        assert job["instance_type"]["millicpu_limit"] > 0  # derived from the agents' hardware
+        assert {ln["message"].split("training finished")[0].split("train: ")[1] for ln in finished} == \
+            {"rank 0/2: ", "rank 1/2: "}, finished
+
+        # The chain: both chainlets listed with a replica each, and their logs, which
+        # show requests the load generator sent through preprocess to predict.
+        chain = httpx.get(f"{demo.url}/v1/chains/{CHAIN}/deployments/{CHAIN_DEPLOYMENT}", headers=mgmt,
+                          timeout=30).json()
+        assert {c["id"]: c["active_replica_count"] >= 1 for c in chain["chainlets"]} == \
+            {"preprocess": True, "predict": True}, chain
+        for chainlet, text in (("preprocess", "rows through predict"), ("predict", "predict: ")):
+            lines = httpx.get(f"{demo.url}/v1/chains/{CHAIN}/deployments/{CHAIN_DEPLOYMENT}/chainlets/{chainlet}/logs",
+                              headers=mgmt, timeout=30, params={"includes": text, "limit": 10}).json()["logs"]
+            assert lines and all(ln["request_id"] for ln in lines), (chainlet, lines)
+
         # --duration ends it: exit 0, nothing of the tree left.
         code = demo.proc.wait(timeout=DURATION + 40)
         assert code == 0, demo.diagnostics()
@@ -255,7 +395,9 @@ def test_demo_end_to_end(tmp_path):
             demo.proc.terminate()
             demo.proc.wait(timeout=60)
     total_s = time.monotonic() - t0
-    assert len(seen) >= 6, seen  # server, 2 agents, 2 model servers, load generator
+    # server, 2 agents and 2 model servers, 2 agents and 2 chainlets, load generator (the
+    # training nodes may have ended before the first look)
+    assert len(seen) >= 10, seen
     left = []
     for p in psutil.process_iter(["pid", "cmdline", "status"]):
         cmd = " ".join(p.info["cmdline"] or [])

@@ -2,9 +2,11 @@
 
 Brings up, as child processes (``sonde.demo.stack``): ``sonde serve`` on the embedded
 store, N replicas of a real FastAPI model server (``sonde.demo.model_server``), each
-under ``sonde agent run``, and a load generator. Registers the model and deployment,
-then prints where everything is and three ``curl`` commands that return the demo's
-data. Ctrl-C (or ``--duration``) stops the whole tree in order. docs/demo.md.
+under ``sonde agent run``, a two-node numpy training run (``sonde.demo.trainer``) and
+a two-chainlet chain (``sonde.demo.chain``), each process under ``sonde agent run`` too,
+and a load generator. Registers the model, deployment, training job and chain
+deployment, then prints where everything is and the ``curl`` commands that return the
+demo's data. Ctrl-C (or ``--duration``) stops the whole tree in order. docs/demo.md.
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ class _Signals:
 
 
 def instructions(stack, deployment: dict) -> str:
-    from ..demo.stack import DEPLOYMENT, MODEL
+    from ..demo.stack import (CHAIN, CHAIN_DEPLOYMENT, DEPLOYMENT, MODEL, TRAINING_JOB, TRAINING_NODES,
+                              TRAINING_PROJECT)
 
     url, q = stack.url, shlex.quote
     base = f"{url}/v1/models/{MODEL}/deployments/{DEPLOYMENT}"
@@ -61,6 +64,24 @@ def instructions(stack, deployment: dict) -> str:
            f"{q(stack.creds_path)})")
     auth = '-H "Authorization: Bearer $KEY"'
     replicas = " ".join(stack.replica_ports)
+    more, curls = "", ""
+    if stack.training:
+        seconds = stack.training_steps * stack.training_step_interval
+        more += (f"\n  Training      {TRAINING_PROJECT} / {TRAINING_JOB}: numpy MLP, {stack.training_steps} SGD steps "
+                 f"(~{seconds:.0f} s) on {TRAINING_NODES} nodes (node-0 .. node-{TRAINING_NODES - 1}),\n"
+                 f"                each under `sonde agent run --node-rank R`; checkpoints in {stack.data_dir}/cache/")
+        curls += (f"\n  curl -s -X POST {auth} -H 'Content-Type: application/json' -d '{{}}' "
+                  f"\"{url}/v1/training_projects/{TRAINING_PROJECT}/jobs/{TRAINING_JOB}/metrics\"")
+    if stack.chain:
+        more += (f"\n  Chain         {CHAIN} / {CHAIN_DEPLOYMENT}: chainlets preprocess -> predict, each under "
+                 f"`sonde agent run`;\n                a tenth of the traffic enters at preprocess")
+        curls += f"\n  curl -s {auth} \"{url}/v1/chains/{CHAIN}/deployments\""
+    what = []
+    if stack.training:
+        what.append("the training job's status and CPU, memory and disk per node")
+    if stack.chain:
+        what.append("the chain's deployment with its chainlets' active replicas")
+    what = "\nThen " + ";\n".join(what) + "." if what else ""
     return f"""
 Sonde demo is up.
 
@@ -70,16 +91,16 @@ Sonde demo is up.
   Replicas      {replicas}: a numpy model server each, under `sonde agent run` (state: starting, then ready)
   Traffic       {stack.rps:g} req/s Poisson, x3 bursts for 5 s every 30 s; slow batches, bad inputs (4xx),
                 sensor glitches (5xx)
-  Process logs  {stack.log_dir}/   (server.log, {next(iter(stack.replica_ports), 'r0001')}.log, ...)
+  Process logs  {stack.log_dir}/   (server.log, {next(iter(stack.replica_ports), 'r0001')}.log, ...){more}
 
 In another shell, these return the demo's data within a minute (the first line reads the
 management key): requests by status, latency and replicas over the last hour; CPU and
-memory per replica (and GPUs, if any) over the last minute; the latest warnings and errors.
+memory per replica (and GPUs, if any) over the last minute; the latest warnings and errors.{what}
 
   {key}
   curl -s {auth} "{base}/metrics?mode=SUMMARY&metrics=baseten_inference_requests_total,baseten_end_to_end_response_time_seconds,baseten_replicas_active"
   curl -s {auth} "{base}/metrics?metrics=baseten_container_cpu_usage_seconds_total,baseten_container_cpu_memory_working_set_bytes,baseten_gpu_utilization,baseten_gpu_memory_used"
-  curl -s {auth} "{base}/logs?min_level=WARNING&limit=10"
+  curl -s {auth} "{base}/logs?min_level=WARNING&limit=10"{curls}
 
 Ctrl-C stops everything.
 """
@@ -97,20 +118,39 @@ Ctrl-C stops everything.
               help="Mean requests per second outside bursts.")
 # Sampling and export interval; tests shorten it to see data sooner.
 @click.option("--interval", default=5.0, hidden=True, type=click.FloatRange(min=1.0))
-def demo(data_dir: str, port: int, duration: float, replicas: int, rps: float, interval: float) -> None:
-    """Server, model server replicas under the agent, and load: real telemetry end to end."""
+@click.option("--training/--no-training", default=True, show_default=True,
+              help="Run the two-node numpy training job, each node under `sonde agent run`.")
+@click.option("--training-steps", default=0, type=click.IntRange(min=0),
+              help="SGD steps per node; 0: as many as fit in the run, up to 3 minutes.")
+@click.option("--training-step-interval", default=0.25, show_default=True, type=click.FloatRange(min=0.0),
+              help="Seconds per training step (compute, then a sleep).")
+@click.option("--chain/--no-chain", default=True, show_default=True,
+              help="Run the two-chainlet chain (preprocess -> predict), each under `sonde agent run`.")
+def demo(data_dir: str, port: int, duration: float, replicas: int, rps: float, interval: float,
+         training: bool, training_steps: int, training_step_interval: float, chain: bool) -> None:
+    """Server; model replicas, a training job and a chain under agents; load: all real."""
     from ..demo.stack import Stack
 
     if not _port_free(port):
         raise click.ClickException(f"port {port} is in use; pick another with --port")
+    if not training_steps:
+        # About the demo's length or 3 minutes, whichever is shorter; with --duration, it
+        # ends ~10 s early, so the job's COMPLETED is in before the demo stops.
+        seconds = min(180.0, max(5.0, duration - 10.0)) if duration > 0 else 180.0
+        training_steps = max(1, int(seconds / training_step_interval)) if training_step_interval > 0 else 600
     signals = _Signals()
-    stack = Stack(data_dir, port, replicas=replicas, interval=interval, rps=rps)
+    stack = Stack(data_dir, port, replicas=replicas, interval=interval, rps=rps, training=training,
+                  training_steps=training_steps, training_step_interval=training_step_interval, chain=chain)
     failed = None
     try:
         click.echo(f"sonde demo: starting the server on {stack.url} (data in {stack.data_dir})", err=True)
         stack.start_server()
         deployment = stack.register()
         stack.start_replicas()
+        if chain:
+            stack.start_chain()
+        if training:
+            stack.start_training()
         stack.start_loadgen()
         click.echo(instructions(stack, deployment))
         deadline = time.monotonic() + duration if duration > 0 else None
@@ -118,6 +158,9 @@ def demo(data_dir: str, port: int, duration: float, replicas: int, rps: float, i
             failed = stack.exited()
             if failed:
                 break
+            for ended in stack.ended():
+                click.echo(f"sonde demo: training {ended}; the job's status is in the 4th command's answer",
+                           err=True)
             stack.relay()
             time.sleep(0.2)
         signals.stopping = True
@@ -127,7 +170,7 @@ def demo(data_dir: str, port: int, duration: float, replicas: int, rps: float, i
         failed = [str(exc)]
     finally:
         signals.stopping = True  # from here on a signal only hurries the stop
-        click.echo("sonde demo: stopping (load generator, agents and model servers, then the server)", err=True)
+        click.echo("sonde demo: stopping (load generator, agents and their processes, then the server)", err=True)
         stack.stop(hurry=lambda: signals.hurry)
         click.echo("sonde demo: stopped", err=True)
     if failed:

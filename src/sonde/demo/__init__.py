@@ -2,9 +2,13 @@
 
 - ``model.py``: random-feature ridge regression in numpy, fitted at start-up, cached.
 - ``model_server.py``: the FastAPI model server, with SondeMiddleware and ``configure()``.
-- ``loadgen.py``: Poisson traffic with bursts, a slow share, bad inputs and poison inputs.
-- ``stack.py``: starts ``sonde serve``, N ``sonde agent run`` replicas and the load
-  generator as child processes, and stops them in order.
+- ``trainer.py``: one node of a numpy MLP training run (SGD, loss per step, checkpoints).
+- ``chain.py``: the two chainlets, ``preprocess`` calling ``predict``, FastAPI apps.
+- ``loadgen.py``: Poisson traffic with bursts, a slow share, bad inputs and poison inputs,
+  and a share sent to the chain.
+- ``stack.py``: starts ``sonde serve``, N ``sonde agent run`` replicas, the chain's and
+  the training job's agents and the load generator as child processes, and stops them
+  in order.
 
 See docs/demo.md.
 """

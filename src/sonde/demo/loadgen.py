@@ -13,6 +13,11 @@ gets wrong (wrong number of features, strings for numbers, an empty batch, no
 ``instances`` at all: 400/422), model info lookups, and now and then a batch with a
 sensor glitch (a reading of 1.7e308), which overflows in the model and fails with 500.
 
+With ``--chain-target URL`` (the demo chain's ``preprocess`` chainlet), a
+``--chain-share`` of the arrivals (10%) goes there instead: ``POST /run`` with 1 to 16
+rows, some readings missing (null) or glitched (clipped by the chainlet), and now and
+then a short row (400). Those requests are counted in the same summary.
+
 Every ``--report-every`` seconds one line goes to stdout: requests by status class,
 client-side latency p50/p99, and whether a burst was on. SIGINT/SIGTERM stop the
 arrivals; requests in flight get up to 5 s to finish.
@@ -76,6 +81,19 @@ def make_request(kind: str, rng: random.Random) -> tuple[str, str, dict | None]:
     raise ValueError(kind)
 
 
+def make_chain_request(rng: random.Random) -> dict:
+    """The body of one ``POST /run`` to the chain's preprocess chainlet."""
+    rows: list[list[float | None]] = _rows(rng, rng.randint(1, 16))
+    roll = rng.random()
+    if roll < 0.2:  # a missing reading
+        rows[rng.randrange(len(rows))][rng.randrange(N_FEATURES)] = None
+    elif roll < 0.25:  # a glitch, which the chainlet clips
+        rows[rng.randrange(len(rows))][rng.randrange(N_FEATURES)] = GLITCH
+    elif roll < 0.3:  # a client mistake: 400
+        rows[0] = rows[0][: rng.randint(1, N_FEATURES - 1)]
+    return {"rows": rows}
+
+
 class Stats:
     def __init__(self) -> None:
         self.window: Counter[str] = Counter()
@@ -102,8 +120,11 @@ class Stats:
 
 class LoadGen:
     def __init__(self, targets: list[str], rps: float, *, seed: int = 7, burst_every: float = 30.0,
-                 burst_seconds: float = 5.0, burst_factor: float = 3.0, report_every: float = 10.0):
+                 burst_seconds: float = 5.0, burst_factor: float = 3.0, report_every: float = 10.0,
+                 chain_target: str | None = None, chain_share: float = 0.1):
         self.targets = [t.rstrip("/") for t in targets]
+        self.chain_target = chain_target.rstrip("/") if chain_target else None
+        self.chain_share = chain_share if chain_target else 0.0
         self.rps = rps
         self.rng = random.Random(seed)
         self.burst_every, self.burst_seconds, self.burst_factor = burst_every, burst_seconds, burst_factor
@@ -124,7 +145,7 @@ class LoadGen:
     async def _health(self, client: httpx.AsyncClient) -> None:
         while not self.stop.is_set():
             healthy = []
-            for t in self.targets:
+            for t in self.targets + ([self.chain_target] if self.chain_target else []):
                 try:
                     if (await client.get(f"{t}/health", timeout=2.0)).status_code == 200:
                         healthy.append(t)
@@ -137,8 +158,11 @@ class LoadGen:
                 pass
 
     async def _send(self, client: httpx.AsyncClient, target: str) -> None:
-        kind = self.rng.choices([k for k, _ in MIX], [w for _, w in MIX])[0]
-        method, path, body = make_request(kind, self.rng)
+        if target == self.chain_target:
+            method, path, body = "POST", "/run", make_chain_request(self.rng)
+        else:
+            kind = self.rng.choices([k for k, _ in MIX], [w for _, w in MIX])[0]
+            method, path, body = make_request(kind, self.rng)
         t0 = time.monotonic()
         try:
             r = await client.request(method, target + path, json=body, timeout=30.0)
@@ -174,8 +198,11 @@ class LoadGen:
                     break
                 except asyncio.TimeoutError:
                     pass
-                if self.healthy:
-                    task = asyncio.create_task(self._send(client, self.rng.choice(self.healthy)))
+                replicas = [t for t in self.healthy if t != self.chain_target]
+                if self.chain_target in self.healthy and self.rng.random() < self.chain_share:
+                    replicas = [self.chain_target]
+                if replicas:
+                    task = asyncio.create_task(self._send(client, self.rng.choice(replicas)))
                     self.in_flight.add(task)
                     task.add_done_callback(self.in_flight.discard)
             self.stop.set()
@@ -190,7 +217,7 @@ class LoadGen:
 async def _main(args: argparse.Namespace) -> None:
     gen = LoadGen(args.target, args.rps, seed=args.seed, burst_every=args.burst_every,
                   burst_seconds=args.burst_seconds, burst_factor=args.burst_factor,
-                  report_every=args.report_every)
+                  report_every=args.report_every, chain_target=args.chain_target, chain_share=args.chain_share)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, gen.stop.set)
@@ -202,6 +229,8 @@ async def _main(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m sonde.demo.loadgen", description=__doc__.split("\n\n")[0])
     p.add_argument("--target", action="append", required=True, help="model server base URL (repeatable)")
+    p.add_argument("--chain-target", default=None, help="the chain's entry point (preprocess chainlet) base URL")
+    p.add_argument("--chain-share", type=float, default=0.1, help="share of arrivals sent to --chain-target")
     p.add_argument("--rps", type=float, default=20.0, help="mean arrivals per second outside bursts")
     p.add_argument("--duration", type=float, default=0.0, help="seconds; 0 runs until SIGINT/SIGTERM")
     p.add_argument("--burst-every", type=float, default=30.0, help="seconds between burst starts; 0: none")

@@ -5,6 +5,11 @@
     |- sonde agent run ... --replica r0001       D/logs/r0001.log (the agent, and its
     |    '- python -m sonde.demo.model_server      child's output, which it echoes)
     |- ... one agent per replica
+    |- sonde agent run --training-... --node-rank 0   D/logs/node-0.log, node-1.log: one
+    |    '- python -m sonde.demo.trainer --rank 0     agent per simulated training node
+    |- sonde agent run --chain-... --chainlet-id predict      D/logs/predict.log,
+    |    '- python -m sonde.demo.chain --role predict         preprocess.log
+    |- ... and the preprocess chainlet, which calls predict
     '- python -m sonde.demo.loadgen              stdout: a summary line every 10 s
 
 Every child gets a process group of its own, so a Ctrl-C at the terminal reaches only
@@ -12,7 +17,8 @@ this process, which then stops the tree in an order that loses nothing: the load
 generator first (no new traffic), then the agents (each stops its model server, whose
 lifespan exit exports the last metrics, then takes a last sample and flushes its log
 lines: both need the server), and the server last. A second Ctrl-C skips the waiting
-and kills what is left. On Linux the children also get SIGTERM if this process dies
+and kills what is left. A training node's agent exits by itself when its run ends
+(``--restart never``); that is no reason to stop the demo. On Linux the children also get SIGTERM if this process dies
 without stopping them (``PR_SET_PDEATHSIG``), and whatever is still alive of the tree
 at the end (even a model server whose agent was killed) is killed.
 """
@@ -34,6 +40,9 @@ import httpx
 import psutil
 
 MODEL, DEPLOYMENT, ENVIRONMENT = "demo-model", "demo-v1", "production"
+TRAINING_PROJECT, TRAINING_JOB = "demo-project", "demo-job-1"
+CHAIN, CHAIN_DEPLOYMENT, CHAINLETS = "demo-chain", "demo-chain-v1", ("preprocess", "predict")
+TRAINING_NODES = 2
 PR_SET_PDEATHSIG = 1
 
 try:
@@ -61,6 +70,8 @@ class Child:
     proc: subprocess.Popen
     stop_signal: int = signal.SIGTERM
     stop_timeout: float = 10.0
+    may_exit: bool = False  # a training node: its end is the job's, not a failure
+    reported: bool = False
 
 
 @dataclass
@@ -71,10 +82,15 @@ class Stack:
     interval: float = 5.0
     rps: float = 20.0
     min_load_seconds: float = 3.0
+    training: bool = True
+    training_steps: int = 600
+    training_step_interval: float = 0.25
+    chain: bool = True
     python: str = sys.executable
     children: list[Child] = field(default_factory=list)
     creds: dict = field(default_factory=dict)
     replica_ports: dict[str, int] = field(default_factory=dict)
+    chain_ports: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.data_dir = os.path.abspath(self.data_dir)
@@ -85,7 +101,7 @@ class Stack:
 
     # -- starting ------------------------------------------------------------------------
     def _spawn(self, name: str, cmd: list[str], *, log: str | None, env: dict | None = None,
-               stop_signal: int = signal.SIGTERM, stop_timeout: float = 10.0) -> Child:
+               stop_signal: int = signal.SIGTERM, stop_timeout: float = 10.0, may_exit: bool = False) -> Child:
         """Start one child; its output goes to ``log`` under logs/, or without one to a
         pipe that :meth:`relay` passes on (a process group in the terminal's background
         must not write to it itself: with ``stty tostop`` that stops it)."""
@@ -98,7 +114,7 @@ class Stack:
                 out.close()  # the child holds its own descriptor
         if proc.stdout is not None:
             os.set_blocking(proc.stdout.fileno(), False)
-        child = Child(name, proc, stop_signal, stop_timeout)
+        child = Child(name, proc, stop_signal, stop_timeout, may_exit)
         self.children.append(child)
         return child
 
@@ -135,7 +151,25 @@ class Stack:
         r = httpx.put(f"{base}/deployments/{DEPLOYMENT}", headers=headers, timeout=10,
                       json={"name": "v1", "is_production": True, "environment": ENVIRONMENT})
         r.raise_for_status()
+        if self.training:
+            # The job back to RUNNING: a demo started again on the same data dir runs it
+            # again, and only a RUNNING job takes the agent's end report.
+            tp = f"{self.url}/v1/training_projects/{TRAINING_PROJECT}"
+            httpx.put(tp, headers=headers, json={"name": "Demo training project"}, timeout=10).raise_for_status()
+            httpx.put(f"{tp}/jobs/{TRAINING_JOB}", headers=headers, timeout=10, json={
+                "name": f"numpy MLP, SGD, {TRAINING_NODES} nodes", "current_status": "RUNNING"}).raise_for_status()
+        if self.chain:
+            ch = f"{self.url}/v1/chains/{CHAIN}"
+            httpx.put(ch, headers=headers, json={"name": "Demo chain (preprocess -> predict)"},
+                      timeout=10).raise_for_status()
+            httpx.put(f"{ch}/deployments/{CHAIN_DEPLOYMENT}", headers=headers, timeout=10, json={
+                "environment": ENVIRONMENT,
+                "chainlets": [{"id": c, "name": c.capitalize()} for c in CHAINLETS]}).raise_for_status()
         return r.json()
+
+    def _agent_env(self) -> dict:
+        return {**os.environ, "SONDE_SERVER": self.url, "SONDE_API_KEY": self.creds["ingest_key"],
+                "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
     def start_replicas(self) -> None:
         for i in range(1, self.replicas + 1):
@@ -170,10 +204,57 @@ class Stack:
             # The agent's stop: SIGTERM to the model server, up to 10 s, then its last flush (5 s).
             self._spawn(f"agent {replica}", cmd, log=f"{replica}.log", env=env, stop_timeout=20.0)
 
+    def start_training(self) -> None:
+        """One agent per simulated node of the training job, each running the trainer."""
+        for rank in range(TRAINING_NODES):
+            node = f"node-{rank}"
+            cache = os.path.join(self.data_dir, "cache", f"train-{node}")
+            os.makedirs(cache, exist_ok=True)
+            cmd = [
+                self.python, "-m", "sonde", "agent", "run",
+                "--training-project-id", TRAINING_PROJECT, "--training-job-id", TRAINING_JOB,
+                "--node-id", node, "--node-rank", str(rank), "--environment", ENVIRONMENT,
+                "--cache-dir", cache, "--server", self.url, "--interval", f"{self.interval:g}",
+                "--spool-dir", os.path.join(self.data_dir, "spool", f"train-{node}"),
+                "--",
+                self.python, "-m", "sonde.demo.trainer", "--rank", str(rank), "--world-size", str(TRAINING_NODES),
+                "--steps", str(self.training_steps), "--step-interval", f"{self.training_step_interval:g}",
+                "--checkpoint-every", str(max(1, min(50, self.training_steps // 4))), "--cache-dir", cache,
+            ]
+            self._spawn(f"agent {node}", cmd, log=f"{node}.log", env=self._agent_env(), stop_timeout=20.0,
+                        may_exit=True)
+
+    def start_chain(self) -> None:
+        """The chain's two chainlets, predict first (preprocess calls it), each under an agent."""
+        for chainlet in ("predict", "preprocess"):
+            self.chain_ports[chainlet] = free_port()
+        for chainlet in ("predict", "preprocess"):
+            port = self.chain_ports[chainlet]
+            cache = os.path.join(self.data_dir, "cache", f"chain-{chainlet}")
+            os.makedirs(cache, exist_ok=True)
+            env = {**self._agent_env(), "SONDE_REPLICA": "c0001", "SONDE_ENVIRONMENT": ENVIRONMENT}
+            cmd = [
+                self.python, "-m", "sonde", "agent", "run",
+                "--chain-id", CHAIN, "--chain-deployment-id", CHAIN_DEPLOYMENT, "--chainlet-id", chainlet,
+                "--replica", "c0001", "--environment", ENVIRONMENT, "--cache-dir", cache,
+                "--ready-url", f"http://127.0.0.1:{port}/health", "--server", self.url,
+                "--interval", f"{self.interval:g}",
+                "--spool-dir", os.path.join(self.data_dir, "spool", f"chain-{chainlet}"),
+                "--",
+                self.python, "-m", "sonde.demo.chain", "--role", chainlet, "--port", str(port),
+                "--chain-id", CHAIN, "--chain-deployment-id", CHAIN_DEPLOYMENT,
+                "--export-interval", f"{self.interval:g}",
+            ]
+            cmd += (["--cache-dir", cache] if chainlet == "predict"
+                    else ["--predict-url", f"http://127.0.0.1:{self.chain_ports['predict']}"])
+            self._spawn(f"agent {chainlet}", cmd, log=f"{chainlet}.log", env=env, stop_timeout=20.0)
+
     def start_loadgen(self) -> None:
         cmd = [self.python, "-m", "sonde.demo.loadgen", "--rps", f"{self.rps:g}"]
         for port in self.replica_ports.values():
             cmd += ["--target", f"http://127.0.0.1:{port}"]
+        if self.chain_ports:
+            cmd += ["--chain-target", f"http://127.0.0.1:{self.chain_ports['preprocess']}"]
         self._spawn("loadgen", cmd, log=None, stop_signal=signal.SIGINT, stop_timeout=8.0)
 
     def relay(self) -> None:
@@ -193,8 +274,18 @@ class Stack:
             sys.stdout.flush()
 
     def exited(self) -> list[str]:
-        """Names of the children that have exited although nobody stopped them."""
-        return [c.name for c in self.children if c.proc.poll() is not None]
+        """Names of the children that have exited although nobody stopped them (a
+        training node that ended is not one of them: see :meth:`ended`)."""
+        return [c.name for c in self.children if c.proc.poll() is not None and not c.may_exit]
+
+    def ended(self) -> list[str]:
+        """Training nodes that ended since the last call, as ``node-0 ended (exit N)``."""
+        out = []
+        for c in self.children:
+            if c.may_exit and not c.reported and c.proc.poll() is not None:
+                c.reported = True
+                out.append(f"{c.name.removeprefix('agent ')} ended (exit {c.proc.returncode})")
+        return out
 
     # -- stopping ------------------------------------------------------------------------
     def stop(self, hurry: Callable[[], bool] = lambda: False) -> None:
