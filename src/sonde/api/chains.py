@@ -21,7 +21,7 @@ from ..store.accounts import ApiKey
 from ..store.inventory import Inventory
 from . import auth, logs
 from .ids import valid_id
-from .inventory import AutoscalingSettingsIn, DeploymentStatus, iso
+from .inventory import AutoscalingSettingsIn, DeploymentStatus, NamedIn, iso
 
 router = APIRouter(tags=["chains"])
 
@@ -30,10 +30,8 @@ SEEN_WINDOW_S = 7 * 86400
 ACTIVE_WINDOW_S = 60
 
 
-class ChainIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(default=None, min_length=1, max_length=256)
-    team_name: str | None = Field(default=None, max_length=256)
+class ChainIn(NamedIn):
+    pass
 
 
 class ChainletIn(BaseModel):

@@ -24,10 +24,16 @@ def iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-class ModelIn(BaseModel):
+class NamedIn(BaseModel):
+    """The written fields of a model, a chain or a training project."""
+
     model_config = ConfigDict(extra="forbid")
     name: str | None = Field(default=None, min_length=1, max_length=256)
     team_name: str | None = Field(default=None, max_length=256)
+
+
+class ModelIn(NamedIn):
+    pass
 
 
 class AutoscalingSettingsIn(BaseModel):

@@ -22,7 +22,7 @@ from ..store.accounts import ApiKey
 from ..store.inventory import Inventory
 from . import auth, logs
 from .ids import valid_id
-from .inventory import iso
+from .inventory import NamedIn, iso
 
 router = APIRouter(tags=["training"])
 
@@ -32,10 +32,8 @@ UNKNOWN_INSTANCE = {"id": "unknown", "name": "unknown", "memory_limit_mib": 0, "
                     "gpu_count": 0, "gpu_type": None, "gpu_memory_limit_mib": None}
 
 
-class ProjectIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(default=None, min_length=1, max_length=256)
-    team_name: str | None = Field(default=None, max_length=256)
+class ProjectIn(NamedIn):
+    pass
 
 
 class InstanceTypeIn(BaseModel):
