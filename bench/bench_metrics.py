@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from contextlib import contextmanager
 import hashlib
 import json
 import os
@@ -215,43 +216,70 @@ def percentile(xs: list[float], p: float) -> float:
     return float(np.percentile(np.array(xs) * 1000, p))
 
 
+def add_store_options(ap: argparse.ArgumentParser) -> None:
+    """Options every store benchmark takes: runs, and where its data lives."""
+    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--data-dir", default=None, help="default: a temporary directory, removed afterwards")
+    ap.add_argument("--keep", action="store_true", help="keep the data directory")
+    ap.add_argument("--reuse", action="store_true", help="measure the data already in --data-dir")
+
+
+@contextmanager
+def bench_app(args: argparse.Namespace, prefix: str):
+    """(store, app, credentials, data dir) of a fresh or reused embedded store with big
+    group commits; closed, and removed unless kept, on exit."""
+    data_dir = args.data_dir or tempfile.mkdtemp(prefix=prefix)
+    os.makedirs(data_dir, exist_ok=True)
+    store = Store(ChdbExecutor.open(os.path.join(data_dir, "store")), "bench",
+                  batch_max_rows=2_000_000, max_pending_rows=50_000_000)
+    app = create_app(Config(data_dir=data_dir), store=store)
+    creds = json.load(open(os.path.join(data_dir, "credentials.json")))
+    try:
+        yield store, app, creds, data_dir
+    finally:
+        store.close()
+        if not args.keep and not args.data_dir:
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def last_ts_ns(store: Store, entity: str) -> int:
+    """Just after the newest point of ``entity``: the window end of a reused store."""
+    return store.ex.query(f"SELECT toUnixTimestamp64Nano(max(ts)) AS t FROM {store.t('metric_points')}"
+                          " WHERE entity = {e:String}", {"e": entity})[0]["t"] + 1
+
+
+def load(store: Store, generate_rows) -> None:
+    """Run ``generate_rows()`` (returns the row count), then merge as a long-running
+    server's background merges would have; print both rates."""
+    t = time.perf_counter()
+    rows = generate_rows()
+    gen_s = time.perf_counter() - t
+    t = time.perf_counter()
+    store.ex.command(f"OPTIMIZE TABLE {store.t('metric_points')} FINAL")
+    print(f"  {rows:,} rows in {gen_s:.0f} s ({rows / gen_s:,.0f} rows/s); merged in {time.perf_counter() - t:.0f} s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--histograms", choices=("explicit", "exponential"), default="explicit")
     ap.add_argument("--deployments", type=int, default=100)
     ap.add_argument("--replicas", type=int, default=2)
     ap.add_argument("--days", type=float, default=7)
-    ap.add_argument("--runs", type=int, default=30)
-    ap.add_argument("--data-dir", default=None, help="default: a temporary directory, removed afterwards")
-    ap.add_argument("--keep", action="store_true", help="keep the data directory")
-    ap.add_argument("--reuse", action="store_true", help="measure the data already in --data-dir")
+    add_store_options(ap)
     args = ap.parse_args()
 
-    data_dir = args.data_dir or tempfile.mkdtemp(prefix="sonde-bench-metrics-")
-    os.makedirs(data_dir, exist_ok=True)
-    store = Store(ChdbExecutor.open(os.path.join(data_dir, "store")), "bench",
-                  batch_max_rows=2_000_000, max_pending_rows=50_000_000)
-    app = create_app(Config(data_dir=data_dir), store=store)
-    creds = json.load(open(os.path.join(data_dir, "credentials.json")))
-    ws = creds["workspace_id"]
     target = args.deployments // 2
     end_ns = time.time_ns() // 10**9 * 10**9
-    try:
+    with bench_app(args, "sonde-bench-metrics-") as (store, app, creds, data_dir):
+        ws = creds["workspace_id"]
         if args.reuse:
-            end_ns = store.ex.query(f"SELECT toUnixTimestamp64Nano(max(ts)) AS t FROM {store.t('metric_points')}"
-                                    " WHERE entity = {e:String}", {"e": f"dep{target:03d}"})[0]["t"] + 1
+            end_ns = last_ts_ns(store, f"dep{target:03d}")
             print(f"data: {data_dir} (reused)")
         else:
             print(f"data: {data_dir}; {args.deployments} deployments x {args.replicas} replicas x 7 series, "
                   f"every {INTERVAL_S} s for {args.days:g} days; {args.histograms} histograms on dep{target:03d}")
-            t = time.perf_counter()
-            rows = generate(store, ws, args.deployments, args.days, args.replicas, end_ns, target,
-                            args.histograms == "exponential")
-            gen_s = time.perf_counter() - t
-            t = time.perf_counter()
-            store.ex.command(f"OPTIMIZE TABLE {store.t('metric_points')} FINAL")
-            print(f"  {rows:,} rows in {gen_s:.0f} s ({rows / gen_s:,.0f} rows/s); "
-                  f"merged in {time.perf_counter() - t:.0f} s")
+            load(store, lambda: generate(store, ws, args.deployments, args.days, args.replicas, end_ns, target,
+                                         args.histograms == "exponential"))
         app.state.inventory.ensure(ws, "model", f"model{target:03d}", "", {})
         app.state.inventory.ensure(ws, "deployment", f"dep{target:03d}", f"model{target:03d}", {})
         url = f"/v1/models/model{target:03d}/deployments/dep{target:03d}/metrics"
@@ -282,10 +310,6 @@ def main() -> None:
                               f"{percentile(times, 99):>8.1f} {args.runs:>5}", flush=True)
 
         asyncio.run(measure())
-    finally:
-        store.close()
-        if not args.keep and not args.data_dir:
-            shutil.rmtree(data_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

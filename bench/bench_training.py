@@ -25,21 +25,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import shutil
-import tempfile
 import time
 
 import httpx
 import numpy as np
 import pyarrow as pa
 
-from bench_metrics import INTERVAL_S, percentile, table
-from sonde.api.app import create_app
-from sonde.settings import Config
+from bench_metrics import INTERVAL_S, add_store_options, bench_app, last_ts_ns, load, percentile, table
 from sonde.store import Store
-from sonde.store.chdb import ChdbExecutor
 
 PROJECT, JOB = "bench-project", "bench-job"
 GIB = 2**30
@@ -102,35 +95,19 @@ def main() -> None:
     ap.add_argument("--nodes", type=int, default=8)
     ap.add_argument("--gpus", type=int, default=8)
     ap.add_argument("--days", type=float, default=7)
-    ap.add_argument("--runs", type=int, default=30)
-    ap.add_argument("--data-dir", default=None, help="default: a temporary directory, removed afterwards")
-    ap.add_argument("--keep", action="store_true", help="keep the data directory")
-    ap.add_argument("--reuse", action="store_true", help="measure the data already in --data-dir")
+    add_store_options(ap)
     args = ap.parse_args()
 
-    data_dir = args.data_dir or tempfile.mkdtemp(prefix="sonde-bench-training-")
-    os.makedirs(data_dir, exist_ok=True)
-    store = Store(ChdbExecutor.open(os.path.join(data_dir, "store")), "bench",
-                  batch_max_rows=2_000_000, max_pending_rows=50_000_000)
-    app = create_app(Config(data_dir=data_dir), store=store)
-    creds = json.load(open(os.path.join(data_dir, "credentials.json")))
-    ws = creds["workspace_id"]
     end_ns = time.time_ns() // 10**9 * 10**9
-    try:
+    with bench_app(args, "sonde-bench-training-") as (store, app, creds, data_dir):
+        ws = creds["workspace_id"]
         if args.reuse:
-            end_ns = store.ex.query(f"SELECT toUnixTimestamp64Nano(max(ts)) AS t FROM {store.t('metric_points')}"
-                                    " WHERE entity = {e:String}", {"e": JOB})[0]["t"] + 1
+            end_ns = last_ts_ns(store, JOB)
             print(f"data: {data_dir} (reused)")
         else:
             print(f"data: {data_dir}; 1 job x {args.nodes} nodes x {args.gpus} GPUs "
                   f"({args.nodes * (2 * args.gpus + 6)} series), every {INTERVAL_S} s for {args.days:g} days")
-            t = time.perf_counter()
-            rows = generate(store, ws, args.nodes, args.gpus, args.days, end_ns)
-            gen_s = time.perf_counter() - t
-            t = time.perf_counter()
-            store.ex.command(f"OPTIMIZE TABLE {store.t('metric_points')} FINAL")
-            print(f"  {rows:,} rows in {gen_s:.0f} s ({rows / gen_s:,.0f} rows/s); "
-                  f"merged in {time.perf_counter() - t:.0f} s")
+            load(store, lambda: generate(store, ws, args.nodes, args.gpus, args.days, end_ns))
         app.state.inventory.ensure(ws, "training_project", PROJECT, "", {})
         app.state.inventory.ensure(ws, "training_job", JOB, PROJECT, {"current_status": "RUNNING"})
         url = f"/v1/training_projects/{PROJECT}/jobs/{JOB}/metrics"
@@ -163,10 +140,6 @@ def main() -> None:
                           f"{percentile(times, 99):>8.1f} {args.runs:>5}", flush=True)
 
         asyncio.run(measure())
-    finally:
-        store.close()
-        if not args.keep and not args.data_dir:
-            shutil.rmtree(data_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
