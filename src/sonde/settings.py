@@ -1,15 +1,19 @@
 """Server settings: one table of name, default and help.
 
 Each setting is read, in order of precedence, from the command line, the environment
-variable ``SONDE_<NAME>`` (upper case), or the default. ``docs/settings.md`` documents
+variable ``SONDE_<NAME>`` (upper case), the config file (TOML, keys are the setting
+names; ``--config FILE`` or ``SONDE_CONFIG``), or the default. ``docs/settings.md`` documents
 each one; ``tests/test_settings.py`` keeps the two in step.
 """
 
 from __future__ import annotations
 
 import os
+import tomllib
 from dataclasses import dataclass, fields
 from typing import Any
+
+from ._exceptions import BadRequest
 
 
 @dataclass(frozen=True)
@@ -17,18 +21,28 @@ class Setting:
     name: str
     default: Any
     help: str
+    choices: tuple[str, ...] = ()
 
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("data_dir", "./sonde-data", "Directory of the embedded store and credentials.json."),
     Setting("host", "127.0.0.1", "Address the HTTP server listens on."),
     Setting("port", 8080, "Port the HTTP server listens on."),
-    Setting("store", "chdb", "Store URL: 'chdb' (embedded, in data_dir)."),
+    Setting("store", "chdb", "Store URL: 'chdb' (embedded, in data_dir) or"
+            " clickhouse://user:password@host:8123/db?cluster=NAME (docs/scale-out.md)."),
     Setting("retention_days", 30, "Days telemetry is kept before ClickHouse's TTL drops it."),
     Setting("max_body_bytes", 16 * 1024 * 1024, "Largest OTLP request body, after gzip is undone; larger: 413."),
     Setting("flush_interval_ms", 100, "Longest a row waits before its group commit starts."),
     Setting("batch_max_rows", 50_000, "Rows that start a group commit at once."),
     Setting("max_pending_rows", 2_000_000, "Rows waiting for commit past which ingest answers 503."),
+    Setting("auto_migrate", "embedded", "Whether `sonde serve` applies schema migrations at start: 'embedded'"
+            " (on chDB only; a ClickHouse store is migrated once with `sonde migrate`), 'always' or 'never'.",
+            ("embedded", "always", "never")),
+    Setting("state_sync", "auto", "Where ingest keeps cumulative-to-delta state between requests: 'process'"
+            " (in memory; one server writes the store), 'store' (read for every request; several API"
+            " replicas share the store), 'auto' (process on chDB, store otherwise).", ("auto", "process", "store")),
+    Setting("key_cache_seconds", 5.0, "How long a replica trusts an API key lookup; a revoked key stops"
+            " working everywhere within this time."),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -45,17 +59,51 @@ class Config:
     flush_interval_ms: int = _BY_NAME["flush_interval_ms"].default
     batch_max_rows: int = _BY_NAME["batch_max_rows"].default
     max_pending_rows: int = _BY_NAME["max_pending_rows"].default
+    auto_migrate: str = _BY_NAME["auto_migrate"].default
+    state_sync: str = _BY_NAME["state_sync"].default
+    key_cache_seconds: float = _BY_NAME["key_cache_seconds"].default
 
     @classmethod
-    def load(cls, environ: dict[str, str] | None = None, **overrides: Any) -> "Config":
-        """Defaults, then ``SONDE_*`` variables, then the non-None ``overrides``."""
+    def load(cls, environ: dict[str, str] | None = None, *, config_file: str | None = None,
+             **overrides: Any) -> "Config":
+        """Defaults, then the config file, then ``SONDE_*`` variables, then the
+        non-None ``overrides``. A wrong name or value is a BadRequest naming it."""
         env = os.environ if environ is None else environ
+        path = config_file or env.get("SONDE_CONFIG")
+        layers: list[tuple[str, dict[str, Any]]] = []
+        if path:
+            layers.append((f"config file {path}", _read_file(path)))
+        layers.append(("environment", {f.name: env[f"SONDE_{f.name.upper()}"] for f in fields(cls)
+                                       if f"SONDE_{f.name.upper()}" in env}))
+        layers.append(("option", {k: v for k, v in overrides.items() if v is not None}))
         values: dict[str, Any] = {}
-        for f in fields(cls):
-            default = _BY_NAME[f.name].default
-            raw = env.get(f"SONDE_{f.name.upper()}")
-            if raw is not None:
-                values[f.name] = type(default)(raw)
-            if overrides.get(f.name) is not None:
-                values[f.name] = type(default)(overrides[f.name])
+        for where, layer in layers:
+            for name, raw in layer.items():
+                values[name] = _coerce(_BY_NAME[name], raw, where)
         return cls(**values)
+
+
+def _read_file(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise BadRequest(f"cannot read config file {path}: {exc.strerror}", field="config") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise BadRequest(f"config file {path} is not TOML: {exc}", field="config") from None
+    unknown = sorted(set(data) - set(_BY_NAME))
+    if unknown:
+        raise BadRequest(f"config file {path}: unknown setting {unknown[0]!r}", field=unknown[0])
+    return data
+
+
+def _coerce(setting: Setting, raw: Any, where: str) -> Any:
+    kind = type(setting.default)
+    try:
+        value = kind(raw) if not isinstance(raw, bool) or kind is bool else None
+    except (TypeError, ValueError):
+        value = None
+    if value is None or (setting.choices and value not in setting.choices):
+        rule = f"one of {', '.join(setting.choices)}" if setting.choices else f"a {kind.__name__}"
+        raise BadRequest(f"{setting.name} ({where}) must be {rule}, not {raw!r}", field=setting.name)
+    return value

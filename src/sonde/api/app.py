@@ -27,6 +27,7 @@ def create_app(config: Config | None = None, *, store: Store | None = None) -> F
         if app.state.store is None:
             app.state.store = open_store(
                 config.store, config.data_dir,
+                auto_migrate=config.auto_migrate,
                 retention_days=config.retention_days, flush_interval_ms=config.flush_interval_ms,
                 batch_max_rows=config.batch_max_rows, max_pending_rows=config.max_pending_rows,
             )
@@ -58,7 +59,7 @@ def create_app(config: Config | None = None, *, store: Store | None = None) -> F
 def _wire(app: FastAPI, store: Store, config: Config) -> None:
     if getattr(app.state, "accounts", None) is not None:
         return
-    app.state.accounts = Accounts(store)
+    app.state.accounts = Accounts(store, cache_ttl=config.key_cache_seconds)
     app.state.inventory = Inventory(store)
     creds = bootstrap(app.state.accounts, config.data_dir)
     if creds:

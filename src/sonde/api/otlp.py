@@ -62,7 +62,9 @@ def _ingestor(request: Request) -> Ingestor:
         with _init_lock:
             ing = getattr(state, "ingestor", None)
             if ing is None:
-                ing = state.ingestor = Ingestor(state.store, state.inventory)
+                sync = state.config.state_sync
+                shared = sync == "store" or (sync == "auto" and not state.store.ex.exclusive)
+                ing = state.ingestor = Ingestor(state.store, state.inventory, shared_state=shared)
     return ing
 
 

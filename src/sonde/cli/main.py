@@ -15,23 +15,68 @@ def cli() -> None:
     """Sonde: observability for ML model serving and training."""
 
 
+def _config(**options) -> Config:
+    from .._exceptions import BadRequest
+
+    try:
+        return Config.load(**options)
+    except BadRequest as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+_config_option = click.option("--config", "config_file", default=None, type=click.Path(dir_okay=False),
+                              help="TOML file of settings (docs/settings.md) [env: SONDE_CONFIG].")
+_store_option = click.option("--store", default=None,
+                             help="Store URL: chdb, or clickhouse://user:pass@host:8123/db?cluster=NAME [default: chdb].")
+_data_dir_option = click.option("--data-dir", default=None,
+                                help="Store and credentials directory [default: ./sonde-data].")
+
+
 @cli.command()
-@click.option("--data-dir", default=None, help="Store and credentials directory [default: ./sonde-data].")
+@_data_dir_option
 @click.option("--host", default=None, help="Listen address [default: 127.0.0.1].")
 @click.option("--port", default=None, type=int, help="Listen port [default: 8080].")
-@click.option("--store", default=None, help="Store URL [default: chdb, embedded].")
+@_store_option
+@_config_option
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
-def serve(data_dir, host, port, store, log_level) -> None:
+def serve(data_dir, host, port, store, config_file, log_level) -> None:
     """Run the API server on the embedded store (or the one --store names)."""
     import uvicorn
 
     from ..api.app import create_app
 
-    config = Config.load(data_dir=data_dir, host=host, port=port, store=store)
+    config = _config(config_file=config_file, data_dir=data_dir, host=host, port=port, store=store)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(config)
     click.echo(f"sonde: serving on http://{config.host}:{config.port} (data in {config.data_dir})", err=True)
     uvicorn.run(app, host=config.host, port=config.port, log_level=log_level, access_log=False)
+
+
+@cli.command()
+@_data_dir_option
+@_store_option
+@_config_option
+def migrate(data_dir, store, config_file) -> None:
+    """Bring the store's schema to this build's version; safe to run again.
+
+    On chDB the server must be stopped (one process per data directory). On a cluster,
+    run it once before starting (or upgrading) the API replicas."""
+    from .._exceptions import SondeError
+    from ..store import open_executor, schema
+
+    config = _config(config_file=config_file, data_dir=data_dir, store=store)
+    try:
+        ex, db = open_executor(config.store, config.data_dir)
+        try:
+            before, after = schema.migrate(ex, db or "sonde", config.retention_days)
+        finally:
+            ex.close()
+    except SondeError as exc:
+        raise click.ClickException(str(exc)) from None
+    if before == after:
+        click.echo(f"schema is at version {after}; nothing to do")
+    else:
+        click.echo(f"schema migrated from version {before} to {after}")
 
 
 from ..agent.cli import agent  # noqa: E402

@@ -202,30 +202,37 @@ class Change:
 
 
 class SeriesState:
-    def __init__(self, store: Store):
+    """``shared=False``: this process is the store's only writer (chDB), so the state
+    is read once at start and then kept in memory. ``shared=True``: other API replicas
+    write the same series, so every request first reads its series' state from the
+    store, and the newer of that and this process's own (which may be ahead of the
+    store by commits still in flight) wins."""
+
+    def __init__(self, store: Store, *, shared: bool = False):
         self.store = store
+        self.shared = shared
         #: held from applying a request's state through queueing its rows
         self.lock = threading.Lock()
         # series -> state dict, or its JSON until first used (keeps a restart's load cheap)
         self._state: dict[int, object] = {}
-        self.load()
+        if not shared:
+            self.load()
 
     def __len__(self) -> int:
         return len(self._state)
 
     def load(self) -> None:
-        self._state = self._read("", {})
+        self._state = {h: js for h, (_, js) in self._read("", {}).items()}
 
-    def _read(self, where: str, params: dict) -> dict[int, str]:
-        """Durable state (as JSON) per series: ``series_state``, overtaken by any newer
-        ``cum_state`` committed after it."""
+    def _read(self, where: str, params: dict) -> dict[int, tuple[int, str]]:
+        """Durable state per series, as (time of its point, JSON): ``series_state``,
+        overtaken by any newer ``cum_state`` committed after it."""
         ex, t = self.store.ex, self.store.t
         saved = ex.query_arrow(
             f"SELECT series, toUnixTimestamp64Nano(ts) AS t, state, seq FROM {t('series_state')} FINAL"
             f" WHERE 1 {where}", params,
         ).to_pydict()
-        state = dict(zip(saved["series"], saved["state"]))
-        when = dict(zip(saved["series"], saved["t"]))
+        state = {h: (ts, js) for h, ts, js in zip(saved["series"], saved["t"], saved["state"])}
         since = max(0, max(saved["seq"], default=0) - REPLAY_MARGIN_NS)
         replay = ex.query_arrow(
             f"SELECT series, toUnixTimestamp64Nano(max(ts)) AS t, argMax(cum_state, ts) AS state"
@@ -233,9 +240,17 @@ class SeriesState:
             f" GROUP BY series", {**params, "since": since},
         ).to_pydict()
         for series, ts, js in zip(replay["series"], replay["t"], replay["state"]):
-            if ts > when.get(series, -1):
-                state[series] = js
+            if ts > state.get(series, (-1, ""))[0]:
+                state[series] = (ts, js)
         return state
+
+    def _sync(self, ws: str, series: list[int]) -> None:
+        """Shared mode: take the store's state for ``series`` where it is newer."""
+        durable = self._read("AND ws = {ws:String} AND series IN {ids:Array(UInt64)}", {"ws": ws, "ids": series})
+        for h, (ts, js) in durable.items():
+            mine = self._get(h)
+            if mine is None or ts > mine["t"]:
+                self._state[h] = js
 
     def _get(self, series: int) -> dict | None:
         v = self._state.get(series)
@@ -252,6 +267,8 @@ class SeriesState:
         change = Change(ws)
         segs = [(b, r0, r1, mode) for b in blocks for r0, r1, mode in b.stateful]
         hs = [e[0] for b, r0, r1, _ in segs for e in b.ents[r0:r1]]
+        if self.shared and hs:
+            self._sync(ws, sorted(set(hs)))
         if len(set(hs)) == len(hs):
             for b, r0, r1, mode in segs:
                 if mode == "sum":
@@ -325,7 +342,7 @@ class SeriesState:
                 if durable.get(h) is None:
                     self._state.pop(h, None)
                 else:
-                    self._state[h] = durable[h]
+                    self._state[h] = durable[h][1] if isinstance(durable[h], tuple) else durable[h]
 
     def rows(self, ws: str, change: Change, seq: int) -> pa.Table:
         """``series_state`` rows for ``change``, all stamped with the request's last ``seq``."""

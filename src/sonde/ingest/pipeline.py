@@ -123,11 +123,11 @@ class Queued:
 
 
 class Ingestor:
-    def __init__(self, store: Store, inventory):
+    def __init__(self, store: Store, inventory, *, shared_state: bool = False):
         self.store = store
         self.registrar = Registrar(inventory)
         self.cache = SeriesCache()
-        self.state = SeriesState(store)
+        self.state = SeriesState(store, shared=shared_state)
 
     def metrics(self, ws: str, req) -> Queued:
         walk = MetricsWalk(ws, self.cache, self.registrar).walk(req)

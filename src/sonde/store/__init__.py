@@ -1,8 +1,8 @@
 """The store: one ClickHouse schema behind one narrow executor seam.
 
 ``Store`` bundles an :class:`~sonde.store.base.Executor`, the database name, and the
-group-commit :class:`~sonde.store.writer.BatchWriter`. ``open_store`` picks the
-executor from the ``store`` setting.
+group-commit :class:`~sonde.store.writer.BatchWriter`. ``open_executor`` picks the
+executor from the ``store`` URL ('chdb' or ``clickhouse://...``).
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ import pyarrow as pa
 
 from .._exceptions import BadRequest
 from .base import Executor
-from .schema import ARROW_SCHEMAS, create_all
+from . import schema
+from .schema import ARROW_SCHEMAS
 from .writer import BatchWriter
 
-__all__ = ["Store", "open_store", "Executor", "ARROW_SCHEMAS"]
+__all__ = ["Store", "open_store", "open_executor", "Executor", "ARROW_SCHEMAS"]
 
 
 class Store:
@@ -31,10 +32,17 @@ class Store:
         flush_interval_ms: int = 100,
         batch_max_rows: int = 50_000,
         max_pending_rows: int = 2_000_000,
+        migrate: bool = True,
     ):
+        """``migrate``: bring the schema up to date; otherwise refuse a store whose
+        schema version is not this build's (a cluster is migrated once, by
+        ``sonde migrate``, not by every replica at start)."""
         self.ex = executor
         self.db = db
-        create_all(executor, db, retention_days)
+        if migrate:
+            schema.migrate(executor, db, retention_days)
+        else:
+            schema.require(executor, db)
         self.writer = BatchWriter(
             executor,
             [self.t("metric_points"), self.t("series_state"), self.t("logs")],
@@ -81,10 +89,28 @@ class Store:
             self.ex.close()
 
 
-def open_store(url: str, data_dir: str, *, db: str = "sonde", **kwargs) -> Store:
+def open_executor(url: str, data_dir: str) -> tuple[Executor, str | None]:
+    """The executor for a ``store`` URL, and the database the URL names (None: default)."""
     if url == "chdb":
         from .chdb import ChdbExecutor
 
         os.makedirs(data_dir, exist_ok=True)
-        return Store(ChdbExecutor.open(os.path.join(data_dir, "store")), db, **kwargs)
-    raise BadRequest(f"unknown store {url!r}; this build knows 'chdb'", field="store")
+        return ChdbExecutor.open(os.path.join(data_dir, "store")), None
+    if url.startswith(("clickhouse://", "clickhouses://")):
+        from .clickhouse import ClickHouseExecutor
+
+        ex = ClickHouseExecutor.from_url(url)
+        return ex, ex.url.database
+    raise BadRequest(f"unknown store {url.split(':', 1)[0]!r}; use 'chdb' or clickhouse://user:password@host:8123/db",
+                     field="store")
+
+
+def open_store(url: str, data_dir: str, *, db: str = "sonde", auto_migrate: str = "embedded", **kwargs) -> Store:
+    """Open the store for ``url``; ``auto_migrate`` is the setting of that name."""
+    ex, named = open_executor(url, data_dir)
+    migrate = auto_migrate == "always" or (auto_migrate == "embedded" and ex.exclusive)
+    try:
+        return Store(ex, named or db, migrate=migrate, **kwargs)
+    except Exception:
+        ex.close()
+        raise

@@ -19,12 +19,12 @@ import pyarrow as pa
 
 
 class Executor(ABC):
-    def engine(self, kind: str, *, version: str | None = None) -> str:
-        """The table engine for ``kind`` ('mergetree' or 'replacing'); the cluster
-        executor answers with replicated engines instead."""
-        if kind == "replacing":
-            return f"ReplacingMergeTree({version or ''})"
-        return "MergeTree"
+    #: the ClickHouse cluster the schema is spread over (``ON CLUSTER``, Distributed
+    #: tables: store/schema.py); None for one server or the embedded engine
+    cluster: str | None = None
+    #: whether this process is the store's only writer (chDB's rule), so ingest may
+    #: keep cumulative-to-delta state in memory between requests
+    exclusive: bool = False
 
     @abstractmethod
     def command(self, sql: str, params: Mapping[str, Any] | None = None) -> None:

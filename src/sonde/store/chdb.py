@@ -45,6 +45,9 @@ class ChdbExecutor(Executor):
     """Use :meth:`open` rather than the constructor: it hands back the one executor
     a process may have, and refuses a second path."""
 
+    #: chDB lets one process open a path, so the server is the store's only writer
+    exclusive = True
+
     def __init__(self, path: str):
         self.path = path
         self._session = chdb_session.Session(path)

@@ -1,4 +1,4 @@
-"""The one schema: every table, as ClickHouse DDL, for every executor.
+"""The one schema: every table, declared once, rendered as DDL for every layout.
 
 Telemetry tables are MergeTree, partitioned by day, ordered so the API's reads are
 range scans: (workspace, scope, entity, metric, series, time) for samples and
@@ -9,13 +9,27 @@ Small mutable state (workspaces, keys, inventory, counter state) lives in
 ReplacingMergeTree tables read with FINAL, so every API replica sees the same state
 and nothing in process memory is needed for correctness.
 
-Bump ``SCHEMA_VERSION`` with every change; ``migrate`` applies missing versions.
+On a cluster (``Executor.cluster`` set) each table ``T`` becomes ``T_local``, a
+Replicated* table created ON CLUSTER, behind a Distributed table named ``T`` sharded by
+:attr:`Table.shard_by`. Every shard key is a function of the table's replacing key
+(state tables) or of (workspace, entity) (telemetry), so FINAL deduplicates within one
+shard and one deployment's data lives on one shard. The SQL above the store only ever
+names ``T``, so it is the same on both layouts.
+
+Schema changes are :data:`MIGRATIONS`, applied in order by :func:`migrate` and recorded
+in ``meta``; each statement is idempotent (IF NOT EXISTS), so a migration interrupted
+half way is simply run again.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from .._exceptions import StoreError
 from .base import Executor
 
+#: the newest entry of MIGRATIONS; a store at an older version needs ``sonde migrate``
 SCHEMA_VERSION = 1
 
 #: scope values: which vendor entity a row of telemetry belongs to.
@@ -29,38 +43,43 @@ LEVEL_NAMES = {v: k for k, v in LEVELS.items()}
 KINDS = {"gauge": 1, "sum": 2, "histogram": 3, "exp_histogram": 4}
 
 _TS = "DateTime64(9, 'UTC') CODEC(DoubleDelta, ZSTD(1))"
+_KINDS = ", ".join(f"'{k}' = {v}" for k, v in KINDS.items())
 
 
-def _tables(ex: Executor, db: str, retention_days: int) -> list[str]:
-    ttl = f"TTL toDateTime(ts) + INTERVAL {int(retention_days)} DAY"
-    kinds = ", ".join(f"'{k}' = {v}" for k, v in KINDS.items())
-    return [
-        f"""CREATE TABLE IF NOT EXISTS {db}.meta (
-            key String, value String, version UInt64
-        ) ENGINE = {ex.engine('replacing', version='version')} ORDER BY (key)""",
-        f"""CREATE TABLE IF NOT EXISTS {db}.workspaces (
-            id String, name String, created_at DateTime64(3, 'UTC'), version UInt64
-        ) ENGINE = {ex.engine('replacing', version='version')} ORDER BY (id)""",
-        f"""CREATE TABLE IF NOT EXISTS {db}.api_keys (
-            id String, ws String, name String, scope LowCardinality(String),
-            hash String, created_at DateTime64(3, 'UTC'), revoked UInt8, version UInt64
-        ) ENGINE = {ex.engine('replacing', version='version')} ORDER BY (id)""",
-        # doc holds the resource's written fields as JSON; derived fields are computed.
-        f"""CREATE TABLE IF NOT EXISTS {db}.inventory (
-            ws String, kind LowCardinality(String), id String, parent String,
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: str
+    order_by: str
+    #: expression of the columns choosing the shard on a cluster
+    shard_by: str
+    #: ReplacingMergeTree's version column; None: a plain MergeTree
+    version: str | None = None
+    #: telemetry: partitioned by day and dropped after the retention
+    telemetry: bool = False
+
+
+TABLES: tuple[Table, ...] = (
+    Table("meta", "key String, value String, version UInt64", "key", "cityHash64(key)", version="version"),
+    Table("workspaces", "id String, name String, created_at DateTime64(3, 'UTC'), version UInt64",
+          "id", "cityHash64(id)", version="version"),
+    Table("api_keys", """id String, ws String, name String, scope LowCardinality(String),
+            hash String, created_at DateTime64(3, 'UTC'), revoked UInt8, version UInt64""",
+          "id", "cityHash64(id)", version="version"),
+    # doc holds the resource's written fields as JSON; derived fields are computed.
+    Table("inventory", """ws String, kind LowCardinality(String), id String, parent String,
             doc String CODEC(ZSTD(1)), created_at DateTime64(3, 'UTC'),
-            updated_at DateTime64(3, 'UTC'), version UInt64
-        ) ENGINE = {ex.engine('replacing', version='version')} ORDER BY (ws, kind, id)""",
-        # One row per data point. Sums and histograms are stored as deltas; for
-        # cumulative series, cum_state keeps the raw cumulative point so the
-        # delta state can be rebuilt from this table alone after a crash.
-        f"""CREATE TABLE IF NOT EXISTS {db}.metric_points (
-            ws LowCardinality(String),
+            updated_at DateTime64(3, 'UTC'), version UInt64""",
+          "(ws, kind, id)", "cityHash64(ws, kind, id)", version="version"),
+    # One row per data point. Sums and histograms are stored as deltas; for cumulative
+    # series, cum_state keeps the raw cumulative point so the delta state can be
+    # rebuilt from this table alone after a crash.
+    Table("metric_points", f"""ws LowCardinality(String),
             scope LowCardinality(String),
             entity String,
             parent String,
             metric LowCardinality(String),
-            kind Enum8({kinds}),
+            kind Enum8({_KINDS}),
             monotonic Bool,
             unit LowCardinality(String),
             series UInt64,
@@ -84,16 +103,11 @@ def _tables(ex: Executor, db: str, retention_days: int) -> list[str]:
             neg_buckets Array(UInt64) CODEC(ZSTD(1)),
             cum_state String CODEC(ZSTD(3)),
             seq UInt64 CODEC(DoubleDelta, ZSTD(1)),
-            INDEX seq_idx seq TYPE minmax GRANULARITY 1
-        ) ENGINE = {ex.engine('mergetree')}
-        PARTITION BY toDate(ts)
-        ORDER BY (ws, scope, entity, metric, series, ts)
-        {ttl}""",
-        f"""CREATE TABLE IF NOT EXISTS {db}.series_state (
-            ws String, series UInt64, ts DateTime64(9, 'UTC'), state String, seq UInt64
-        ) ENGINE = {ex.engine('replacing', version='seq')} ORDER BY (ws, series)""",
-        f"""CREATE TABLE IF NOT EXISTS {db}.logs (
-            ws LowCardinality(String),
+            INDEX seq_idx seq TYPE minmax GRANULARITY 1""",
+          "(ws, scope, entity, metric, series, ts)", "cityHash64(ws, entity)", telemetry=True),
+    Table("series_state", "ws String, series UInt64, ts DateTime64(9, 'UTC'), state String, seq UInt64",
+          "(ws, series)", "cityHash64(ws, series)", version="seq"),
+    Table("logs", f"""ws LowCardinality(String),
             scope LowCardinality(String),
             entity String,
             parent String,
@@ -106,23 +120,94 @@ def _tables(ex: Executor, db: str, retention_days: int) -> list[str]:
             level UInt8,
             message String CODEC(ZSTD(1)),
             attrs Map(LowCardinality(String), String) CODEC(ZSTD(1)),
-            INDEX request_idx request_id TYPE bloom_filter(0.01) GRANULARITY 4
-        ) ENGINE = {ex.engine('mergetree')}
-        PARTITION BY toDate(ts)
-        ORDER BY (ws, scope, entity, ts, seq)
-        {ttl}""",
-    ]
+            INDEX request_idx request_id TYPE bloom_filter(0.01) GRANULARITY 4""",
+          "(ws, scope, entity, ts, seq)", "cityHash64(ws, entity)", telemetry=True),
+)
+BY_NAME = {t.name: t for t in TABLES}
 
 
-def create_all(ex: Executor, db: str, retention_days: int) -> None:
-    """Create the database and every table; idempotent."""
-    ex.command(f"CREATE DATABASE IF NOT EXISTS {db}")
-    for ddl in _tables(ex, db, retention_days):
-        ex.command(ddl)
-    ex.command(
-        f"INSERT INTO {db}.meta (key, value, version) VALUES ('schema_version', {{v:String}}, {{v:UInt64}})",
-        {"v": SCHEMA_VERSION},
-    )
+def _on(cluster: str | None) -> str:
+    return f" ON CLUSTER '{cluster}'" if cluster else ""
+
+
+def create_database(db: str, cluster: str | None) -> str:
+    return f"CREATE DATABASE IF NOT EXISTS {db}{_on(cluster)}"
+
+
+def create_table(t: Table, db: str, retention_days: int, cluster: str | None = None) -> list[str]:
+    """DDL for ``t``: one statement embedded; the replicated local table and the
+    Distributed table in front of it on a cluster."""
+    engine = "ReplacingMergeTree" if t.version else "MergeTree"
+    local = f"{t.name}_local" if cluster else t.name
+    args = [f"'/clickhouse/tables/{{shard}}/{db}/{local}'", "'{replica}'"] if cluster else []
+    args += [t.version] if t.version else []
+    parts = [f"CREATE TABLE IF NOT EXISTS {db}.{local}{_on(cluster)} ({t.columns})",
+             f"ENGINE = {'Replicated' if cluster else ''}{engine}({', '.join(args)})"]
+    if t.telemetry:
+        parts.append("PARTITION BY toDate(ts)")
+    parts.append(f"ORDER BY {t.order_by}")
+    if t.telemetry:
+        parts.append(f"TTL toDateTime(ts) + INTERVAL {int(retention_days)} DAY")
+    ddl = ["\n".join(parts)]
+    if cluster:
+        ddl.append(f"CREATE TABLE IF NOT EXISTS {db}.{t.name}{_on(cluster)} AS {db}.{local}"
+                   f" ENGINE = Distributed('{cluster}', '{db}', '{local}', {t.shard_by})")
+    return ddl
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    what: str
+    #: (db, retention_days, cluster) -> idempotent statements
+    statements: Callable[[str, int, str | None], Sequence[str]]
+
+
+def _v1(db: str, retention_days: int, cluster: str | None) -> list[str]:
+    return [s for t in TABLES for s in create_table(t, db, retention_days, cluster)]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "workspaces, keys, inventory, metric points, series state, logs", _v1),
+)
+
+
+def current_version(ex: Executor, db: str) -> int:
+    """The schema version recorded in ``db``; 0 when it has no schema yet."""
+    exists = ex.query("SELECT count() AS n FROM system.tables WHERE database = {db:String} AND name = 'meta'",
+                      {"db": db})
+    if not exists[0]["n"]:
+        return 0
+    rows = ex.query(f"SELECT max(version) AS v FROM {db}.meta FINAL WHERE key = 'schema_version'")
+    return int(rows[0]["v"] or 0)
+
+
+def migrate(ex: Executor, db: str, retention_days: int,
+            migrations: Sequence[Migration] = MIGRATIONS) -> tuple[int, int]:
+    """Bring ``db`` to the newest version; returns (version before, version after).
+    Safe to run any number of times, from any number of processes."""
+    cluster = ex.cluster
+    ex.command(create_database(db, cluster))
+    before = current_version(ex, db)
+    after = before
+    for m in migrations:
+        if m.version <= before:
+            continue
+        for sql in m.statements(db, retention_days, cluster):
+            ex.command(sql)
+        # meta exists from version 1 on; the newest version row wins under FINAL
+        ex.command(f"INSERT INTO {db}.meta (key, value, version) VALUES ('schema_version', {{v:String}}, {{v:UInt64}})",
+                   {"v": m.version})
+        after = m.version
+    return before, after
+
+
+def require(ex: Executor, db: str, version: int = SCHEMA_VERSION) -> None:
+    """Refuse a store whose schema is older (or newer) than this build's."""
+    have = current_version(ex, db)
+    if have != version:
+        hint = "run `sonde migrate`" if have < version else "upgrade Sonde"
+        raise StoreError(f"store {db!r} is at schema version {have}; this build needs {version}: {hint}")
 
 
 def _arrow_schemas():
