@@ -4,6 +4,7 @@ decode-only (protobuf -> Arrow rows, in this process, no store).
     .venv/bin/python bench/bench_ingest.py                 # the full table
     .venv/bin/python bench/bench_ingest.py --quick         # fewer requests
     taskset -c 0,1 .venv/bin/python bench/bench_ingest.py  # server and clients on 2 cores
+    .venv/bin/python bench/bench_ingest.py --state-sync process --state-sync store   # both, one run
 
 Workloads, each request one replica's export of 10k points (5k for histograms):
   numbers   50 metrics x 200 series with 3 attributes, half gauges, half cumulative
@@ -112,7 +113,7 @@ def decode_only(kind: str, bodies: list[bytes], points: int) -> tuple[float, flo
     return n / (time.perf_counter() - start), n / (time.thread_time() - cpu)
 
 
-def end_to_end(kind: str, clients: int, per_client: int) -> dict:
+def end_to_end(kind: str, clients: int, per_client: int, state_sync: str = "auto") -> dict:
     make, signal = WORKLOADS[kind]
     # request 0 of each client warms the server (registration, series cache, state)
     # off the clock, as a long-running server would be
@@ -120,7 +121,7 @@ def end_to_end(kind: str, clients: int, per_client: int) -> dict:
     warmups, bodies = [b[0][0] for b in bodies], [b[1:] for b in bodies]
     points = bodies[0][0][1]
     with tempfile.TemporaryDirectory(prefix="sonde-bench-") as data:
-        server = LiveServer(data).start()
+        server = LiveServer(data, env={"SONDE_STATE_SYNC": state_sync}).start()
         try:
             key = server.creds["ingest_key"]
             latencies: list[float] = []
@@ -173,16 +174,20 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=5, help="timed requests per client")
     ap.add_argument("--quick", action="store_true", help="2 requests per client")
     ap.add_argument("--only", choices=sorted(WORKLOADS), action="append")
+    ap.add_argument("--state-sync", choices=["auto", "process", "store"], action="append",
+                    help="the server's state_sync setting; 'store' is what API replicas sharing a cluster run")
     args = ap.parse_args()
     per_client = 2 if args.quick else args.requests
     cores = len(os.sched_getaffinity(0))
     print(f"sonde ingest benchmark: {args.clients} clients x {per_client} requests, {cores} cores available")
     print(f"load average {os.getloadavg()[0]:.2f} at start")
-    print(f"{'workload':<10} {'per req':>8} {'requests':>8} {'end to end /s':>14} {'per server CPU s':>17}"
+    print(f"{'workload':<16} {'per req':>8} {'requests':>8} {'end to end /s':>14} {'per server CPU s':>17}"
           f" {'p50 ms':>7} {'p99 ms':>7} {'decode-only /s':>15} {'per CPU s':>10}")
-    for kind in args.only or WORKLOADS:
-        r = end_to_end(kind, args.clients, per_client)
-        print(f"{kind:<10} {r['points']:>8} {r['requests']:>8} {r['rate']:>14,.0f} {r['per_cpu']:>17,.0f}"
+    runs = [(kind, sync) for kind in args.only or WORKLOADS for sync in args.state_sync or ["auto"]]
+    for kind, sync in runs:
+        r = end_to_end(kind, args.clients, per_client, sync)
+        label = kind if sync == "auto" else f"{kind} ({sync})"
+        print(f"{label:<16} {r['points']:>8} {r['requests']:>8} {r['rate']:>14,.0f} {r['per_cpu']:>17,.0f}"
               f" {r['p50']:>7.0f} {r['p99']:>7.0f} {r['decode'][0]:>15,.0f} {r['decode'][1]:>10,.0f}", flush=True)
 
 

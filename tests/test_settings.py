@@ -1,6 +1,11 @@
 import dataclasses
+import subprocess
+import sys
 import pathlib
 
+import pytest
+
+from sonde._exceptions import BadRequest
 from sonde.settings import SETTINGS, Config
 
 DOC = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "settings.md").read_text()
@@ -19,3 +24,41 @@ def test_config_fields_are_exactly_the_settings_table():
 def test_environment_then_overrides_win():
     c = Config.load({"SONDE_PORT": "9000", "SONDE_DATA_DIR": "/x"}, data_dir="/y", host=None)
     assert c.port == 9000 and c.data_dir == "/y" and c.host == "127.0.0.1"
+
+
+def test_config_file_then_environment_then_options(tmp_path):
+    f = tmp_path / "sonde.toml"
+    f.write_text('port = 9100\nstore = "clickhouse://ch:8123/obs?cluster=main"\nstate_sync = "store"\n'
+                 'key_cache_seconds = 0\n')
+    c = Config.load({"SONDE_PORT": "9200"}, config_file=str(f))
+    assert (c.port, c.store, c.state_sync, c.key_cache_seconds) == (9200, "clickhouse://ch:8123/obs?cluster=main",
+                                                                   "store", 0.0)
+    assert Config.load({"SONDE_CONFIG": str(f)}, port=9300).port == 9300
+
+
+def test_bad_config_names_the_setting_and_the_rule(tmp_path):
+    f = tmp_path / "sonde.toml"
+    f.write_text('prot = 9100\n')
+    with pytest.raises(BadRequest, match="unknown setting 'prot'") as e:
+        Config.load({}, config_file=str(f))
+    assert e.value.field == "prot"
+    with pytest.raises(BadRequest, match=r"state_sync \(environment\) must be one of auto, process, store") as e:
+        Config.load({"SONDE_STATE_SYNC": "memory"})
+    assert e.value.field == "state_sync"
+    with pytest.raises(BadRequest, match=r"port \(option\) must be an integer, not 'x'"):
+        Config.load({}, port="x")
+    f.write_text("port = [")
+    with pytest.raises(BadRequest, match="is not TOML") as e:
+        Config.load({}, config_file=str(f))
+    with pytest.raises(BadRequest, match="cannot read config file") as e:
+        Config.load({}, config_file=str(tmp_path / "missing.toml"))
+    assert e.value.field == "config"
+
+
+def test_serve_refuses_a_bad_config_file_before_starting(tmp_path):
+    f = tmp_path / "sonde.toml"
+    f.write_text('auto_migrate = "sometimes"\n')
+    r = subprocess.run([sys.executable, "-m", "sonde", "serve", "--config", str(f), "--data-dir", str(tmp_path)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "auto_migrate (config file" in r.stderr and "must be one of embedded, always, never" in r.stderr

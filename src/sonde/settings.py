@@ -97,6 +97,9 @@ def _read_file(path: str) -> dict[str, Any]:
     return data
 
 
+_RULES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
 def _coerce(setting: Setting, raw: Any, where: str) -> Any:
     kind = type(setting.default)
     try:
@@ -104,6 +107,6 @@ def _coerce(setting: Setting, raw: Any, where: str) -> Any:
     except (TypeError, ValueError):
         value = None
     if value is None or (setting.choices and value not in setting.choices):
-        rule = f"one of {', '.join(setting.choices)}" if setting.choices else f"a {kind.__name__}"
+        rule = f"one of {', '.join(setting.choices)}" if setting.choices else _RULES[kind]
         raise BadRequest(f"{setting.name} ({where}) must be {rule}, not {raw!r}", field=setting.name)
     return value

@@ -65,7 +65,13 @@ class ChdbExecutor(Executor):
             if _open_paths:
                 held = next(iter(_open_paths))
                 raise StoreError(f"chDB already holds {held!r} in this process; one path per process")
-            ex = _open_paths[path] = cls(path)
+            try:
+                ex = cls(path)
+            except Exception as exc:
+                # ClickHouse's own flock on <path>/status refuses a second process
+                raise StoreError(f"cannot open the chDB store at {path}: another process (a running"
+                                 f" `sonde serve`?) holds it; chDB allows one process per path ({exc})") from exc
+            _open_paths[path] = ex
             return ex
 
     def _run(self, sql: str, fmt: str, params: Mapping[str, Any] | None):

@@ -1,0 +1,152 @@
+"""The one schema: migrations on a real store, the cluster layout's DDL, store URLs."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from sonde._exceptions import BadRequest, StoreError
+from sonde.store import Store, open_executor, schema
+from sonde.store.clickhouse import ClickHouseURL
+
+_dbs = itertools.count()
+
+
+@pytest.fixture
+def db(executor):
+    name = f"mig{next(_dbs)}"
+    yield name
+    executor.command(f"DROP DATABASE IF EXISTS {name} SYNC")
+
+
+def _tables(ex, db: str) -> set[str]:
+    return {r["name"] for r in ex.query("SELECT name FROM system.tables WHERE database = {d:String}", {"d": db})}
+
+
+def test_migrate_creates_every_table_once_and_is_idempotent(executor, db):
+    assert schema.migrate(executor, db, 30) == (0, schema.SCHEMA_VERSION)
+    assert _tables(executor, db) == {t.name for t in schema.TABLES}
+    assert schema.migrate(executor, db, 30) == (schema.SCHEMA_VERSION, schema.SCHEMA_VERSION)
+    assert schema.current_version(executor, db) == schema.SCHEMA_VERSION
+
+
+def test_a_new_migration_applies_once_and_survives_being_rerun(executor, db):
+    schema.migrate(executor, db, 30)
+    ran = []
+
+    def v2(d, retention_days, cluster):
+        ran.append(d)
+        return [f"ALTER TABLE {d}.logs ADD COLUMN IF NOT EXISTS trace_id String"]
+
+    later = (*schema.MIGRATIONS, schema.Migration(schema.SCHEMA_VERSION + 1, "trace ids on logs", v2))
+    assert schema.migrate(executor, db, 30, later) == (schema.SCHEMA_VERSION, schema.SCHEMA_VERSION + 1)
+    assert schema.migrate(executor, db, 30, later) == (schema.SCHEMA_VERSION + 1,) * 2
+    assert ran == [db]
+    # a migration interrupted after its statements but before its version row: run again, no error
+    for sql in v2(db, 30, None):
+        executor.command(sql)
+    cols = executor.query("SELECT name FROM system.columns WHERE database = {d:String} AND table = 'logs'", {"d": db})
+    assert "trace_id" in {c["name"] for c in cols}
+
+
+def test_a_store_behind_this_build_is_refused_without_migrate(executor, db):
+    with pytest.raises(StoreError, match="schema version 0.*sonde migrate"):
+        Store(executor, db, migrate=False)
+    schema.migrate(executor, db, 30)
+    s = Store(executor, db, migrate=False)
+    s.close(executor=False)
+    with pytest.raises(StoreError, match=f"needs {schema.SCHEMA_VERSION + 1}: run `sonde migrate`"):
+        schema.require(executor, db, schema.SCHEMA_VERSION + 1)
+    with pytest.raises(StoreError, match="upgrade Sonde"):
+        schema.require(executor, db, schema.SCHEMA_VERSION - 1)
+
+
+def test_embedded_ddl_is_one_statement_per_table_with_ttl_and_codecs():
+    ddl = schema.create_table(schema.BY_NAME["metric_points"], "db", 7)
+    assert len(ddl) == 1
+    assert "ENGINE = MergeTree()" in ddl[0] and "TTL toDateTime(ts) + INTERVAL 7 DAY" in ddl[0]
+    assert "CODEC(Gorilla, ZSTD(1))" in ddl[0] and "ON CLUSTER" not in ddl[0]
+
+
+@pytest.mark.parametrize("table", schema.TABLES, ids=lambda t: t.name)
+def test_cluster_ddl_is_the_embedded_table_replicated_behind_a_distributed_one(table):
+    embedded, = schema.create_table(table, "db", 30)
+    local, dist = schema.create_table(table, "db", 30, cluster="obs")
+    path = f"'/clickhouse/tables/{{shard}}/db/{table.name}_local', '{{replica}}'"
+    engine = "ReplacingMergeTree" if table.version else "MergeTree"
+    assert f"CREATE TABLE IF NOT EXISTS db.{table.name}_local ON CLUSTER 'obs' (" in local
+    assert f"ENGINE = Replicated{engine}({path}{', ' + table.version if table.version else ''})" in local
+    # columns, codecs, partitioning, order and TTL are the embedded table's, character for character
+    strip = re.compile(r"^CREATE TABLE .*? \(|ENGINE = [^\n]*")
+    assert strip.sub("", local) == strip.sub("", embedded)
+    assert dist == (f"CREATE TABLE IF NOT EXISTS db.{table.name} ON CLUSTER 'obs' AS db.{table.name}_local"
+                    f" ENGINE = Distributed('obs', 'db', '{table.name}_local', {table.shard_by})")
+
+
+def test_telemetry_shards_by_workspace_and_entity_and_state_by_its_replacing_key():
+    for name in ("metric_points", "logs"):
+        assert schema.BY_NAME[name].shard_by == "cityHash64(ws, entity)"
+    for t in schema.TABLES:
+        if t.version:  # FINAL deduplicates within a shard: the shard key must be made of the order key
+            key = {c.strip() for c in t.order_by.strip("()").split(",")}
+            used = {c.strip() for c in t.shard_by[len("cityHash64("):-1].split(",")}
+            assert used <= key, t.name
+
+
+def test_store_urls_parse_and_bad_ones_name_the_store_setting():
+    u = ClickHouseURL.parse("clickhouse://sonde:p%40ss@ch1:9000/obs?cluster=main&insert_quorum=2")
+    assert (u.host, u.port, u.database, u.username, u.password, u.cluster, u.secure) == (
+        "ch1", 9000, "obs", "sonde", "p@ss", "main", False)
+    assert u.settings == {"insert_quorum": "2"}
+    d = ClickHouseURL.parse("clickhouses://h")
+    assert (d.port, d.database, d.username, d.cluster, d.secure) == (8443, "sonde", "default", None, True)
+    for bad, rule in [
+        ("clickhouse://h/db?async_insert=1", "async_insert"),
+        ("clickhouse:///db", "must look like"),
+        ("clickhouse://h/db-1", "letters, digits"),
+        ("clickhouse://h:99999/db", "port"),
+    ]:
+        with pytest.raises(BadRequest, match=rule) as e:
+            ClickHouseURL.parse(bad)
+        assert e.value.field == "store"
+    with pytest.raises(BadRequest, match="unknown store 'postgres'") as e:
+        open_executor("postgres://h/db", "/tmp")
+    assert e.value.field == "store"
+
+
+def test_sonde_migrate_command_on_the_embedded_store(tmp_path):
+    def migrate():
+        return subprocess.run([sys.executable, "-m", "sonde", "migrate", "--data-dir", str(tmp_path)],
+                              capture_output=True, text=True, timeout=120)
+
+    first = migrate()
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == f"schema migrated from version 0 to {schema.SCHEMA_VERSION}"
+    again = migrate()
+    assert again.stdout.strip() == f"schema is at version {schema.SCHEMA_VERSION}; nothing to do"
+
+
+CLICKHOUSE = os.environ.get("SONDE_TEST_CLICKHOUSE_URL")
+
+
+@pytest.mark.skipif(not CLICKHOUSE, reason="SONDE_TEST_CLICKHOUSE_URL is not set: no ClickHouse server to test against")
+def test_migrate_on_a_real_clickhouse_server_or_cluster():
+    from sonde.store.clickhouse import ClickHouseExecutor
+
+    ex = ClickHouseExecutor.from_url(CLICKHOUSE)
+    db = f"mig_{os.getpid()}"
+    on = f" ON CLUSTER '{ex.cluster}'" if ex.cluster else ""
+    try:
+        assert schema.migrate(ex, db, 30) == (0, schema.SCHEMA_VERSION)
+        assert schema.migrate(ex, db, 30) == (schema.SCHEMA_VERSION,) * 2
+        names = {t.name for t in schema.TABLES}
+        expect = names | {f"{n}_local" for n in names} if ex.cluster else names
+        assert _tables(ex, db) == expect
+    finally:
+        ex.command(f"DROP DATABASE IF EXISTS {db}{on} SYNC")
+        ex.close()
