@@ -100,11 +100,21 @@ def metrics(api, model_id, deployment_id, mode, names, start_ms, end_ms):
 @click.option("--search", "search_pattern", help="RE2 pattern.")
 @click.option("--include", "includes", multiple=True, help="Substring that must appear; repeatable.")
 @click.option("--exclude", "excludes", multiple=True, help="Substring that must not appear; repeatable.")
+@click.option("--follow", "-f", is_flag=True,
+              help="Print the newest --limit lines (default 20), then new lines as they arrive, until interrupted.")
+@click.option("--interval", type=float, default=2.0, show_default=True, help="Seconds between polls with --follow.")
+@click.option("--polls", type=int, hidden=True, help="Stop --follow after this many polls (tests).")
 @client_options()
-def logs(api, model_id, deployment_id, **filters):
+def logs(api, model_id, deployment_id, follow, interval, polls, **filters):
     """Deployment logs."""
     params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in filters.items() if v not in (None, ())}
-    data = api.call("GET", f"/v1/models/{model_id}/deployments/{deployment_id}/logs", params=params)
+    path = f"/v1/models/{model_id}/deployments/{deployment_id}/logs"
+    if follow:
+        from .follow import follow as tail
+
+        tail(api, path, params, backlog=params.get("limit") or 20, interval=interval, polls=polls)
+        return
+    data = api.call("GET", path, params=params)
     api.emit(data, data["logs"], ["timestamp", "level", "replica", "request_id", "message"])
 
 
