@@ -1,12 +1,12 @@
 """``sonde demo``: its model server and load mix in process, then the whole demo end to end.
 
 End to end, ``python -m sonde demo --duration 35`` starts a real server, two real model servers
-under real agents, a two-node training run and a two-chainlet chain under agents too,
-and the load generator. While it runs, the five printed ``curl`` commands are run as
-printed (through bash, with the printed ``KEY=`` line) until they return data; then the
-deployment's metrics and logs, the training job and the chain are checked through the
-API with the management key. After ``--duration`` the demo must exit 0 and leave no
-process of its tree behind.
+under real agents, a two-node training run, a two-chainlet chain and a two-node trainer
+(loops) deployment under agents too, and the load generator. While it runs, the six
+printed ``curl`` commands are run as printed (through bash, with the printed ``KEY=``
+line) until they return data; then the deployment's metrics and logs, the training job,
+the chain and the loops deployment are checked through the API with the management key.
+After ``--duration`` the demo must exit 0 and leave no process of its tree behind.
 """
 
 from __future__ import annotations
@@ -28,13 +28,14 @@ import psutil
 import pytest
 
 from live_server import free_port
-from sonde.demo import loadgen, trainer
+from sonde.demo import loadgen, loops, trainer
 from sonde.demo.chain import build_predict, build_preprocess
 from sonde.demo.model import load_or_fit, target
 from sonde.demo.model_server import Loader, build_app
 
 MODEL, DEPLOYMENT, REPLICAS = "demo-model", "demo-v1", ["r0001", "r0002"]
 PROJECT, JOB, CHAIN, CHAIN_DEPLOYMENT = "demo-project", "demo-job-1", "demo-chain", "demo-chain-v1"
+LOOPS, LOOPS_REPLICAS = "demo-loops-v1", {"l0001", "l0002"}
 DURATION = 35
 TRAINING_STEPS = 60  # at the default 0.25 s a step: 15 s, well inside the 35
 
@@ -184,6 +185,61 @@ def test_chain_preprocess_calls_predict(tmp_path):
         logging.getLogger("sonde.demo.chain").removeHandler(records)
 
 
+def test_loops_trainer_serves_and_learns():
+    """The trainer node answers every kind of request the load generator sends it with
+    the status it is meant to get, its WARNING and ERROR lines carry the request id, and
+    its policy gets better at the bandit."""
+    from sonde.instrument import RequestIdFilter
+
+    node = loops.Trainer(0, None, step_interval=0, batch_size=256)
+    app = loops.build_app(node)
+    records = _Records()
+    records.addFilter(RequestIdFilter())
+    logging.getLogger("sonde.demo.loops").addHandler(records)
+    logging.getLogger("sonde.demo.loops").setLevel(logging.DEBUG)
+
+    async def go():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://loops") as c:
+            assert (await c.get("/health")).status_code == 503
+            start = node.greedy()
+            node.start()  # ASGITransport runs no lifespan: start (and later stop) by hand
+            assert (await c.get("/health")).status_code == 200
+            rng, statuses = random.Random(2), set()
+            for _ in range(300):
+                method, path, body = loadgen.make_loops_request(rng)
+                r = await c.request(method, path, json=body)
+                statuses.add(r.status_code)
+                rows = body["observations"] if body else []
+                values = [v for row in rows for v in row]
+                expected = (422 if any(isinstance(v, str) for v in values)
+                            else 400 if any(len(row) != 8 for row in rows)
+                            else 500 if loadgen.GLITCH in values else 200)
+                assert r.status_code == expected, (body, r.status_code, r.text)
+                if path == "/sample" and r.status_code == 200:
+                    out = r.json()
+                    assert len(out["actions"]) == len(body["observations"])
+                    assert all(0 <= a < loops.N_ACTIONS for a in out["actions"])
+                    assert np.allclose(np.sum(out["probs"], axis=1), 1.0)
+                if r.status_code >= 400:
+                    level = logging.ERROR if r.status_code == 500 else logging.WARNING
+                    rid = r.headers["x-request-id"]
+                    assert any(rec.levelno == level and getattr(rec, "request_id", None) == rid
+                               for rec in records.records), (r.status_code, rid)
+            assert statuses == {200, 400, 422, 500}
+            return start
+
+    try:
+        start = asyncio.run(go())
+        deadline = time.monotonic() + 30
+        while node.policy.step < 60 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        node.stop()
+        logging.getLogger("sonde.demo.loops").removeHandler(records)
+    assert node.policy.step >= 60
+    assert node.greedy() > start + 0.5 and node.greedy() > 0.8 * node.best, (start, node.greedy(), node.best)
+
+
 class Demo:
     def __init__(self, tmp_path):
         self.port = free_port()
@@ -220,7 +276,7 @@ class Demo:
     def diagnostics(self) -> str:
         logs = ""
         for name in ("server.log", "r0001.log", "r0002.log", "node-0.log", "node-1.log", "predict.log",
-                     "preprocess.log"):
+                     "preprocess.log", "loops-node-0.log", "loops-node-1.log"):
             path = self.data / "logs" / name
             if path.exists():
                 logs += f"\n--- {name} (tail)\n" + "\n".join(path.read_text(errors="replace").splitlines()[-15:])
@@ -257,6 +313,14 @@ def _training_and_chain_answer(key_line: str, curls: list[str]) -> bool:
             and set(chainlets) == {"preprocess", "predict"} and min(chainlets.values()) >= 1)
 
 
+def _loops_answer(key_line: str, curl: str) -> bool:
+    """The 6th printed curl: the trainer deployment's requests and CPU for both nodes."""
+    body = _run_printed(key_line, curl)
+    m = (body or {}).get("metrics") or {}
+    nodes = {n["node_id"]: n for n in m.get("per_node_metrics", [])}
+    return bool(m.get("inference_volume") and all(nodes.get(f"node-{r}", {}).get("cpu_usage") for r in (0, 1)))
+
+
 def _curls_answer(key_line: str, curls: list[str]) -> bool:
     summary, current, logs = (_run_printed(key_line, c) for c in curls)
     if not (summary and current and logs and logs.get("logs")):
@@ -279,7 +343,7 @@ def test_demo_end_to_end(tmp_path):
             assert demo.proc.poll() is None, demo.diagnostics()
             time.sleep(0.2)
         key_lines, curls = demo.printed("KEY="), demo.printed("curl")
-        assert len(key_lines) == 1 and len(curls) == 5, demo.diagnostics()
+        assert len(key_lines) == 1 and len(curls) == 6, demo.diagnostics()
         creds = json.loads((demo.data / "credentials.json").read_text())
         printed_key = subprocess.run(["bash", "-c", f'{key_lines[0]}\nprintf %s "$KEY"'],
                                      capture_output=True, text=True, timeout=30).stdout
@@ -287,7 +351,8 @@ def test_demo_end_to_end(tmp_path):
 
         # The printed commands, run as printed, until they show traffic, both replicas
         # ready, per-replica memory, and warnings and errors.
-        while not (_curls_answer(key_lines[0], curls[:3]) and _training_and_chain_answer(key_lines[0], curls[3:])):
+        while not (_curls_answer(key_lines[0], curls[:3]) and _training_and_chain_answer(key_lines[0], curls[3:5])
+                   and _loops_answer(key_lines[0], curls[5])):
             seen |= {p.pid for p in demo.tree()}
             assert time.monotonic() - t0 < DURATION - 3, "printed curls never showed the data\n" + demo.diagnostics()
             time.sleep(1.0)
@@ -387,6 +452,37 @@ def test_demo_end_to_end(tmp_path):
                               headers=mgmt, timeout=30, params={"includes": text, "limit": 10}).json()["logs"]
             assert lines and all(ln["request_id"] for ln in lines), (chainlet, lines)
 
+        # The trainer (loops) deployment over the demo's window: requests by status class
+        # and their latency from both nodes' middleware, CPU, memory and disk per node from
+        # their agents (the leader's at the top), and the lines both nodes printed.
+        m = httpx.post(f"{demo.url}/v1/loops/deployments/{LOOPS}/metrics", headers=mgmt, timeout=30, json={
+            "start_epoch_millis": demo.started_ms - 1000, "end_epoch_millis": int(time.time() * 1000) + 1000,
+            "step_seconds": 5})
+        assert m.status_code == 200, m.text
+        lm = m.json()["metrics"]
+        assert sum(pt["value"] for pt in lm["inference_volume"]) > 0, lm["inference_volume"]
+        assert sum(pt["status_2xx"] for pt in lm["inference_volume_by_status"]) > 0
+        assert len(lm["inference_volume_by_status"]) == len(lm["inference_volume"])
+        stats = [s for s in lm["response_time_stats"] if s["p50"] is not None]
+        assert stats and all(0 < s["p50"] <= s["p95"] <= s["p99"] for s in stats), lm["response_time_stats"]
+        assert lm["concurrent_requests"], lm
+        assert any(pt["value"] > 0 for pt in lm["cpu_usage"]) and lm["cpu_memory_usage_bytes"]
+        assert lm["ephemeral_storage"]["usage_bytes"] and lm["ephemeral_storage"]["utilization"]
+        loops_nodes = {n["node_id"]: n for n in lm["per_node_metrics"]}
+        assert set(loops_nodes) == {"node-0", "node-1"}, lm["per_node_metrics"]
+        for node in loops_nodes.values():
+            assert any(pt["value"] > 0 for pt in node["cpu_usage"]), node["cpu_usage"]
+            assert any(pt["value"] > 10 * 2**20 for pt in node["cpu_memory_usage_bytes"])
+            assert node["ephemeral_storage"]["usage_bytes"]
+        lines = httpx.get(f"{demo.url}/v1/loops/deployments/{LOOPS}/logs", headers=mgmt, timeout=30,
+                          params={"start_epoch_millis": demo.started_ms - 1000, "direction": "asc",
+                                  "limit": 1000}).json()["logs"]
+        assert lines and {ln["replica"] for ln in lines} == LOOPS_REPLICAS, lines[:3]
+        assert any("sampled" in ln["message"] and ln["request_id"] for ln in lines)
+        assert any("policy ready at step" in ln["message"] for ln in lines)
+        assert httpx.get(f"{demo.url}/v1/loops/deployments/{LOOPS}", headers=mgmt,
+                         timeout=30).json()["deployment"]["status"] == {"name": "RUNNING"}
+
         # --duration ends it: exit 0, nothing of the tree left.
         code = demo.proc.wait(timeout=DURATION + 40)
         assert code == 0, demo.diagnostics()
@@ -395,9 +491,9 @@ def test_demo_end_to_end(tmp_path):
             demo.proc.terminate()
             demo.proc.wait(timeout=60)
     total_s = time.monotonic() - t0
-    # server, 2 agents and 2 model servers, 2 agents and 2 chainlets, load generator (the
-    # training nodes may have ended before the first look)
-    assert len(seen) >= 10, seen
+    # server, 2 agents and 2 model servers, 2 agents and 2 chainlets, 2 agents and 2 loops
+    # nodes, load generator (the training nodes may have ended before the first look)
+    assert len(seen) >= 14, seen
     left = []
     for p in psutil.process_iter(["pid", "cmdline", "status"]):
         cmd = " ".join(p.info["cmdline"] or [])

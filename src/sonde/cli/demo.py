@@ -3,8 +3,9 @@
 Brings up, as child processes (``sonde.demo.stack``): ``sonde serve`` on the embedded
 store, N replicas of a real FastAPI model server (``sonde.demo.model_server``), each
 under ``sonde agent run``, a two-node numpy training run (``sonde.demo.trainer``) and
-a two-chainlet chain (``sonde.demo.chain``), each process under ``sonde agent run`` too,
-and a load generator. Registers the model, deployment, training job and chain
+a two-chainlet chain (``sonde.demo.chain``) and a two-node trainer (loops) deployment
+(``sonde.demo.loops``), each process under ``sonde agent run`` too, and a load
+generator. Registers the model, deployment, training job, chain deployment and loops
 deployment, then prints where everything is and the ``curl`` commands that return the
 demo's data. Ctrl-C (or ``--duration``) stops the whole tree in order. docs/demo.md.
 """
@@ -16,6 +17,7 @@ import signal
 import socket
 import sys
 import time
+import urllib.parse
 
 import click
 
@@ -53,10 +55,14 @@ class _Signals:
 
 
 def instructions(stack, deployment: dict) -> str:
+    from ..demo.loops import LOOPS_DEPLOYMENT, LOOPS_NODES
     from ..demo.stack import (CHAIN, CHAIN_DEPLOYMENT, DEPLOYMENT, MODEL, TRAINING_JOB, TRAINING_NODES,
                               TRAINING_PROJECT)
 
     url, q = stack.url, shlex.quote
+    # The key rides in the fragment, which the browser never sends: it stays out of the
+    # server's access log; the page moves it to localStorage and drops it from the URL.
+    dashboard = f"{url}/ui/#key={urllib.parse.quote(stack.creds.get('management_key', ''), safe='')}"
     base = f"{url}/v1/models/{MODEL}/deployments/{DEPLOYMENT}"
     # The interpreter running the demo certainly exists and reads JSON; a bare `python3`
     # or `jq` might not be on the user's PATH.
@@ -76,16 +82,25 @@ def instructions(stack, deployment: dict) -> str:
         more += (f"\n  Chain         {CHAIN} / {CHAIN_DEPLOYMENT}: chainlets preprocess -> predict, each under "
                  f"`sonde agent run`;\n                a tenth of the traffic enters at preprocess")
         curls += f"\n  curl -s {auth} \"{url}/v1/chains/{CHAIN}/deployments\""
+    if stack.loops:
+        more += (f"\n  Trainer       {LOOPS_DEPLOYMENT} (loops): numpy policy, REINFORCE, on {LOOPS_NODES} nodes "
+                 f"(node-0 .. node-{LOOPS_NODES - 1}),\n                each under `sonde agent run --node-rank R`; "
+                 f"a tenth of the traffic samples from it")
+        curls += (f"\n  curl -s -X POST {auth} -H 'Content-Type: application/json' -d '{{}}' "
+                  f"\"{url}/v1/loops/deployments/{LOOPS_DEPLOYMENT}/metrics\"")
     what = []
     if stack.training:
         what.append("the training job's status and CPU, memory and disk per node")
     if stack.chain:
         what.append("the chain's deployment with its chainlets' active replicas")
+    if stack.loops:
+        what.append("the trainer deployment's requests by status, latency, and CPU and memory per node")
     what = "\nThen " + ";\n".join(what) + "." if what else ""
     return f"""
 Sonde demo is up.
 
   API           {url}   (interactive docs: {url}/docs)
+  Dashboard     {dashboard}
   Keys          {stack.creds_path}   (admin, management and ingest keys; mode 0600)
   Deployment    {MODEL} / {DEPLOYMENT} ({deployment.get('environment')}); instance type from the agents' hardware report
   Replicas      {replicas}: a numpy model server each, under `sonde agent run` (state: starting, then ready)
@@ -126,9 +141,11 @@ Ctrl-C stops everything.
               help="Seconds per training step (compute, then a sleep).")
 @click.option("--chain/--no-chain", default=True, show_default=True,
               help="Run the two-chainlet chain (preprocess -> predict), each under `sonde agent run`.")
+@click.option("--loops/--no-loops", default=True, show_default=True,
+              help="Run the two-node trainer (loops) deployment, each node under `sonde agent run`.")
 def demo(data_dir: str, port: int, duration: float, replicas: int, rps: float, interval: float,
-         training: bool, training_steps: int, training_step_interval: float, chain: bool) -> None:
-    """Server; model replicas, a training job and a chain under agents; load: all real."""
+         training: bool, training_steps: int, training_step_interval: float, chain: bool, loops: bool) -> None:
+    """Server; model replicas, a training job, a chain and a trainer under agents; load: all real."""
     from ..demo.stack import Stack
 
     if not _port_free(port):
@@ -140,7 +157,8 @@ def demo(data_dir: str, port: int, duration: float, replicas: int, rps: float, i
         training_steps = max(1, int(seconds / training_step_interval)) if training_step_interval > 0 else 600
     signals = _Signals()
     stack = Stack(data_dir, port, replicas=replicas, interval=interval, rps=rps, training=training,
-                  training_steps=training_steps, training_step_interval=training_step_interval, chain=chain)
+                  training_steps=training_steps, training_step_interval=training_step_interval, chain=chain,
+                  loops=loops)
     failed = None
     try:
         click.echo(f"sonde demo: starting the server on {stack.url} (data in {stack.data_dir})", err=True)
@@ -151,6 +169,8 @@ def demo(data_dir: str, port: int, duration: float, replicas: int, rps: float, i
             stack.start_chain()
         if training:
             stack.start_training()
+        if loops:
+            stack.start_loops()
         stack.start_loadgen()
         click.echo(instructions(stack, deployment))
         deadline = time.monotonic() + duration if duration > 0 else None

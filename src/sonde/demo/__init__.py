@@ -4,11 +4,13 @@
 - ``model_server.py``: the FastAPI model server, with SondeMiddleware and ``configure()``.
 - ``trainer.py``: one node of a numpy MLP training run (SGD, loss per step, checkpoints).
 - ``chain.py``: the two chainlets, ``preprocess`` calling ``predict``, FastAPI apps.
+- ``loops.py``: one node of the trainer (loops) deployment, a numpy policy trained by
+  REINFORCE that serves samples over HTTP; and how the stack registers and starts it.
 - ``loadgen.py``: Poisson traffic with bursts, a slow share, bad inputs and poison inputs,
-  and a share sent to the chain.
-- ``stack.py``: starts ``sonde serve``, N ``sonde agent run`` replicas, the chain's and
-  the training job's agents and the load generator as child processes, and stops them
-  in order.
+  and shares sent to the chain and to the trainer nodes.
+- ``stack.py``: starts ``sonde serve``, N ``sonde agent run`` replicas, the chain's, the
+  training job's and the loops deployment's agents and the load generator as child
+  processes, and stops them in order.
 
 See docs/demo.md.
 """

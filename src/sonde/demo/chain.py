@@ -36,7 +36,7 @@ from pydantic import BaseModel
 
 from ..instrument import SondeMiddleware, SondeTelemetry, configure, current_request_id
 from .model import N_FEATURES, load_or_fit
-from .model_server import _not_health, _setup_logging
+from .model_server import _not_health, _setup_logging, with_health
 from .stack import CHAIN, CHAIN_DEPLOYMENT
 MAX_ROWS = 256
 CLIP = 6.0
@@ -56,19 +56,6 @@ class _Ready:
     def __init__(self) -> None:
         self.ready = False
         self.model = None
-
-
-def _health(app, state: _Ready):
-    async def asgi(scope, receive, send):
-        if scope["type"] == "http" and scope["path"] == "/health":
-            await send({"type": "http.response.start", "status": 200 if state.ready else 503,
-                        "headers": [(b"content-type", b"application/json")]})
-            await send({"type": "http.response.body",
-                        "body": b'{"status":"ready"}' if state.ready else b'{"status":"loading"}'})
-            return
-        await app(scope, receive, send)
-
-    return asgi
 
 
 def build_predict(cache_dir: str | None, telemetry: SondeTelemetry | None = None):
@@ -102,7 +89,7 @@ def build_predict(cache_dir: str | None, telemetry: SondeTelemetry | None = None
         log.info("predict: %d rows in %.1f ms", len(body.instances), (time.perf_counter() - t0) * 1000)
         return {"predictions": out.round(6).tolist()}
 
-    return _health(SondeMiddleware(app), state), state
+    return with_health(SondeMiddleware(app), lambda: state.ready), state
 
 
 def build_preprocess(predict_url: str, telemetry: SondeTelemetry | None = None,
@@ -151,7 +138,7 @@ def build_preprocess(predict_url: str, telemetry: SondeTelemetry | None = None,
         log.info("preprocess: %d rows through predict", len(rows))
         return {"predictions": r.json()["predictions"], "imputed": int(missing.sum()), "clipped": clipped}
 
-    return _health(SondeMiddleware(app), state), state
+    return with_health(SondeMiddleware(app), lambda: state.ready), state
 
 
 def main(argv: list[str] | None = None) -> None:

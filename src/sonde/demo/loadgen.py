@@ -16,7 +16,11 @@ sensor glitch (a reading of 1.7e308), which overflows in the model and fails wit
 With ``--chain-target URL`` (the demo chain's ``preprocess`` chainlet), a
 ``--chain-share`` of the arrivals (10%) goes there instead: ``POST /run`` with 1 to 16
 rows, some readings missing (null) or glitched (clipped by the chainlet), and now and
-then a short row (400). Those requests are counted in the same summary.
+then a short row (400). With ``--loops-target URL`` (repeatable: the trainer
+deployment's nodes), a ``--loops-share`` (10%) goes to a random healthy node:
+``POST /sample`` with 1 to 32 observations (``LOOPS_MIX``: now and then greedy, a short
+row or strings (400/422), a glitched reading (500)), and a few ``GET /policy``. All
+of these are counted in the same summary.
 
 Every ``--report-every`` seconds one line goes to stdout: requests by status class,
 client-side latency p50/p99, and whether a burst was on. SIGINT/SIGTERM stop the
@@ -45,6 +49,15 @@ MIX = [
     ("bad", 0.09),
     ("info", 0.02),
     ("glitch", 0.015),
+]
+
+# The trainer (loops) deployment's requests, the same way.
+LOOPS_MIX = [
+    ("sample", 0.82),
+    ("greedy", 0.06),
+    ("policy", 0.03),
+    ("bad", 0.07),
+    ("glitch", 0.02),
 ]
 
 
@@ -94,6 +107,22 @@ def make_chain_request(rng: random.Random) -> dict:
     return {"rows": rows}
 
 
+def make_loops_request(rng: random.Random) -> tuple[str, str, dict | None]:
+    """(method, path, json body) for one request to a trainer (loops) node."""
+    kind = rng.choices([k for k, _ in LOOPS_MIX], [w for _, w in LOOPS_MIX])[0]
+    if kind == "policy":
+        return "GET", "/policy", None
+    rows = _rows(rng, max(1, min(32, int(rng.lognormvariate(1.0, 1.0)))))
+    if kind == "glitch":
+        rows[rng.randrange(len(rows))][rng.randrange(N_FEATURES)] = GLITCH
+    elif kind == "bad":
+        if rng.random() < 0.5:
+            rows[0] = rows[0][: rng.randint(1, N_FEATURES - 1)]
+        else:
+            rows = [[f"{v}m" for v in rows[0]]]
+    return "POST", "/sample", {"observations": rows, "greedy": kind == "greedy"}
+
+
 class Stats:
     def __init__(self) -> None:
         self.window: Counter[str] = Counter()
@@ -121,10 +150,13 @@ class Stats:
 class LoadGen:
     def __init__(self, targets: list[str], rps: float, *, seed: int = 7, burst_every: float = 30.0,
                  burst_seconds: float = 5.0, burst_factor: float = 3.0, report_every: float = 10.0,
-                 chain_target: str | None = None, chain_share: float = 0.1):
+                 chain_target: str | None = None, chain_share: float = 0.1,
+                 loops_targets: list[str] | None = None, loops_share: float = 0.1):
         self.targets = [t.rstrip("/") for t in targets]
         self.chain_target = chain_target.rstrip("/") if chain_target else None
         self.chain_share = chain_share if chain_target else 0.0
+        self.loops_targets = [t.rstrip("/") for t in loops_targets or []]
+        self.loops_share = loops_share if self.loops_targets else 0.0
         self.rps = rps
         self.rng = random.Random(seed)
         self.burst_every, self.burst_seconds, self.burst_factor = burst_every, burst_seconds, burst_factor
@@ -145,7 +177,7 @@ class LoadGen:
     async def _health(self, client: httpx.AsyncClient) -> None:
         while not self.stop.is_set():
             healthy = []
-            for t in self.targets + ([self.chain_target] if self.chain_target else []):
+            for t in self.targets + ([self.chain_target] if self.chain_target else []) + self.loops_targets:
                 try:
                     if (await client.get(f"{t}/health", timeout=2.0)).status_code == 200:
                         healthy.append(t)
@@ -160,6 +192,8 @@ class LoadGen:
     async def _send(self, client: httpx.AsyncClient, target: str) -> None:
         if target == self.chain_target:
             method, path, body = "POST", "/run", make_chain_request(self.rng)
+        elif target in self.loops_targets:
+            method, path, body = make_loops_request(self.rng)
         else:
             kind = self.rng.choices([k for k, _ in MIX], [w for _, w in MIX])[0]
             method, path, body = make_request(kind, self.rng)
@@ -198,9 +232,13 @@ class LoadGen:
                     break
                 except asyncio.TimeoutError:
                     pass
-                replicas = [t for t in self.healthy if t != self.chain_target]
-                if self.chain_target in self.healthy and self.rng.random() < self.chain_share:
+                loops = [t for t in self.healthy if t in self.loops_targets]
+                replicas = [t for t in self.healthy if t != self.chain_target and t not in loops]
+                roll = self.rng.random()  # the two shares at opposite ends of one roll never overlap
+                if self.chain_target in self.healthy and roll < self.chain_share:
                     replicas = [self.chain_target]
+                elif loops and roll >= 1.0 - self.loops_share:
+                    replicas = loops
                 if replicas:
                     task = asyncio.create_task(self._send(client, self.rng.choice(replicas)))
                     self.in_flight.add(task)
@@ -217,7 +255,8 @@ class LoadGen:
 async def _main(args: argparse.Namespace) -> None:
     gen = LoadGen(args.target, args.rps, seed=args.seed, burst_every=args.burst_every,
                   burst_seconds=args.burst_seconds, burst_factor=args.burst_factor,
-                  report_every=args.report_every, chain_target=args.chain_target, chain_share=args.chain_share)
+                  report_every=args.report_every, chain_target=args.chain_target, chain_share=args.chain_share,
+                  loops_targets=args.loops_target, loops_share=args.loops_share)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, gen.stop.set)
@@ -231,6 +270,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--target", action="append", required=True, help="model server base URL (repeatable)")
     p.add_argument("--chain-target", default=None, help="the chain's entry point (preprocess chainlet) base URL")
     p.add_argument("--chain-share", type=float, default=0.1, help="share of arrivals sent to --chain-target")
+    p.add_argument("--loops-target", action="append", default=[],
+                   help="a trainer (loops) deployment node's base URL (repeatable)")
+    p.add_argument("--loops-share", type=float, default=0.1, help="share of arrivals sent to the --loops-target nodes")
     p.add_argument("--rps", type=float, default=20.0, help="mean arrivals per second outside bursts")
     p.add_argument("--duration", type=float, default=0.0, help="seconds; 0 runs until SIGINT/SIGTERM")
     p.add_argument("--burst-every", type=float, default=30.0, help="seconds between burst starts; 0: none")

@@ -175,17 +175,17 @@ def build_app(loader: Loader, telemetry: SondeTelemetry | None = None):
             out["std"] = std.round(6).tolist()
         return out
 
-    return _with_health(SondeMiddleware(app), loader)
+    return with_health(SondeMiddleware(app), lambda: loader.model is not None)
 
 
-def _with_health(app, loader: Loader):
+def with_health(app, is_ready):
     """Answer ``/health`` before the middleware: probes (the agent's, the load
     generator's) are not inference traffic, and their 503s while loading would read
     as server errors in the deployment's request counts."""
 
     async def asgi(scope, receive, send):
         if scope["type"] == "http" and scope["path"] == "/health":
-            ready = loader.model is not None
+            ready = is_ready()
             await send({"type": "http.response.start", "status": 200 if ready else 503,
                         "headers": [(b"content-type", b"application/json")]})
             await send({"type": "http.response.body",

@@ -10,6 +10,8 @@
     |- sonde agent run --chain-... --chainlet-id predict      D/logs/predict.log,
     |    '- python -m sonde.demo.chain --role predict         preprocess.log
     |- ... and the preprocess chainlet, which calls predict
+    |- sonde agent run --loops-... --node-rank 0   D/logs/loops-node-0.log, loops-node-1.log:
+    |    '- python -m sonde.demo.loops --rank 0     the trainer (loops) deployment's nodes
     '- python -m sonde.demo.loadgen              stdout: a summary line every 10 s
 
 Every child gets a process group of its own, so a Ctrl-C at the terminal reaches only
@@ -86,11 +88,13 @@ class Stack:
     training_steps: int = 600
     training_step_interval: float = 0.25
     chain: bool = True
+    loops: bool = True
     python: str = sys.executable
     children: list[Child] = field(default_factory=list)
     creds: dict = field(default_factory=dict)
     replica_ports: dict[str, int] = field(default_factory=dict)
     chain_ports: dict[str, int] = field(default_factory=dict)
+    loops_ports: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.data_dir = os.path.abspath(self.data_dir)
@@ -165,6 +169,9 @@ class Stack:
             httpx.put(f"{ch}/deployments/{CHAIN_DEPLOYMENT}", headers=headers, timeout=10, json={
                 "environment": ENVIRONMENT,
                 "chainlets": [{"id": c, "name": c.capitalize()} for c in CHAINLETS]}).raise_for_status()
+        if self.loops:
+            from . import loops  # it imports this module
+            loops.register(self, headers)
         return r.json()
 
     def _agent_env(self) -> dict:
@@ -249,12 +256,19 @@ class Stack:
                     else ["--predict-url", f"http://127.0.0.1:{self.chain_ports['predict']}"])
             self._spawn(f"agent {chainlet}", cmd, log=f"{chainlet}.log", env=env, stop_timeout=20.0)
 
+    def start_loops(self) -> None:
+        """The trainer (loops) deployment's two nodes, each under an agent (``loops.py``)."""
+        from . import loops
+        loops.start(self)
+
     def start_loadgen(self) -> None:
         cmd = [self.python, "-m", "sonde.demo.loadgen", "--rps", f"{self.rps:g}"]
         for port in self.replica_ports.values():
             cmd += ["--target", f"http://127.0.0.1:{port}"]
         if self.chain_ports:
             cmd += ["--chain-target", f"http://127.0.0.1:{self.chain_ports['preprocess']}"]
+        for port in self.loops_ports.values():
+            cmd += ["--loops-target", f"http://127.0.0.1:{port}"]
         self._spawn("loadgen", cmd, log=None, stop_signal=signal.SIGINT, stop_timeout=8.0)
 
     def relay(self) -> None:
