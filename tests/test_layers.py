@@ -14,7 +14,9 @@ ALLOWED = {
     "query": {"store"},
     "agent": set(),
     "instrument": set(),
-    "api": {"store", "ingest", "query"},
+    # the app serves the dashboard's static files (sonde.web imports no sibling)
+    "api": {"store", "ingest", "query", "web"},
+    "web": set(),
 }
 PACKAGES = {p.name for p in SRC.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
 

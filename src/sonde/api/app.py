@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from .. import web
 from ..settings import Config
 from ..store import Store, open_store
 from ..store.accounts import Accounts, bootstrap
@@ -53,6 +54,7 @@ def create_app(config: Config | None = None, *, store: Store | None = None) -> F
     app.include_router(chains.router)
     app.include_router(training.router)
     app.include_router(loops.router)
+    web.install(app)  # the dashboard at /ui/: static files calling the routes above
     return app
 
 

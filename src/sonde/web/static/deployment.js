@@ -1,0 +1,171 @@
+// One deployment: its record, a window picker, SERIES charts refreshed every 10 s, and
+// its logs.
+
+import {api, deploymentPath} from "./api.js";
+import {lineChart} from "./chart.js";
+import {errorBox, h, showError} from "./dom.js";
+import {clock} from "./format.js";
+import {logViewer} from "./logs.js";
+
+const REFRESH_MS = 10_000;
+
+export const WINDOWS = [
+  {id: "15m", label: "15 min", ms: 15 * 60e3},
+  {id: "1h", label: "1 h", ms: 3600e3},
+  {id: "6h", label: "6 h", ms: 6 * 3600e3},
+  {id: "24h", label: "24 h", ms: 24 * 3600e3},
+  {id: "7d", label: "7 d", ms: 7 * 24 * 3600e3},
+];
+
+const LATENCY = {"0.5": "p50", "0.95": "p95", "0.99": "p99"};
+const byReplica = (ls) => ls.replica ?? "(no replica)";
+const byGpu = (ls) => (ls.gpu === undefined ? byReplica(ls) : `${byReplica(ls)} GPU ${ls.gpu}`);
+
+// Each chart draws series from one or more metrics of the one SERIES response. `rate`
+// divides a counter's per-step increase by the step's length (CPU seconds -> cores).
+const CHARTS = [
+  {id: "requests", title: "Requests", unit: "count", caption: "per step, by status class",
+    parts: [{metric: "baseten_inference_requests_total", label: (ls) => ls.status, cls: (ls) => `st-${ls.status}`}]},
+  {id: "latency", title: "End-to-end latency", unit: "seconds", caption: "p50, p95, p99",
+    parts: [{metric: "baseten_end_to_end_response_time_seconds", label: (ls) => LATENCY[ls.quantile] ?? null}]},
+  {id: "replicas", title: "Replicas", unit: "count", caption: "active and starting",
+    parts: [{metric: "baseten_replicas_active", label: () => "active"},
+      {metric: "baseten_replicas_starting", label: () => "starting"}]},
+  {id: "cpu", title: "CPU", unit: "cores", caption: "cores in use, per replica",
+    parts: [{metric: "baseten_container_cpu_usage_seconds_total", label: byReplica, rate: true}]},
+  {id: "memory", title: "Memory", unit: "bytes", caption: "working set, per replica",
+    parts: [{metric: "baseten_container_cpu_memory_working_set_bytes", label: byReplica}]},
+  {id: "gpu-utilization", title: "GPU utilisation", unit: "ratio", caption: "per replica and GPU", gpu: true,
+    parts: [{metric: "baseten_gpu_utilization", label: byGpu}]},
+  {id: "gpu-memory", title: "GPU memory", unit: "mib", caption: "used, per replica and GPU", gpu: true,
+    parts: [{metric: "baseten_gpu_memory_used", label: byGpu}]},
+];
+const METRICS = CHARTS.flatMap((c) => c.parts.map((p) => p.metric));
+
+function labelKey(ls) {
+  return Object.entries(ls).map(([k, v]) => `${k}=${v}`).join(",");
+}
+
+/** The chart's series from a GetDeploymentMetricsResponseV1; series with no value in
+ * the window are left out. */
+function seriesFor(chart, resp) {
+  const stepMs = resp.step_seconds * 1000;
+  const out = [];
+  for (const part of chart.parts) {
+    const i = resp.metric_descriptors.findIndex((d) => d.name === part.metric);
+    if (i < 0) continue;
+    resp.metric_descriptors[i].label_sets.forEach((ls, j) => {
+      const label = part.label(ls);
+      if (label === null) return;
+      const points = resp.metric_values.map((mv) => {
+        // A step's point sits mid-step; the last step may end early, at the window's end.
+        const len = Math.min(stepMs, resp.end_epoch_millis - mv.start_epoch_millis);
+        let v = mv.values[i][j];
+        if (v !== null && part.rate) v /= len / 1000;
+        return [mv.start_epoch_millis + len / 2, v];
+      });
+      if (!points.some((p) => p[1] !== null)) return;
+      const key = labelKey(ls);
+      out.push({key: key ? `${part.metric}{${key}}` : part.metric, label,
+        cls: part.cls ? part.cls(ls) : undefined, points});
+    });
+  }
+  return out;
+}
+
+function stepText(seconds) {
+  return seconds % 3600 === 0 ? `${seconds / 3600} h` : seconds % 60 === 0 ? `${seconds / 60} min` : `${seconds} s`;
+}
+
+function detail(label, value) {
+  return h("div", {class: "detail"}, h("dt", {text: label}), h("dd", {text: value ?? "–"}));
+}
+
+export function deploymentView(model, deployment, windowId) {
+  const base = deploymentPath(model, deployment);
+  let win = WINDOWS.find((w) => w.id === windowId) || WINDOWS[1];
+  let timer = null;
+  let generation = 0;
+
+  const title = h("h1", {}, deployment);
+  const details = h("dl", {class: "details"});
+  const error = errorBox();
+  const picker = h("fieldset", {class: "window-picker"}, h("legend", {}, "Window: last"),
+    WINDOWS.map((w) => h("label", {},
+      h("input", {type: "radio", name: "window", value: w.id, checked: w === win,
+        onchange: () => { win = w; remember(); refresh(); logs.reload(); }}),
+      h("span", {text: w.label}))));
+  const auto = h("input", {type: "checkbox", id: "auto-refresh", checked: true, onchange: () => schedule()});
+  const updated = h("p", {class: "updated", "aria-live": "polite"});
+  const charts = h("div", {class: "charts", "data-loads": "0", "aria-busy": "true"});
+  const logs = logViewer(model, deployment, () => win.ms);
+  const el = h("div", {class: "deployment-view"},
+    h("nav", {class: "crumbs", "aria-label": "Breadcrumb"},
+      h("a", {href: "#/"}, "Models"), " / ", h("span", {text: model}), " / ", h("span", {text: deployment})),
+    title, details,
+    h("div", {class: "toolbar"}, picker,
+      h("label", {class: "toggle", for: "auto-refresh"}, auto, "Auto refresh every 10 s"), updated),
+    error, charts, logs.el);
+
+  function remember() {
+    // The window is part of the address, so a reload or a shared link keeps it; replace,
+    // not push: a window change is not a page to go back to.
+    history.replaceState(null, "", `#/models/${encodeURIComponent(model)}/deployments/` +
+      `${encodeURIComponent(deployment)}?window=${win.id}`);
+  }
+
+  function showDeployment(d) {
+    title.textContent = d.name && d.name !== d.id ? `${d.name} (${d.id})` : d.id;
+    details.replaceChildren(
+      detail("Status", d.status), detail("Environment", d.environment),
+      detail("Active replicas", String(d.active_replica_count)), detail("Instance type", d.instance_type_name),
+      detail("Production", d.is_production ? "yes" : "no"));
+  }
+
+  function showCharts(resp) {
+    const gpuless = [];
+    const figures = [];
+    for (const chart of CHARTS) {
+      const series = seriesFor(chart, resp);
+      if (chart.gpu && !series.length) { gpuless.push(chart.title); continue; }
+      figures.push(lineChart({id: chart.id, title: chart.title, unit: chart.unit,
+        caption: `${chart.caption} · ${stepText(resp.step_seconds)} steps`, series,
+        start: resp.start_epoch_millis, end: resp.end_epoch_millis, step: resp.step_seconds * 1000}));
+    }
+    if (gpuless.length) figures.push(h("p", {class: "note"}, `No GPU telemetry in this window (${gpuless.join(", ")}).`));
+    charts.replaceChildren(...figures);
+  }
+
+  async function refresh() {
+    const g = ++generation;
+    const end = Date.now();
+    charts.setAttribute("aria-busy", "true");
+    try {
+      const [d, resp] = await Promise.all([
+        api(base),
+        api(`${base}/metrics`, {mode: "SERIES", start_epoch_millis: end - win.ms, end_epoch_millis: end,
+          metrics: METRICS.join(",")}),
+      ]);
+      if (g !== generation) return;
+      showDeployment(d);
+      showCharts(resp);
+      showError(error, null);
+      updated.textContent = `Updated ${clock(Date.now(), true)}`;
+    } catch (err) {
+      if (g !== generation) return;
+      showError(error, err);
+    }
+    charts.setAttribute("aria-busy", "false");
+    charts.dataset.loads = String(Number(charts.dataset.loads) + 1);
+  }
+
+  function schedule() {
+    clearInterval(timer);
+    timer = auto.checked ? setInterval(() => { if (!document.hidden) refresh(); }, REFRESH_MS) : null;
+  }
+
+  refresh();
+  logs.reload();
+  schedule();
+  return {el, dispose: () => { clearInterval(timer); generation += 1; }};
+}

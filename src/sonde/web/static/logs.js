@@ -1,0 +1,174 @@
+// The log viewer: newest first, filters as the API takes them, and "Load older" pages
+// back by end_epoch_millis from the oldest line shown.
+
+import {api, deploymentPath} from "./api.js";
+import {errorBox, h, showError} from "./dom.js";
+import {dateTime, isoTime, logTime} from "./format.js";
+
+const LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"];
+const PAGE_SIZES = [20, 50, 100, 200, 500];
+const MAX_LIMIT = 1000; // the API's
+
+function field(label, control, hint) {
+  return h("label", {class: "field"}, h("span", {class: "field-label", text: label}), control,
+    hint ? h("span", {class: "field-hint", text: hint}) : null);
+}
+
+function terms(text) {
+  return text.split(",").map((t) => t.trim()).filter(Boolean);
+}
+
+function msOf(ns) {
+  return BigInt(ns) / 1000000n;
+}
+
+/** windowMs(): the page's window length; the viewer shows [now - window, now). */
+export function logViewer(model, deployment, windowMs) {
+  const path = `${deploymentPath(model, deployment)}/logs`;
+  const ctl = {
+    min_level: h("select", {name: "min_level"}, h("option", {value: ""}, "any level"),
+      LEVELS.map((l) => h("option", {value: l}, `${l} and above`))),
+    search_pattern: h("input", {name: "search_pattern", type: "search", spellcheck: "false",
+      placeholder: "e.g. status=5\\d\\d"}),
+    includes: h("input", {name: "includes", type: "text", spellcheck: "false"}),
+    excludes: h("input", {name: "excludes", type: "text", spellcheck: "false"}),
+    replica: h("input", {name: "replica", type: "text", spellcheck: "false"}),
+    request_id: h("input", {name: "request_id", type: "text", spellcheck: "false"}),
+    limit: h("select", {name: "limit"}, PAGE_SIZES.map((n) => h("option", {value: String(n)}, String(n)))),
+  };
+  ctl.limit.value = "100";
+  const form = h("form", {class: "log-filters", "aria-label": "Log filters"},
+    field("Level", ctl.min_level),
+    field("Search (RE2)", ctl.search_pattern),
+    field("Includes", ctl.includes, "all of, comma-separated"),
+    field("Excludes", ctl.excludes, "none of, comma-separated"),
+    field("Replica", ctl.replica),
+    field("Request ID", ctl.request_id),
+    field("Lines per page", ctl.limit),
+    h("div", {class: "actions"},
+      h("button", {type: "submit", class: "primary"}, "Apply"),
+      h("button", {type: "button", onclick: () => { form.reset(); ctl.limit.value = "100"; reload(); }}, "Clear")),
+  );
+  const error = errorBox();
+  const status = h("p", {class: "log-status", "aria-live": "polite"});
+  const list = h("ol", {class: "log-lines", "aria-label": "Log lines, newest first"});
+  const older = h("button", {type: "button", class: "load-older", hidden: true, onclick: () => loadOlder()},
+    "Load older");
+  const el = h("section", {class: "logs", "aria-labelledby": "logs-title", "data-loads": "0"},
+    h("h2", {id: "logs-title"}, "Logs"), form, error, status, list, older);
+
+  // One query's state: its parameters are frozen at Apply so older pages continue the
+  // same search over the same window even as the clock moves.
+  let query = null;
+  let lines = [];
+  let done = false;
+  let generation = 0;
+
+  function params() {
+    const end = Date.now();
+    return {
+      min_level: ctl.min_level.value,
+      search_pattern: ctl.search_pattern.value,
+      includes: terms(ctl.includes.value),
+      excludes: terms(ctl.excludes.value),
+      replica: ctl.replica.value.trim(),
+      request_id: ctl.request_id.value.trim(),
+      start_epoch_millis: end - windowMs(),
+      end_epoch_millis: end,
+      pageSize: Number(ctl.limit.value),
+    };
+  }
+
+  function lineItem(ln) {
+    const level = ln.level || "none";
+    const rid = ln.request_id
+      ? h("button", {type: "button", class: "rid", title: "Show only this request's lines",
+        onclick: () => { ctl.request_id.value = ln.request_id; reload(); }}, ln.request_id)
+      : null;
+    return h("li", {class: `log-line lvl-${level.toLowerCase()}`, "data-level": ln.level || "",
+      "data-ts": ln.timestamp},
+    h("time", {datetime: isoTime(ln.timestamp)}, logTime(ln.timestamp)),
+    h("span", {class: "lvl", text: ln.level || "–"}),
+    h("span", {class: "replica", text: ln.replica || ""}),
+    rid,
+    h("span", {class: "msg", text: ln.message}));
+  }
+
+  function render(added) {
+    list.append(...added.map(lineItem));
+    older.hidden = done || lines.length === 0;
+    const span = `${dateTime(query.start_epoch_millis)} – ${dateTime(query.end_epoch_millis)}`;
+    status.textContent = lines.length === 0
+      ? `No lines match in ${span}.`
+      : `${lines.length} line${lines.length === 1 ? "" : "s"}, newest first (${span})` +
+        (done ? ". No older lines in this window." : ".");
+  }
+
+  async function fetchPage(end, limit) {
+    const {pageSize, ...q} = query;
+    return (await api(path, {...q, end_epoch_millis: end, limit, direction: "desc"})).logs;
+  }
+
+  function finish(g, err) {
+    if (g !== generation) return;
+    showError(error, err);
+    el.dataset.loads = String(Number(el.dataset.loads) + 1);
+    el.dataset.state = err ? "error" : "done";
+  }
+
+  async function reload() {
+    const g = ++generation;
+    query = params();
+    lines = [];
+    done = false;
+    list.replaceChildren();
+    older.hidden = true;
+    status.textContent = "Loading…";
+    el.dataset.state = "loading";
+    try {
+      const page = await fetchPage(query.end_epoch_millis, query.pageSize);
+      if (g !== generation) return;
+      lines = page;
+      done = page.length < query.pageSize;
+      render(page);
+      finish(g, null);
+    } catch (err) {
+      if (g === generation) status.textContent = "";
+      finish(g, err);
+    }
+  }
+
+  async function loadOlder() {
+    const g = ++generation;
+    // Lines sharing the oldest line's millisecond may straddle the page boundary, and
+    // the API's end is in whole milliseconds: ask up to the end of that millisecond
+    // and skip the lines of it already shown. Order is (timestamp, arrival) both ways,
+    // so those come first, in the same order.
+    const boundary = msOf(lines[lines.length - 1].timestamp);
+    const skip = lines.filter((ln) => msOf(ln.timestamp) === boundary).length;
+    if (skip + query.pageSize > MAX_LIMIT) {
+      showError(error, {message: `More than ${MAX_LIMIT - query.pageSize} lines share one millisecond; ` +
+        "narrow the filters or use fewer lines per page to see older ones."});
+      return;
+    }
+    older.disabled = true;
+    el.dataset.state = "loading";
+    try {
+      const limit = skip + query.pageSize;
+      const page = await fetchPage(Number(boundary) + 1, limit);
+      if (g !== generation) return;
+      const added = page.slice(skip);
+      lines = lines.concat(added);
+      done = page.length < limit;
+      render(added);
+      finish(g, null);
+    } catch (err) {
+      finish(g, err);
+    } finally {
+      older.disabled = false;
+    }
+  }
+
+  form.addEventListener("submit", (e) => { e.preventDefault(); reload(); });
+  return {el, reload};
+}

@@ -1,0 +1,116 @@
+"""A real headless Chromium for the dashboard's tests (tests/test_web.py), and what they
+read from its pages.
+
+Chromium and chromedriver come from the system: Debian's ``chromium`` and
+``chromium-driver`` (``./run test`` installs them when missing), or ``SONDE_CHROMIUM`` /
+``SONDE_CHROMEDRIVER``. Without them the tests fail, saying what is missing;
+``SONDE_SKIP_BROWSER=1`` skips them where no browser can be had.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+try:
+    from selenium import webdriver
+    from selenium.common.exceptions import NoAlertPresentException
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+except ImportError as exc:  # reported by start(), as a failure; the module still imports
+    webdriver = By = NoAlertPresentException = None
+    SELENIUM_ERROR = str(exc)
+
+CHROMIUM = os.environ.get("SONDE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = os.environ.get("SONDE_CHROMEDRIVER") or shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+def start(profile_dir: str):
+    """A headless Chromium on a fresh profile; fails (or skips, if asked) without one."""
+    if os.environ.get("SONDE_SKIP_BROWSER") == "1":
+        pytest.skip("SONDE_SKIP_BROWSER=1")
+    if webdriver is None:
+        pytest.fail(f"selenium is not installed ({SELENIUM_ERROR}); `pip install -e .[test]` installs it")
+    for path, package in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
+        if not os.access(path, os.X_OK):
+            pytest.fail(f"{path} not found: install {package} (`./run test` does), "
+                        "or set SONDE_SKIP_BROWSER=1 to skip the browser tests")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--no-first-run", "--window-size=1400,1000", f"--user-data-dir={profile_dir}"):
+        options.add_argument(arg)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+def wait(driver, predicate, timeout: float = 20, what: str = "the page"):
+    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(
+        lambda d: predicate(d), message=f"timed out waiting for {what}")
+
+
+def loads(driver, selector: str) -> int:
+    """The element's data-loads: how many loads the page has finished there."""
+    return int(driver.execute_script(f"const e = document.querySelector({selector!r}); "
+                                     "return e ? Number(e.dataset.loads) : -1;"))
+
+
+def after_load(driver, selector: str, action) -> None:
+    """Do ``action`` and wait until the element's data-loads counter moves."""
+    before = loads(driver, selector)
+    action()
+    wait(driver, lambda d: loads(d, selector) > before, what=f"{selector} to load")
+
+
+READ_CHARTS = """
+return [...document.querySelectorAll("svg.chart")].map((svg) => ({
+  id: svg.dataset.chart, start: Number(svg.dataset.start), end: Number(svg.dataset.end),
+  step: Number(svg.dataset.step), empty: svg.dataset.empty === "true",
+  series: [...svg.querySelectorAll("g.series")].map((g) => ({
+    key: g.dataset.key, label: g.dataset.label, path: g.querySelectorAll("path").length,
+    points: [...g.querySelectorAll("circle.pt")].map((c) =>
+      [Number(c.dataset.t), Number(c.dataset.value), c.querySelector("title").textContent]),
+  })),
+}));
+"""
+
+
+def charts(driver) -> dict[str, dict]:
+    """Every chart's window and drawn points, read from the SVG in one call (so one redraw
+    cannot land halfway through the read)."""
+    return {c["id"]: c for c in driver.execute_script(READ_CHARTS)}
+
+
+def values(chart: dict) -> dict[str, list[float]]:
+    return {s["label"]: [p[1] for p in s["points"]] for s in chart["series"]}
+
+
+def approx(xs, ys) -> bool:
+    return len(xs) == len(ys) and all(abs(x - y) <= 1e-9 * max(1.0, abs(y)) for x, y in zip(xs, ys))
+
+
+def log_view(driver) -> list[tuple[str, str, str, str]]:
+    """The log lines shown: (level, replica, request id, message), top to bottom."""
+    return [tuple(x) for x in driver.execute_script("""
+      return [...document.querySelectorAll(".log-line")].map((li) => [li.dataset.level,
+        li.querySelector(".replica").textContent, li.querySelector(".rid")?.textContent ?? "",
+        li.querySelector(".msg").textContent]);""")]
+
+
+def set_filters(driver, **fields) -> None:
+    """Fill the log form (every text field not named is cleared) and apply it."""
+    form = driver.find_element(By.CSS_SELECTOR, "form.log-filters")
+    for name in ("search_pattern", "includes", "excludes", "replica", "request_id"):
+        box = form.find_element(By.NAME, name)
+        box.clear()
+        if fields.get(name):
+            box.send_keys(fields[name])
+    selects = {"min_level": fields.get("min_level", "")}
+    if "limit" in fields:
+        selects["limit"] = str(fields["limit"])
+    for name, value in selects.items():
+        driver.execute_script("arguments[0].value = arguments[1];", form.find_element(By.NAME, name), value)
+    after_load(driver, "section.logs", lambda: form.find_element(By.XPATH, ".//button[.='Apply']").click())
