@@ -1,15 +1,29 @@
-"""Shared fixtures: a real chDB store on disk, the real app in process.
+"""Shared fixtures: a real store, the real app in process, over every executor and
+in every server mode (docs/architecture.md, "Testing").
 
-chDB allows one database path per process, so the test session opens one path and
-each test gets its own database inside it.
+Executors (``store_executor``, under ``store``): ``chdb`` always; chDB allows one
+database path per process, so the session opens one path and each test gets its own
+database inside it. ``clickhouse`` when ``SONDE_TEST_CLICKHOUSE_URL`` names a real
+server or cluster (each test its own database there too); otherwise it is reported
+as skipped. Nothing ever stands in for ClickHouse.
+
+Server modes (``server_mode``, under ``app`` and ``client``): ``steady`` is one
+long-running process; ``restart`` rebuilds the server before every request, as a
+process restart would, so an answer can only come from the store; ``replicas`` is
+two API replicas behind one store taking turns, with the state sync multi-replica
+deployments use. A test whose subject is per-process memory says so with
+``@pytest.mark.steady_only(reason)``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
+import os
 import pathlib
+import threading
 
 import httpx
 import pytest
@@ -20,24 +34,144 @@ from sonde.store import Store
 from sonde.store.chdb import ChdbExecutor
 
 SPEC = pathlib.Path(__file__).resolve().parents[2] / "shared" / "spec"
+CLICKHOUSE_URL = os.environ.get("SONDE_TEST_CLICKHOUSE_URL")
+NO_CLICKHOUSE = "SONDE_TEST_CLICKHOUSE_URL is not set: no ClickHouse server to test against"
+EXECUTORS = (
+    pytest.param("chdb", id="chdb"),
+    pytest.param("clickhouse", id="clickhouse", marks=pytest.mark.skipif(not CLICKHOUSE_URL, reason=NO_CLICKHOUSE)),
+)
+MODES = ("steady", "restart", "replicas")
 _db_ids = itertools.count()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "steady_only(reason): runs in the steady server mode only")
+    config.addinivalue_line("markers", "server_config(**settings): Config fields for the app fixture")
+
+
+def pytest_generate_tests(metafunc):
+    # Parametrized here rather than with fixture params so the executor comes first in
+    # every id (test[chdb-restart]) and a pinned test gets no skipped twins.
+    if "store_executor" in metafunc.fixturenames:
+        metafunc.parametrize("store_executor", EXECUTORS, indirect=True)
+    if "server_mode" in metafunc.fixturenames:
+        pinned = metafunc.definition.get_closest_marker("steady_only")
+        metafunc.parametrize("server_mode", ["steady"] if pinned else MODES, indirect=True)
+
+
+def new_db_name() -> str:
+    # A shared ClickHouse server may serve several test sessions at once.
+    return f"t{os.getpid()}_{next(_db_ids)}"
+
+
+def drop_database(ex, db: str) -> None:
+    on = f" ON CLUSTER '{ex.cluster}'" if ex.cluster else ""
+    ex.command(f"DROP DATABASE IF EXISTS {db}{on} SYNC")
 
 
 @pytest.fixture(scope="session")
 def executor(tmp_path_factory) -> ChdbExecutor:
+    """The session's chDB executor (tests of chDB itself use it directly)."""
     return ChdbExecutor.open(str(tmp_path_factory.mktemp("chdb") / "store"))
 
 
+@pytest.fixture(scope="session")
+def clickhouse_executor():
+    from sonde.store.clickhouse import ClickHouseExecutor
+
+    ex = ClickHouseExecutor.from_url(CLICKHOUSE_URL)
+    yield ex
+    ex.close()
+
+
 @pytest.fixture
-def store(executor):
-    s = Store(executor, f"t{next(_db_ids)}", flush_interval_ms=5)
+def store_executor(request):
+    return request.getfixturevalue("executor" if request.param == "chdb" else "clickhouse_executor")
+
+
+@pytest.fixture
+def store(store_executor):
+    s = Store(store_executor, new_db_name(), flush_interval_ms=5)
     yield s
     s.close(executor=False)
-    executor.command(f"DROP DATABASE IF EXISTS {s.db} SYNC")
+    drop_database(store_executor, s.db)
+
+
+@pytest.fixture
+def server_mode(request) -> str:
+    return request.param
+
+
+class Server:
+    """The API tier as one ASGI app, in one of the server modes.
+
+    ``steady`` serves from one app on the test's own store. The other modes build
+    what a ``sonde serve`` process builds at start (a Store with its writer, the app
+    with its key cache, inventory, registrar and cumulative state) on the test's
+    executor and database; the test's ``store`` stays usable beside them. Requests
+    come one at a time (each Client call runs to completion), as a restart between
+    them needs.
+    """
+
+    def __init__(self, mode: str, store: Store, config: Config):
+        self.mode = mode
+        self._ex, self._db = store.ex, store.db
+        self._lock = threading.Lock()
+        self._served = False
+        self._turn = 0
+        self._stores: list[Store] = []
+        if mode == "steady":
+            self.config = config
+            self.apps = [create_app(config, store=store)]
+        else:
+            # Several replicas may only share counters through the store; one process
+            # alone keeps the default, so restart mode exercises the state reload.
+            self.config = dataclasses.replace(config, state_sync="store") if mode == "replicas" else config
+            self.apps = [self._open() for _ in range(2 if mode == "replicas" else 1)]
+        self.current = self.apps[0]
+
+    def _open(self):
+        # Like open_store with auto_migrate=embedded: only an exclusive store migrates.
+        s = Store(self._ex, self._db, flush_interval_ms=5, migrate=self._ex.exclusive)
+        self._stores.append(s)
+        return create_app(self.config, store=s)
+
+    def restart(self) -> None:
+        """Stop the process gracefully (its writer commits what is pending; every
+        acknowledged request is already committed) and start a new one."""
+        self._stores.pop().close(executor=False)
+        self.apps = [self._open()]
+        self.current = self.apps[0]
+
+    def _pick(self):
+        with self._lock:
+            if self.mode == "restart" and self._served:
+                self.restart()
+            elif self.mode == "replicas":
+                self.current = self.apps[self._turn]
+                self._turn = (self._turn + 1) % len(self.apps)
+            self._served = True
+            return self.current
+
+    async def __call__(self, scope, receive, send):
+        app = self._pick() if scope["type"] == "http" else self.current
+        await app(scope, receive, send)
+
+    @property
+    def state(self):
+        """The state of the app that served last (the first one before any request)."""
+        return self.current.state
+
+    def close(self) -> None:
+        for s in self._stores:
+            s.close(executor=False)
+        self._stores = []
 
 
 class Client:
-    """Synchronous face of ``httpx.AsyncClient(transport=ASGITransport(app))``."""
+    """Synchronous face of ``httpx.AsyncClient(transport=ASGITransport(app))``.
+
+    Copies made by :meth:`with_key` share ``app``, so one server serves them all."""
 
     def __init__(self, app, key: str | None = None):
         self.app = app
@@ -73,8 +207,12 @@ class Client:
 
 
 @pytest.fixture
-def app(store, tmp_path):
-    return create_app(Config(data_dir=str(tmp_path / "data")), store=store)
+def app(store, tmp_path, server_mode, request) -> Server:
+    marker = request.node.get_closest_marker("server_config")
+    config = Config(data_dir=str(tmp_path / "data"), **(marker.kwargs if marker else {}))
+    server = Server(server_mode, store, config)
+    yield server
+    server.close()
 
 
 @pytest.fixture

@@ -20,8 +20,10 @@ def free_port() -> int:
 
 
 class LiveServer:
-    def __init__(self, data_dir: str, port: int | None = None, env: dict | None = None):
+    def __init__(self, data_dir: str, port: int | None = None, env: dict | None = None, args: tuple = ()):
+        """``args``: more ``sonde serve`` options, e.g. ``("--store", url)``."""
         self.data_dir = str(data_dir)
+        self.args = list(args)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **(env or {})}
@@ -32,7 +34,7 @@ class LiveServer:
         self.log = open(os.path.join(self.data_dir, f"server-{self.port}.log"), "ab") if os.path.isdir(self.data_dir) else subprocess.DEVNULL
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sonde", "serve", "--data-dir", self.data_dir, "--port", str(self.port),
-             "--log-level", "warning"],
+             "--log-level", "warning", *self.args],
             env=self.env, stdout=self.log, stderr=self.log,
         )
         deadline = time.monotonic() + timeout

@@ -1,6 +1,8 @@
 import os
 import stat
 
+import pytest
+
 from conftest import Client
 
 
@@ -26,6 +28,8 @@ def test_api_key_scheme_is_accepted(app, creds):
     assert r.status_code == 200 and r.json() == {"models": []}
 
 
+# every replica must refuse a revoked key at once, not within key_cache_seconds
+@pytest.mark.server_config(key_cache_seconds=0)
 def test_admin_creates_workspace_and_keys_and_revokes(app, creds):
     admin = Client(app, creds["admin_key"])
     r = admin.post("/v1/admin/workspaces", json={"name": "team-b"})

@@ -4,12 +4,11 @@ encoding, and loses nothing already stored; keys, scopes, workspaces, registrati
 from __future__ import annotations
 
 import gzip
-import itertools
 import json
 import tracemalloc
 
 import pytest
-from conftest import Client
+from conftest import Client, drop_database, new_db_name
 from google.rpc import code_pb2, status_pb2
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 from otlp_build import (
@@ -23,7 +22,6 @@ from sonde.store import Store
 METRICS = "/v1/otlp/v1/metrics"
 PB = {"Content-Type": "application/x-protobuf"}
 JS = {"Content-Type": "application/json"}
-_dbs = itertools.count()
 
 
 def status(r) -> status_pb2.Status:
@@ -132,6 +130,8 @@ def test_gzip_bomb_does_not_inflate(small):
     assert peak < 8 << 20, peak  # the 50 MiB never existed
 
 
+# every replica must refuse a revoked key at once, not within key_cache_seconds
+@pytest.mark.server_config(key_cache_seconds=0)
 def test_keys_and_scopes(app, creds, store):
     body = metrics_request(DEPLOYMENT, [gauge("g", [number(T0, 1.0)])]).SerializeToString()
     c = Client(app)
@@ -194,14 +194,14 @@ def test_telemetry_registers_what_it_names(app, creds, store):
 
 
 @pytest.fixture
-def tight(executor, tmp_path):
+def tight(store_executor, tmp_path):
     """An app whose store queue holds at most 5 rows."""
-    s = Store(executor, f"tight{next(_dbs)}", flush_interval_ms=5, max_pending_rows=5)
+    s = Store(store_executor, new_db_name(), flush_interval_ms=5, max_pending_rows=5)
     app = create_app(Config(data_dir=str(tmp_path / "tight")), store=s)
     creds = json.loads((tmp_path / "tight" / "credentials.json").read_text())
     yield Client(app, creds["ingest_key"]), s
     s.close(executor=False)
-    executor.command(f"DROP DATABASE IF EXISTS {s.db} SYNC")
+    drop_database(store_executor, s.db)
 
 
 def test_overload_is_503_with_retry_after_and_changes_nothing(tight):

@@ -24,6 +24,16 @@ def deltas(store) -> list[tuple[int, float]]:
         " ORDER BY ts")]
 
 
+def on_cluster(store) -> str:
+    return f" ON CLUSTER '{store.ex.cluster}'" if store.ex.cluster else ""
+
+
+def rows_of(store, table: str) -> str:
+    """Where ``table``'s rows live, for statements that change them in place: on a
+    cluster, the local tables behind the Distributed one, on every node."""
+    return store.t(table) + ("_local" if store.ex.cluster else "") + on_cluster(store)
+
+
 class Server:
     """The in-process app on ``store``; :meth:`restart` closes the store and reopens
     it (same executor, same database) under a fresh app, as a process restart would."""
@@ -44,8 +54,8 @@ class Server:
 
 
 @pytest.fixture
-def server(executor, store, tmp_path):
-    s = Server(executor, store, str(tmp_path / "data"))
+def server(store_executor, store, tmp_path):
+    s = Server(store_executor, store, str(tmp_path / "data"))
     yield s
     if s.store is not store:
         s.store.close(executor=False)
@@ -67,14 +77,15 @@ def test_state_is_rebuilt_from_points_when_the_state_rows_were_lost(server):
     assert post(server.ingest, exp).status_code == 200
     newest = server.store.ex.query(f"SELECT max(seq) AS s FROM {ss}")[0]["s"]
     assert post(server.ingest, counter(T0 + 10 * SEC, 15)).status_code == 200
-    server.store.ex.command(f"DELETE FROM {ss} WHERE seq > {{s:UInt64}}", {"s": newest})
+    server.store.ex.command(f"DELETE FROM {rows_of(server.store, 'series_state')} WHERE seq > {{s:UInt64}}",
+                            {"s": newest})
     assert server.store.ex.query(f"SELECT count() AS n FROM {ss} WHERE seq > {{s:UInt64}}", {"s": newest}) == [{"n": 0}]
     server.restart()
     assert post(server.ingest, counter(T0 + 20 * SEC, 18)).status_code == 200
     assert post(server.ingest, counter(T0 + 10 * SEC, 15)).status_code == 200  # retried: still a duplicate
     assert deltas(server.store) == [(T0, 10.0), (T0 + 10 * SEC, 5.0), (T0 + 20 * SEC, 3.0)]
     # every state row gone: everything is replayed from the points
-    server.store.ex.command(f"TRUNCATE TABLE {ss}")
+    server.store.ex.command(f"TRUNCATE TABLE {rows_of(server.store, 'series_state')} SYNC")
     server.restart()
     exp2 = metrics_request(DEPLOYMENT, [exp_histogram("e", [exp_point(T0 + SEC, scale=1, positive=(0, [3, 1]),
                                                                       start=S0)])])
@@ -90,21 +101,21 @@ def test_a_failed_commit_does_not_eat_the_retry(server):
     store = server.store
     assert post(server.ingest, counter(T0, 10)).status_code == 200
     mp = store.t("metric_points")
-    store.ex.command(f"RENAME TABLE {mp} TO {mp}_away")
+    store.ex.command(f"RENAME TABLE {mp} TO {mp}_away{on_cluster(store)}")
     try:
         r = post(server.ingest, counter(T0 + 10 * SEC, 15))
         assert r.status_code == 500
     finally:
-        store.ex.command(f"RENAME TABLE {mp}_away TO {mp}")
+        store.ex.command(f"RENAME TABLE {mp}_away TO {mp}{on_cluster(store)}")
     assert post(server.ingest, counter(T0 + 10 * SEC, 15)).status_code == 200  # the client's retry
     assert deltas(store) == [(T0, 10.0), (T0 + 10 * SEC, 5.0)]
     # half a commit: points stored, state rows not; the retry is then a duplicate
     ss = store.t("series_state")
-    store.ex.command(f"RENAME TABLE {ss} TO {ss}_away")
+    store.ex.command(f"RENAME TABLE {ss} TO {ss}_away{on_cluster(store)}")
     try:
         assert post(server.ingest, counter(T0 + 20 * SEC, 18)).status_code == 500
     finally:
-        store.ex.command(f"RENAME TABLE {ss}_away TO {ss}")
+        store.ex.command(f"RENAME TABLE {ss}_away TO {ss}{on_cluster(store)}")
     assert post(server.ingest, counter(T0 + 20 * SEC, 18)).status_code == 200
     assert post(server.ingest, counter(T0 + 30 * SEC, 19)).status_code == 200
     assert deltas(store)[-2:] == [(T0 + 20 * SEC, 3.0), (T0 + 30 * SEC, 1.0)]

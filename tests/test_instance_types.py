@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from otlp_build import SEC, encode, gauge, log_record, logs_request, metrics_request, number
 from spec_schema import validate
 
@@ -129,6 +131,7 @@ def test_chainlets_get_their_own_instance_types(client, creds):
     assert {c["id"]: c["instance_type_name"] for c in listed["chainlets"]} == {"cl1": "H100", "cl2": CPU_TYPE["name"]}
 
 
+@pytest.mark.steady_only("a process remembers the hardware it stored; a new process looks it up once")
 def test_known_hardware_costs_no_inventory_access(app, client, creds):
     inv = app.state.inventory
     calls = []
@@ -141,3 +144,13 @@ def test_known_hardware_costs_no_inventory_access(app, client, creds):
     for _ in range(3):
         send(client, creds, {**DEP, **H200})
     assert calls == []
+
+
+def test_hardware_that_changes_back_is_the_latest(client, creds):
+    # In replicas mode the first and last observation land on one replica, the middle
+    # one on the other: a replica that skipped the write because it had stored H200
+    # itself before would leave the other replica's CPU in place.
+    url = "/v1/models/m1/deployments/d1"
+    for hw in (H200, CPU, H200):  # by turns in replicas mode: first and last on one replica
+        send(client, creds, {**DEP, **hw})
+    assert get(client, url, "DeploymentV1")["instance_type_name"] == H200_TYPE["name"]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 import subprocess
 import sys
 
+import httpx
 import pytest
+from live_server import LiveServer
 
 from sonde._exceptions import BadRequest, StoreError
 from sonde.store import Store, open_executor, schema
@@ -126,9 +129,27 @@ def test_sonde_migrate_command_on_the_embedded_store(tmp_path):
 
     first = migrate()
     assert first.returncode == 0, first.stderr
-    assert first.stdout.strip() == f"schema migrated from version 0 to {schema.SCHEMA_VERSION}"
+    assert first.stdout.splitlines() == [f"schema migrated from version 0 to {schema.SCHEMA_VERSION}",
+                                         f"first start: keys written to {tmp_path}/credentials.json"]
+    creds = json.loads((tmp_path / "credentials.json").read_text())
     again = migrate()
     assert again.stdout.strip() == f"schema is at version {schema.SCHEMA_VERSION}; nothing to do"
+    # the server started afterwards finds the workspace and keys migrate created
+    server = LiveServer(str(tmp_path)).start()
+    try:
+        assert server.creds == creds
+        r = httpx.get(f"{server.url}/v1/models", headers=server.headers())
+        assert r.status_code == 200
+    finally:
+        server.stop()
+
+
+def test_an_unreachable_clickhouse_is_a_clear_error_at_start(tmp_path):
+    # a real connection attempt, to a port nothing listens on
+    r = subprocess.run([sys.executable, "-m", "sonde", "migrate", "--store", "clickhouse://127.0.0.1:9/obs",
+                        "--data-dir", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    assert "Error: cannot reach ClickHouse at 127.0.0.1:9" in r.stderr
 
 
 CLICKHOUSE = os.environ.get("SONDE_TEST_CLICKHOUSE_URL")

@@ -60,15 +60,23 @@ def migrate(data_dir, store, config_file) -> None:
     """Bring the store's schema to this build's version; safe to run again.
 
     On chDB the server must be stopped (one process per data directory). On a cluster,
-    run it once before starting (or upgrading) the API replicas."""
+    run it once before starting (or upgrading) the API replicas: on an empty store it
+    also creates the default workspace and its keys (DATA_DIR/credentials.json), so
+    replicas starting together do not each create one."""
     from .._exceptions import SondeError
-    from ..store import open_executor, schema
+    from ..store import Store, open_executor, schema
+    from ..store.accounts import Accounts, bootstrap
 
     config = _config(config_file=config_file, data_dir=data_dir, store=store)
     try:
         ex, db = open_executor(config.store, config.data_dir)
         try:
             before, after = schema.migrate(ex, db or "sonde", config.retention_days)
+            s = Store(ex, db or "sonde", migrate=False)
+            try:
+                creds = bootstrap(Accounts(s), config.data_dir)
+            finally:
+                s.close(executor=False)
         finally:
             ex.close()
     except SondeError as exc:
@@ -77,6 +85,8 @@ def migrate(data_dir, store, config_file) -> None:
         click.echo(f"schema is at version {after}; nothing to do")
     else:
         click.echo(f"schema migrated from version {before} to {after}")
+    if creds:
+        click.echo(f"first start: keys written to {config.data_dir}/credentials.json")
 
 
 from ..agent.cli import agent  # noqa: E402

@@ -34,8 +34,12 @@ class Registrar:
     endpoints reach it). Answers are cached: an entity never moves to another parent.
     """
 
-    def __init__(self, inventory):
+    def __init__(self, inventory, *, remember_hardware: bool = True):
         self.inventory = inventory
+        # Only the store's sole writer may skip a write because it stored the same
+        # hardware before: with other replicas, one of them may have stored something
+        # else since, so each observation is compared with the stored doc instead.
+        self._remember_hw = remember_hardware
         self._parents: dict[tuple[str, str, str], str] = {}
         self._lock = threading.Lock()
         #: (ws, kind, id, chainlet) -> the hardware last stored for it by this process
@@ -88,9 +92,10 @@ class Registrar:
             return True
 
         with self._hw_lock:  # one writer per process: chainlets of one chain deployment share a doc
-            if self._hw.get(key) != pl.hw:
+            if not self._remember_hw or self._hw.get(key) != pl.hw:
                 self.inventory.amend(ws, owner.kind, owner.id, change)
-                self._hw[key] = pl.hw
+                if self._remember_hw:
+                    self._hw[key] = pl.hw
 
     def job_exit(self, ws: str, job: str, status: str, error: str, node_rank: int) -> None:
         """The agent's report that a training process ended (``sonde.job.status`` on a
@@ -125,7 +130,7 @@ class Queued:
 class Ingestor:
     def __init__(self, store: Store, inventory, *, shared_state: bool = False):
         self.store = store
-        self.registrar = Registrar(inventory)
+        self.registrar = Registrar(inventory, remember_hardware=not shared_state)
         self.cache = SeriesCache()
         self.state = SeriesState(store, shared=shared_state)
 

@@ -13,7 +13,6 @@ replicated shard confirm on that many replicas.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,32 +83,21 @@ class ClickHouseExecutor(Executor):
         self.exclusive = False
         self._settings = {**url.settings, **_FIXED}
         self._insert_settings = {**self._settings, **(_CLUSTER_INSERTS if url.cluster else {})}
-        self._local = threading.local()
-        self._clients: list[Any] = []
-        self._clients_lock = threading.Lock()
-        self._connect = lambda: clickhouse_connect.get_client(
-            host=url.host, port=url.port, username=url.username, password=url.password,
-            secure=url.secure, database="default", settings=self._settings,
-            autogenerate_session_id=False,
-        )
-        self._client()  # fail at start, not at the first request, on a wrong URL
+        # One client for every thread: clickhouse-connect keeps each call's state in its
+        # own context and draws connections from a urllib3 pool, and without a session
+        # id concurrent calls do not collide.
+        try:
+            self._client = clickhouse_connect.get_client(
+                host=url.host, port=url.port, username=url.username, password=url.password,
+                secure=url.secure, database="default", settings=self._settings,
+                autogenerate_session_id=False,
+            )
+        except Exception as exc:  # fail at start, not at the first request, on a wrong URL
+            raise StoreError(f"cannot reach ClickHouse at {url.host}:{url.port}: {exc}") from exc
 
     @classmethod
     def from_url(cls, url: str) -> "ClickHouseExecutor":
         return cls(ClickHouseURL.parse(url))
-
-    def _client(self):
-        # A clickhouse-connect client is not safe across threads (its session and
-        # pool state): one per thread, all to the same server.
-        client = getattr(self._local, "client", None)
-        if client is None:
-            try:
-                client = self._local.client = self._connect()
-            except Exception as exc:
-                raise StoreError(f"cannot reach ClickHouse at {self.url.host}:{self.url.port}: {exc}") from exc
-            with self._clients_lock:
-                self._clients.append(client)
-        return client
 
     def _params(self, params: Mapping[str, Any] | None) -> dict[str, Any] | None:
         return {k: _param(v) for k, v in params.items()} if params else None
@@ -117,7 +105,7 @@ class ClickHouseExecutor(Executor):
     def command(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         settings = self._insert_settings if sql.lstrip()[:6].upper() == "INSERT" else None
         try:
-            self._client().command(sql, parameters=self._params(params), settings=settings)
+            self._client.command(sql, parameters=self._params(params), settings=settings)
         except StoreError:
             raise
         except Exception as exc:
@@ -125,7 +113,7 @@ class ClickHouseExecutor(Executor):
 
     def query_arrow(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
         try:
-            return self._client().query_arrow(sql, parameters=self._params(params), use_strings=True)
+            return self._client.query_arrow(sql, parameters=self._params(params), use_strings=True)
         except StoreError:
             raise
         except Exception as exc:
@@ -133,15 +121,11 @@ class ClickHouseExecutor(Executor):
 
     def insert_arrow(self, table: str, data: pa.Table) -> None:
         try:
-            self._client().insert_arrow(table, data, settings=self._insert_settings)
+            self._client.insert_arrow(table, data, settings=self._insert_settings)
         except StoreError:
             raise
         except Exception as exc:
             raise StoreError(str(exc).strip()) from exc
 
     def close(self) -> None:
-        with self._clients_lock:
-            clients, self._clients = self._clients, []
-        for client in clients:
-            client.close()
-        self._local = threading.local()
+        self._client.close()
