@@ -34,6 +34,9 @@ from .metrics import intern_bounds
 
 #: seq is about wall-clock nanoseconds: replay what committed up to 5 min before the newest state row
 REPLAY_MARGIN_NS = 300 * 10**9
+#: a shared-state read touches a few rows per part, more threads only add start-up cost;
+#: on a cluster its key columns name the one shard (of several) that holds the series
+_POINT_READ = " SETTINGS max_threads = 1, optimize_skip_unused_shards = 1"
 _NAN = float("nan")
 _TS = pa.timestamp("ns", tz="UTC")
 
@@ -224,29 +227,38 @@ class SeriesState:
     def load(self) -> None:
         self._state = {h: js for h, (_, js) in self._read("", {}).items()}
 
-    def _read(self, where: str, params: dict) -> dict[int, tuple[int, str]]:
+    def _read(self, where: str, params: dict, points_where: str = "") -> dict[int, tuple[int, str]]:
         """Durable state per series, as (time of its point, JSON): ``series_state``,
-        overtaken by any newer ``cum_state`` committed after it."""
+        overtaken by any newer ``cum_state`` committed after it. ``points_where``
+        narrows the replay further (by the sort key's leading columns)."""
         ex, t = self.store.ex, self.store.t
         saved = ex.query_arrow(
             f"SELECT series, toUnixTimestamp64Nano(ts) AS t, state, seq FROM {t('series_state')} FINAL"
-            f" WHERE 1 {where}", params,
+            f" WHERE 1 {where}" + _POINT_READ * bool(points_where), params,
         ).to_pydict()
         state = {h: (ts, js) for h, ts, js in zip(saved["series"], saved["t"], saved["state"])}
         since = max(0, max(saved["seq"], default=0) - REPLAY_MARGIN_NS)
         replay = ex.query_arrow(
             f"SELECT series, toUnixTimestamp64Nano(max(ts)) AS t, argMax(cum_state, ts) AS state"
-            f" FROM {t('metric_points')} WHERE seq > {{since:UInt64}} AND cum_state != '' {where}"
-            f" GROUP BY series", {**params, "since": since},
+            f" FROM {t('metric_points')} WHERE seq > {{since:UInt64}} AND cum_state != '' {where} {points_where}"
+            f" GROUP BY series" + _POINT_READ * bool(points_where), {**params, "since": since},
         ).to_pydict()
         for series, ts, js in zip(replay["series"], replay["t"], replay["state"]):
             if ts > state.get(series, (-1, ""))[0]:
                 state[series] = (ts, js)
         return state
 
-    def _sync(self, ws: str, series: list[int]) -> None:
-        """Shared mode: take the store's state for ``series`` where it is newer."""
-        durable = self._read("AND ws = {ws:String} AND series IN {ids:Array(UInt64)}", {"ws": ws, "ids": series})
+    def _sync(self, ws: str, series: list[int], keys: set[tuple[str, str, str]]) -> None:
+        """Shared mode: take the store's state for ``series`` where it is newer.
+        ``keys`` (scope, entity, metric) let the replay use metric_points' sort key
+        instead of scanning every recent part of the workspace."""
+        scopes, entities, metrics = (sorted({k[i] for k in keys}) for i in range(3))
+        durable = self._read(
+            "AND ws = {ws:String} AND series IN {ids:Array(UInt64)}",
+            {"ws": ws, "ids": series, "scopes": scopes, "entities": entities, "metrics": metrics},
+            "AND scope IN {scopes:Array(String)} AND entity IN {entities:Array(String)}"
+            " AND metric IN {metrics:Array(String)}",
+        )
         for h, (ts, js) in durable.items():
             mine = self._get(h)
             if mine is None or ts > mine["t"]:
@@ -268,7 +280,8 @@ class SeriesState:
         segs = [(b, r0, r1, mode) for b in blocks for r0, r1, mode in b.stateful]
         hs = [e[0] for b, r0, r1, _ in segs for e in b.ents[r0:r1]]
         if self.shared and hs:
-            self._sync(ws, sorted(set(hs)))
+            keys = {(g[1], g[2], g[4]) for b, r0, r1, _ in segs for g in map(b.groups.__getitem__, set(b.gidx[r0:r1]))}
+            self._sync(ws, sorted(set(hs)), keys)
         if len(set(hs)) == len(hs):
             for b, r0, r1, mode in segs:
                 if mode == "sum":
