@@ -76,7 +76,10 @@ def _param(v: Any) -> Any:
 
 class ClickHouseExecutor(Executor):
     def __init__(self, url: ClickHouseURL):
-        import clickhouse_connect
+        try:
+            import clickhouse_connect
+        except ImportError:
+            raise StoreError("a clickhouse:// store needs clickhouse-connect: pip install 'sonde[cluster]'") from None
 
         self.url = url
         self.cluster = url.cluster
