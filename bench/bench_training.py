@@ -12,13 +12,15 @@ process (auth, inventory, queries, JSON) and prints p50/p99 for 7 days (default 
 1800 s) and 1 h (default step: 10 s).
 
     .venv/bin/python bench/bench_training.py [--nodes 8] [--gpus 8] [--days 7] [--runs 30]
-        [--data-dir DIR] [--keep] [--reuse]
+        [--windows 6,20,48] [--data-dir DIR] [--keep] [--reuse]
 
 Data are generated with numpy straight into Arrow columns (``bench_metrics.table``) and
 written through ``Store.submit`` (the group-commit path ingest uses), one node per
-batch, then merged (OPTIMIZE FINAL) as a long-running server's background merges would
-have done. Each series' samples are drawn once per kind and rotated in time per node
-and GPU, so every series holds different data. docs/training.md has the figures.
+batch, so the training rollup's materialized view fills as ingest would fill it; then
+the points and the rollup are merged (OPTIMIZE FINAL) as a long-running server's
+background merges would have done. Each series' samples are drawn once per kind and
+rotated in time per node and GPU, so every series holds different data.
+docs/training.md has the figures.
 """
 
 from __future__ import annotations
@@ -95,6 +97,8 @@ def main() -> None:
     ap.add_argument("--nodes", type=int, default=8)
     ap.add_argument("--gpus", type=int, default=8)
     ap.add_argument("--days", type=float, default=7)
+    ap.add_argument("--windows", default="",
+                    help="more windows to time, comma-separated hours (e.g. 6,20,48); default: 7 d and 1 h only")
     add_store_options(ap)
     args = ap.parse_args()
 
@@ -108,12 +112,16 @@ def main() -> None:
             print(f"data: {data_dir}; 1 job x {args.nodes} nodes x {args.gpus} GPUs "
                   f"({args.nodes * (2 * args.gpus + 6)} series), every {INTERVAL_S} s for {args.days:g} days")
             load(store, lambda: generate(store, ws, args.nodes, args.gpus, args.days, end_ns))
+            t = time.perf_counter()
+            store.ex.command(f"OPTIMIZE TABLE {store.t('training_rollup')} FINAL")
+            print(f"  training rollup merged in {time.perf_counter() - t:.0f} s")
         app.state.inventory.ensure(ws, "training_project", PROJECT, "", {})
         app.state.inventory.ensure(ws, "training_job", JOB, PROJECT, {"current_status": "RUNNING"})
         url = f"/v1/training_projects/{PROJECT}/jobs/{JOB}/metrics"
         headers = {"Authorization": f"Bearer {creds['management_key']}"}
         end_ms = end_ns // 10**6
         cases = [(f"{min(args.days, 7):g} d", min(args.days, 7) * 86400_000), ("1 h", 3600_000)]
+        cases += [(f"{float(h):g} h", int(float(h) * 3600_000)) for h in args.windows.split(",") if h]
 
         async def measure():
             transport = httpx.ASGITransport(app=app)

@@ -33,7 +33,7 @@ def _tables(ex, db: str) -> set[str]:
 
 def test_migrate_creates_every_table_once_and_is_idempotent(executor, db):
     assert schema.migrate(executor, db, 30) == (0, schema.SCHEMA_VERSION)
-    assert _tables(executor, db) == {t.name for t in schema.TABLES}
+    assert _tables(executor, db) == {t.name for t in schema.TABLES} | {v.name for v in schema.VIEWS}
     assert schema.migrate(executor, db, 30) == (schema.SCHEMA_VERSION, schema.SCHEMA_VERSION)
     assert schema.current_version(executor, db) == schema.SCHEMA_VERSION
 
@@ -81,7 +81,7 @@ def test_cluster_ddl_is_the_embedded_table_replicated_behind_a_distributed_one(t
     embedded, = schema.create_table(table, "db", 30)
     local, dist = schema.create_table(table, "db", 30, cluster="obs")
     path = f"'/clickhouse/tables/{{shard}}/db/{table.name}_local', '{{replica}}'"
-    engine = "ReplacingMergeTree" if table.version else "MergeTree"
+    engine = table.engine or ("ReplacingMergeTree" if table.version else "MergeTree")
     assert f"CREATE TABLE IF NOT EXISTS db.{table.name}_local ON CLUSTER 'obs' (" in local
     assert f"ENGINE = Replicated{engine}({path}{', ' + table.version if table.version else ''})" in local
     # columns, codecs, partitioning, order and TTL are the embedded table's, character for character
@@ -167,7 +167,7 @@ def test_migrate_on_a_real_clickhouse_server_or_cluster():
         assert schema.migrate(ex, db, 30) == (schema.SCHEMA_VERSION,) * 2
         names = {t.name for t in schema.TABLES}
         expect = names | {f"{n}_local" for n in names} if ex.cluster else names
-        assert _tables(ex, db) == expect
+        assert _tables(ex, db) == expect | {v.name for v in schema.VIEWS}
     finally:
         ex.command(f"DROP DATABASE IF EXISTS {db}{on} SYNC")
         ex.close()

@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Request
+from fastapi import APIRouter, Body, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -173,26 +173,31 @@ def put_job(training_project_id: str, training_job_id: str, body: JobIn, request
 METRICS_PATH = "/v1/training_projects/{training_project_id}/jobs/{training_job_id}/metrics"
 
 
-def _metrics(request: Request, key: ApiKey, project_id: str, job_id: str, q: MetricsIn) -> dict:
+def _metrics(request: Request, key: ApiKey, project_id: str, job_id: str, q: MetricsIn) -> Response:
     valid_id(project_id, "training_project_id")
     valid_id(job_id, "training_job_id")
     # Parameters first: a malformed request is a 400 whether or not the job exists.
     window = tq.resolve(q.start_epoch_millis, q.end_epoch_millis, q.step_seconds)
-    _, job = _job(request.app.state.inventory, key.ws, project_id, job_id)
-    return tq.training_job_metrics(request.app.state.store, key.ws, job_id, window, job)
+    # The job's view only: its project's jobs (for latest_job) are not needed here.
+    inv = request.app.state.inventory
+    project = inv.get(key.ws, "training_project", project_id)
+    job = job_view(inv.get(key.ws, "training_job", job_id, parent=project_id), project)
+    # The body comes back as JSON text: ~50k points are too many for a generic encoder.
+    body = tq.training_job_metrics(request.app.state.store, key.ws, job_id, window, job)
+    return Response(body, media_type="application/json")
 
 
 @router.get(METRICS_PATH)
 def get_job_metrics(training_project_id: str, training_job_id: str, request: Request,
                     start_epoch_millis: int | None = None, end_epoch_millis: int | None = None,
-                    step_seconds: int | None = None, key: ApiKey = Depends(auth.management)) -> dict:
+                    step_seconds: int | None = None, key: ApiKey = Depends(auth.management)) -> Response:
     q = MetricsIn(start_epoch_millis=start_epoch_millis, end_epoch_millis=end_epoch_millis, step_seconds=step_seconds)
     return _metrics(request, key, training_project_id, training_job_id, q)
 
 
 @router.post(METRICS_PATH)
 def post_job_metrics(training_project_id: str, training_job_id: str, request: Request,
-                     key: ApiKey = Depends(auth.management), body: Any = Body(None)) -> dict:
+                     key: ApiKey = Depends(auth.management), body: Any = Body(None)) -> Response:
     if isinstance(body, bytes):  # JSON sent without a JSON Content-Type (the vendor's curl example)
         try:
             body = json.loads(body)

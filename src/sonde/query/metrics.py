@@ -116,6 +116,14 @@ def choose_sources(scan: Scan, metrics: list[VendorMetric]) -> set[str]:
     ).to_pylist()
     around = {r["metric"]: set(r["around"]) for r in rows}
     inside = {r["metric"]: set(r["inside"]) for r in rows}
+    return pick_sources(scan, metrics, around, inside, present)
+
+
+def pick_sources(scan: Scan, metrics: list[VendorMetric], around: dict[str, set[str]],
+                 inside: dict[str, set[str]], present: set[str] | None = None) -> set[str]:
+    """:func:`choose_sources`' decision from {source metric: replicas that sent data}
+    around and inside the window (training metrics learn these from the rows they read)."""
+    present = set() if present is None else present
     for vm in metrics:
         if vm.name in present:
             continue

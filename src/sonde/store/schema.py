@@ -16,6 +16,9 @@ Replicated* table created ON CLUSTER, behind a Distributed table named ``T`` sha
 shard and one deployment's data lives on one shard. The SQL above the store only ever
 names ``T``, so it is the same on both layouts.
 
+Materialized views (:data:`VIEWS`) fill summary tables inside the INSERT into
+metric_points, on each shard from and into its local tables.
+
 Schema changes are :data:`MIGRATIONS`, applied in order by :func:`migrate` and recorded
 in ``meta``; each statement is idempotent (IF NOT EXISTS), so a migration interrupted
 half way is simply run again.
@@ -30,7 +33,7 @@ from .._exceptions import StoreError
 from .base import Executor
 
 #: the newest entry of MIGRATIONS; a store at an older version needs ``sonde migrate``
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: scope values: which vendor entity a row of telemetry belongs to.
 SCOPES = ("deployment", "chainlet", "training_job", "loops")
@@ -57,6 +60,10 @@ class Table:
     version: str | None = None
     #: telemetry: partitioned by day and dropped after the retention
     telemetry: bool = False
+    #: another MergeTree-family engine (e.g. AggregatingMergeTree); None: as above
+    engine: str | None = None
+    #: table SETTINGS, e.g. "index_granularity = 1024"; None: the server's defaults
+    settings: str | None = None
 
 
 TABLES: tuple[Table, ...] = (
@@ -122,8 +129,72 @@ TABLES: tuple[Table, ...] = (
             attrs Map(LowCardinality(String), String) CODEC(ZSTD(1)),
             INDEX request_idx request_id TYPE bloom_filter(0.01) GRANULARITY 4""",
           "(ws, scope, entity, ts, seq)", "cityHash64(ws, entity)", telemetry=True),
+    # Training-job metrics per series and bucket (ROLLUP_LEVELS_S), filled by the
+    # materialized view of VIEWS inside every insert into metric_points; rows of one key
+    # add up at merges (and under FINAL when read). Bucket start in ``ts`` (seconds);
+    # gpu, mount and node_id are the point's attributes, read once here instead of from
+    # every point's map at query time (query/training_values.py, docs/training.md).
+    Table("training_rollup", """ws LowCardinality(String),
+            entity String,
+            res UInt32,
+            metric LowCardinality(String),
+            monotonic Bool,
+            series UInt64,
+            ts DateTime('UTC') CODEC(DoubleDelta, LZ4),
+            unit LowCardinality(String),
+            replica LowCardinality(String),
+            node_rank Int32,
+            gpu LowCardinality(String),
+            mount LowCardinality(String),
+            node_id LowCardinality(String),
+            n SimpleAggregateFunction(sum, UInt64),
+            total SimpleAggregateFunction(sum, Float64),
+            first_ns SimpleAggregateFunction(min, Int64) CODEC(Delta, LZ4),
+            last_ns SimpleAggregateFunction(max, Int64) CODEC(Delta, LZ4)""",
+          "(ws, entity, res, metric, series, ts, monotonic, unit, replica, node_rank, gpu, mount, node_id)",
+          # small granules: a query reads one level, one metric or a few days of it
+          "cityHash64(ws, entity)", telemetry=True, engine="AggregatingMergeTree",
+          settings="index_granularity = 1024"),
 )
 BY_NAME = {t.name: t for t in TABLES}
+
+#: metrics the training rollup keeps (the sources of query/training.METRICS), and its
+#: bucket lengths in seconds: the values' levels, and one day for each series' labels
+ROLLUP_METRICS = ("hw.gpu.memory.usage", "hw.gpu.utilization", "process.cpu.time", "container.cpu.time",
+                  "process.memory.usage", "container.memory.working_set", "system.filesystem.usage",
+                  "system.filesystem.limit")
+ROLLUP_LEVELS_S = (60, 300, 600, 86400)
+#: meta key: one more than the largest ``seq`` when the rollup's view was created;
+#: points below it may be missing from the rollup, so windows holding any are read raw
+ROLLUP_FROM_SEQ = "training_rollup_from_seq"
+
+
+@dataclass(frozen=True)
+class View:
+    """A materialized view from metric_points into ``target`` (on a cluster: from and
+    to the shard's local tables; both are sharded alike, so rows stay on their shard)."""
+
+    name: str
+    target: str
+    #: SELECT with ``{src}`` where the source table goes
+    select: str
+
+
+_ROLLUP_SELECT = f"""SELECT ws, entity, res, metric, monotonic, series,
+       toDateTime(intDiv(t_ns, res * 1000000000) * res, 'UTC') AS ts, unit, replica, node_rank, gpu, mount, node_id,
+       count() AS n, sum(value) AS total, min(t_ns) AS first_ns, max(t_ns) AS last_ns
+FROM (
+    SELECT ws, entity, metric, monotonic, series, toUnixTimestamp64Nano(ts) AS t_ns, unit, replica, node_rank,
+           if(mapContains(attrs, 'hw.gpu.index'), attrs['hw.gpu.index'], attrs['gpu']) AS gpu,
+           attrs['sonde.mount'] AS mount, attrs['sonde.node_id'] AS node_id, value
+    FROM {{src}}
+    WHERE scope = 'training_job' AND kind IN ('gauge', 'sum')
+      AND metric IN ({", ".join(f"'{m}'" for m in ROLLUP_METRICS)})
+)
+ARRAY JOIN [{", ".join(str(r) for r in ROLLUP_LEVELS_S)}] AS res
+GROUP BY ws, entity, res, metric, monotonic, series, ts, unit, replica, node_rank, gpu, mount, node_id"""
+
+VIEWS: tuple[View, ...] = (View("training_rollup_mv", "training_rollup", _ROLLUP_SELECT),)
 
 
 def _on(cluster: str | None) -> str:
@@ -137,7 +208,7 @@ def create_database(db: str, cluster: str | None) -> str:
 def create_table(t: Table, db: str, retention_days: int, cluster: str | None = None) -> list[str]:
     """DDL for ``t``: one statement embedded; the replicated local table and the
     Distributed table in front of it on a cluster."""
-    engine = "ReplacingMergeTree" if t.version else "MergeTree"
+    engine = t.engine or ("ReplacingMergeTree" if t.version else "MergeTree")
     local = f"{t.name}_local" if cluster else t.name
     args = [f"'/clickhouse/tables/{{shard}}/{db}/{local}'", "'{replica}'"] if cluster else []
     args += [t.version] if t.version else []
@@ -148,11 +219,19 @@ def create_table(t: Table, db: str, retention_days: int, cluster: str | None = N
     parts.append(f"ORDER BY {t.order_by}")
     if t.telemetry:
         parts.append(f"TTL toDateTime(ts) + INTERVAL {int(retention_days)} DAY")
+    if t.settings:
+        parts.append(f"SETTINGS {t.settings}")
     ddl = ["\n".join(parts)]
     if cluster:
         ddl.append(f"CREATE TABLE IF NOT EXISTS {db}.{t.name}{_on(cluster)} AS {db}.{local}"
                    f" ENGINE = Distributed('{cluster}', '{db}', '{local}', {t.shard_by})")
     return ddl
+
+
+def create_view(v: View, db: str, cluster: str | None = None) -> str:
+    suffix = "_local" if cluster else ""
+    return (f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{v.name}{_on(cluster)} TO {db}.{v.target}{suffix}"
+            f" AS {v.select.format(src=f'{db}.metric_points{suffix}')}")
 
 
 @dataclass(frozen=True)
@@ -167,8 +246,20 @@ def _v1(db: str, retention_days: int, cluster: str | None) -> list[str]:
     return [s for t in TABLES for s in create_table(t, db, retention_days, cluster)]
 
 
+def _v2(db: str, retention_days: int, cluster: str | None) -> list[str]:
+    # Migration 1 renders every table, so a new store already has the rollup; a store
+    # at version 1 gets it here. The view sees inserts from its creation on; the seq
+    # recorded after it marks which points the rollup may lack (re-running records a
+    # later one, which is only more cautious).
+    return [*create_table(BY_NAME["training_rollup"], db, retention_days, cluster),
+            *(create_view(v, db, cluster) for v in VIEWS),
+            f"INSERT INTO {db}.meta (key, value, version) SELECT '{ROLLUP_FROM_SEQ}', toString(max(seq) + 1), 2"
+            f" FROM {db}.metric_points"]
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "workspaces, keys, inventory, metric points, series state, logs", _v1),
+    Migration(2, "training rollup: per-bucket summaries of training-job metrics, filled at insert", _v2),
 )
 
 
