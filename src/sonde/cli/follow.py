@@ -42,20 +42,28 @@ def follow(api, path: str, params: dict, *, backlog: int, interval: float, polls
     for line in first:
         emit(line)
         cursor, seen = _advance(cursor, seen, line)
-    done = 0
+    done, floor_ms = 0, 0
     try:
         while polls is None or done < polls:
-            start_ms = cursor // 10**6 if cursor else int(time.time() * 1000) - 60_000
+            start_ms = max(cursor // 10**6 if cursor else int(time.time() * 1000) - 60_000, floor_ms)
             page = api.call("GET", path, params={**params, "direction": "asc", "limit": PAGE,
                                                  "start_epoch_millis": start_ms})["logs"]
             done += 1
+            printed = 0
             for line in page:
                 ts = int(line["timestamp"])
                 if ts < cursor or (ts == cursor and _key(line) in seen):
                     continue
                 emit(line)
+                printed += 1
                 cursor, seen = _advance(cursor, seen, line)
-            if len(page) < PAGE:
+            if len(page) == PAGE and not printed:
+                # A whole page inside one millisecond, all printed already: the API pages by
+                # millisecond only, so the rest of that millisecond cannot be reached.
+                floor_ms = start_ms + 1
+                click.echo(f"sonde logs: over {PAGE} lines in the millisecond {start_ms}; skipping the rest of it",
+                           err=True)
+            elif len(page) < PAGE:
                 time.sleep(interval)
     except KeyboardInterrupt:
         pass
