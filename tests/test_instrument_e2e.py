@@ -274,6 +274,8 @@ def test_plain_opentelemetry_fastapi_app_shows_up(server):
     want = {"2xx": 20, "4xx": 5, "5xx": 3}
     out = query(server, OTEL_DEP, since_ms, REQUESTS, LATENCY, want=lambda o: counts_of(o) == want)
     assert counts_of(out) == want
-    # Sent in milliseconds, shown in seconds: every request slept 50 ms.
+    # Sent in milliseconds, shown in seconds: every request slept 50 ms. The upper bound
+    # leaves room for a loaded machine (a request slowed past 100 ms lands in the SDK's
+    # (100, 250] ms bucket) while a unit error (50, or 0.00005) still fails.
     p50 = {k: v for k, v in out[LATENCY].items() if k != "avg"}
-    assert all(0.04 <= v <= 0.2 for v in p50.values()), out[LATENCY]
+    assert all(0.04 <= v <= 0.5 for v in p50.values()), out[LATENCY]
