@@ -36,15 +36,14 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
-import statistics
 import sys
 import tempfile
-import threading
 import time
 
 import httpx
 import numpy as np
 
+from bench_ingest import post_concurrently
 from bench_storage import SimNode, SimReplicaHttp, serving_lines
 from sonde.agent import otlp
 from sonde.agent.logs import make_record
@@ -163,47 +162,19 @@ def end_to_end(signal: str, bodies: list[list[tuple[bytes, int]]]) -> dict:
     warm, timed = [b[0] for b in bodies], [b[1:] for b in bodies]
     items = sum(n for b in timed for _, n in b)
     requests = sum(len(b) for b in timed)
-    latencies: list[float] = []
-    errors: list[str] = []
     with tempfile.TemporaryDirectory(prefix="sonde-bench-fleet-") as data:
         server = BenchServer(data, port=free_port()).start()
         try:
-            url = f"{server.url}/v1/otlp/v1/{signal}"
             headers = {"Authorization": f"Bearer {server.creds['ingest_key']}",
                        "Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"}
-            with httpx.Client(timeout=120) as c:
-                for body, _ in warm:
-                    c.post(url, content=body, headers=headers).raise_for_status()
-            barrier = threading.Barrier(len(timed) + 1)
-
-            def run(mine):
-                with httpx.Client(timeout=120) as c:
-                    barrier.wait()
-                    for body, _ in mine:
-                        t = time.perf_counter()
-                        r = c.post(url, content=body, headers=headers)
-                        latencies.append(time.perf_counter() - t)
-                        if r.status_code != 200:
-                            errors.append(f"{r.status_code} {r.content[:200]!r}")
-
-            threads = [threading.Thread(target=run, args=(b,)) for b in timed]
-            for t in threads:
-                t.start()
-            ex0, cpu0 = server.executor_cpu(), thread_cpu(server.proc.pid)
-            barrier.wait()
-            start = time.perf_counter()
-            for t in threads:
-                t.join()
-            elapsed = time.perf_counter() - start
-            py, other = cpu_split(cpu0, thread_cpu(server.proc.pid))
-            executor = server.executor_cpu() - ex0
+            r = post_concurrently(signal, f"{server.url}/v1/otlp/v1/{signal}", headers, [b for b, _ in warm], timed,
+                                  lambda: (server.executor_cpu(), thread_cpu(server.proc.pid)))
         finally:
             server.stop()
-    if errors:
-        raise SystemExit(f"{signal}: {len(errors)} failed requests, first: {errors[0]}")
-    lat = sorted(latencies)
-    return {"requests": requests, "items": items, "elapsed": elapsed, "py": py, "other": other, "ex": executor,
-            "p50": statistics.median(lat) * 1000, "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000}
+    (ex0, cpu0), (ex1, cpu1) = r["before"], r["after"]
+    py, other = cpu_split(cpu0, cpu1)
+    return {"requests": requests, "items": items, "elapsed": r["elapsed"], "py": py, "other": other,
+            "ex": ex1 - ex0, "p50": r["p50"], "p99": r["p99"]}
 
 
 def main() -> None:

@@ -113,6 +113,46 @@ def decode_only(kind: str, bodies: list[bytes], points: int) -> tuple[float, flo
     return n / (time.perf_counter() - start), n / (time.thread_time() - cpu)
 
 
+def post_concurrently(label: str, url: str, headers: dict, warm: list[bytes],
+                      timed: list[list[tuple[bytes, int]]], sample) -> dict:
+    """Post the ``warm`` bodies one by one, off the clock; then each client's ``timed``
+    bodies from a thread of its own, all released together. ``sample()`` is read just
+    before the release and after the last answer (``before`` / ``after``); any failed
+    request ends the benchmark."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    with httpx.Client(timeout=120) as c:
+        for body in warm:
+            c.post(url, content=body, headers=headers).raise_for_status()
+    barrier = threading.Barrier(len(timed) + 1)
+
+    def run(mine):
+        with httpx.Client(timeout=120) as c:
+            barrier.wait()
+            for body, _ in mine:
+                t = time.perf_counter()
+                r = c.post(url, content=body, headers=headers)
+                latencies.append(time.perf_counter() - t)
+                if r.status_code != 200:
+                    errors.append(f"{r.status_code} {r.content[:200]!r}")
+
+    threads = [threading.Thread(target=run, args=(b,)) for b in timed]
+    for t in threads:
+        t.start()
+    before = sample()
+    barrier.wait()
+    start = time.perf_counter()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    after = sample()
+    if errors:
+        raise SystemExit(f"{label}: {len(errors)} failed requests, first: {errors[0]}")
+    lat = sorted(latencies)
+    return {"elapsed": elapsed, "before": before, "after": after, "requests": len(lat),
+            "p50": statistics.median(lat) * 1000, "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000}
+
+
 def end_to_end(kind: str, clients: int, per_client: int, state_sync: str = "auto") -> dict:
     make, signal = WORKLOADS[kind]
     # request 0 of each client warms the server (registration, series cache, state)
@@ -123,47 +163,17 @@ def end_to_end(kind: str, clients: int, per_client: int, state_sync: str = "auto
     with tempfile.TemporaryDirectory(prefix="sonde-bench-") as data:
         server = LiveServer(data, env={"SONDE_STATE_SYNC": state_sync}).start()
         try:
-            key = server.creds["ingest_key"]
-            latencies: list[float] = []
-            errors: list[str] = []
-            url = f"{server.url}/v1/otlp/v1/{signal}"
-            headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/x-protobuf"}
-            with httpx.Client(timeout=120) as warm:
-                for body in warmups:
-                    warm.post(url, content=body, headers=headers).raise_for_status()
-            barrier = threading.Barrier(clients + 1)
-
-            def run(mine):
-                with httpx.Client(timeout=120) as c:
-                    barrier.wait()
-                    for body, _ in mine:
-                        t = time.perf_counter()
-                        r = c.post(url, content=body, headers=headers)
-                        latencies.append(time.perf_counter() - t)
-                        if r.status_code != 200:
-                            errors.append(f"{r.status_code} {r.content[:200]!r}")
-
-            threads = [threading.Thread(target=run, args=(b,)) for b in bodies]
-            for t in threads:
-                t.start()
+            headers = {"Authorization": f"Bearer {server.creds['ingest_key']}",
+                       "Content-Type": "application/x-protobuf"}
             proc = psutil.Process(server.proc.pid)
-            cpu0 = proc.cpu_times()
-            barrier.wait()
-            start = time.perf_counter()
-            for t in threads:
-                t.join()
-            elapsed = time.perf_counter() - start
-            cpu1 = proc.cpu_times()
-            server_cpu = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
+            r = post_concurrently(kind, f"{server.url}/v1/otlp/v1/{signal}", headers, warmups, bodies,
+                                  lambda: sum(proc.cpu_times()[:2]))
         finally:
             server.stop()
-    if errors:
-        raise SystemExit(f"{kind}: {len(errors)} failed requests, first: {errors[0]}")
-    lat = sorted(latencies)
+    server_cpu = r["after"] - r["before"]
     return {
-        "rate": points * clients * per_client / elapsed, "points": points, "requests": len(lat),
-        "per_cpu": points * clients * per_client / server_cpu,
-        "p50": statistics.median(lat) * 1000, "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
+        "rate": points * clients * per_client / r["elapsed"], "points": points, "requests": r["requests"],
+        "per_cpu": points * clients * per_client / server_cpu, "p50": r["p50"], "p99": r["p99"],
         "decode": decode_only(kind, [b for b, _ in bodies[0]], points),
     }
 

@@ -197,15 +197,22 @@ def generate(store: Store, ws: str, deployments: int, days: float, replicas: int
     rng = np.random.default_rng(seed)
     n = int(days * 86400 / INTERVAL_S)
     shapes = make_shapes(rng, n, exponential)
+    batches = (deployment_tables(rng, shapes, ws, d, end_ns, n, replicas,
+                                 "exponential" if exponential and d == target else "explicit")
+               for d in range(deployments))
+    return submit_pipelined(store, batches, deployments, "deployments")
+
+
+def submit_pipelined(store, batches, total: int, what: str) -> int:
+    """Commit each batch of metric_points tables while the next one is generated (two at
+    most in memory); returns the rows."""
     rows, pending = 0, []
-    for d in range(deployments):
-        hist = "exponential" if exponential and d == target else "explicit"
-        tables = deployment_tables(rng, shapes, ws, d, end_ns, n, replicas, hist)
+    for i, tables in enumerate(batches):
         rows += sum(t.num_rows for t in tables)
         pending.append(store.submit({"metric_points": pa.concat_tables(tables)}))
-        if len(pending) >= 2:  # bounded memory: one batch generating while one commits
+        if len(pending) >= 2:
             pending.pop(0).result()
-        print(f"\r  generated {d + 1}/{deployments} deployments, {rows:,} rows", end="", flush=True)
+        print(f"\r  generated {i + 1}/{total} {what}, {rows:,} rows", end="", flush=True)
     for f in pending:
         f.result()
     print()

@@ -33,7 +33,9 @@ import httpx
 import numpy as np
 import pyarrow as pa
 
-from bench_metrics import INTERVAL_S, add_store_options, bench_app, last_ts_ns, load, percentile, table
+from bench_metrics import (
+    INTERVAL_S, add_store_options, bench_app, last_ts_ns, load, percentile, submit_pipelined, table,
+)
 from sonde.store import Store
 
 PROJECT, JOB = "bench-project", "bench-job"
@@ -78,18 +80,8 @@ def generate(store: Store, ws: str, nodes: int, gpus: int, days: float, end_ns: 
         "cpu": rng.uniform(40, 80, n),  # CPU seconds per 10 s: 4-8 cores busy
         "rss": rng.normal(200 * GIB, 5 * GIB, n), "fs": np.linspace(50, 150, n) * GIB,
     }
-    rows, pending = 0, []
-    for rank in range(nodes):
-        tables = node_tables(rng, shapes, ws, rank, gpus, ts)
-        rows += sum(t.num_rows for t in tables)
-        pending.append(store.submit({"metric_points": pa.concat_tables(tables)}))
-        if len(pending) >= 2:  # bounded memory: one batch generating while one commits
-            pending.pop(0).result()
-        print(f"\r  generated {rank + 1}/{nodes} nodes, {rows:,} rows", end="", flush=True)
-    for f in pending:
-        f.result()
-    print()
-    return rows
+    return submit_pipelined(store, (node_tables(rng, shapes, ws, rank, gpus, ts) for rank in range(nodes)),
+                            nodes, "nodes")
 
 
 def main() -> None:

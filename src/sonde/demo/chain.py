@@ -34,9 +34,9 @@ import numpy as np
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel
 
-from ..instrument import SondeMiddleware, SondeTelemetry, configure, current_request_id
+from ..instrument import SondeMiddleware, SondeTelemetry, current_request_id
 from .model import N_FEATURES, load_or_fit
-from .model_server import _not_health, _setup_logging, with_health
+from .model_server import _setup_logging, demo_telemetry, serve, with_health
 from .stack import CHAIN, CHAIN_DEPLOYMENT
 MAX_ROWS = 256
 CLIP = 6.0
@@ -152,28 +152,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--chain-deployment-id", default=CHAIN_DEPLOYMENT)
     p.add_argument("--export-interval", type=float, default=10.0, help="seconds between metric exports")
     args = p.parse_args(argv)
-
-    import uvicorn
-
     _setup_logging()
-    try:
-        telemetry = configure(logs=False, export_interval_s=args.export_interval,
-                              service_name=f"sonde-demo-chainlet-{args.role}",
-                              resource_attributes={"sonde.chain_id": args.chain_id,
-                                                   "sonde.chain_deployment_id": args.chain_deployment_id,
-                                                   "sonde.chainlet_id": args.role})
-    except ValueError as exc:  # run on its own, without SONDE_SERVER and a key
-        log.warning("not reporting to Sonde: %s", exc)
-        telemetry = None
+    telemetry = demo_telemetry(args.export_interval, f"sonde-demo-chainlet-{args.role}", log,
+                               {"sonde.chain_id": args.chain_id, "sonde.chain_deployment_id": args.chain_deployment_id,
+                                "sonde.chainlet_id": args.role})
     if args.role == "predict":
         app, _ = build_predict(args.cache_dir, telemetry)
     else:
         app, _ = build_preprocess(args.predict_url, telemetry)
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=5)
-    logging.getLogger("uvicorn.access").addFilter(_not_health)
     log.info("%s chainlet (pid %d) on %s:%d", args.role, os.getpid(), args.host, args.port)
-    uvicorn.Server(config).run()
-
+    serve(app, args.host, args.port)
 
 if __name__ == "__main__":
     main()

@@ -43,9 +43,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from ..instrument import SondeMiddleware, SondeTelemetry, configure
+from ..instrument import SondeMiddleware, SondeTelemetry
 from .model import N_FEATURES
-from .model_server import _not_health, _setup_logging, _validation_summary, with_health
+from .model_server import _setup_logging, _validation_summary, demo_telemetry, serve, with_health
 from .stack import ENVIRONMENT, free_port
 
 LOOPS_DEPLOYMENT, LOOPS_NODES = "demo-loops-v1", 2
@@ -291,29 +291,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--step-interval", type=float, default=0.5, help="seconds per policy step (compute, then a sleep)")
     p.add_argument("--export-interval", type=float, default=10.0, help="seconds between metric exports")
     args = p.parse_args(argv)
-
-    import uvicorn
-
     _setup_logging()
-    try:
-        # The node's rank and id ride on the request metrics as on the agent's samples,
-        # so both read as the same node.
-        telemetry = configure(logs=False, export_interval_s=args.export_interval,
-                              service_name="sonde-demo-loops-trainer",
-                              resource_attributes={"sonde.loops_deployment_id": args.loops_deployment_id,
-                                                   "sonde.node_rank": str(args.rank),
-                                                   "sonde.node_id": args.node_id or f"node-{args.rank}"})
-    except ValueError as exc:  # run on its own, without SONDE_SERVER and a key
-        log.warning("not reporting to Sonde: %s", exc)
-        telemetry = None
+    # The node's rank and id ride on the request metrics as on the agent's samples, so
+    # both read as the same node.
+    telemetry = demo_telemetry(args.export_interval, "sonde-demo-loops-trainer", log,
+                               {"sonde.loops_deployment_id": args.loops_deployment_id,
+                                "sonde.node_rank": str(args.rank), "sonde.node_id": args.node_id or f"node-{args.rank}"})
     if args.cache_dir:
         os.makedirs(args.cache_dir, exist_ok=True)
     app = build_app(Trainer(args.rank, args.cache_dir, args.step_interval), telemetry)
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=5)
-    logging.getLogger("uvicorn.access").addFilter(_not_health)
     log.info("trainer rank %d (pid %d) on %s:%d", args.rank, os.getpid(), args.host, args.port)
-    uvicorn.Server(config).run()
-
+    serve(app, args.host, args.port)
 
 if __name__ == "__main__":
     main()

@@ -230,25 +230,32 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--export-interval", type=float, default=10.0, help="seconds between metric exports")
     p.add_argument("--min-load-seconds", type=float, default=3.0, help="shortest start-up (the replica is starting)")
     args = p.parse_args(argv)
-
-    import uvicorn
-
     _setup_logging()
+    telemetry = demo_telemetry(args.export_interval, "sonde-demo-model-server", log_model)
+    serve(build_app(Loader(args.cache_dir, args.min_load_seconds), telemetry), args.host, args.port)
+
+
+def demo_telemetry(export_interval: float, service_name: str, log: logging.Logger,
+                   resource: dict[str, str] | None = None) -> SondeTelemetry | None:
+    """The request instruments of a demo server, or None when it runs on its own."""
     try:
         # Log lines travel once: printed to stdout, where `sonde agent run` ships them.
         # Exporting them over OTLP as well would store every line twice.
-        telemetry = configure(logs=False, export_interval_s=args.export_interval,
-                              service_name="sonde-demo-model-server")
+        return configure(logs=False, export_interval_s=export_interval, service_name=service_name,
+                         resource_attributes=resource)
     except ValueError as exc:  # run on its own, without SONDE_SERVER and a key
-        log_model.warning("not reporting to Sonde: %s", exc)
-        telemetry = None
-    app = build_app(Loader(args.cache_dir, args.min_load_seconds), telemetry)
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=5)
+        log.warning("not reporting to Sonde: %s", exc)
+        return None
+
+
+def serve(app, host: str, port: int) -> None:
+    import uvicorn
+
+    config = uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
     # After Config, which installs uvicorn's logging: health probes every second or two
     # would otherwise be most of the access log.
     logging.getLogger("uvicorn.access").addFilter(_not_health)
     uvicorn.Server(config).run()
-
 
 if __name__ == "__main__":
     main()

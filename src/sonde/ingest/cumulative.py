@@ -346,16 +346,17 @@ class SeriesState:
             if not ours:
                 return
             try:
-                durable = self._read(
+                read = self._read(
                     "AND ws = {ws:String} AND series IN {ours:Array(UInt64)}", {"ws": change.ws, "ours": ours}
                 )
+                durable = {h: js for h, (_, js) in read.items()}
             except Exception:  # the store is failing: the in-memory past is the best left
                 durable = {h: change.before.get(h) for h in ours}
             for h in ours:
                 if durable.get(h) is None:
                     self._state.pop(h, None)
                 else:
-                    self._state[h] = durable[h][1] if isinstance(durable[h], tuple) else durable[h]
+                    self._state[h] = durable[h]
 
     def rows(self, ws: str, change: Change, seq: int) -> pa.Table:
         """``series_state`` rows for ``change``, all stamped with the request's last ``seq``."""
