@@ -97,7 +97,7 @@ def decode_only(kind: str, bodies: list[bytes], points: int) -> tuple[float, flo
 
     def once() -> None:
         for body in bodies:
-            msg = dec.decode(body, dec.PROTOBUF, signal)
+            msg = dec.decode(body, dec.Encoding.PROTOBUF, signal)
             if signal == "metrics":
                 walk = MetricsWalk("ws", cache, lambda ws, pl: "bench").walk(msg)
                 for b in walk.blocks.values():

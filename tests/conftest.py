@@ -23,6 +23,9 @@ import itertools
 import json
 import os
 import pathlib
+import site
+import sys
+import tempfile
 import threading
 
 import httpx
@@ -33,7 +36,6 @@ from sonde.settings import Config
 from sonde.store import Store
 from sonde.store.chdb import ChdbExecutor
 
-SPEC = pathlib.Path(__file__).resolve().parents[2] / "shared" / "spec"
 CLICKHOUSE_URL = os.environ.get("SONDE_TEST_CLICKHOUSE_URL")
 NO_CLICKHOUSE = "SONDE_TEST_CLICKHOUSE_URL is not set: no ClickHouse server to test against"
 EXECUTORS = (
@@ -42,6 +44,78 @@ EXECUTORS = (
 )
 MODES = ("steady", "restart", "replicas")
 _db_ids = itertools.count()
+
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+class Beside:
+    """Whether an opened path lies beside the checkout: under its parent folder, outside it.
+
+    The suite must pass in a clone with nothing beside it, so an audit hook below records
+    every such open. The interpreter's own folders (a venv, site-packages) may sit beside
+    the checkout and are allowed, as are dot-folders (a home directory's ``.cache``).
+    With the checkout at the root or in the temp dir everything is beside it (system files,
+    every test's temp files): the guard is off there.
+    """
+
+    def __init__(self, repo: pathlib.Path, allowed=()):
+        parent = os.path.dirname(str(repo))
+        self.active = parent not in (os.sep, tempfile.gettempdir())
+        self.parent = os.path.join(parent, "")
+        self.repo = os.path.join(str(repo), "")
+        self.allowed = tuple(a for a in (os.path.join(os.path.abspath(r), "") for r in allowed)
+                             if a.startswith(self.parent) and a != self.parent)
+
+    def __call__(self, path) -> str | None:
+        """The normalised path when it is beside the checkout, else None. Runs on every
+        open, so the common case (a path elsewhere) costs a prefix test."""
+        if not self.active:
+            return None
+        try:
+            p = os.fsdecode(os.fspath(path))
+            if not os.path.isabs(p) or "/.." in p or "/./" in p:
+                p = os.path.normpath(os.path.join(os.getcwd(), p))
+        except (TypeError, OSError):  # a file descriptor; a working directory since removed
+            return None
+        if not p.startswith(self.parent) or len(p) == len(self.parent):
+            return None
+        if (p + os.sep).startswith(self.repo) or p.startswith(self.allowed) or p.startswith(".", len(self.parent)):
+            return None
+        return p
+
+
+BESIDE = Beside(REPO, (sys.prefix, sys.base_prefix, sys.exec_prefix, site.getusersitepackages(),
+                       *site.getsitepackages()))
+OPENED_BESIDE: list[str] = []
+
+
+def _audit(event: str, args: tuple) -> None:
+    if event == "open" and args[0] is not None and (p := BESIDE(args[0])):
+        OPENED_BESIDE.append(p)
+
+
+sys.addaudithook(_audit)
+
+
+@pytest.fixture(autouse=True)
+def _stands_alone():
+    """Fail the test that opened a file beside the checkout."""
+    seen = len(OPENED_BESIDE)
+    yield
+    if len(OPENED_BESIDE) > seen:
+        pytest.fail(f"opened outside the checkout: {OPENED_BESIDE[seen:]}", pytrace=False)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # Opens outside any test (collection, imports, session fixtures) fail the run too.
+    if OPENED_BESIDE and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter):
+    if OPENED_BESIDE:
+        terminalreporter.write_line(f"files opened outside the checkout: {sorted(set(OPENED_BESIDE))}", red=True)
 
 
 def pytest_configure(config):

@@ -1,19 +1,27 @@
-"""Validate responses against the vendor's JSON schemas in management-openapi.json."""
+"""Validate responses against the vendor's JSON schemas.
+
+The vendor document is the one the package ships and serves
+(``sonde/api/vendor_openapi.json``, the in-scope part of the vendor's published
+management API spec); ``VENDOR_SHA256`` pins its bytes, so an edit to the shipped copy
+cannot silently move the schemas every test validates against (tests/test_openapi.py).
+"""
 
 from __future__ import annotations
 
 import json
-import pathlib
 from functools import lru_cache
+from importlib import resources
 
 import jsonschema
 
-SPEC_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared" / "spec" / "baseten"
+VENDOR_SPEC = resources.files("sonde.api").joinpath("vendor_openapi.json")
+#: sha256 of the vendor document as published, byte for byte.
+VENDOR_SHA256 = "ff55da70e99dbd31f7557e3ce647efaf82b63b24c2192dc9443f65b9ae7d47a5"
 
 
 @lru_cache(maxsize=1)
 def openapi() -> dict:
-    return json.loads((SPEC_DIR / "management-openapi.json").read_text())
+    return json.loads(VENDOR_SPEC.read_bytes())
 
 
 @lru_cache(maxsize=None)

@@ -75,7 +75,7 @@ def test_gpu_probe_prints_a_sample_and_its_cost(capsys):
 
 
 def test_last_error_line_of_a_training_process():
-    from sonde.agent.cli import LastError
+    from sonde.agent.supervisor import LastError
     from sonde.agent.logs import make_record
 
     e = LastError()

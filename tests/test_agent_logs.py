@@ -11,7 +11,7 @@ from sonde.agent.logs import make_record, parse
 from sonde.agent.model import CANONICAL
 
 CASES = [json.loads(l) for l in (pathlib.Path(__file__).parent / "fixtures" / "agent" / "log_lines.jsonl").open()]
-# What the server maps severity numbers to (SONDE.md: 1-8 DEBUG, 9-12 INFO, 13-16 WARNING, 17-24 ERROR).
+# What the server maps severity numbers to (docs/api.md#logs: 1-8 DEBUG, 9-12 INFO, 13-16 WARNING, 17-24 ERROR).
 SERVER_LEVEL = {"DEBUG": "DEBUG", "INFO": "INFO", "WARNING": "WARNING", "ERROR": "ERROR", "CRITICAL": "ERROR"}
 
 
@@ -42,7 +42,7 @@ def test_record_severity_maps_to_the_servers_level(case):
 
 
 def test_server_level_helper_matches_the_spec_ranges():
-    # the helper above is itself a claim about SONDE.md's ranges: check it at the edges
+    # the helper above is itself a claim about docs/api.md's ranges: check it at the edges
     assert [server_level(n) for n in (1, 8, 9, 12, 13, 16, 17, 24)] == [
         "DEBUG", "DEBUG", "INFO", "INFO", "WARNING", "WARNING", "ERROR", "ERROR"]
 

@@ -1,4 +1,4 @@
-"""Every error, whatever raised it, has the one envelope of SONDE.md."""
+"""Every error, whatever raised it, has the one envelope of docs/api.md#errors."""
 
 import pytest
 

@@ -1,10 +1,14 @@
+import pytest
+
 import sonde
+import sonde.instrument
 
 
-def test_all_names_exist_and_are_sorted():
-    assert sorted(sonde.__all__) == list(sonde.__all__)
-    for name in sonde.__all__:
-        assert hasattr(sonde, name), name
+@pytest.mark.parametrize("module", [sonde, sonde.instrument], ids=lambda m: m.__name__)
+def test_all_names_exist_and_are_sorted(module):
+    assert sorted(module.__all__) == list(module.__all__)
+    for name in module.__all__:
+        assert hasattr(module, name), name
 
 
 def test_exception_tree_matches_the_docstring():

@@ -6,7 +6,8 @@ import pathlib
 import pytest
 
 from sonde._exceptions import BadRequest
-from sonde.settings import SETTINGS, Config
+from sonde.cli.main import migrate, serve
+from sonde.settings import SETTINGS, Config, setting
 
 DOC = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "settings.md").read_text()
 
@@ -19,6 +20,16 @@ def test_every_setting_is_documented_with_its_default():
 def test_config_fields_are_exactly_the_settings_table():
     assert [f.name for f in dataclasses.fields(Config)] == [s.name for s in SETTINGS]
     assert all(getattr(Config(), s.name) == s.default for s in SETTINGS)
+
+
+@pytest.mark.parametrize("command", [serve, migrate], ids=lambda c: c.name)
+def test_server_flags_take_help_and_default_from_the_table(command):
+    flags = {p.name: p for p in command.params if p.name in {s.name for s in SETTINGS}}
+    assert {"data_dir", "store"} <= set(flags)
+    for name, flag in flags.items():
+        s = setting(name)
+        # None, so that the environment and the config file still apply under the flag
+        assert flag.default is None and flag.help == f"{s.help} [default: {s.default}; env: SONDE_{name.upper()}]"
 
 
 def test_environment_then_overrides_win():

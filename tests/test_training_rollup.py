@@ -20,7 +20,7 @@ from otlp_build import SEC, T0, encode, gauge, metrics_request, number, sum_metr
 from spec_schema import validate
 from sonde.query import training as tq
 from sonde.query import training_values as tv
-from sonde.query.window import Window
+from sonde.query.window import Window, iso
 from sonde.store import schema
 from test_metrics_values import tw_mean
 
@@ -169,7 +169,7 @@ def test_rollup_off_the_sample_grid_stays_within_the_documented_bound(job):
     bucket = tv.rollup_level(Window("SERIES", start // 10**6, end // 10**6, 900)) * SEC
     assert bucket == 300 * SEC
     stamps = [p["timestamp"] for p in body["gpu_utilization"]["0"]]
-    assert stamps == [tq.iso(a // 10**6) for a, _ in steps]
+    assert stamps == [iso(a // 10**6) for a, _ in steps]
     for field, samples, scale in (("gpu_utilization/0", UTIL[(0, "0")], 1), ("rank1/gpu_utilization/0",
                                   UTIL[(1, "0")], 1), ("gpu_memory_usage_bytes/0", MEM_KIB[0], 1024),
                                   ("cpu_memory_usage_bytes", RSS, 1), ("ephemeral_storage/usage_bytes", FS, 1)):
@@ -226,10 +226,10 @@ def test_rollup_level_and_timestamps():
     w = window(1_700_000_000_123, 1_700_000_900_123, 300)
     text = tq._points({(0, 0, "0"): np.array([0.5, np.nan, 1e22])}, w)[(0, 0, "0")]
     import json
-    assert json.loads(text) == [{"value": 0.5, "timestamp": tq.iso(1_700_000_000_123)},
-                                {"value": 1e22, "timestamp": tq.iso(1_700_000_600_123)}]
+    assert json.loads(text) == [{"value": 0.5, "timestamp": iso(1_700_000_000_123)},
+                                {"value": 1e22, "timestamp": iso(1_700_000_600_123)}]
     w = window(1_700_000_000_000, 1_700_000_600_000, 300)
-    assert json.loads(tq._points({(0, 0, ""): np.array([-0.0, 2.0])}, w)[(0, 0, "")])[1]["timestamp"] == tq.iso(
+    assert json.loads(tq._points({(0, 0, ""): np.array([-0.0, 2.0])}, w)[(0, 0, "")])[1]["timestamp"] == iso(
         1_700_000_300_000)
 
 

@@ -1,14 +1,15 @@
 """Sonde's exceptions, one tree, each mapped to one HTTP status in ``api/errors.py``.
 
-    SondeError                 500 internal
-    +-- BadRequest             400 a parameter or body breaks a rule (``field`` names it)
-    |   +-- PayloadTooLarge    413 body over ``max_body_bytes``
-    +-- Unauthorized           401 missing or unknown API key
-    +-- Forbidden              403 known key without the scope the route needs
-    +-- NotFound               404 absent, or owned by another workspace (never 403)
-    +-- Conflict               409 the request contradicts stored state
-    +-- Overloaded             503 ingest queue full: retry after ``retry_after`` s
-    +-- StoreError             500 the store refused a statement
+    SondeError                   500 internal
+    +-- BadRequest               400 a parameter or body breaks a rule (``field`` names it)
+    |   +-- PayloadTooLarge      413 body over ``max_body_bytes``
+    |   +-- UnsupportedMediaType 415 a Content-Type or Content-Encoding the route cannot read
+    +-- Unauthorized             401 missing or unknown API key
+    +-- Forbidden                403 known key without the scope the route needs
+    +-- NotFound                 404 absent, or owned by another workspace (never 403)
+    +-- Conflict                 409 the request contradicts stored state
+    +-- Overloaded               503 ingest queue full: retry after ``retry_after`` s
+    +-- StoreError               500 the store refused a statement
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ class BadRequest(SondeError):
 class PayloadTooLarge(BadRequest):
     status = 413
     code = "too_large"
+
+
+class UnsupportedMediaType(BadRequest):
+    status = 415
+    code = "unsupported_media_type"
 
 
 class Unauthorized(SondeError):

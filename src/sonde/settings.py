@@ -48,6 +48,11 @@ SETTINGS: tuple[Setting, ...] = (
 _BY_NAME = {s.name: s for s in SETTINGS}
 
 
+def setting(name: str) -> Setting:
+    """The row of the table called ``name`` (the CLI builds its flags from it)."""
+    return _BY_NAME[name]
+
+
 @dataclass(frozen=True)
 class Config:
     data_dir: str = _BY_NAME["data_dir"].default

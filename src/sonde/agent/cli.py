@@ -17,7 +17,7 @@ from .spool import DEFAULT_MAX_BYTES
 log = logging.getLogger("sonde.agent")
 
 
-#: SONDE.md's placing groups: (name, required flags, optional flags), flag -> attribute
+#: the placing groups (docs/api.md#placement): (name, required flags, optional flags), flag -> attribute
 _GROUPS = (
     ("deployment", ("deployment_id",), ("model_id",)),
     ("training job", ("training_project_id", "training_job_id"), ()),
@@ -31,7 +31,7 @@ def _flag(name: str) -> str:
 
 
 def _placement(opts: dict) -> dict[str, str]:
-    """What the telemetry belongs to (SONDE.md's first group of resource attributes):
+    """What the telemetry belongs to (the placing resource attributes, docs/api.md#placement):
     exactly one of a deployment, a training job, a chainlet or a loops deployment, plus
     the node (``--node-id``/``--node-rank``) when given."""
     named = [g for g in _GROUPS if any(opts.get(f) for f in g[1] + g[2])]
@@ -124,6 +124,15 @@ _AGENT_OPTIONS = [
                  help="File holding the ingest key [default: env SONDE_API_KEY]."),
     click.option("--interval", default=10.0, show_default=True, type=click.FloatRange(min=1.0),
                  help="Seconds between samples (at least 1)."),
+    click.option("--scrape", "scrape_urls", multiple=True, metavar="URL",
+                 help="A Prometheus /metrics page to scrape (repeatable), e.g. http://127.0.0.1:8000/metrics; "
+                      "its series are sent under this agent's placement (docs/model-servers.md)."),
+    click.option("--scrape-interval", default=None, type=click.FloatRange(min=1.0),
+                 help="Seconds between scrapes of each target [default: --interval]."),
+    click.option("--scrape-timeout", default=10.0, show_default=True, type=click.FloatRange(min=0.1),
+                 help="Seconds a scrape may take in all; a slower target counts as failed."),
+    click.option("--scrape-series-limit", default=10_000, show_default=True, type=click.IntRange(min=1),
+                 help="Series kept per target and scrape; the rest are dropped (counted, logged)."),
     click.option("--spool-dir", default=None, type=click.Path(file_okay=False),
                  help="Spool for batches the server cannot take yet [default: ~/.local/state/sonde-agent/TARGET, "
                       "TARGET the deployment, PROJECT-JOB, CHAIN_DEPLOYMENT-CHAINLET or loops deployment id, "
@@ -178,7 +187,20 @@ def _build(opts: dict, pid_source, restarts):
         samplers.append(ProcessTreeSampler(pid_source, start_ns=start_ns))
     log.info("sonde agent: replica %s of %s, sending to %s every %.0f s (spool %s, %d batches waiting)",
              replica, _target(placement), opts["server"], opts["interval"], spool.dir, len(spool))
-    return Agent(exporter, samplers, interval=opts["interval"], clock=clock, restarts=restarts, start_ns=start_ns)
+    scraper = None
+    if opts["scrape_urls"]:
+        from .scrape import Scraper
+
+        every = opts["scrape_interval"] or opts["interval"]
+        try:
+            scraper = Scraper(opts["scrape_urls"], exporter.add_metrics, interval=every, start_ns=start_ns,
+                              timeout=opts["scrape_timeout"], series_limit=opts["scrape_series_limit"], clock=clock)
+        except ValueError as exc:
+            spool.close()
+            raise click.UsageError(str(exc)) from exc
+        log.info("sonde agent: scraping %s every %.0f s", ", ".join(t.name for t in scraper.targets), every)
+    return Agent(exporter, samplers, interval=opts["interval"], clock=clock, restarts=restarts, start_ns=start_ns,
+                 scraper=scraper)
 
 
 def _on_signals(stop) -> None:
@@ -211,7 +233,7 @@ def run(cmd, restart_policy, restart_backoff, restart_backoff_max, stop_timeout,
     it ends for good the agent reports the job's end (docs/agent.md): COMPLETED on exit
     0, else FAILED with the last error line."""
     from .model import Counter
-    from .supervisor import Supervisor
+    from .supervisor import LastError, Supervisor
 
     training = bool(opts.get("training_job_id"))
     restart_policy = restart_policy or ("never" if training else "on-failure")
@@ -239,30 +261,6 @@ def run(cmd, restart_policy, restart_backoff, restart_backoff_max, stop_timeout,
     finally:
         the_agent.stop()
     sys.exit(code)
-
-
-class LastError:
-    """The last error line of a training process, for the job's ``error_message``: the
-    last non-empty stderr line (a Python traceback's last line names the exception),
-    else the last stdout line at ERROR level or above."""
-
-    def __init__(self):
-        self.stderr = ""
-        self.error = ""
-
-    def see(self, record) -> None:
-        body = record.body.strip()
-        if not body:
-            return
-        if record.attrs.get("log.iostream") == "stderr":
-            self.stderr = body
-        elif record.severity_number >= 17:
-            self.error = body
-
-    def line(self, code: int, failure: str | None = None) -> str:
-        if code == 0:
-            return ""
-        return (failure or self.stderr or self.error or f"process exited with code {code}")[:4096]
 
 
 @agent.command()

@@ -60,7 +60,7 @@ def resource_attrs(
     hardware: dict[str, Any] | None = None,
     host_name: str | None = None,
 ) -> dict[str, Any]:
-    """Resource attributes (SONDE.md): ``placement`` names what the telemetry belongs to
+    """Resource attributes (docs/api.md#placement): ``placement`` names what the telemetry belongs to
     (a deployment, training job, chainlet or loops deployment, and the node: the
     ``sonde.*`` keys of ``cli._placement``), then replica, environment, hardware."""
     attrs: dict[str, Any] = {k: v for k, v in placement.items() if v}
@@ -106,9 +106,13 @@ class Agent:
         clock: Clock = SYSTEM_CLOCK,
         restarts: Counter | None = None,
         start_ns: int | None = None,
+        scraper: Any = None,
         logger: logging.Logger = log,
     ):
+        """``scraper``: the ``--scrape`` targets (:class:`sonde.agent.scrape.Scraper`); they
+        send on their own schedules, the loop adds only their counters to each tick."""
         self.exporter = exporter
+        self.scraper = scraper
         self.samplers = samplers
         self.interval = interval
         self.clock = clock
@@ -158,6 +162,8 @@ class Agent:
                     self._failing.add(name)
                     self._log.exception("sonde agent: %s failed", name)
         points += self.state.points()
+        if self.scraper is not None:
+            points += self.scraper.points()
         if self.restarts is not None:
             points.append(Point("sonde.process.restarts", "{restart}", "counter", self.restarts.value, {}, self.start_ns))
         spool = self.exporter.spool
@@ -174,6 +180,8 @@ class Agent:
     def start(self) -> "Agent":
         self.exporter.start()
         self._thread.start()
+        if self.scraper is not None:
+            self.scraper.start()
         return self
 
     def _run(self) -> None:
@@ -190,6 +198,8 @@ class Agent:
 
     def stop(self, flush_timeout: float = 5.0) -> None:
         """Last sample, then flush (to the server, or the spool for what it cannot take)."""
+        if self.scraper is not None:  # before the exporter closes: nothing may arrive after
+            self.scraper.stop()
         if self._thread.is_alive():
             self._stop.set()
             self._wake.set()

@@ -32,12 +32,18 @@ class SystemClock:
 
 SYSTEM_CLOCK = SystemClock()
 
-Kind = Literal["gauge", "counter", "updown"]
+Kind = Literal["gauge", "counter", "updown", "histogram"]
 
 
 @dataclass(slots=True)
 class Point:
-    """One data point. ``counter`` is a cumulative monotonic sum starting at ``start_ns``."""
+    """One data point. ``counter`` is a cumulative monotonic sum starting at ``start_ns``.
+
+    ``histogram`` is a cumulative explicit-bucket histogram since ``start_ns``:
+    ``buckets[i]`` counts the observations in (``bounds[i-1]``, ``bounds[i]``], the last
+    one those above every bound (``len(buckets) == len(bounds) + 1``); ``value`` is the
+    sum of the observations, NaN when the source has none. Its count is ``sum(buckets)``.
+    """
 
     name: str
     unit: str
@@ -45,13 +51,15 @@ class Point:
     value: float | int
     attrs: dict[str, Any] = field(default_factory=dict)
     start_ns: int = 0
+    bounds: tuple[float, ...] = ()
+    buckets: tuple[int, ...] = ()
 
 
 @dataclass(slots=True)
 class LogRecord:
     ts_ns: int
     body: str
-    severity_number: int = 0     # 0: no level detected (SONDE.md: none -> no level)
+    severity_number: int = 0     # 0: no level detected (docs/api.md#logs: none -> no level)
     severity_text: str = ""
     attrs: dict[str, Any] = field(default_factory=dict)
 

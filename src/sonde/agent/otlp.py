@@ -8,7 +8,9 @@ spooled batches in one POST; :func:`concat` is that operation.
 
 from __future__ import annotations
 
+import functools
 import gzip
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -22,7 +24,12 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord as PbLogRecord
-from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality, Metric, NumberDataPoint
+from opentelemetry.proto.metrics.v1.metrics_pb2 import (
+    AggregationTemporality,
+    HistogramDataPoint,
+    Metric,
+    NumberDataPoint,
+)
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from .model import LogRecord, Point
@@ -45,8 +52,15 @@ def any_value(v: Any) -> AnyValue:
     return AnyValue(string_value=str(v))
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _key_value(key: str, kind: type, value: Any) -> KeyValue:
+    return KeyValue(key=key, value=any_value(value))
+
+
 def key_values(attrs: Mapping[str, Any]) -> list[KeyValue]:
-    return [KeyValue(key=k, value=any_value(v)) for k, v in attrs.items() if v is not None]
+    # Scraped pages repeat the same label pairs every scrape: built once, copied after.
+    # The type is part of the cache key, as True == 1 for the cache but not for OTLP.
+    return [_key_value(k, type(v), v) for k, v in attrs.items() if v is not None]
 
 
 def resource(attrs: Mapping[str, Any]) -> Resource:
@@ -62,23 +76,42 @@ def _number_point(p: Point, ts_ns: int) -> NumberDataPoint:
     return dp
 
 
+def _histogram_point(p: Point, ts_ns: int) -> HistogramDataPoint:
+    dp = HistogramDataPoint(time_unix_nano=ts_ns, start_time_unix_nano=p.start_ns, attributes=key_values(p.attrs),
+                            count=sum(p.buckets), bucket_counts=p.buckets, explicit_bounds=p.bounds)
+    if math.isfinite(p.value):  # sum is optional in OTLP; a NaN one would be refused
+        dp.sum = p.value
+    return dp
+
+
+_CUMULATIVE = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
+
+
 def metrics_request(res: Resource, points: Iterable[Point], ts_ns: int) -> bytes:
     """Serialized ExportMetricsServiceRequest: points of one tick, grouped into metrics by name."""
     req = ExportMetricsServiceRequest()
     sm = req.resource_metrics.add(resource=res).scope_metrics.add(scope=SCOPE)
-    by_name: dict[tuple[str, str, str], Metric] = {}
+    by_name: dict[tuple[str, str, str], Any] = {}
     for p in points:
         key = (p.name, p.unit, p.kind)
-        m = by_name.get(key)
-        if m is None:
-            m = by_name[key] = sm.metrics.add(name=p.name, unit=p.unit)
+        target = by_name.get(key)
+        if target is None:
+            m: Metric = sm.metrics.add(name=p.name, unit=p.unit)
             if p.kind == "gauge":
-                m.gauge.SetInParent()
+                target = m.gauge
+            elif p.kind == "histogram":
+                target = m.histogram
+                target.aggregation_temporality = _CUMULATIVE
             else:
-                m.sum.aggregation_temporality = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
-                m.sum.is_monotonic = p.kind == "counter"
-        target = m.gauge if p.kind == "gauge" else m.sum
-        target.data_points.append(_number_point(p, ts_ns))
+                target = m.sum
+                target.aggregation_temporality = _CUMULATIVE
+                target.is_monotonic = p.kind == "counter"
+            target.SetInParent()
+            by_name[key] = target
+        if p.kind == "histogram":
+            target.data_points.append(_histogram_point(p, ts_ns))
+        else:
+            target.data_points.append(_number_point(p, ts_ns))
     return req.SerializeToString()
 
 

@@ -76,6 +76,30 @@ def _echo_target(stream: str) -> IO[bytes]:
     return (sys.stdout if stream == "stdout" else sys.stderr).buffer
 
 
+class LastError:
+    """The last error line of a training process, for the job's ``error_message``: the
+    last non-empty stderr line (a Python traceback's last line names the exception),
+    else the last stdout line at ERROR level or above."""
+
+    def __init__(self):
+        self.stderr = ""
+        self.error = ""
+
+    def see(self, record: LogRecord) -> None:
+        body = record.body.strip()
+        if not body:
+            return
+        if record.attrs.get("log.iostream") == "stderr":
+            self.stderr = body
+        elif record.severity_number >= 17:  # OTLP SEVERITY_NUMBER_ERROR
+            self.error = body
+
+    def line(self, code: int, failure: str | None = None) -> str:
+        if code == 0:
+            return ""
+        return (failure or self.stderr or self.error or f"process exited with code {code}")[:4096]
+
+
 class Supervisor:
     def __init__(
         self,

@@ -5,20 +5,19 @@ from __future__ import annotations
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from . import auth
+from .bodies import BodyIn
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(auth.admin)])
 
 
-class WorkspaceIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class WorkspaceIn(BodyIn):
     name: str = Field(min_length=1, max_length=128)
 
 
-class ApiKeyIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ApiKeyIn(BodyIn):
     name: str = Field(min_length=1, max_length=128)
     scope: Literal["management", "ingest"]
 

@@ -1,4 +1,5 @@
-"""The FastAPI application: routers, error envelope, store lifecycle."""
+"""The FastAPI application: routers, error envelope, store lifecycle, and what serves
+the routes on the store (accounts, inventory, the ingestor), built once the store is open."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from .. import web
+from ..ingest.pipeline import Ingestor
 from ..settings import Config
 from ..store import Store, open_store
 from ..store.accounts import Accounts, bootstrap
@@ -63,6 +65,7 @@ def _wire(app: FastAPI, store: Store, config: Config) -> None:
         return
     app.state.accounts = Accounts(store, cache_ttl=config.key_cache_seconds)
     app.state.inventory = Inventory(store)
+    app.state.ingestor = Ingestor.for_store(store, app.state.inventory, config.state_sync)
     creds = bootstrap(app.state.accounts, config.data_dir)
     if creds:
         log.info("first start: keys written to %s/credentials.json", config.data_dir)

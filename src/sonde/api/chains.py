@@ -1,11 +1,16 @@
 """Chains: inventory (PUT, GET) for chains and chain deployments with their chainlets, and
-chainlet logs. Shapes are the vendor's (``ChainV1``, ``ChainDeploymentV1``, ``ChainletV1``).
+the resolver of chainlet logs. Shapes are the vendor's (``ChainV1``, ``ChainDeploymentV1``,
+``ChainletV1``).
 
 A chain deployment's chainlets are the ones its inventory record lists (written by PUT,
 or the first chainlet telemetry named, see ``ingest/pipeline.Registrar``) followed by any
-other chainlet that sent telemetry under the deployment within the last 7 days (the
-longest window the query endpoints take). ``active_replica_count`` counts the replicas
-that sent a metric point within the last 60 s. docs/chains-loops.md has the details.
+other chainlet seen under the deployment, and ``active_replica_count`` counts its active
+replicas; ``query/presence.py`` defines both. docs/chains-loops.md has the details.
+
+A PUT body may be the whole read shape (``api/bodies.py``): a chain's ``id``,
+``created_at`` and ``deployments_count``, a chain deployment's ``id``, ``created_at`` and
+``chain_id`` (the path's), and a chainlet's ``active_replica_count`` are accepted and
+ignored; the other fields are stored. Listing a seen chainlet in a PUT makes it a listed one.
 """
 
 from __future__ import annotations
@@ -13,38 +18,36 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from .._exceptions import BadRequest, NotFound
-from ..query.logs import LogFilters, Target
+from ..query.logs import Target
+from ..query.presence import chainlet_seen, seen_chainlets
+from ..query.window import iso
 from ..store.accounts import ApiKey
 from ..store.inventory import Inventory
-from . import auth, logs
+from . import auth
+from .bodies import AutoscalingSettingsIn, BodyIn, DeploymentStatus, NamedIn, ReadOnly, ResourceIn, echoed
 from .ids import valid_id
-from .inventory import AutoscalingSettingsIn, DeploymentStatus, NamedIn, iso
 
 router = APIRouter(tags=["chains"])
 
-#: chainlets that sent telemetry this recently appear in their deployment's list
-SEEN_WINDOW_S = 7 * 86400
-ACTIVE_WINDOW_S = 60
-
 
 class ChainIn(NamedIn):
-    pass
+    deployments_count: ReadOnly = None
 
 
-class ChainletIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ChainletIn(BodyIn):
     id: str = Field(min_length=1, max_length=64)
     name: str | None = Field(default=None, min_length=1, max_length=256)
     autoscaling_settings: AutoscalingSettingsIn | None = None
     instance_type_name: str | None = Field(default=None, max_length=256)
+    active_replica_count: ReadOnly = None
     status: DeploymentStatus = "ACTIVE"
 
 
-class ChainDeploymentIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ChainDeploymentIn(ResourceIn):
+    chain_id: ReadOnly = None
     environment: str | None = Field(default=None, max_length=256)
     status: DeploymentStatus = "ACTIVE"
     chainlets: list[ChainletIn] = Field(default_factory=list, max_length=256)
@@ -61,40 +64,21 @@ def chain_view(row: dict, deployments_count: int) -> dict:
     }
 
 
+def observed_type_name(observed: dict | None, chainlet: str) -> str:
+    """The instance type the agent observed for ``chainlet``; "" (the vendor's field is
+    not nullable) before it reported."""
+    return ((observed or {}).get(chainlet) or {}).get("name") or ""
+
+
 def chainlet_view(c: dict, active: int, observed: dict | None = None) -> dict:
     return {
         "id": c["id"],
         "name": c.get("name") or c["id"],
         "autoscaling_settings": c.get("autoscaling_settings"),
-        "instance_type_name": c.get("instance_type_name") or ((observed or {}).get(c["id"]) or {}).get("name") or "",
+        "instance_type_name": c.get("instance_type_name") or observed_type_name(observed, c["id"]),
         "active_replica_count": active,
         "status": c.get("status") or "ACTIVE",
     }
-
-
-def _telemetry(request: Request, ws: str, deployments: list[str]) -> dict[str, dict[str, int]]:
-    """Per chain deployment: chainlet -> replicas active now, for every chainlet that sent
-    telemetry under it within SEEN_WINDOW_S (metric points or logs)."""
-    if not deployments:
-        return {}
-    store = request.app.state.store
-    rows = store.ex.query(
-        "SELECT parent, entity, uniqExactIf(replica, replica != '' AND ts >= now64(9) - toIntervalSecond({a:UInt32})"
-        " AND src = 'm') AS active FROM ("
-        f" SELECT parent, entity, replica, ts, 'm' AS src FROM {store.t('metric_points')}"
-        "  WHERE ws = {ws:String} AND scope = 'chainlet' AND parent IN {cds:Array(String)}"
-        "  AND ts >= now64(9) - toIntervalSecond({w:UInt32})"
-        " UNION ALL"
-        f" SELECT parent, entity, replica, ts, 'l' AS src FROM {store.t('logs')}"
-        "  WHERE ws = {ws:String} AND scope = 'chainlet' AND parent IN {cds:Array(String)}"
-        "  AND ts >= now64(9) - toIntervalSecond({w:UInt32})"
-        ") GROUP BY parent, entity ORDER BY parent, entity",
-        {"ws": ws, "cds": deployments, "w": SEEN_WINDOW_S, "a": ACTIVE_WINDOW_S},
-    )
-    out: dict[str, dict[str, int]] = {}
-    for r in rows:
-        out.setdefault(r["parent"], {})[r["entity"]] = int(r["active"])
-    return out
 
 
 def deployment_view(row: dict, seen: dict[str, int]) -> dict:
@@ -130,7 +114,7 @@ def _deployments(request: Request, key: ApiKey, chain_id: str, only: str | None 
         # Newest first (ties: the later id first).
         rows = sorted(inv.list(key.ws, "chain_deployment", chain_id),
                       key=lambda r: (r["created_ms"], r["id"]), reverse=True)
-    seen = _telemetry(request, key.ws, [r["id"] for r in rows])
+    seen = seen_chainlets(request.app.state.store, key.ws, [r["id"] for r in rows])
     return [deployment_view(r, seen.get(r["id"], {})) for r in rows]
 
 
@@ -179,39 +163,24 @@ def put_chain_deployment(
         seen.add(c.id)
     inv = request.app.state.inventory
     inv.ensure(key.ws, "chain", chain_id, "", {})
-    inv.put(key.ws, "chain_deployment", chain_deployment_id, chain_id, body.model_dump(mode="json"))
+    doc = body.model_dump(mode="json")
+    old = (inv.find(key.ws, "chain_deployment", chain_deployment_id) or {}).get("doc", {})
+    written = {c["id"]: c.get("instance_type_name") for c in old.get("chainlets") or []}
+    for c in doc["chainlets"]:
+        c["instance_type_name"] = echoed(c["instance_type_name"], written.get(c["id"]),
+                                         observed_type_name(old.get("observed_instance_types"), c["id"]))
+    inv.put(key.ws, "chain_deployment", chain_deployment_id, chain_id, doc)
     return _deployments(request, key, chain_id, only=chain_deployment_id)[0]
 
 
-def _chainlet(inv: Inventory, ws: str, p: Mapping[str, str]) -> Target:
+def chainlet_logs_target(inv: Inventory, ws: str, p: Mapping[str, str]) -> Target:
+    """Chainlet logs (a row of ``logs.ROUTES``): a listed or seen chainlet, else 404."""
     chain = valid_id(p["chain_id"], "chain_id")
     deployment = valid_id(p["chain_deployment_id"], "chain_deployment_id")
     chainlet = valid_id(p["chainlet_id"], "chainlet_id")
     inv.get(ws, "chain", chain)
     row = inv.get(ws, "chain_deployment", deployment, parent=chain)
     listed = {c["id"] for c in row["doc"].get("chainlets") or []}
-    if chainlet not in listed and not _seen(inv, ws, deployment, chainlet):
+    if chainlet not in listed and not chainlet_seen(inv.store, ws, deployment, chainlet):
         raise NotFound(f"chainlet {chainlet!r} not found", field="chainlet_id")
     return Target("chainlet", entity=chainlet, parent=deployment)
-
-
-def _seen(inv: Inventory, ws: str, deployment: str, chainlet: str) -> bool:
-    """Whether ``chainlet`` sent any telemetry under ``deployment`` within SEEN_WINDOW_S."""
-    store = inv.store
-    rows = store.ex.query(
-        "SELECT (SELECT count() FROM (SELECT 1"
-        f" FROM {store.t('metric_points')} WHERE ws = {{ws:String}} AND scope = 'chainlet'"
-        " AND entity = {cl:String} AND parent = {cd:String} AND ts >= now64(9) - toIntervalSecond({w:UInt32})"
-        " LIMIT 1)) + (SELECT count() FROM (SELECT 1"
-        f" FROM {store.t('logs')} WHERE ws = {{ws:String}} AND scope = 'chainlet'"
-        " AND entity = {cl:String} AND parent = {cd:String} AND ts >= now64(9) - toIntervalSecond({w:UInt32})"
-        " LIMIT 1)) AS n",
-        {"ws": ws, "cl": chainlet, "cd": deployment, "w": SEEN_WINDOW_S},
-    )
-    return bool(rows and rows[0]["n"])
-
-
-logs.install(logs.LogRoute(
-    "/v1/chains/{chain_id}/deployments/{chain_deployment_id}/chainlets/{chainlet_id}/logs", _chainlet,
-    filters=LogFilters,
-))

@@ -1,12 +1,18 @@
-"""The one error envelope, mapped in one place.
+"""Errors: classified in one place, rendered per format.
 
-Every error body is ``{"message": str, "error": {"code": str, "field": str | None}}``;
-``message`` is what existing clients print. ``tests/test_error_shape.py`` locks it.
+:func:`classify` turns any exception into a :class:`Failure`: what the client hears
+(status, code, message, field, headers such as Retry-After) and whether it is a
+server fault to log. Renderers only write it out: :func:`json_response` is the one
+JSON envelope, ``{"message": str, "error": {"code": str, "field": str | None}}``
+(``message`` is what existing clients print; ``tests/test_error_shape.py`` locks
+it), and the OTLP receivers answer a protobuf request with a ``google.rpc.Status``
+(``otlp_http.status_response``).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -18,12 +24,20 @@ from .._exceptions import Overloaded, SondeError
 log = logging.getLogger("sonde.api")
 
 
-def envelope(message: str, code: str, field: str | None = None) -> dict:
-    return {"message": message, "error": {"code": code, "field": field}}
+@dataclass(frozen=True)
+class Failure:
+    """An exception as the client hears it, whatever the body's format."""
+
+    status: int
+    code: str
+    message: str
+    field: str | None = None
+    headers: dict[str, str] | None = None
+    #: a server fault (not the client's): logged with its traceback
+    log: bool = False
 
 
-def error_response(status: int, message: str, code: str, field: str | None = None, headers=None) -> JSONResponse:
-    return JSONResponse(envelope(message, code, field), status_code=status, headers=headers)
+INTERNAL = Failure(500, "internal", "internal server error", log=True)
 
 
 def _field_of(loc: tuple) -> str | None:
@@ -43,33 +57,46 @@ def _rule_of(err: dict) -> str:
     return msg[0].lower() + msg[1:] if msg else "is invalid"
 
 
-def install(app: FastAPI) -> None:
-    @app.exception_handler(SondeError)
-    async def _sonde(_: Request, exc: SondeError):
-        if exc.status >= 500 and not isinstance(exc, Overloaded):
-            log.exception("internal error", exc_info=exc)
-        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Overloaded) else None
-        return error_response(exc.status, exc.message, exc.code, exc.field, headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError):
+def classify(exc: BaseException) -> Failure:
+    if isinstance(exc, SondeError):
+        if isinstance(exc, Overloaded):  # the client's cue to back off, not a fault here
+            return Failure(exc.status, exc.code, exc.message, exc.field, {"Retry-After": str(exc.retry_after)})
+        return Failure(exc.status, exc.code, exc.message, exc.field, log=exc.status >= 500)
+    if isinstance(exc, RequestValidationError):
         errs = exc.errors()
         first = errs[0] if errs else {"loc": (), "msg": "invalid request"}
-        field = _field_of(tuple(first.get("loc", ())))
         if first.get("type") == "json_invalid":
-            return error_response(400, "request body is not valid JSON", "invalid_json", "body")
-        message = f"{field}: {_rule_of(first)}" if field else _rule_of(first)
-        return error_response(400, message, "invalid", field)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException):
+            return Failure(400, "invalid_json", "request body is not valid JSON", "body")
+        field = _field_of(tuple(first.get("loc", ())))
+        return Failure(400, "invalid", f"{field}: {_rule_of(first)}" if field else _rule_of(first), field)
+    if isinstance(exc, StarletteHTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
         if exc.status_code == 404 and message == "Not Found":
             message = "no such route"
-        return error_response(exc.status_code, message, code, None, getattr(exc, "headers", None))
+        return Failure(exc.status_code, code, message, None, getattr(exc, "headers", None))
+    return INTERNAL
 
-    @app.exception_handler(Exception)
-    async def _unhandled(_: Request, exc: Exception):
-        log.exception("unhandled error", exc_info=exc)
-        return error_response(500, "internal server error", "internal")
+
+def failure(exc: BaseException) -> Failure:
+    """:func:`classify`, logging a server fault once, whichever renderer answers."""
+    f = classify(exc)
+    if f.log:
+        log.exception("internal error" if isinstance(exc, SondeError) else "unhandled error", exc_info=exc)
+    return f
+
+
+def envelope(message: str, code: str, field: str | None = None) -> dict:
+    return {"message": message, "error": {"code": code, "field": field}}
+
+
+def json_response(f: Failure) -> JSONResponse:
+    return JSONResponse(envelope(f.message, f.code, f.field), status_code=f.status, headers=f.headers)
+
+
+def install(app: FastAPI) -> None:
+    async def render(_: Request, exc: Exception) -> JSONResponse:
+        return json_response(failure(exc))
+
+    for kind in (SondeError, RequestValidationError, StarletteHTTPException, Exception):
+        app.add_exception_handler(kind, render)

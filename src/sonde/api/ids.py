@@ -1,4 +1,4 @@
-"""Path identifiers: 1 to 64 of ``A-Z a-z 0-9 _ . -`` (SONDE.md)."""
+"""Path identifiers: 1 to 64 of ``A-Z a-z 0-9 _ . -`` (docs/api.md#ids)."""
 
 from __future__ import annotations
 

@@ -1,55 +1,41 @@
-"""Inventory reads (the vendor's shapes) and upserts (SONDE.md) for models and deployments."""
+"""Models and deployments: inventory reads (the vendor's ``ModelV1``, ``DeploymentV1``)
+and upserts.
+
+A PUT body may be the whole read shape (``api/bodies.py``): a model's ``id``,
+``created_at``, ``deployments_count``, ``production_deployment_id``,
+``development_deployment_id`` and ``instance_type_name`` (all derived from its
+deployments), and a deployment's ``id``, ``created_at``, ``model_id`` (the path's) and
+``active_replica_count`` (``query/presence.py``) are accepted and ignored; every other
+field is stored and read back as written.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from ..query.presence import active_replicas
+from ..query.window import iso
 from ..store.accounts import ApiKey
 from . import auth
+from .bodies import AutoscalingSettingsIn, DeploymentStatus, NamedIn, ReadOnly, ResourceIn, echoed
 from .ids import valid_id
 
 router = APIRouter(tags=["inventory"])
 
-DeploymentStatus = Literal[
-    "BUILDING", "DEPLOYING", "DEPLOY_FAILED", "LOADING_MODEL", "ACTIVE", "UNHEALTHY", "BUILD_FAILED",
-    "BUILD_STOPPED", "DEACTIVATING", "INACTIVE", "FAILED", "UPDATING", "SCALED_TO_ZERO", "WAKING_UP",
-]
-
-
-def iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-class NamedIn(BaseModel):
-    """The written fields of a model, a chain or a training project."""
-
-    model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(default=None, min_length=1, max_length=256)
-    team_name: str | None = Field(default=None, max_length=256)
-
 
 class ModelIn(NamedIn):
-    pass
+    deployments_count: ReadOnly = None
+    production_deployment_id: ReadOnly = None
+    development_deployment_id: ReadOnly = None
+    instance_type_name: ReadOnly = None
 
 
-class AutoscalingSettingsIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    min_replica: int = Field(ge=0)
-    max_replica: int = Field(ge=0)
-    autoscaling_window: int | None = None
-    scale_down_delay: int | None = None
-    concurrency_target: int = Field(ge=1)
-    target_utilization_percentage: int | None = Field(default=None, ge=1, le=100)
-    target_in_flight_tokens: int | None = None
-    max_scale_down_rate: int | None = Field(default=None, ge=1, le=50)
-
-
-class DeploymentIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class DeploymentIn(ResourceIn):
+    model_id: ReadOnly = None
+    active_replica_count: ReadOnly = None
     name: str | None = Field(default=None, min_length=1, max_length=256)
     is_production: bool = False
     is_development: bool = False
@@ -60,9 +46,13 @@ class DeploymentIn(BaseModel):
     labels: dict[str, Any] | None = None
 
 
+def observed_type_name(doc: dict) -> str | None:
+    return (doc.get("observed_instance_type") or {}).get("name")
+
+
 def instance_type_name(doc: dict) -> str | None:
     """The PUT's ``instance_type_name``, else the one the agent observed (docs/agent.md)."""
-    return doc.get("instance_type_name") or (doc.get("observed_instance_type") or {}).get("name")
+    return doc.get("instance_type_name") or observed_type_name(doc)
 
 
 def deployment_view(row: dict, active: int) -> dict:
@@ -114,7 +104,7 @@ def _deployments(request: Request, key: ApiKey, model_id: str, only: str | None 
     inv = request.app.state.inventory
     inv.get(key.ws, "model", model_id)
     rows = [inv.get(key.ws, "deployment", only, parent=model_id)] if only else inv.list(key.ws, "deployment", model_id)
-    active = inv.active_replicas(key.ws, "deployment", [r["id"] for r in rows])
+    active = active_replicas(request.app.state.store, key.ws, "deployment", [r["id"] for r in rows])
     return [deployment_view(r, active.get(r["id"], 0)) for r in rows]
 
 
@@ -154,5 +144,9 @@ def put_deployment(
     valid_id(deployment_id, "deployment_id")
     inv = request.app.state.inventory
     inv.ensure(key.ws, "model", model_id, "", {})
-    inv.put(key.ws, "deployment", deployment_id, model_id, body.model_dump(mode="json"))
+    doc = body.model_dump(mode="json")
+    old = (inv.find(key.ws, "deployment", deployment_id) or {}).get("doc", {})
+    doc["instance_type_name"] = echoed(doc["instance_type_name"], old.get("instance_type_name"),
+                                       observed_type_name(old))
+    inv.put(key.ws, "deployment", deployment_id, model_id, doc)
     return _deployments(request, key, model_id, only=deployment_id)[0]

@@ -1,30 +1,28 @@
-"""Log endpoints: every vendor logs route is one row of ``ROUTES``.
+"""Log endpoints: every logs route is one row of ``ROUTES``.
 
 A row names the path, how its path parameters become a :class:`~sonde.query.logs.Target`
 (checking that the entity is in the caller's workspace: 404 otherwise), which request
 shape it takes (``LogFilters`` or the training/loops ``LogWindow``), and whether it also
-answers the older POST with a JSON body. Adding chainlet, training-job or loops logs is
-a resolver and a call of :func:`install` from the router that owns the entity.
+answers the older POST with a JSON body. The resolver of an entity's logs lives with the
+router that owns the entity; this table is the only place a logs route is registered.
 """
 
 # No ``from __future__ import annotations``: the endpoints are built in a loop and
 # FastAPI must see the real request-model class in their signatures, not a string.
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 
 from .._exceptions import BadRequest
 from ..query.logs import MAX_TEXT, LogFilters, LogQuery, LogWindow, Target, query_logs
 from ..store.accounts import ApiKey
 from ..store.inventory import Inventory
-from . import auth
+from . import auth, chains, loops, training
+from .bodies import json_body
 from .ids import valid_id
 
 router = APIRouter(tags=["logs"])
@@ -62,6 +60,11 @@ def _environment(inv: Inventory, ws: str, p: Mapping[str, str]) -> Target:
 ROUTES: tuple[LogRoute, ...] = (
     LogRoute("/v1/models/{model_id}/deployments/{deployment_id}/logs", _deployment, post=True),
     LogRoute("/v1/models/{model_id}/environments/{env_name}/logs", _environment),
+    LogRoute("/v1/chains/{chain_id}/deployments/{chain_deployment_id}/chainlets/{chainlet_id}/logs",
+             chains.chainlet_logs_target),
+    LogRoute("/v1/loops/deployments/{deployment_id}/logs", loops.logs_target, filters=LogWindow),
+    LogRoute("/v1/training_projects/{training_project_id}/jobs/{training_job_id}/logs",
+             training.job_logs_target, post=True),
 )
 
 
@@ -71,27 +74,7 @@ def _answer(request: Request, key: ApiKey, route: LogRoute, filters: LogWindow) 
     return JSONResponse({"logs": query_logs(request.app.state.store, key.ws, target, q)})
 
 
-def _from_body(model: type[LogWindow], body: Any) -> LogWindow:
-    if isinstance(body, bytes):
-        # FastAPI parses only bodies labelled JSON; the vendor's own curl example
-        # (--data without a Content-Type) sends its JSON labelled as a form.
-        try:
-            body = json.loads(body)
-        except ValueError:
-            raise BadRequest("request body is not valid JSON", field="body", code="invalid_json") from None
-    if body is None:
-        raise BadRequest("a JSON object body is required; send {} for the defaults", field="body")
-    if not isinstance(body, dict):
-        raise BadRequest("the request body must be a JSON object", field="body")
-    try:
-        return model.model_validate(body)
-    except ValidationError as exc:
-        # Same mapping as FastAPI's own validation: api/errors.py names the field.
-        raise RequestValidationError(exc.errors(include_url=False)) from None
-
-
-def install(route: LogRoute) -> None:
-    """Serve ``route`` (other routers call this for their entities' logs)."""
+def _serve(route: LogRoute) -> None:
     model = route.filters
     name = route.path.strip("/").replace("/", "_").replace("{", "").replace("}", "")
 
@@ -106,10 +89,10 @@ def install(route: LogRoute) -> None:
         def post_logs(
             request: Request, key: ApiKey = Depends(auth.management), body: Annotated[Any, Body()] = None
         ) -> JSONResponse:
-            return _answer(request, key, route, _from_body(model, body))
+            return _answer(request, key, route, json_body(model, body))
 
         router.add_api_route(route.path, post_logs, methods=["POST"], name=f"post_{name}")
 
 
 for _route in ROUTES:
-    install(_route)
+    _serve(_route)

@@ -1,7 +1,13 @@
-"""Trainer (loops) deployments: inventory (PUT, GET), metrics (POST) and logs.
+"""Trainer (loops) deployments: inventory (PUT, GET), metrics (POST) and the resolver of
+their logs.
 
 Shapes are the vendor's (``LoopsDeploymentV1``, ``GetLoopsDeploymentMetricsResponseV1``);
 ``sonde.query.loops`` computes the metrics and docs/chains-loops.md explains the choices.
+
+A PUT body is a ``LoopsDeploymentV1`` (the GET's ``deployment``, not its envelope) and
+may be the whole read shape (``api/bodies.py``): the deployment's ``id`` and its
+sampler's ``created_at`` (when that sampler id was first written) are accepted and
+ignored; every other field is stored.
 """
 
 from __future__ import annotations
@@ -11,66 +17,48 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from .._exceptions import BadRequest
-from ..query.logs import LogWindow, Target
+from ..query.logs import Target
 from ..query.loops import loops_metrics, resolve_window
-from ..query.window import MAX_EPOCH_MS
+from ..query.window import iso
 from ..store.accounts import ApiKey
 from ..store.inventory import Inventory
-from . import auth, logs
+from . import auth
+from .bodies import BodyIn, DeploymentStatus, LoopsMetricsIn, ReadOnly, UserIn, json_body
 from .ids import valid_id
-from .inventory import DeploymentStatus, iso
 
 router = APIRouter(tags=["loops"])
 
 LoopsStatus = Literal["CREATED", "DEPLOYING", "RUNNING", "SCALED_TO_ZERO", "FAILED", "STOPPED"]
-EpochMs = Annotated[int, Field(ge=0, le=MAX_EPOCH_MS)]
 
 
-class StatusIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class StatusIn(BodyIn):
     name: LoopsStatus
 
 
-class SamplerStatusIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SamplerStatusIn(BodyIn):
     name: DeploymentStatus
 
 
-class UserIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    email: str | None = Field(default=None, max_length=256)
-
-
-class SamplerIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SamplerIn(BodyIn):
     id: str = Field(min_length=1, max_length=256)
     base_url: str = Field(default="", max_length=2048)
     base_model: str = Field(default="", max_length=256)
+    created_at: ReadOnly = None
     model_id: str = Field(min_length=1, max_length=64)
     deployment_id: str = Field(min_length=1, max_length=64)
     status: SamplerStatusIn = SamplerStatusIn(name="ACTIVE")
 
 
-class LoopsDeploymentIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class LoopsDeploymentIn(BodyIn):
+    id: ReadOnly = None
     base_model: str = Field(default="", max_length=256)
     base_url: str = Field(default="", max_length=2048)
     status: StatusIn = StatusIn(name="RUNNING")
     user: UserIn = UserIn()
     sampler: SamplerIn | None = None
-
-
-class MetricsRequest(BaseModel):
-    """GetLoopsDeploymentMetricsRequestV1; unknown fields are ignored, null is the default."""
-
-    model_config = ConfigDict(extra="ignore")
-    start_epoch_millis: EpochMs | None = None
-    end_epoch_millis: EpochMs | None = None
-    step_seconds: int | None = None
-    time_divisor_seconds: int | None = None
 
 
 def loops_view(row: dict) -> dict:
@@ -132,7 +120,7 @@ def post_loops_metrics(
 ) -> dict:
     valid_id(deployment_id, "deployment_id")
     # Parameters first: a malformed request is a 400 whether or not the deployment exists.
-    req = logs._from_body(MetricsRequest, {} if body is None or body == b"" else body)
+    req = json_body(LoopsMetricsIn, None if body == b"" else body, absent={})
     window = resolve_window(req.start_epoch_millis, req.end_epoch_millis, req.step_seconds)
     divisor = 1 if req.time_divisor_seconds is None else req.time_divisor_seconds
     if divisor <= 0:
@@ -141,10 +129,8 @@ def post_loops_metrics(
     return loops_metrics(request.app.state.store, key.ws, deployment_id, window, divisor)
 
 
-def _logs_target(inv: Inventory, ws: str, p: Mapping[str, str]) -> Target:
+def logs_target(inv: Inventory, ws: str, p: Mapping[str, str]) -> Target:
+    """Loops deployment logs (a row of ``logs.ROUTES``)."""
     deployment = valid_id(p["deployment_id"], "deployment_id")
     inv.get(ws, "loops_deployment", deployment)
     return Target("loops", entity=deployment)
-
-
-logs.install(logs.LogRoute("/v1/loops/deployments/{deployment_id}/logs", _logs_target, filters=LogWindow))

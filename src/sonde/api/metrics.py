@@ -1,6 +1,6 @@
 """Deployment metrics: ``GET /v1/models/{model_id}/deployments/{deployment_id}/metrics``.
 
-Parameters and semantics are the vendor's (``deployment-metrics.txt``) as SONDE.md
+Parameters and semantics are the vendor's, as docs/api.md (#windows, #modes, #aggregation)
 fixes them; ``sonde.query`` does the work and docs/metrics.md explains the choices.
 """
 

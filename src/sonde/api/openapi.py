@@ -7,8 +7,9 @@ of Sonde's handlers. Sonde's own routes (admin, inventory upserts, OTLP) keep Fa
 description. Vendor operations Sonde does not route are left out, so the document never
 promises an endpoint that would answer 404.
 
-The vendor document ships inside the package (``vendor_openapi.json``, a copy of
-``shared/spec/baseten/management-openapi.json``); ``tests/test_openapi.py`` keeps them equal.
+The vendor document ships inside the package (``vendor_openapi.json``: the in-scope part
+of the vendor's published spec, byte for byte); ``tests/test_openapi.py`` pins its sha256
+and checks the served components against it (docs/api.md#openapi).
 """
 
 from __future__ import annotations

@@ -3,28 +3,23 @@
 So ``OTEL_EXPORTER_OTLP_ENDPOINT=http://host:port/v1/otlp`` works with any
 OpenTelemetry SDK or Collector. The client hears 200 only once its rows are
 committed. Errors answer in the request's encoding: a protobuf request gets a
-protobuf ``google.rpc.Status`` (OTLP/HTTP), anything else Sonde's JSON envelope.
+protobuf ``google.rpc.Status`` (OTLP/HTTP), anything else Sonde's JSON envelope
+(framing and both answers: :mod:`.otlp_http`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import threading
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
-from .._exceptions import Overloaded, SondeError
-from ..ingest import decode as dec
+from ..ingest.decode import Encoding, decode
 from ..ingest.pipeline import Ingestor
 from ..ingest.proto import LogsResponse, MetricsResponse
 from ..store.accounts import ApiKey
-from . import auth
-
-log = logging.getLogger("sonde.otlp")
-_init_lock = threading.Lock()
+from . import auth, errors, otlp_http
 
 
 class _OtlpRoute(APIRoute):
@@ -37,15 +32,9 @@ class _OtlpRoute(APIRoute):
             try:
                 return await handler(request)
             except Exception as exc:
-                if dec.media_type(request.headers.get("content-type")) != dec.PROTOBUF:
-                    raise
-                if not isinstance(exc, SondeError):
-                    log.exception("unhandled error in OTLP receiver", exc_info=exc)
-                    exc = SondeError("internal server error")
-                elif exc.status >= 500 and not isinstance(exc, Overloaded):
-                    log.exception("OTLP receiver failed", exc_info=exc)
-                headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Overloaded) else None
-                return Response(dec.status_body(exc), status_code=exc.status, media_type=dec.PROTOBUF, headers=headers)
+                if otlp_http.encoding(request.headers.get("content-type")) is not Encoding.PROTOBUF:
+                    raise  # the app's handlers answer with the JSON envelope
+                return otlp_http.status_response(errors.failure(exc))
 
         return route
 
@@ -53,33 +42,18 @@ class _OtlpRoute(APIRoute):
 router = APIRouter(route_class=_OtlpRoute, tags=["otlp"])
 
 
-def _ingestor(request: Request) -> Ingestor:
-    # Created on first use: the store exists only once the app's lifespan has run,
-    # and loading the cumulative state reads the store.
-    state = request.app.state
-    ing = getattr(state, "ingestor", None)
-    if ing is None:
-        with _init_lock:
-            ing = getattr(state, "ingestor", None)
-            if ing is None:
-                sync = state.config.state_sync
-                shared = sync == "store" or (sync == "auto" and not state.store.ex.exclusive)
-                ing = state.ingestor = Ingestor(state.store, state.inventory, shared_state=shared)
-    return ing
-
-
 async def _export(request: Request, key: ApiKey, signal: str) -> Response:
-    kind = dec.require_media_type(request.headers.get("content-type"))
-    body = await dec.read_body(
+    enc = otlp_http.require_encoding(request.headers.get("content-type"))
+    body = await otlp_http.read_body(
         request.stream(),
         limit=request.app.state.config.max_body_bytes,
         content_length=request.headers.get("content-length"),
         content_encoding=request.headers.get("content-encoding"),
     )
-    ingestor = getattr(request.app.state, "ingestor", None) or await run_in_threadpool(_ingestor, request)
+    ingestor: Ingestor = request.app.state.ingestor
 
     def work():
-        msg = dec.decode(body, kind, signal)
+        msg = decode(body, enc, signal)
         return ingestor.metrics(key.ws, msg) if signal == "metrics" else ingestor.logs(key.ws, msg)
 
     queued = await run_in_threadpool(work)
@@ -95,7 +69,7 @@ async def _export(request: Request, key: ApiKey, signal: str) -> Response:
         if queued.rejected:
             resp.partial_success.rejected_log_records = queued.rejected
             resp.partial_success.error_message = queued.message
-    return Response(dec.encode_response(resp, kind), media_type=kind)
+    return otlp_http.response(resp, enc)
 
 
 @router.post("/v1/otlp/v1/metrics", summary="OTLP/HTTP metrics receiver")

@@ -1,28 +1,35 @@
-"""Training projects and jobs: inventory reads and upserts, job metrics and job logs.
+"""Training projects and jobs: inventory reads and upserts, job metrics, and the resolver
+of job logs.
 
 Shapes are the vendor's (``ListTrainingProjectsResponseV1``, ``ListTrainingJobsResponseV1``,
-``GetTrainingJobResponseV1``, ``GetTrainingJobMetricsResponseV1``); upserts as SONDE.md.
-docs/training.md gives the defaults for fields telemetry cannot know.
+``GetTrainingJobResponseV1``, ``GetTrainingJobMetricsResponseV1``). docs/training.md gives
+the defaults for fields telemetry cannot know.
+
+A PUT body may be the whole read shape (``api/bodies.py``): a project's ``id``,
+``created_at``, ``updated_at`` and ``latest_job``, and a job's ``id``, ``created_at``,
+``updated_at``, ``training_project_id`` and ``training_project`` are accepted and ignored;
+every other field of ``TrainingProjectV1`` / ``TrainingJobV1`` (a job's
+``availability_model``, ``checkpoint_sync_status``, ``user``, ``priority``...) is stored.
+A job's PUT body is the job itself (``TrainingJobV1``), not the GET's
+``{"training_project", "training_job"}`` envelope.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Request, Response
-from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
-from .._exceptions import BadRequest
 from ..query import training as tq
-from ..query.logs import LogFilters, Target
+from ..query.logs import Target
+from ..query.window import iso
 from ..store.accounts import ApiKey
 from ..store.inventory import Inventory
-from . import auth, logs
+from . import auth
+from .bodies import BodyIn, NamedIn, ReadOnly, ResourceIn, TrainingMetricsIn, UserIn, echoed, json_body
 from .ids import valid_id
-from .inventory import NamedIn, iso
 
 router = APIRouter(tags=["training"])
 
@@ -33,11 +40,11 @@ UNKNOWN_INSTANCE = {"id": "unknown", "name": "unknown", "memory_limit_mib": 0, "
 
 
 class ProjectIn(NamedIn):
-    pass
+    updated_at: ReadOnly = None
+    latest_job: ReadOnly = None
 
 
-class InstanceTypeIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class InstanceTypeIn(BodyIn):
     id: str = Field(min_length=1, max_length=256)
     name: str = Field(min_length=1, max_length=256)
     memory_limit_mib: int = Field(ge=0)
@@ -47,29 +54,18 @@ class InstanceTypeIn(BaseModel):
     gpu_memory_limit_mib: int | None = Field(default=None, ge=0)
 
 
-class UserIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    email: str | None = Field(default=None, max_length=256)
-
-
-class JobIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class JobIn(ResourceIn):
+    updated_at: ReadOnly = None
+    training_project_id: ReadOnly = None
+    training_project: ReadOnly = None
     name: str | None = Field(default=None, min_length=1, max_length=256)
     current_status: str = Field(default="RUNNING", min_length=1, max_length=64)
     error_message: str | None = Field(default=None, max_length=4096)
     instance_type: InstanceTypeIn | None = None
     priority: int | None = None
     checkpoint_sync_status: Literal["SYNCING", "COMPLETED"] | None = None
+    availability_model: Literal["dedicated", "spot"] | None = None
     user: UserIn | None = None
-
-
-class MetricsIn(BaseModel):
-    """GetTrainingJobMetricsRequestV1 (unknown fields ignored, as the schema allows)."""
-
-    model_config = ConfigDict(extra="ignore")
-    start_epoch_millis: int | None = None
-    end_epoch_millis: int | None = None
-    step_seconds: int | None = None
 
 
 # --- views -------------------------------------------------------------------------
@@ -79,6 +75,11 @@ def _summary(project: dict) -> dict:
     return {"id": project["id"], "name": project["doc"].get("name") or project["id"]}
 
 
+def observed_type(doc: dict) -> dict:
+    """The instance type the agent observed, else the placeholder."""
+    return doc.get("observed_instance_type") or dict(UNKNOWN_INSTANCE)
+
+
 def job_view(row: dict, project: dict) -> dict:
     doc = row["doc"]
     return {
@@ -86,13 +87,14 @@ def job_view(row: dict, project: dict) -> dict:
         "created_at": iso(row["created_ms"]),
         "current_status": doc.get("current_status") or "RUNNING",
         "error_message": doc.get("error_message"),
-        "instance_type": doc.get("instance_type") or doc.get("observed_instance_type") or dict(UNKNOWN_INSTANCE),
+        "instance_type": doc.get("instance_type") or observed_type(doc),
         "updated_at": iso(row["updated_ms"]),
         "training_project_id": project["id"],
         "training_project": _summary(project),
         "name": doc.get("name") or row["id"],
         "checkpoint_sync_status": doc.get("checkpoint_sync_status"),
         "priority": int(doc.get("priority") or 0),
+        "availability_model": doc.get("availability_model") or "dedicated",
         "user": doc.get("user"),
     }
 
@@ -163,7 +165,10 @@ def put_job(training_project_id: str, training_job_id: str, body: JobIn, request
     valid_id(training_job_id, "training_job_id")
     inv = request.app.state.inventory
     inv.ensure(key.ws, "training_project", training_project_id, "", {})
-    inv.put(key.ws, "training_job", training_job_id, training_project_id, body.model_dump(mode="json"))
+    doc = body.model_dump(mode="json")
+    old = (inv.find(key.ws, "training_job", training_job_id) or {}).get("doc", {})
+    doc["instance_type"] = echoed(doc["instance_type"], old.get("instance_type"), observed_type(old))
+    inv.put(key.ws, "training_job", training_job_id, training_project_id, doc)
     project, job = _job(inv, key.ws, training_project_id, training_job_id)
     return {"training_project": project, "training_job": job}
 
@@ -173,7 +178,7 @@ def put_job(training_project_id: str, training_job_id: str, body: JobIn, request
 METRICS_PATH = "/v1/training_projects/{training_project_id}/jobs/{training_job_id}/metrics"
 
 
-def _metrics(request: Request, key: ApiKey, project_id: str, job_id: str, q: MetricsIn) -> Response:
+def _metrics(request: Request, key: ApiKey, project_id: str, job_id: str, q: TrainingMetricsIn) -> Response:
     valid_id(project_id, "training_project_id")
     valid_id(job_id, "training_job_id")
     # Parameters first: a malformed request is a 400 whether or not the job exists.
@@ -191,36 +196,22 @@ def _metrics(request: Request, key: ApiKey, project_id: str, job_id: str, q: Met
 def get_job_metrics(training_project_id: str, training_job_id: str, request: Request,
                     start_epoch_millis: int | None = None, end_epoch_millis: int | None = None,
                     step_seconds: int | None = None, key: ApiKey = Depends(auth.management)) -> Response:
-    q = MetricsIn(start_epoch_millis=start_epoch_millis, end_epoch_millis=end_epoch_millis, step_seconds=step_seconds)
+    q = TrainingMetricsIn(start_epoch_millis=start_epoch_millis, end_epoch_millis=end_epoch_millis,
+                          step_seconds=step_seconds)
     return _metrics(request, key, training_project_id, training_job_id, q)
 
 
 @router.post(METRICS_PATH)
 def post_job_metrics(training_project_id: str, training_job_id: str, request: Request,
                      key: ApiKey = Depends(auth.management), body: Any = Body(None)) -> Response:
-    if isinstance(body, bytes):  # JSON sent without a JSON Content-Type (the vendor's curl example)
-        try:
-            body = json.loads(body)
-        except ValueError:
-            raise BadRequest("request body is not valid JSON", field="body", code="invalid_json") from None
-    if body is None:
-        body = {}
-    if not isinstance(body, dict):
-        raise BadRequest("the request body must be a JSON object", field="body")
-    try:
-        q = MetricsIn.model_validate(body)
-    except ValidationError as exc:
-        raise RequestValidationError(exc.errors(include_url=False)) from None
+    q = json_body(TrainingMetricsIn, body, absent={})
     return _metrics(request, key, training_project_id, training_job_id, q)
 
 
 # --- logs ----------------------------------------------------------------------------
 
 
-def _job_logs(inv: Inventory, ws: str, p: Mapping[str, str]) -> Target:
+def job_logs_target(inv: Inventory, ws: str, p: Mapping[str, str]) -> Target:
+    """Training job logs (a row of ``logs.ROUTES``)."""
     _job(inv, ws, p["training_project_id"], p["training_job_id"])
     return Target("training_job", entity=p["training_job_id"])
-
-
-logs.install(logs.LogRoute("/v1/training_projects/{training_project_id}/jobs/{training_job_id}/logs",
-                           _job_logs, filters=LogFilters, post=True))

@@ -6,7 +6,7 @@ import logging
 
 import click
 
-from ..settings import Config
+from ..settings import Config, setting
 
 
 @click.group()
@@ -24,19 +24,23 @@ def _config(**options) -> Config:
         raise click.UsageError(str(exc)) from None
 
 
+def _setting_option(name: str):
+    """The flag of one setting, its help and default from the settings table. The flag
+    itself defaults to None, so the environment and the config file still apply."""
+    s = setting(name)
+    return click.option(f"--{name.replace('_', '-')}", name, default=None, type=type(s.default),
+                        help=f"{s.help} [default: {s.default}; env: SONDE_{name.upper()}]")
+
+
 _config_option = click.option("--config", "config_file", default=None, type=click.Path(dir_okay=False),
                               help="TOML file of settings (docs/settings.md) [env: SONDE_CONFIG].")
-_store_option = click.option("--store", default=None,
-                             help="Store URL: chdb, or clickhouse://user:pass@host:8123/db?cluster=NAME [default: chdb].")
-_data_dir_option = click.option("--data-dir", default=None,
-                                help="Store and credentials directory [default: ./sonde-data].")
 
 
 @cli.command()
-@_data_dir_option
-@click.option("--host", default=None, help="Listen address [default: 127.0.0.1].")
-@click.option("--port", default=None, type=int, help="Listen port [default: 8080].")
-@_store_option
+@_setting_option("data_dir")
+@_setting_option("host")
+@_setting_option("port")
+@_setting_option("store")
 @_config_option
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
 def serve(data_dir, host, port, store, config_file, log_level) -> None:
@@ -53,8 +57,8 @@ def serve(data_dir, host, port, store, config_file, log_level) -> None:
 
 
 @cli.command()
-@_data_dir_option
-@_store_option
+@_setting_option("data_dir")
+@_setting_option("store")
 @_config_option
 def migrate(data_dir, store, config_file) -> None:
     """Bring the store's schema to this build's version; safe to run again.

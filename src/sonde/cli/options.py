@@ -15,6 +15,8 @@ from typing import Any
 import click
 import httpx
 
+from ..settings import setting
+
 
 class Api:
     def __init__(self, server: str, key: str | None, fmt: str):
@@ -68,11 +70,12 @@ def client_options(key_kind: str = "management_key"):
     """Add --server, --key, --data-dir and --format; pass ``api`` to the command."""
 
     def decorate(fn):
-        @click.option("--server", envvar="SONDE_SERVER", default="http://127.0.0.1:8080", show_default=True,
+        @click.option("--server", envvar="SONDE_SERVER", show_default=True,
+                      default=f"http://{setting('host').default}:{setting('port').default}",
                       help="Sonde server URL.")
         @click.option("--key", envvar="SONDE_API_KEY", default=None,
                       help=f"API key [default: {key_kind} from DATA_DIR/credentials.json].")
-        @click.option("--data-dir", envvar="SONDE_DATA_DIR", default="./sonde-data", show_default=True,
+        @click.option("--data-dir", envvar="SONDE_DATA_DIR", default=setting("data_dir").default, show_default=True,
                       help="Where to find credentials.json when --key is not given.")
         @click.option("--format", "fmt", type=click.Choice(["table", "json", "jsonl"]), default="table",
                       show_default=True, help="Output format.")

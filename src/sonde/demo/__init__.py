@@ -5,7 +5,8 @@
 - ``trainer.py``: one node of a numpy MLP training run (SGD, loss per step, checkpoints).
 - ``chain.py``: the two chainlets, ``preprocess`` calling ``predict``, FastAPI apps.
 - ``loops.py``: one node of the trainer (loops) deployment, a numpy policy trained by
-  REINFORCE that serves samples over HTTP; and how the stack registers and starts it.
+  REINFORCE that serves samples over HTTP.
+- ``serving.py``: what those servers share: logging, telemetry, ``/health``, uvicorn.
 - ``loadgen.py``: Poisson traffic with bursts, a slow share, bad inputs and poison inputs,
   and shares sent to the chain and to the trainer nodes.
 - ``stack.py``: starts ``sonde serve``, N ``sonde agent run`` replicas, the chain's, the

@@ -36,7 +36,7 @@ from pydantic import BaseModel
 
 from ..instrument import SondeMiddleware, SondeTelemetry, current_request_id
 from .model import N_FEATURES, load_or_fit
-from .model_server import _setup_logging, demo_telemetry, serve, with_health
+from .serving import demo_telemetry, serve, setup_logging, with_health
 from .stack import CHAIN, CHAIN_DEPLOYMENT
 MAX_ROWS = 256
 CLIP = 6.0
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--chain-deployment-id", default=CHAIN_DEPLOYMENT)
     p.add_argument("--export-interval", type=float, default=10.0, help="seconds between metric exports")
     args = p.parse_args(argv)
-    _setup_logging()
+    setup_logging()
     telemetry = demo_telemetry(args.export_interval, f"sonde-demo-chainlet-{args.role}", log,
                                {"sonde.chain_id": args.chain_id, "sonde.chain_deployment_id": args.chain_deployment_id,
                                 "sonde.chainlet_id": args.role})

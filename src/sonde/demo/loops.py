@@ -37,16 +37,13 @@ import time
 from contextlib import asynccontextmanager
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.exception_handlers import request_validation_exception_handler
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from ..instrument import SondeMiddleware, SondeTelemetry
 from .model import N_FEATURES
-from .model_server import _setup_logging, _validation_summary, demo_telemetry, serve, with_health
-from .stack import ENVIRONMENT, free_port
+from .serving import demo_telemetry, log_rejections, serve, setup_logging, with_health
 
 LOOPS_DEPLOYMENT, LOOPS_NODES = "demo-loops-v1", 2
 N_ACTIONS, HIDDEN, MAX_ROWS = 4, 256, 256
@@ -205,10 +202,7 @@ def build_app(trainer: Trainer, telemetry: SondeTelemetry | None = None):
 
     app = FastAPI(title="Sonde demo trainer (loops)", lifespan=lifespan, telemetry={"metrics": False})
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid_body(request: Request, exc: RequestValidationError):
-        log.warning("sample: rejected (422): %s", _validation_summary(exc))
-        return await request_validation_exception_handler(request, exc)
+    log_rejections(app, log, "sample: rejected")
 
     @app.get("/policy")
     def policy() -> dict:
@@ -242,44 +236,6 @@ def build_app(trainer: Trainer, telemetry: SondeTelemetry | None = None):
     return with_health(SondeMiddleware(app), lambda: trainer.ready)
 
 
-# -- in the demo's stack ------------------------------------------------------------------
-def ports(stack) -> dict[str, int]:
-    """Each node's port, chosen once: the PUT names rank 0's URL before the nodes start."""
-    if not stack.loops_ports:
-        stack.loops_ports.update({f"node-{rank}": free_port() for rank in range(LOOPS_NODES)})
-    return stack.loops_ports
-
-
-def register(stack, headers: dict) -> None:
-    import httpx
-
-    httpx.put(f"{stack.url}/v1/loops/deployments/{LOOPS_DEPLOYMENT}", headers=headers, timeout=10, json={
-        "base_model": f"numpy MLP policy ({2 * N_FEATURES}-{HIDDEN}-{N_ACTIONS}), REINFORCE",
-        "base_url": f"http://127.0.0.1:{ports(stack)['node-0']}", "status": {"name": "RUNNING"},
-    }).raise_for_status()
-
-
-def start(stack) -> None:
-    """One agent per node, placed on the loops deployment with its node id and rank."""
-    for rank, (node, port) in enumerate(ports(stack).items()):
-        replica = f"l{rank + 1:04d}"
-        cache = os.path.join(stack.data_dir, "cache", f"loops-{node}")
-        os.makedirs(cache, exist_ok=True)
-        env = {**stack._agent_env(), "SONDE_REPLICA": replica, "SONDE_ENVIRONMENT": ENVIRONMENT}
-        cmd = [
-            stack.python, "-m", "sonde", "agent", "run",
-            "--loops-deployment-id", LOOPS_DEPLOYMENT, "--node-id", node, "--node-rank", str(rank),
-            "--replica", replica, "--environment", ENVIRONMENT, "--cache-dir", cache,
-            "--ready-url", f"http://127.0.0.1:{port}/health", "--server", stack.url,
-            "--interval", f"{stack.interval:g}",
-            "--spool-dir", os.path.join(stack.data_dir, "spool", f"loops-{node}"),
-            "--",
-            stack.python, "-m", "sonde.demo.loops", "--rank", str(rank), "--node-id", node, "--port", str(port),
-            "--cache-dir", cache, "--export-interval", f"{stack.interval:g}",
-        ]
-        stack._spawn(f"agent loops {node}", cmd, log=f"loops-{node}.log", env=env, stop_timeout=20.0)
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m sonde.demo.loops", description=__doc__.split("\n\n")[0])
     p.add_argument("--host", default="127.0.0.1")
@@ -291,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--step-interval", type=float, default=0.5, help="seconds per policy step (compute, then a sleep)")
     p.add_argument("--export-interval", type=float, default=10.0, help="seconds between metric exports")
     args = p.parse_args(argv)
-    _setup_logging()
+    setup_logging()
     # The node's rank and id ride on the request metrics as on the agent's samples, so
     # both read as the same node.
     telemetry = demo_telemetry(args.export_interval, "sonde-demo-loops-trainer", log,

@@ -28,20 +28,18 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 import threading
 import time
 from contextlib import asynccontextmanager
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.exception_handlers import request_validation_exception_handler
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from ..instrument import RequestIdFilter, SondeMiddleware, SondeTelemetry, configure
+from ..instrument import SondeMiddleware, SondeTelemetry
 from .model import N_FEATURES, RandomFeatureRidge, load_or_fit
+from .serving import demo_telemetry, log_rejections, serve, setup_logging, with_health
 
 MAX_ROWS = 1024
 SLOW_MS = 50.0  # ten times the typical request here: slower than this logs a WARNING
@@ -101,13 +99,6 @@ def _shape_problem(rows: list[list[float]]) -> str | None:
     return None
 
 
-def _validation_summary(exc: RequestValidationError) -> str:
-    first = exc.errors()[0] if exc.errors() else {}
-    where = ".".join(str(p) for p in first.get("loc", ()))
-    more = len(exc.errors()) - 1
-    return f"{where}: {first.get('msg', 'invalid')}" + (f" (and {more} more)" if more > 0 else "")
-
-
 def build_app(loader: Loader, telemetry: SondeTelemetry | None = None):
     """The ASGI app: /health outside SondeMiddleware, everything else inside it."""
 
@@ -121,10 +112,7 @@ def build_app(loader: Loader, telemetry: SondeTelemetry | None = None):
     app = FastAPI(title="Sonde demo model", lifespan=lifespan,
                   telemetry={"metrics": False})  # SondeMiddleware records; FastAPI would count twice
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid_body(request: Request, exc: RequestValidationError):
-        log_req.warning("rejected (422): %s", _validation_summary(exc))
-        return await request_validation_exception_handler(request, exc)
+    log_rejections(app, log_req, "rejected")
 
     @app.get("/info")
     def info() -> dict:
@@ -178,50 +166,6 @@ def build_app(loader: Loader, telemetry: SondeTelemetry | None = None):
     return with_health(SondeMiddleware(app), lambda: loader.model is not None)
 
 
-def with_health(app, is_ready):
-    """Answer ``/health`` before the middleware: probes (the agent's, the load
-    generator's) are not inference traffic, and their 503s while loading would read
-    as server errors in the deployment's request counts."""
-
-    async def asgi(scope, receive, send):
-        if scope["type"] == "http" and scope["path"] == "/health":
-            ready = is_ready()
-            await send({"type": "http.response.start", "status": 200 if ready else 503,
-                        "headers": [(b"content-type", b"application/json")]})
-            await send({"type": "http.response.body",
-                        "body": b'{"status":"ready"}' if ready else b'{"status":"loading"}'})
-            return
-        await app(scope, receive, send)
-
-    return asgi
-
-
-class _Formatter(logging.Formatter):
-    """``request_id=ID`` only where there is one: a placeholder such as ``-`` would be
-    read by the agent as a request id of its own."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        rid = getattr(record, "request_id", None)
-        record.ids = f" request_id={rid}" if rid else ""
-        return super().format(record)
-
-
-def _setup_logging() -> None:
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(_Formatter("%(asctime)s %(levelname)s %(name)s:%(ids)s %(message)s"))
-    handler.addFilter(RequestIdFilter())
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    logging.getLogger("sonde.demo").setLevel(logging.DEBUG)
-
-
-def _not_health(record: logging.LogRecord) -> bool:
-    # uvicorn's access record args: (client, method, path, http version, status)
-    args = record.args if isinstance(record.args, tuple) else ()
-    return not (len(args) >= 3 and str(args[2]).startswith("/health"))
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m sonde.demo.model_server", description=__doc__.split("\n\n")[0])
     p.add_argument("--host", default="127.0.0.1")
@@ -230,32 +174,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--export-interval", type=float, default=10.0, help="seconds between metric exports")
     p.add_argument("--min-load-seconds", type=float, default=3.0, help="shortest start-up (the replica is starting)")
     args = p.parse_args(argv)
-    _setup_logging()
+    setup_logging()
     telemetry = demo_telemetry(args.export_interval, "sonde-demo-model-server", log_model)
     serve(build_app(Loader(args.cache_dir, args.min_load_seconds), telemetry), args.host, args.port)
 
-
-def demo_telemetry(export_interval: float, service_name: str, log: logging.Logger,
-                   resource: dict[str, str] | None = None) -> SondeTelemetry | None:
-    """The request instruments of a demo server, or None when it runs on its own."""
-    try:
-        # Log lines travel once: printed to stdout, where `sonde agent run` ships them.
-        # Exporting them over OTLP as well would store every line twice.
-        return configure(logs=False, export_interval_s=export_interval, service_name=service_name,
-                         resource_attributes=resource)
-    except ValueError as exc:  # run on its own, without SONDE_SERVER and a key
-        log.warning("not reporting to Sonde: %s", exc)
-        return None
-
-
-def serve(app, host: str, port: int) -> None:
-    import uvicorn
-
-    config = uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
-    # After Config, which installs uvicorn's logging: health probes every second or two
-    # would otherwise be most of the access log.
-    logging.getLogger("uvicorn.access").addFilter(_not_health)
-    uvicorn.Server(config).run()
 
 if __name__ == "__main__":
     main()

@@ -41,6 +41,9 @@ from dataclasses import dataclass, field
 import httpx
 import psutil
 
+from .loops import HIDDEN, LOOPS_DEPLOYMENT, LOOPS_NODES, N_ACTIONS
+from .model import N_FEATURES
+
 MODEL, DEPLOYMENT, ENVIRONMENT = "demo-model", "demo-v1", "production"
 TRAINING_PROJECT, TRAINING_JOB = "demo-project", "demo-job-1"
 CHAIN, CHAIN_DEPLOYMENT, CHAINLETS = "demo-chain", "demo-chain-v1", ("preprocess", "predict")
@@ -170,8 +173,10 @@ class Stack:
                 "environment": ENVIRONMENT,
                 "chainlets": [{"id": c, "name": c.capitalize()} for c in CHAINLETS]}).raise_for_status()
         if self.loops:
-            from . import loops  # it imports this module
-            loops.register(self, headers)
+            httpx.put(f"{self.url}/v1/loops/deployments/{LOOPS_DEPLOYMENT}", headers=headers, timeout=10, json={
+                "base_model": f"numpy MLP policy ({2 * N_FEATURES}-{HIDDEN}-{N_ACTIONS}), REINFORCE",
+                "base_url": f"http://127.0.0.1:{self._loops_ports()['node-0']}", "status": {"name": "RUNNING"},
+            }).raise_for_status()
         return r.json()
 
     def _agent_env(self) -> dict:
@@ -256,10 +261,32 @@ class Stack:
                     else ["--predict-url", f"http://127.0.0.1:{self.chain_ports['predict']}"])
             self._spawn(f"agent {chainlet}", cmd, log=f"{chainlet}.log", env=env, stop_timeout=20.0)
 
+    def _loops_ports(self) -> dict[str, int]:
+        """Each loops node's port, chosen once: the PUT names rank 0's URL before the nodes start."""
+        if not self.loops_ports:
+            self.loops_ports.update({f"node-{rank}": free_port() for rank in range(LOOPS_NODES)})
+        return self.loops_ports
+
     def start_loops(self) -> None:
-        """The trainer (loops) deployment's two nodes, each under an agent (``loops.py``)."""
-        from . import loops
-        loops.start(self)
+        """The trainer (loops) deployment's nodes (``loops.py``), each under an agent placed
+        on the loops deployment with its node id and rank."""
+        for rank, (node, port) in enumerate(self._loops_ports().items()):
+            replica = f"l{rank + 1:04d}"
+            cache = os.path.join(self.data_dir, "cache", f"loops-{node}")
+            os.makedirs(cache, exist_ok=True)
+            env = {**self._agent_env(), "SONDE_REPLICA": replica, "SONDE_ENVIRONMENT": ENVIRONMENT}
+            cmd = [
+                self.python, "-m", "sonde", "agent", "run",
+                "--loops-deployment-id", LOOPS_DEPLOYMENT, "--node-id", node, "--node-rank", str(rank),
+                "--replica", replica, "--environment", ENVIRONMENT, "--cache-dir", cache,
+                "--ready-url", f"http://127.0.0.1:{port}/health", "--server", self.url,
+                "--interval", f"{self.interval:g}",
+                "--spool-dir", os.path.join(self.data_dir, "spool", f"loops-{node}"),
+                "--",
+                self.python, "-m", "sonde.demo.loops", "--rank", str(rank), "--node-id", node, "--port", str(port),
+                "--cache-dir", cache, "--export-interval", f"{self.interval:g}",
+            ]
+            self._spawn(f"agent loops {node}", cmd, log=f"loops-{node}.log", env=env, stop_timeout=20.0)
 
     def start_loadgen(self) -> None:
         cmd = [self.python, "-m", "sonde.demo.loadgen", "--rps", f"{self.rps:g}"]

@@ -15,20 +15,21 @@ import hashlib
 import itertools
 import json
 import threading
+from collections import namedtuple
 
 import numpy as np
 import pyarrow as pa
 
-from ..store.schema import ARROW_SCHEMAS
+from ..store.schema import ARROW_SCHEMAS, group_columns
 from .proto import decode_kv
 
 SCHEMA = ARROW_SCHEMAS["metric_points"]
-_TS = pa.timestamp("ns", tz="UTC")
-_U64_LIST = pa.list_(pa.uint64())
+_TYPE = {f.name: f.type for f in SCHEMA}
 _NAN = float("nan")
 
-#: the columns constant over a group, in schema order
-GROUP_COLUMNS = ("ws", "scope", "entity", "parent", "metric", "kind", "monotonic", "unit", "replica", "node_rank")
+#: the values of the columns constant over a group (the table's group columns), made by
+#: name so that the walk cannot put one in another's place
+Group = namedtuple("Group", group_columns("metric_points"))
 
 
 def series_hash(ws: str, scope: str, entity: str, metric: str, replica: str, node_rank: int, attrs: dict) -> int:
@@ -71,8 +72,8 @@ class SeriesGroup:
             with self._lock:
                 arrow = self._arrow = pa.MapArray.from_arrays(
                     pa.array(np.array(self._offsets, dtype=np.int32)),
-                    pa.array(self._keys, pa.string()), pa.array(self._vals, pa.string()),
-                ).cast(SCHEMA.field("attrs").type)
+                    pa.array(self._keys, _TYPE["attrs"].key_type), pa.array(self._vals, _TYPE["attrs"].item_type),
+                ).cast(_TYPE["attrs"])
         return arrow
 
 
@@ -130,7 +131,7 @@ class Block:
 
     def __init__(self, family: str):
         self.family = family
-        self.groups: list[tuple] = []  # values of GROUP_COLUMNS
+        self.groups: list[Group] = []
         self.gidx: list[int] = []
         #: per row, its series' entry (hash, index in its SeriesGroup)
         self.ents: list[tuple[int, int]] = []
@@ -163,7 +164,7 @@ class Block:
     def __len__(self) -> int:
         return len(self.ts)
 
-    def add_group(self, values: tuple, n: int) -> None:
+    def add_group(self, values: Group, n: int) -> None:
         self.groups.append(values)
         self.gidx.extend([len(self.groups) - 1] * n)
 
@@ -171,8 +172,8 @@ class Block:
         n = len(self.ts)
         cols: dict[str, pa.Array] = {}
         gidx = pa.array(np.array(self.gidx, dtype=np.int32))
-        for j, name in enumerate(GROUP_COLUMNS):
-            cols[name] = pa.array([g[j] for g in self.groups], SCHEMA.field(name).type).take(gidx)
+        for j, name in enumerate(Group._fields):
+            cols[name] = pa.array([g[j] for g in self.groups], _TYPE[name]).take(gidx)
         ents = self.ents
         cols["series"] = np.fromiter([e[0] for e in ents], dtype=np.uint64, count=n)
         chunks = []
@@ -184,8 +185,8 @@ class Block:
             else:
                 chunks.append(attrs.take(pa.array(idx)))
         cols["attrs"] = pa.concat_arrays(chunks)
-        cols["ts"] = pa.array(np.array(self.ts, dtype=np.int64)).cast(_TS)
-        cols["start_ts"] = pa.array(np.array(self.start, dtype=np.int64)).cast(_TS)
+        cols["ts"] = pa.array(np.array(self.ts, dtype=np.int64)).cast(_TYPE["ts"])
+        cols["start_ts"] = pa.array(np.array(self.start, dtype=np.int64)).cast(_TYPE["start_ts"])
         zeros_f = np.zeros(n, dtype=np.float64)
         nans = np.full(n, _NAN)
         zeros_u = np.zeros(n, dtype=np.uint64)
@@ -199,27 +200,27 @@ class Block:
             cols["min"] = np.array(self.min, dtype=np.float64)
             cols["max"] = np.array(self.max, dtype=np.float64)
         if self.family == "hist":
-            cols["bounds"] = _distinct_lists(self.bounds, pa.list_(pa.float64()))
-            cols["buckets"] = _lists(self.buckets, _U64_LIST)
+            cols["bounds"] = _distinct_lists(self.bounds, _TYPE["bounds"])
+            cols["buckets"] = _lists(self.buckets, _TYPE["buckets"])
         else:
-            cols["bounds"] = _empty_lists(n, pa.list_(pa.float64()))
-            cols["buckets"] = _empty_lists(n, _U64_LIST)
+            cols["bounds"] = _empty_lists(n, _TYPE["bounds"])
+            cols["buckets"] = _empty_lists(n, _TYPE["buckets"])
         if self.family == "exp":
             cols["scale"] = np.array(self.scale, dtype=np.int8)
             cols["zero_count"] = np.array(self.zero, dtype=np.uint64)
             cols["pos_offset"] = np.array(self.pos_off, dtype=np.int32)
-            cols["pos_buckets"] = _lists(self.pos, _U64_LIST)
+            cols["pos_buckets"] = _lists(self.pos, _TYPE["pos_buckets"])
             cols["neg_offset"] = np.array(self.neg_off, dtype=np.int32)
-            cols["neg_buckets"] = _lists(self.neg, _U64_LIST)
+            cols["neg_buckets"] = _lists(self.neg, _TYPE["neg_buckets"])
         else:
             cols["scale"] = np.zeros(n, dtype=np.int8)
             cols["zero_count"] = zeros_u
             cols["pos_offset"] = cols["neg_offset"] = np.zeros(n, dtype=np.int32)
-            cols["pos_buckets"] = cols["neg_buckets"] = _empty_lists(n, _U64_LIST)
+            cols["pos_buckets"] = cols["neg_buckets"] = _empty_lists(n, _TYPE["pos_buckets"])
         cum = [""] * n
         for row, state in self.cum_state.items():
             cum[row] = state
-        cols["cum_state"] = pa.array(cum, pa.string())
+        cols["cum_state"] = pa.array(cum, _TYPE["cum_state"])
         cols["seq"] = zeros_u  # numbered once the request's rows are final
         table = pa.Table.from_arrays([pa.array(cols[f.name], f.type) if not isinstance(cols[f.name], pa.Array)
                                       else cols[f.name] for f in SCHEMA], schema=SCHEMA)

@@ -38,7 +38,7 @@ REPLAY_MARGIN_NS = 300 * 10**9
 #: on a cluster its key columns name the one shard (of several) that holds the series
 _POINT_READ = " SETTINGS max_threads = 1, optimize_skip_unused_shards = 1"
 _NAN = float("nan")
-_TS = pa.timestamp("ns", tz="UTC")
+_STATE = ARROW_SCHEMAS["series_state"]
 
 
 def _j(x) -> str:
@@ -280,7 +280,8 @@ class SeriesState:
         segs = [(b, r0, r1, mode) for b in blocks for r0, r1, mode in b.stateful]
         hs = [e[0] for b, r0, r1, _ in segs for e in b.ents[r0:r1]]
         if self.shared and hs:
-            keys = {(g[1], g[2], g[4]) for b, r0, r1, _ in segs for g in map(b.groups.__getitem__, set(b.gidx[r0:r1]))}
+            keys = {(g.scope, g.entity, g.metric)
+                    for b, r0, r1, _ in segs for g in map(b.groups.__getitem__, set(b.gidx[r0:r1]))}
             self._sync(ws, sorted(set(hs)), keys)
         if len(set(hs)) == len(hs):
             for b, r0, r1, mode in segs:
@@ -361,13 +362,11 @@ class SeriesState:
     def rows(self, ws: str, change: Change, seq: int) -> pa.Table:
         """``series_state`` rows for ``change``, all stamped with the request's last ``seq``."""
         series = list(change.new)
-        return pa.Table.from_arrays(
-            [
-                pa.array([ws] * len(series), pa.string()),
-                pa.array(np.array(series, dtype=np.uint64)),
-                pa.array(np.array([change.new[h]["t"] for h in series], dtype=np.int64)).cast(_TS),
-                pa.array([change.json[h] for h in series], pa.string()),
-                pa.array(np.full(len(series), seq, dtype=np.uint64)),
-            ],
-            schema=ARROW_SCHEMAS["series_state"],
-        )
+        cols = {
+            "ws": [ws] * len(series),
+            "series": np.array(series, dtype=np.uint64),
+            "ts": np.array([change.new[h]["t"] for h in series], dtype=np.int64),
+            "state": [change.json[h] for h in series],
+            "seq": np.full(len(series), seq, dtype=np.uint64),
+        }
+        return pa.Table.from_arrays([pa.array(cols[f.name], f.type) for f in _STATE], schema=_STATE)

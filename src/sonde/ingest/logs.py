@@ -12,19 +12,21 @@ from __future__ import annotations
 
 import json
 import re
+from collections import namedtuple
 from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
 
-from ..store.schema import ARROW_SCHEMAS, LEVELS
+from ..store.schema import ARROW_SCHEMAS, LEVELS, group_columns
 from .metrics import MAX_TS, Rejects
 from .proto import any_to_py, decode_kv, kv_pairs
 from .resource import Placement, place
 
 SCHEMA = ARROW_SCHEMAS["logs"]
-_GROUP = ("ws", "scope", "entity", "parent", "environment", "replica")
-_TS = pa.timestamp("ns", tz="UTC")
+_TYPE = {f.name: f.type for f in SCHEMA}
+#: the values of the columns constant over one resource's records, made by name
+LogGroup = namedtuple("LogGroup", group_columns("logs"))
 
 _BY_NUMBER = [0] + [LEVELS["DEBUG"]] * 8 + [LEVELS["INFO"]] * 4 + [LEVELS["WARNING"]] * 4 + [LEVELS["ERROR"]] * 8
 _BY_TEXT = {
@@ -59,7 +61,7 @@ class LogsWalk:
         self.placer = placer
         self.now_ns = now_ns
         self.rejects = Rejects()
-        self.groups: list[tuple] = []
+        self.groups: list[LogGroup] = []
         self.gidx: list[int] = []
         self.ts: list[int] = []
         self.request_id: list[str] = []
@@ -89,13 +91,14 @@ class LogsWalk:
                 extra["sonde.node_id"] = pl.node_id
             if pl.node_rank >= 0:
                 extra["sonde.node_rank"] = str(pl.node_rank)
-            group = (self.ws, pl.scope, pl.entity, parent, pl.environment, pl.replica)
+            group = LogGroup(ws=self.ws, scope=pl.scope, entity=pl.entity, parent=parent,
+                             environment=pl.environment, replica=pl.replica)
             for sl in rl.scope_logs:
                 if sl.log_records:
                     self._records(sl.log_records, group, extra)
         return self
 
-    def _records(self, recs, group: tuple, extra: dict) -> None:
+    def _records(self, recs, group: LogGroup, extra: dict) -> None:
         kv_cache = self._kv
         n_before = len(self.ts)
         for r in recs:
@@ -112,8 +115,8 @@ class LogsWalk:
             self.request_id.append(attrs.pop("request_id", ""))
             component = attrs.pop("component", "")
             self.component.append(component)
-            if component == "sonde.agent" and "sonde.job.status" in attrs and group[1] == "training_job":
-                self.job_exits.append((group[2], attrs["sonde.job.status"], attrs.get("sonde.job.error", ""),
+            if component == "sonde.agent" and "sonde.job.status" in attrs and group.scope == "training_job":
+                self.job_exits.append((group.entity, attrs["sonde.job.status"], attrs.get("sonde.job.error", ""),
                                        int(extra.get("sonde.node_rank", -1))))
             if r.trace_id:
                 attrs["trace_id"] = r.trace_id.hex()
@@ -137,15 +140,17 @@ class LogsWalk:
     def to_arrow(self, first_seq: int) -> pa.Table:
         n = len(self.ts)
         gidx = pa.array(np.array(self.gidx, dtype=np.int32))
-        cols = {name: pa.array([g[j] for g in self.groups], pa.string()).take(gidx) for j, name in enumerate(_GROUP)}
-        cols["ts"] = pa.array(np.array(self.ts, dtype=np.int64)).cast(_TS)
-        cols["seq"] = pa.array(np.arange(first_seq, first_seq + n, dtype=np.uint64))
-        cols["request_id"] = pa.array(self.request_id, pa.string())
-        cols["component"] = pa.array(self.component, pa.string())
-        cols["level"] = pa.array(np.array(self.level, dtype=np.uint8))
-        cols["message"] = pa.array(self.message, pa.string())
+        cols = {name: pa.array([g[j] for g in self.groups], _TYPE[name]).take(gidx)
+                for j, name in enumerate(LogGroup._fields)}
+        cols["ts"] = np.array(self.ts, dtype=np.int64)
+        cols["seq"] = np.arange(first_seq, first_seq + n, dtype=np.uint64)
+        cols["request_id"] = self.request_id
+        cols["component"] = self.component
+        cols["level"] = np.array(self.level, dtype=np.uint8)
+        cols["message"] = self.message
+        attrs = _TYPE["attrs"]
         cols["attrs"] = pa.MapArray.from_arrays(
             pa.array(np.array(self._offsets, dtype=np.int32)),
-            pa.array(self._keys, pa.string()), pa.array(self._vals, pa.string()),
-        ).cast(SCHEMA.field("attrs").type)
-        return pa.Table.from_arrays([cols[f.name] for f in SCHEMA], schema=SCHEMA)
+            pa.array(self._keys, attrs.key_type), pa.array(self._vals, attrs.item_type),
+        ).cast(attrs)
+        return pa.Table.from_arrays([pa.array(cols[f.name], f.type) for f in SCHEMA], schema=SCHEMA)

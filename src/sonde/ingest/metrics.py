@@ -16,7 +16,7 @@ import operator
 from collections import Counter
 from collections.abc import Callable
 
-from .columns import Block, SeriesCache, SeriesGroup
+from .columns import Block, Group, SeriesCache, SeriesGroup
 from .proto import kv_pairs
 from .resource import Placement, place
 
@@ -134,7 +134,8 @@ class MetricsWalk:
                 mode = "hist" if which == "histogram" else "exp"
         kind = _KINDS[which]
         ident = (self.ws, pl.scope, pl.entity, name, pl.replica, pl.node_rank, pl.node_id)
-        group = (self.ws, pl.scope, pl.entity, parent, name, kind, monotonic, m.unit, pl.replica, pl.node_rank)
+        group = Group(ws=self.ws, scope=pl.scope, entity=pl.entity, parent=parent, metric=name, kind=kind,
+                      monotonic=monotonic, unit=m.unit, replica=pl.replica, node_rank=pl.node_rank)
         if which in ("gauge", "sum"):
             self._numbers(dps, ident, group, mode, extra, label)
         elif which == "histogram":

@@ -1,6 +1,6 @@
 """Where telemetry belongs: resource attributes -> (scope, entity, parent, replica, ...).
 
-SONDE.md's table. The first placing group present wins, most specific first:
+docs/api.md#placement. The first placing group present wins, most specific first:
 a chainlet (``sonde.chainlet_id`` + ``sonde.chain_deployment_id``), then a model
 deployment (``sonde.deployment_id``), a training job (``sonde.training_job_id``),
 a loops deployment (``sonde.loops_deployment_id``). A resource with none of them,
@@ -10,7 +10,7 @@ or with an id that breaks the id rule, cannot be placed: its points are rejected
 A parent the resource does not name (a deployment without ``sonde.model_id``, a
 training job without its project, a chain deployment without its chain) is taken
 from the inventory when the entity is known there, else it is ``_unassigned``
-(resolved by :class:`~sonde.ingest.pipeline.Registrar`).
+(resolved by :class:`~sonde.ingest.registrar.Registrar`).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ first byte is measured where the first chunk leaves the app.
 
 It records through the OpenTelemetry metrics API, on the meter provider it is given or
 the global one, using the semantic-convention names that Sonde maps to its deployment
-metrics (``../shared/spec/SONDE.md``):
+metrics (docs/metrics.md, "Catalogue"):
 
 =====================================  ======  ==============================================
 ``http.server.request.duration``       s       histogram; every request

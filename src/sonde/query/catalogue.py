@@ -2,18 +2,20 @@
 
 Rows of ``metric_points`` keep the OTel name and unit as sent (docs/architecture.md);
 this table says which stored names feed each vendor name, how their values convert to
-the vendor's unit, and how the vendor name breaks into label sets (SONDE.md, "Metric
-names understood"). docs/metrics.md explains each choice.
+the vendor's unit, and how the vendor name breaks into label sets (docs/metrics.md,
+"Catalogue", which explains each choice).
 
 A vendor name may have several sources (the stable and the older HTTP semantic
 conventions, ``process.*`` and ``container.*``): they are alternatives, never added
 together, because instrumentation in ``http/dup`` mode sends both for the same
 requests. Per replica the first source in the list that sent anything in the queried
-window wins (see :func:`sonde.query.metrics.choose_sources`).
+window wins (see :mod:`sonde.query.sources`).
 """
 
 from __future__ import annotations
 
+import enum
+import math
 from dataclasses import dataclass
 
 from .._exceptions import BadRequest
@@ -27,6 +29,49 @@ BYTES = {"By": 1.0, "KiBy": 2.0**10, "MiBy": 2.0**20, "GiBy": 2.0**30, "kBy": 1e
 MEBIBYTES = {u: f / 2.0**20 for u, f in BYTES.items()}
 RATIO = {"1": 1.0, "%": 0.01}
 DIMENSIONS = {"time": TIME_S, "bytes": BYTES, "mebibytes": MEBIBYTES, "ratio": RATIO, "count": {}}
+
+
+class LabelKind(enum.Enum):
+    """How a metric breaks into label sets.
+
+    Per-series rows carry two label columns: ``l_host``, the replica (or the node rank,
+    decimal, -1 when the resource sent none, for the ``NODE*`` kinds), and
+    ``l_device``, the GPU index or the filesystem's mount name (``sonde.mount``).
+    """
+
+    PLAIN = "plain"  # one series [{}]; gauges add up their series (deployment totals)
+    STATUS = "status"  # {status: 2xx..5xx} from the sources' status attribute (request totals)
+    REPLICA = "replica"  # {replica} per replica
+    GPU = "gpu"  # {replica, gpu} per replica and GPU
+    MOUNT = "mount"  # {replica, mount} per replica and filesystem
+    REPLICAS_ACTIVE = "replicas_active"  # replicas seen in the step, by state
+    REPLICAS_STARTING = "replicas_starting"
+    HISTOGRAM = "histogram"  # quantiles and average
+    NODE = "node"  # per node rank (training jobs and loops: query/nodes.py)
+    NODE_GPU = "node_gpu"  # per node rank and GPU
+    NODE_MOUNT = "node_mount"  # per node rank and filesystem
+
+    @property
+    def per_node(self) -> bool:
+        return self in (LabelKind.NODE, LabelKind.NODE_GPU, LabelKind.NODE_MOUNT)
+
+    @property
+    def device(self) -> str:
+        """What ``l_device`` holds: 'gpu', 'mount' or '' (nothing)."""
+        if self in (LabelKind.GPU, LabelKind.NODE_GPU):
+            return "gpu"
+        if self in (LabelKind.MOUNT, LabelKind.NODE_MOUNT):
+            return "mount"
+        return ""
+
+    @property
+    def replica_count(self) -> bool:
+        return self in (LabelKind.REPLICAS_ACTIVE, LabelKind.REPLICAS_STARTING)
+
+
+def gpu_key(gpu: str) -> tuple:
+    """GPU labels in numeric order ('2' before '10'), other names after them."""
+    return (int(gpu), gpu) if gpu.isdigit() else (math.inf, gpu)
 
 
 @dataclass(frozen=True)
@@ -43,16 +88,7 @@ class VendorMetric:
     unit_hint: str  # DeploymentMetricUnitHintV1
     dimension: str  # key of DIMENSIONS: how a row's unit converts
     sources: tuple[Source, ...]
-    # How the metric breaks into label sets:
-    #   "plain"   one series [{}]; gauges add up their series (deployment totals)
-    #   "status"  {status: 2xx..5xx} from the sources' status attribute (request totals)
-    #   "replica" {replica} per replica;  "gpu" {replica, gpu} per replica and GPU
-    #   "mount"   {replica, mount} per replica and filesystem (``sonde.mount``)
-    #   "replicas_active" / "replicas_starting": replicas seen in the step
-    #   "histogram" quantiles and average
-    #   "node" / "node_gpu" / "node_mount": per node rank (and GPU, or ``sonde.mount``);
-    #   used by loops metrics (query/loops.py), not by the deployment catalogue
-    labels: str
+    labels: LabelKind
 
     @property
     def source_names(self) -> tuple[str, ...]:
@@ -69,31 +105,32 @@ _HTTP_NEW = Source("http.server.request.duration", "s", "http.response.status_co
 _HTTP_OLD = Source("http.server.duration", "ms", "http.status_code")
 
 _V = VendorMetric
+_L = LabelKind
 CATALOGUE: dict[str, VendorMetric] = {m.name: m for m in (
-    _V("baseten_replicas_active", GAUGE, "COUNT", "count", (Source("sonde.replica.state"),), "replicas_active"),
-    _V("baseten_replicas_starting", GAUGE, "COUNT", "count", (Source("sonde.replica.state"),), "replicas_starting"),
-    _V("baseten_inference_requests_total", COUNTER, "COUNT", "count", (_HTTP_NEW, _HTTP_OLD), "status"),
+    _V("baseten_replicas_active", GAUGE, "COUNT", "count", (Source("sonde.replica.state"),), _L.REPLICAS_ACTIVE),
+    _V("baseten_replicas_starting", GAUGE, "COUNT", "count", (Source("sonde.replica.state"),), _L.REPLICAS_STARTING),
+    _V("baseten_inference_requests_total", COUNTER, "COUNT", "count", (_HTTP_NEW, _HTTP_OLD), _L.STATUS),
     _V("baseten_end_to_end_response_time_seconds", HISTOGRAM, "SECONDS", "time", (_HTTP_NEW, _HTTP_OLD),
-       "histogram"),
+       _L.HISTOGRAM),
     _V("baseten_time_to_first_byte_seconds", HISTOGRAM, "SECONDS", "time",
-       (Source("sonde.server.time_to_first_byte", "s"),), "histogram"),
+       (Source("sonde.server.time_to_first_byte", "s"),), _L.HISTOGRAM),
     _V("baseten_request_size_bytes", HISTOGRAM, "BYTES", "bytes",
-       (Source("http.server.request.body.size", "By"), Source("http.server.request.size", "By")), "histogram"),
+       (Source("http.server.request.body.size", "By"), Source("http.server.request.size", "By")), _L.HISTOGRAM),
     _V("baseten_response_size_bytes", HISTOGRAM, "BYTES", "bytes",
-       (Source("http.server.response.body.size", "By"), Source("http.server.response.size", "By")), "histogram"),
-    _V("baseten_concurrent_requests", GAUGE, "COUNT", "count", (Source("http.server.active_requests"),), "plain"),
-    _V("baseten_gpu_utilization", GAUGE, "RATIO", "ratio", (Source("hw.gpu.utilization", "1"),), "gpu"),
-    _V("baseten_gpu_memory_used", GAUGE, "MEBIBYTES", "mebibytes", (Source("hw.gpu.memory.usage", "By"),), "gpu"),
+       (Source("http.server.response.body.size", "By"), Source("http.server.response.size", "By")), _L.HISTOGRAM),
+    _V("baseten_concurrent_requests", GAUGE, "COUNT", "count", (Source("http.server.active_requests"),), _L.PLAIN),
+    _V("baseten_gpu_utilization", GAUGE, "RATIO", "ratio", (Source("hw.gpu.utilization", "1"),), _L.GPU),
+    _V("baseten_gpu_memory_used", GAUGE, "MEBIBYTES", "mebibytes", (Source("hw.gpu.memory.usage", "By"),), _L.GPU),
     _V("baseten_container_cpu_usage_seconds_total", COUNTER, "SECONDS", "time",
-       (Source("process.cpu.time", "s"), Source("container.cpu.time", "s")), "replica"),
+       (Source("process.cpu.time", "s"), Source("container.cpu.time", "s")), _L.REPLICA),
     _V("baseten_container_cpu_memory_working_set_bytes", GAUGE, "BYTES", "bytes",
-       (Source("process.memory.usage", "By"), Source("container.memory.working_set", "By")), "replica"),
+       (Source("process.memory.usage", "By"), Source("container.memory.working_set", "By")), _L.REPLICA),
     _V("baseten_container_restarts_total", COUNTER, "COUNT", "count", (Source("sonde.process.restarts"),),
-       "replica"),
+       _L.REPLICA),
     # Sonde's own: the vendor's deployment catalogue has no disk metric, and the agent
     # reports the ephemeral and cache filesystems of every replica (docs/metrics.md).
-    _V("sonde_filesystem_usage_bytes", GAUGE, "BYTES", "bytes", (Source("system.filesystem.usage", "By"),), "mount"),
-    _V("sonde_filesystem_limit_bytes", GAUGE, "BYTES", "bytes", (Source("system.filesystem.limit", "By"),), "mount"),
+    _V("sonde_filesystem_usage_bytes", GAUGE, "BYTES", "bytes", (Source("system.filesystem.usage", "By"),), _L.MOUNT),
+    _V("sonde_filesystem_limit_bytes", GAUGE, "BYTES", "bytes", (Source("system.filesystem.limit", "By"),), _L.MOUNT),
 )}
 
 DEFAULT_METRICS = (

@@ -1,6 +1,6 @@
 """GAUGE metrics: time-weighted means per step, and replica counts.
 
-Time-weighted mean (SONDE.md): each sample of a series holds its value until the next
+Time-weighted mean (docs/api.md#aggregation): each sample of a series holds its value until the next
 sample of that series, but at most two sampling intervals; a series' last sample holds
 one interval. A series' interval is the lower median gap between its samples in the rows
 read (a single-sample series is assumed to be sampled every ``DEFAULT_INTERVAL_NS``,
@@ -27,44 +27,32 @@ value is the level); monotonic sums are counters and never feed a gauge.
 
 from __future__ import annotations
 
-from .catalogue import VendorMetric
+from .catalogue import LabelKind, VendorMetric
+from ..store.schema import GPU_INDEX
 from .scan import STEP, Scan
 
 LOOK_AROUND_NS = 600 * 10**9
 DEFAULT_INTERVAL_NS = 60 * 10**9
 
-# Label expressions per label kind: the columns that name a label set.
-_GPU = "if(mapContains(attrs, 'hw.gpu.index'), attrs['hw.gpu.index'], attrs['gpu'])"
 
-
-# Node label kinds (loops and multi-node metrics): ``l_replica`` holds the node rank
-# (decimal, -1 when the resource sent none) instead of the replica.
-_NODE = "toString(node_rank)"
-
-
-def _labels(vm: VendorMetric) -> tuple[str, str]:
-    """(label columns selected per row, their names) for the metric's label kind."""
-    if vm.labels == "node":
-        return f"{_NODE} AS l_replica, '' AS l_gpu", "l_replica, l_gpu"
-    if vm.labels == "node_gpu":
-        return f"{_NODE} AS l_replica, {_GPU} AS l_gpu", "l_replica, l_gpu"
-    if vm.labels == "node_mount":
-        return f"{_NODE} AS l_replica, attrs['sonde.mount'] AS l_gpu", "l_replica, l_gpu"
-    if vm.labels == "gpu":
-        return f"replica AS l_replica, {_GPU} AS l_gpu", "l_replica, l_gpu"
-    if vm.labels == "mount":
-        return "replica AS l_replica, attrs['sonde.mount'] AS l_gpu", "l_replica, l_gpu"
-    if vm.labels == "replica":
-        return "replica AS l_replica, '' AS l_gpu", "l_replica, l_gpu"
-    return "'' AS l_replica, '' AS l_gpu", "l_replica, l_gpu"
+def label_columns(kind: LabelKind) -> str:
+    """SQL selecting a row's label columns ``l_host`` and ``l_device`` (catalogue.LabelKind)."""
+    if kind.per_node:
+        host = "toString(node_rank)"
+    elif kind is LabelKind.PLAIN:
+        host = "''"
+    else:
+        host = "replica"
+    device = {"gpu": GPU_INDEX, "mount": "attrs['sonde.mount']"}.get(kind.device, "''")
+    return f"{host} AS l_host, {device} AS l_device"
 
 
 def time_weighted(scan: Scan, vm: VendorMetric) -> list[dict]:
-    """Rows ``{k, l_replica, l_gpu, v}``: the step, the label set and its mean."""
+    """Rows ``{k, l_host, l_device, v}``: the step, the label set and its mean."""
     where, params = scan.where(
         vm.source_names, scan.window.start_ns - LOOK_AROUND_NS, scan.window.end_ns + LOOK_AROUND_NS, vm)
     factor, fparams = scan.factor(vm)
-    select, names = _labels(vm)
+    select, names = label_columns(vm.labels), "l_host, l_device"
     combine = "avg" if vm.unit_hint == "RATIO" else "sum"
     # Innermost to outermost: each series' samples as time-sorted arrays (and its
     # labels, constant per series); the interval and each sample's hold [a, b) clipped
@@ -72,29 +60,29 @@ def time_weighted(scan: Scan, vm: VendorMetric) -> list[dict]:
     # and covered time; per (step, label set) the combined means.
     sql = f"""
     SELECT k, {names}, {combine}(integral / covered) AS v FROM (
-        SELECT k, series, any(l_replica) AS l_replica, any(l_gpu) AS l_gpu,
+        SELECT k, series, any(l_host) AS l_host, any(l_device) AS l_device,
                sum(val * overlap) AS integral, sum(overlap) AS covered
         FROM (
-            SELECT series, l_replica, l_gpu, hold.1 AS a, hold.2 AS b, hold.3 AS val,
+            SELECT series, l_host, l_device, hold.1 AS a, hold.2 AS b, hold.3 AS val,
                    arrayJoin(range(intDiv(a - {{t0:Int64}}, {{step:Int64}}),
                                    intDiv(b - 1 - {{t0:Int64}}, {{step:Int64}}) + 1)) AS k,
                    least(b, {{t0:Int64}} + (k + 1) * {{step:Int64}})
                      - greatest(a, {{t0:Int64}} + k * {{step:Int64}}) AS overlap
             FROM (
-                SELECT series, l_replica, l_gpu,
+                SELECT series, l_host, l_device,
                        arrayJoin(arrayFilter(h -> h.2 > h.1, arrayMap((t, n, v) -> (
                            greatest(t, {{t0:Int64}}),
                            least(if(n = 0, t + gap, least(n, t + 2 * gap)), {{t1:Int64}}),
                            v), times, nexts, vals))) AS hold
                 FROM (
-                    SELECT series, l_replica, l_gpu, times, vals,
+                    SELECT series, l_host, l_device, times, vals,
                            arrayPushBack(arrayPopFront(times), 0) AS nexts,
                            arrayFilter(d -> d > 0, arrayPopFront(arrayDifference(times))) AS gaps,
                            -- quantileExactLow of an empty array is 0, not NULL: test for it
                            if(empty(gaps), {{dgap:Int64}},
                               toInt64(arrayReduce('quantileExactLow(0.5)', gaps))) AS gap
                     FROM (
-                        SELECT series, any(l_replica) AS l_replica, any(l_gpu) AS l_gpu,
+                        SELECT series, any(l_host) AS l_host, any(l_device) AS l_device,
                                arraySort(x -> x.1,
                                          groupArray((toUnixTimestamp64Nano(ts), value * {factor}))) AS samples,
                                arrayMap(x -> x.1, samples) AS times, arrayMap(x -> x.2, samples) AS vals

@@ -38,7 +38,9 @@ def status_class_sql(vm: VendorMetric) -> tuple[str, dict]:
     return f"intDiv(toUInt16OrZero({code}), 100)", {f"sa{i}": a for i, a in enumerate(attrs)}
 
 
-def _totals(scan: Scan, vm: VendorMetric, by_status: bool) -> list[dict]:
+def totals(scan: Scan, vm: VendorMetric, by_status: bool = False) -> list[dict]:
+    """Statement 1. Split by status class when ``by_status`` (request totals read the
+    same points: one scan can serve both, the quantiles merge the classes back)."""
     where, params = scan.where(vm.source_names, vm=vm)
     cls, cparams = status_class_sql(vm) if by_status else ("0", {})
     sql = f"""
@@ -53,17 +55,6 @@ def _totals(scan: Scan, vm: VendorMetric, by_status: bool) -> list[dict]:
     GROUP BY k, kind, metric, unit, bounds, scale, cls
     """
     return scan.run(sql, {**scan.params(), **params, **cparams}).to_pylist()
-
-
-def totals(scan: Scan, vm: VendorMetric) -> list[dict]:
-    """Statement 1, shared: request totals by status class and the duration histogram
-    read the same points, so when both are asked for, one scan serves both (split by
-    status class, which the quantiles simply merge back)."""
-    by_status = vm.source_names in scan.memo.get("status_sources", ())
-    key = ("totals", vm.source_names, repr(sorted(scan.excluded.get(vm.name, {}).items())), by_status)
-    if key not in scan.memo:
-        scan.memo[key] = _totals(scan, vm, by_status)
-    return scan.memo[key]
 
 
 def _downscaled(side: str) -> str:
@@ -103,9 +94,10 @@ def _source(vm: VendorMetric, metric: str):
     return next(s for s in vm.sources if s.metric == metric)
 
 
-def quantile_steps(scan: Scan, vm: VendorMetric) -> dict[int, list[Any]]:
-    """Per step index: [q0.5, q0.9, q0.95, q0.99, avg] in the vendor's unit."""
-    groups = totals(scan, vm)
+def quantile_steps(scan: Scan, vm: VendorMetric, groups: list[dict] | None = None) -> dict[int, list[Any]]:
+    """Per step index: [q0.5, q0.9, q0.95, q0.99, avg] in the vendor's unit; ``groups``
+    are statement 1's rows when the caller already has them."""
+    groups = totals(scan, vm) if groups is None else groups
     if not groups:
         return {}
     factors: dict[tuple[str, str], float] = {}

@@ -1,4 +1,4 @@
-"""Logs: one query shape for every log endpoint (SONDE.md "Logs semantics").
+"""Logs: one query shape for every log endpoint (docs/api.md#logs).
 
 ``LogWindow`` / ``LogFilters`` are the vendor's request shapes (GetTrainingJobLogsRequestV1
 and GetDeploymentLogsRequestV1): pydantic checks types, enums, lengths and list sizes, so

@@ -12,8 +12,8 @@ Every number comes from the building blocks the deployment metrics use (docs/cha
   ``process.cpu.time`` increase over the step divided by the step's length, memory and
   GPU figures are time-weighted means, ephemeral utilisation is mean usage / mean limit
   of the ``sonde.mount=ephemeral`` filesystem. The top-level compute fields are the
-  leader's (node rank 0; a deployment whose telemetry names no rank is one node, the
-  leader); ``per_node_metrics`` lists every node.
+  leader's (query/nodes.py: the node model and leader rule shared with training
+  jobs); ``per_node_metrics`` lists every node.
 
 Each series lists only the steps that have data (the schema's values are numbers, never
 null); timestamps are the steps' starts, ISO 8601 UTC.
@@ -23,37 +23,19 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from datetime import datetime, timezone
 from typing import Any
 
 from ..store import Store
-from . import counters, gauges, histograms
-from .catalogue import CATALOGUE, COUNTER, GAUGE, Source, VendorMetric
-from .metrics import choose_sources
+from . import counters, gauges, histograms, nodes
+from .catalogue import CATALOGUE, gpu_key
 from .scan import QUERY_TIMEOUT_S, Scan
-from .window import Window, resolve_stepped
-
-#: most value sets one response may hold (one per minute over 7 days)
+from .sources import choose_sources
+from .window import Window, iso, resolve_stepped
 
 DURATION = CATALOGUE["baseten_end_to_end_response_time_seconds"]
 CONCURRENT = CATALOGUE["baseten_concurrent_requests"]
 
-_V = VendorMetric
-CPU = _V("loops_cpu_seconds", COUNTER, "SECONDS", "time",
-         (Source("process.cpu.time", "s"), Source("container.cpu.time", "s")), "node")
-MEMORY = _V("loops_memory_bytes", GAUGE, "BYTES", "bytes",
-            (Source("process.memory.usage", "By"), Source("container.memory.working_set", "By")), "node")
-GPU_UTIL = _V("loops_gpu_utilization", GAUGE, "RATIO", "ratio", (Source("hw.gpu.utilization", "1"),), "node_gpu")
-GPU_MEMORY = _V("loops_gpu_memory_bytes", GAUGE, "BYTES", "bytes", (Source("hw.gpu.memory.usage", "By"),), "node_gpu")
-FS_USAGE = _V("loops_fs_usage_bytes", GAUGE, "BYTES", "bytes", (Source("system.filesystem.usage", "By"),),
-              "node_mount")
-FS_LIMIT = _V("loops_fs_limit_bytes", GAUGE, "BYTES", "bytes", (Source("system.filesystem.limit", "By"),),
-              "node_mount")
-COMPUTE = (CPU, MEMORY, GPU_UTIL, GPU_MEMORY, FS_USAGE, FS_LIMIT)
-
-
-def iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+COMPUTE = nodes.METRICS
 
 
 def resolve_window(start_ms: int | None, end_ms: int | None, step_s: int | None,
@@ -83,16 +65,16 @@ def _step_seconds(window: Window, k: int) -> float:
     return (min(start + window.step_ms, window.end_ms) - start) / 1000
 
 
-def _service(scan: Scan, divisor: int, present: set[str]) -> dict:
+def _service(scan: Scan, divisor: int, present: frozenset[str]) -> dict:
     w, s = scan.window, _Series(scan.window)
     volume: dict[int, float] = {}
     by_status: dict[int, dict[int, float]] = defaultdict(lambda: {2: 0.0, 4: 0.0, 5: 0.0})
     times: list[dict] = []
     if DURATION.name in present:
         # One scan of the duration histograms serves volume, status split and quantiles.
-        scan.memo["status_sources"] = {DURATION.source_names}
+        totals = histograms.totals(scan, DURATION, by_status=True)
         counts: dict[int, int] = defaultdict(int)
-        for r in histograms.totals(scan, DURATION):
+        for r in totals:
             counts[r["k"]] += r["n"]
             if r["cls"] in (2, 4, 5):
                 by_status[r["k"]][r["cls"]] += r["n"]
@@ -102,7 +84,7 @@ def _service(scan: Scan, divisor: int, present: set[str]) -> dict:
         for k, cls in by_status.items():
             for c in cls:
                 cls[c] = cls[c] * divisor / _step_seconds(w, k)
-        quantiles = histograms.quantile_steps(scan, DURATION)
+        quantiles = histograms.quantile_steps(scan, DURATION, totals)
         for k in sorted(counts):
             q = quantiles.get(k)
             ms = [v * 1000 if _finite(v) else None for v in q[:4]] if q else [None] * 4
@@ -126,33 +108,29 @@ def _empty_node() -> dict:
             "ephemeral_storage": {"usage_bytes": [], "utilization": []}}
 
 
-def _gpu_key(g: str) -> tuple:
-    return (int(g) if g.isdigit() else math.inf, g)
-
-
-def _compute(scan: Scan, present: set[str]) -> dict[int, dict]:
+def _compute(scan: Scan, present: frozenset[str]) -> dict[int, dict]:
     """Per node rank: the LoopsDeploymentNodeMetricsV1 fields (less node_id)."""
     w, s = scan.window, _Series(scan.window)
     # rank -> field -> step -> value (GPU fields: -> gpu -> step -> value)
     acc: dict[int, dict[str, Any]] = defaultdict(lambda: defaultdict(dict))
 
     def rank(r: dict) -> int:
-        return int(r["l_replica"])
+        return int(r["l_host"])
 
-    if CPU.name in present:
-        for r in counters.value_increase(scan, CPU):
+    if nodes.CPU.name in present:
+        for r in counters.value_increase(scan, nodes.CPU):
             acc[rank(r)]["cpu"][r["k"]] = r["v"] / _step_seconds(w, r["k"])
-    if MEMORY.name in present:
-        for r in gauges.time_weighted(scan, MEMORY):
+    if nodes.MEMORY.name in present:
+        for r in gauges.time_weighted(scan, nodes.MEMORY):
             acc[rank(r)]["memory"][r["k"]] = r["v"]
-    for vm, field in ((GPU_UTIL, "gpu_util"), (GPU_MEMORY, "gpu_memory")):
+    for vm, field in ((nodes.GPU_UTIL, "gpu_util"), (nodes.GPU_MEMORY, "gpu_memory")):
         if vm.name in present:
             for r in gauges.time_weighted(scan, vm):
-                acc[rank(r)][field].setdefault(r["l_gpu"], {})[r["k"]] = r["v"]
-    for vm, field in ((FS_USAGE, "fs_usage"), (FS_LIMIT, "fs_limit")):
+                acc[rank(r)][field].setdefault(r["l_device"], {})[r["k"]] = r["v"]
+    for vm, field in ((nodes.FS_USAGE, "fs_usage"), (nodes.FS_LIMIT, "fs_limit")):
         if vm.name in present:
             for r in gauges.time_weighted(scan, vm):
-                if r["l_gpu"] == "ephemeral":
+                if r["l_device"] == "ephemeral":
                     acc[rank(r)][field][r["k"]] = r["v"]
     out: dict[int, dict] = {}
     for node, f in acc.items():
@@ -160,9 +138,9 @@ def _compute(scan: Scan, present: set[str]) -> dict[int, dict]:
         util = {k: usage[k] / limit[k] for k in usage if k in limit and _finite(limit[k]) and limit[k] > 0}
         out[node] = {
             "gpu_memory_usage_bytes": {g: s.points(v) for g, v in sorted(f["gpu_memory"].items(),
-                                                                        key=lambda x: _gpu_key(x[0]))},
+                                                                        key=lambda x: gpu_key(x[0]))},
             "gpu_utilization": {g: s.points(v) for g, v in sorted(f["gpu_util"].items(),
-                                                                 key=lambda x: _gpu_key(x[0]))},
+                                                                 key=lambda x: gpu_key(x[0]))},
             "cpu_usage": s.points(f["cpu"]),
             "cpu_memory_usage_bytes": s.points(f["memory"]),
             "ephemeral_storage": {"usage_bytes": s.points(usage), "utilization": s.points(util)},
@@ -170,31 +148,18 @@ def _compute(scan: Scan, present: set[str]) -> dict[int, dict]:
     return out
 
 
-def _node_ids(scan: Scan) -> dict[int, str]:
-    """Per node rank, the ``sonde.node_id`` its resources sent (any one), if any."""
-    names = sorted({n for vm in COMPUTE for n in vm.source_names})
-    w = scan.window
-    where, params = scan.where(names, w.start_ns - gauges.LOOK_AROUND_NS, w.end_ns + gauges.LOOK_AROUND_NS)
-    rows = scan.run(
-        "SELECT node_rank, anyIf(attrs['sonde.node_id'], attrs['sonde.node_id'] != '') AS node_id"
-        f" FROM {scan.table} {where} GROUP BY node_rank",
-        {**scan.params(), **params},
-    ).to_pylist()
-    return {int(r["node_rank"]): r["node_id"] for r in rows if r["node_id"]}
-
-
 def loops_metrics(store: Store, ws: str, deployment_id: str, window: Window, time_divisor_s: int = 1,
                   timeout_s: int = QUERY_TIMEOUT_S) -> dict:
     """The GetLoopsDeploymentMetricsResponseV1 body for one loops deployment."""
     scan = Scan(store, ws, "loops", deployment_id, window, timeout_s)
-    present = choose_sources(scan, [DURATION, CONCURRENT, *COMPUTE])
-    metrics = _service(scan, time_divisor_s, present)
-    nodes = _compute(scan, present)
-    ids = _node_ids(scan) if nodes else {}
-    # The leader is node rank 0; telemetry naming no rank (-1) is a single-node deployment.
-    leader = 0 if 0 in nodes or any(r >= 0 for r in nodes) else -1
-    metrics.update(nodes.get(leader) or _empty_node())
+    sources = choose_sources(scan, [DURATION, CONCURRENT, *COMPUTE])
+    scan = scan.excluding(sources.excluded)
+    metrics = _service(scan, time_divisor_s, sources.present)
+    per_node = _compute(scan, sources.present)
+    ids = nodes.node_ids(scan) if per_node else {}
+    leader = nodes.leader(per_node)
+    metrics.update(per_node[leader] if leader is not None else _empty_node())
     metrics["per_node_metrics"] = [
-        {"node_id": ids.get(r) or str(max(r, 0)), **nodes[r]} for r in sorted(nodes)
+        {"node_id": ids.get(r) or str(max(r, 0)), **per_node[r]} for r in sorted(per_node)
     ]
     return {"deployment_id": deployment_id, "metrics": metrics}

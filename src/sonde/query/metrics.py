@@ -16,8 +16,9 @@ from typing import Any
 
 from ..store import Store
 from . import counters, gauges, histograms
-from .catalogue import HISTOGRAM_LABEL_SETS, STATUS_CLASSES, VendorMetric
+from .catalogue import HISTOGRAM_LABEL_SETS, STATUS_CLASSES, LabelKind, VendorMetric, gpu_key
 from .scan import QUERY_TIMEOUT_S, Scan
+from .sources import choose_sources
 from .window import Window
 
 Labels = dict[str, str]
@@ -45,14 +46,14 @@ def _matrix(scan: Scan, rows: list[dict], key: Callable[[dict], tuple], label_se
 
 
 def _gpu_order(key: tuple) -> tuple:
-    replica, gpu = key
-    return (replica, int(gpu) if gpu.isdigit() else math.inf, gpu)
+    host, gpu = key
+    return (host, *gpu_key(gpu))
 
 
 def _by_labels(scan: Scan, vm: VendorMetric, rows: list[dict], names: tuple[str, ...]) -> Result:
-    """Label sets from the distinct label values in ``rows``: column ``l_replica`` holds
-    the first label, ``l_gpu`` the second (a GPU, or a mount for filesystem gauges)."""
-    columns = ("l_replica", "l_gpu")[: len(names)]
+    """Label sets from the distinct label values in ``rows``: column ``l_host`` holds
+    the first label, ``l_device`` the second (a GPU, or a mount for filesystem gauges)."""
+    columns = ("l_host", "l_device")[: len(names)]
 
     def key(r: dict) -> tuple:
         return tuple(r[c] for c in columns)
@@ -63,84 +64,61 @@ def _by_labels(scan: Scan, vm: VendorMetric, rows: list[dict], names: tuple[str,
     return _matrix(scan, rows, key, label_sets, keys)
 
 
-def _gauge(scan: Scan, vm: VendorMetric) -> Result:
+class _Request:
+    """One metrics request: its scan, and the statements several metrics share (replica
+    counts for active and starting; the duration histograms' totals for request totals
+    and latency, read once, split by status class when request totals are asked for)."""
+
+    def __init__(self, scan: Scan, metrics: list[VendorMetric]):
+        self.scan = scan
+        self.status_split = {vm.source_names for vm in metrics if vm.labels is LabelKind.STATUS}
+        self._replicas: list[dict] | None = None
+        self._totals: dict[tuple, list[dict]] = {}
+
+    def replicas(self) -> list[dict]:
+        if self._replicas is None:
+            self._replicas = gauges.replica_counts(self.scan)
+        return self._replicas
+
+    def totals(self, vm: VendorMetric) -> list[dict]:
+        excluded = sorted((m, tuple(r)) for m, r in self.scan.excluded.get(vm.name, {}).items())
+        key = (vm.source_names, tuple(excluded))
+        if key not in self._totals:
+            self._totals[key] = histograms.totals(self.scan, vm, by_status=vm.source_names in self.status_split)
+        return self._totals[key]
+
+
+def _gauge(req: _Request, vm: VendorMetric) -> Result:
+    scan = req.scan
+    if vm.labels.replica_count:
+        column = "active" if vm.labels is LabelKind.REPLICAS_ACTIVE else "starting"
+        return _matrix(scan, req.replicas(), lambda r: (), [{}], [()], value=column)
     rows = gauges.time_weighted(scan, vm)
-    if vm.labels == "plain":
+    if vm.labels is LabelKind.PLAIN:
         return _matrix(scan, rows, lambda r: (), [{}], [()])
-    names = {"gpu": ("replica", "gpu"), "mount": ("replica", "mount")}.get(vm.labels, ("replica",))
+    names = ("replica", vm.labels.device) if vm.labels.device else ("replica",)
     return _by_labels(scan, vm, rows, names)
 
 
-def _replicas(scan: Scan, vm: VendorMetric) -> Result:
-    column = "active" if vm.labels == "replicas_active" else "starting"
-    if "replicas" not in scan.memo:
-        scan.memo["replicas"] = gauges.replica_counts(scan)
-    return _matrix(scan, scan.memo["replicas"], lambda r: (), [{}], [()], value=column)
-
-
-def _counter(scan: Scan, vm: VendorMetric) -> Result:
-    if vm.labels == "status":
-        rows = counters.requests_by_status(scan, vm)
+def _counter(req: _Request, vm: VendorMetric) -> Result:
+    scan = req.scan
+    if vm.labels is LabelKind.STATUS:
+        rows = counters.requests_by_status(req.totals(vm))
         return _matrix(scan, rows, lambda r: (r["l_status"],), [{"status": s} for s in STATUS_CLASSES],
                        [(s,) for s in STATUS_CLASSES])
     return _by_labels(scan, vm, counters.value_increase(scan, vm), ("replica",))
 
 
-def _histogram(scan: Scan, vm: VendorMetric) -> Result:
-    steps = histograms.quantile_steps(scan, vm)
-    out = [[None] * len(HISTOGRAM_LABEL_SETS) for _ in range(scan.window.n_steps)]
+def _histogram(req: _Request, vm: VendorMetric) -> Result:
+    steps = histograms.quantile_steps(req.scan, vm, req.totals(vm))
+    out = [[None] * len(HISTOGRAM_LABEL_SETS) for _ in range(req.scan.window.n_steps)]
     for k, values in steps.items():
         if 0 <= k < len(out):
             out[k] = [_num(v) for v in values]
     return HISTOGRAM_LABEL_SETS, out
 
 
-def choose_sources(scan: Scan, metrics: list[VendorMetric]) -> set[str]:
-    """Which requested metrics have any source data; fills ``scan.excluded`` so that
-    per replica only the first source (in catalogue order) that sent data is read.
-
-    Gauges read around the window (see ``gauges``), so their sources count there;
-    counters and histograms only inside it.
-    """
-    present = {vm.name for vm in metrics if vm.labels.startswith("replicas_")}  # any telemetry: own query
-    names = sorted({s for vm in metrics if vm.name not in present for s in vm.source_names})
-    if not names:
-        return present
-    w = scan.window
-    where, params = scan.where(names, w.start_ns - gauges.LOOK_AROUND_NS, w.end_ns + gauges.LOOK_AROUND_NS)
-    rows = scan.run(
-        "SELECT metric, groupUniqArray(replica) AS around, groupUniqArrayIf(replica,"
-        " ts >= fromUnixTimestamp64Nano({t0:Int64}) AND ts < fromUnixTimestamp64Nano({t1:Int64})) AS inside"
-        f" FROM {scan.table} {where} GROUP BY metric",
-        {**scan.params(), **params},
-    ).to_pylist()
-    around = {r["metric"]: set(r["around"]) for r in rows}
-    inside = {r["metric"]: set(r["inside"]) for r in rows}
-    return pick_sources(scan, metrics, around, inside, present)
-
-
-def pick_sources(scan: Scan, metrics: list[VendorMetric], around: dict[str, set[str]],
-                 inside: dict[str, set[str]], present: set[str] | None = None) -> set[str]:
-    """:func:`choose_sources`' decision from {source metric: replicas that sent data}
-    around and inside the window (training metrics learn these from the rows they read)."""
-    present = set() if present is None else present
-    for vm in metrics:
-        if vm.name in present:
-            continue
-        seen = around if vm.kind == "GAUGE" else inside
-        if not any(seen.get(s) for s in vm.source_names):
-            continue
-        present.add(vm.name)
-        taken: set[str] = set()
-        for s in vm.source_names:
-            replicas = seen.get(s, set())
-            if replicas & taken:
-                scan.excluded.setdefault(vm.name, {})[s] = sorted(replicas & taken)
-            taken |= replicas
-    return present
-
-
-_BY_KIND: dict[str, Callable[[Scan, VendorMetric], Result]] = {
+_BY_KIND: dict[str, Callable[[_Request, VendorMetric], Result]] = {
     "GAUGE": _gauge, "COUNTER": _counter, "HISTOGRAM": _histogram,
 }
 
@@ -149,16 +127,13 @@ def deployment_metrics(store: Store, ws: str, deployment_id: str, window: Window
                        metrics: list[VendorMetric], timeout_s: int = QUERY_TIMEOUT_S) -> dict:
     """The GetDeploymentMetricsResponseV1 body for one deployment."""
     scan = Scan(store, ws, "deployment", deployment_id, window, timeout_s)
-    present = choose_sources(scan, metrics)
-    # Request totals come from the duration histograms' points: split that scan by
-    # status class up front, so latency and totals share it.
-    scan.memo["status_sources"] = {vm.source_names for vm in metrics if vm.labels == "status"}
+    sources = choose_sources(scan, metrics)
+    req = _Request(scan.excluding(sources.excluded), metrics)
     descriptors, columns = [], []
     for vm in metrics:
-        if vm.name not in present:
+        if vm.name not in sources.present:
             continue
-        compute = _replicas if vm.labels.startswith("replicas_") else _BY_KIND[vm.kind]
-        label_sets, values = compute(scan, vm)
+        label_sets, values = _BY_KIND[vm.kind](req, vm)
         if not any(v is not None for step in values for v in step):
             continue  # valid name, no data for this deployment in the window
         descriptors.append({"name": vm.name, "unit_hint": vm.unit_hint, "kind": vm.kind, "label_sets": label_sets})

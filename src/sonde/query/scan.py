@@ -10,7 +10,8 @@ value set a row belongs to, 0-based.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,8 +26,11 @@ QUERY_TIMEOUT_S = 30
 # A step's index from a row's timestamp; {t0} is the window start, {step} the step (ns).
 STEP = "intDiv(toUnixTimestamp64Nano(ts) - {t0:Int64}, {step:Int64})"
 
+#: per vendor metric, {source metric: replicas} left out of its reads (query/sources.py)
+Exclusions = Mapping[str, Mapping[str, Sequence[str]]]
 
-@dataclass
+
+@dataclass(frozen=True)
 class Scan:
     store: Store
     ws: str
@@ -35,11 +39,12 @@ class Scan:
     window: Window
     timeout_s: int = QUERY_TIMEOUT_S
     # Per vendor metric: {source metric: replicas} to leave out because a preferred
-    # source of the same replica sent data (filled by metrics.choose_sources).
-    excluded: dict[str, dict[str, list[str]]] = field(default_factory=dict)
-    # Results shared by several metrics of one request: replica counts (active and
-    # starting), histogram totals (latency and request totals).
-    memo: dict[str, Any] = field(default_factory=dict)
+    # source of the same replica sent data (decided by query/sources.py).
+    excluded: Exclusions = field(default_factory=dict)
+
+    def excluding(self, excluded: Exclusions) -> Scan:
+        """The same scan, leaving ``excluded`` out of every metric's reads."""
+        return dataclasses.replace(self, excluded=excluded)
 
     @property
     def table(self) -> str:

@@ -14,8 +14,6 @@ its points never come to Python.
 from __future__ import annotations
 
 import json
-import math
-from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -24,12 +22,12 @@ import pyarrow.compute as pc
 
 from .._exceptions import BadRequest
 from ..store import Store
-from . import counters, gauges
+from . import counters, gauges, nodes
 from . import training_values as tv
 from . import window as windows
-from .catalogue import COUNTER, GAUGE, Source, VendorMetric
-from .metrics import choose_sources, pick_sources
+from .catalogue import COUNTER, GAUGE, gpu_key
 from .scan import Scan
+from .sources import choose_sources, pick_sources
 
 SCOPE = "training_job"
 #: step ladder when ``step_seconds`` is omitted: the smallest rung giving <= 360 steps
@@ -38,19 +36,7 @@ STEP_LADDER_S = (10, 30, 60, 300, 900, 1800, 3600)
 #: an explicit step may give at most this many points per series
 MAX_STEP_S = windows.MAX_WINDOW_MS // 1000
 
-_V = VendorMetric
-GPU_MEMORY = _V("training_gpu_memory_usage_bytes", GAUGE, "BYTES", "bytes",
-                (Source("hw.gpu.memory.usage", "By"),), "node_gpu")
-GPU_UTIL = _V("training_gpu_utilization", GAUGE, "RATIO", "ratio", (Source("hw.gpu.utilization", "1"),), "node_gpu")
-CPU_TIME = _V("training_cpu_seconds", COUNTER, "SECONDS", "time",
-              (Source("process.cpu.time", "s"), Source("container.cpu.time", "s")), "node")
-CPU_MEMORY = _V("training_cpu_memory_usage_bytes", GAUGE, "BYTES", "bytes",
-                (Source("process.memory.usage", "By"), Source("container.memory.working_set", "By")), "node")
-FS_USAGE = _V("training_filesystem_usage", GAUGE, "BYTES", "bytes", (Source("system.filesystem.usage", "By"),),
-              "node_mount")
-FS_LIMIT = _V("training_filesystem_limit", GAUGE, "BYTES", "bytes", (Source("system.filesystem.limit", "By"),),
-              "node_mount")
-METRICS = (GPU_MEMORY, GPU_UTIL, CPU_TIME, CPU_MEMORY, FS_USAGE, FS_LIMIT)
+METRICS = nodes.METRICS
 
 
 def resolve(start_ms: int | None, end_ms: int | None, step_s: int | None, now_ms: int | None = None) -> windows.Window:
@@ -63,29 +49,11 @@ def resolve(start_ms: int | None, end_ms: int | None, step_s: int | None, now_ms
     return windows.resolve_stepped(start_ms, end_ms, step_s, now_ms, ladder=STEP_LADDER_S)
 
 
-def iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-def _node_ids(scan: Scan) -> dict[int, str]:
-    """Per node rank, the latest ``sonde.node_id`` it sent in (or around) the window.
-    Read from the per-node series only (CPU, memory, filesystems), not the GPU ones."""
-    w = scan.window
-    where, params = scan.where(sorted(_NODE_ID_SOURCES), w.start_ns - gauges.LOOK_AROUND_NS,
-                               w.end_ns + gauges.LOOK_AROUND_NS)
-    rows = scan.run(
-        f"SELECT node_rank, argMax(attrs['sonde.node_id'], ts) AS node_id FROM {scan.table} {where}"
-        " GROUP BY node_rank", {**scan.params(), **params}).to_pylist()
-    return {int(r["node_rank"]): r["node_id"] for r in rows}
-
-
 #: every source name, and each one's metric
 _SOURCE_NAMES = [s for vm in METRICS for s in vm.source_names]
 _SOURCE_VM = {s: vm for vm in METRICS for s in vm.source_names}
-#: sources of a node's ``sonde.node_id`` (its own series, not the GPUs')
-_NODE_ID_SOURCES = {s for vm in (CPU_TIME, CPU_MEMORY, FS_USAGE) for s in vm.source_names}
 #: sources whose presence matters: for the node ids, and where a source has alternatives
-_TRACKED = _NODE_ID_SOURCES | {s for vm in METRICS if len(vm.sources) > 1 for s in vm.source_names}
+_TRACKED = nodes.NODE_ID_SOURCES | {s for vm in METRICS if len(vm.sources) > 1 for s in vm.source_names}
 #: the most raw points brought to Python (6 h of 8 x 8 GPUs at 10 s: ~400k), and the
 #: longest window that may bring them; past either, ClickHouse computes per metric
 RAW_MAX_MS = 6 * 3600_000
@@ -100,26 +68,25 @@ def _factor(metric: str, unit: str) -> float:
     return vm.factor_of(unit, vm.sources[vm.source_names.index(metric)]) if vm else 1.0
 
 
-def _excluded(scan: Scan, lab: tv.Labels, val: tv.Values) -> set[tuple[str, str]]:
+def _excluded(lab: tv.Labels, val: tv.Values) -> set[tuple[str, str]]:
     """(source, replica) pairs left out: per replica, the first source of a metric that
-    sent data wins (``metrics.pick_sources``; gauges count around the window, counters
-    inside it)."""
+    sent data wins (query/sources.py)."""
     around: dict[str, set[str]] = {}
     inside: dict[str, set[str]] = {}
     for j in np.flatnonzero(val.around).tolist():
         around.setdefault(lab.metric[j], set()).add(lab.replica[j])
         if val.inside[j]:
             inside.setdefault(lab.metric[j], set()).add(lab.replica[j])
-    pick_sources(scan, [vm for vm in METRICS if len(vm.sources) > 1], around, inside)
-    return {(m, r) for by in scan.excluded.values() for m, reps in by.items() for r in reps}
+    picked = pick_sources([vm for vm in METRICS if len(vm.sources) > 1], around, inside)
+    return {(m, r) for by in picked.excluded.values() for m, reps in by.items() for r in reps}
 
 
 def _ids(lab: tv.Labels, val: tv.Values) -> dict[int, str]:
-    """Per node rank, the ``sonde.node_id`` of its latest point around the window among
-    its own series (the id is part of a series' identity)."""
+    """Per node rank, its id (``nodes.node_ids``' rule) from the series already read:
+    the id is part of a series' identity."""
     latest: dict[int, tuple[int, int]] = {}
     for j in np.flatnonzero(val.around).tolist():
-        if lab.metric[j] in _NODE_ID_SOURCES:
+        if lab.metric[j] in nodes.NODE_ID_SOURCES and lab.node_id[j]:
             rank, t = int(lab.rank[j]), int(val.latest[j])
             if rank not in latest or t > latest[rank][0]:
                 latest[rank] = (t, j)
@@ -144,12 +111,12 @@ def _series_sets(scan: Scan, window: windows.Window, covered: bool, bucket: int 
     if not mixed:
         scale = np.array([_factor(m, u) for m, u in zip(lab.metric, lab.unit)])[:, None]
         val.gauges, val.counters = val.gauges * scale, val.counters * scale
-    excluded = _excluded(scan, lab, val)
+    excluded = _excluded(lab, val)
     groups: dict[Key, list[int]] = {}
     for j, (m, rep, rank, gpu, mount) in enumerate(zip(lab.metric, lab.replica, lab.rank, lab.gpu, lab.mount)):
         vm = _SOURCE_VM.get(m)
         if vm is not None and (m, rep) not in excluded:
-            l2 = gpu if vm.labels == "node_gpu" else mount if vm.labels == "node_mount" else ""
+            l2 = {"gpu": gpu, "mount": mount}.get(vm.labels.device, "")
             groups.setdefault((METRICS.index(vm), int(rank), l2 or ""), []).append(j)
     out: dict[Key, np.ndarray] = {}
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -168,17 +135,18 @@ def _series_sets(scan: Scan, window: windows.Window, covered: bool, bucket: int 
 def _statement_sets(scan: Scan, window: windows.Window):
     """(per label set its raw values, node ids) from the deployment metrics' building
     blocks, one statement per metric, each combining its label sets in ClickHouse."""
-    present = choose_sources(scan, list(METRICS))
+    sources = choose_sources(scan, METRICS)
+    scan = scan.excluding(sources.excluded)
     out: dict[Key, np.ndarray] = {}
     for i, vm in enumerate(METRICS):
-        if vm.name not in present:
+        if vm.name not in sources.present:
             continue
         rows = gauges.time_weighted(scan, vm) if vm.kind == GAUGE else counters.value_increase(scan, vm)
         for r in rows:
             if r["v"] is not None and 0 <= r["k"] < window.n_steps:
-                key = (i, int(r["l_replica"]), r.get("l_gpu", "") or "")
+                key = (i, int(r["l_host"]), r["l_device"])
                 out.setdefault(key, np.full(window.n_steps, np.nan))[r["k"]] = r["v"]
-    return out, (_node_ids(scan) if out else {})
+    return out, (nodes.node_ids(scan) if out else {})
 
 
 def _label_sets(scan: Scan, window: windows.Window) -> tuple[dict[Key, np.ndarray], dict[int, str]]:
@@ -194,7 +162,7 @@ def _label_sets(scan: Scan, window: windows.Window) -> tuple[dict[Key, np.ndarra
         sets, ids = _series_sets(scan, window, covered, bucket)
     starts = np.arange(window.n_steps, dtype=np.int64) * window.step_ms + window.start_ms
     seconds = (np.minimum(starts + window.step_ms, window.end_ms) - starts) / 1000
-    cpu, usage, limit = (METRICS.index(vm) for vm in (CPU_TIME, FS_USAGE, FS_LIMIT))
+    cpu, usage, limit = (METRICS.index(vm) for vm in (nodes.CPU, nodes.FS_USAGE, nodes.FS_LIMIT))
     with np.errstate(invalid="ignore", divide="ignore"):
         for (i, rank, l2), v in list(sets.items()):
             if i == cpu:
@@ -254,24 +222,19 @@ def _points(sets: dict[Key, np.ndarray], window: windows.Window) -> dict[Key, Ra
     return {k: Raw(t) for k, t in zip(keys, text.cast(pa.binary()).to_pylist())}  # bytes: no UTF-8 round trip
 
 
-def _gpu_key(g: str) -> tuple:
-    return (int(g), g) if g.isdigit() else (math.inf, g)
-
-
 def training_job_metrics(store: Store, ws: str, job_id: str, window: windows.Window, job: dict) -> bytes:
     """The GetTrainingJobMetricsResponseV1 body as JSON (``job`` is the TrainingJobV1 view)."""
     scan = Scan(store, ws, SCOPE, job_id, window)
     sets, ids = _label_sets(scan, window)
-    gpu_mem, gpu_util, cpu, cpu_mem, fs = (METRICS.index(vm) for vm in (GPU_MEMORY, GPU_UTIL, CPU_TIME, CPU_MEMORY,
-                                                                        FS_USAGE))
+    gpu_mem, gpu_util, cpu, cpu_mem, fs = (METRICS.index(vm) for vm in (nodes.GPU_MEMORY, nodes.GPU_UTIL, nodes.CPU,
+                                                                        nodes.MEMORY, nodes.FS_USAGE))
     ranks = sorted({rank for _, rank, _ in sets})
-    # The leader is rank 0; a job whose telemetry names no rank (-1) is one node, the leader.
-    leader = 0 if 0 in ranks else (ranks[0] if ranks else None)
+    leader = nodes.leader(ranks)
     # The read-write cache: the lowest-ranked node reporting a cache mount (the leader when it does).
     cache = next((r for r in ([leader] if leader is not None else []) + ranks if (fs, r, "cache") in sets), None)
     # Only what the answer shows is formatted (not limits, nor other mounts).
     shown = {k for k in sets if k[0] in (gpu_mem, gpu_util, cpu, cpu_mem) or k[2] == "ephemeral"
-             or (k[2] == "cache" and k[1] == cache and k[0] != METRICS.index(FS_LIMIT))}
+             or (k[2] == "cache" and k[1] == cache and k[0] != METRICS.index(nodes.FS_LIMIT))}
     text = _points({k: v for k, v in sets.items() if k in shown}, window)
     none = Raw(b"[]")
 
@@ -280,7 +243,7 @@ def training_job_metrics(store: Store, ws: str, job_id: str, window: windows.Win
 
     def node(rank: int) -> dict:
         def per_gpu(i: int) -> dict[str, Raw]:
-            return {g: text[(i, rank, g)] for g in sorted((g for j, r, g in sets if j == i and r == rank), key=_gpu_key)}
+            return {g: text[(i, rank, g)] for g in sorted((g for j, r, g in sets if j == i and r == rank), key=gpu_key)}
 
         return {
             "gpu_memory_usage_bytes": per_gpu(gpu_mem),
@@ -290,15 +253,15 @@ def training_job_metrics(store: Store, ws: str, job_id: str, window: windows.Win
             "ephemeral_storage": storage(rank, "ephemeral"),
         }
 
-    nodes = {rank: node(rank) for rank in ranks}
+    per_node = {rank: node(rank) for rank in ranks}
     empty: dict[str, Any] = {"gpu_memory_usage_bytes": {}, "gpu_utilization": {}, "cpu_usage": none,
                              "cpu_memory_usage_bytes": none, "ephemeral_storage": storage(-2, "")}
     body = {
-        **(nodes[leader] if leader is not None else empty),
+        **(per_node[leader] if leader is not None else empty),
         "training_job": job,
         "cache": storage(cache, "cache") if cache is not None else None,
         "per_node_metrics": [
-            {"node_id": ids.get(rank) or (f"node-{rank}" if rank >= 0 else "node-0"), "metrics": nodes[rank]}
+            {"node_id": ids.get(rank) or (f"node-{rank}" if rank >= 0 else "node-0"), "metrics": per_node[rank]}
             for rank in ranks
         ],
     }

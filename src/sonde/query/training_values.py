@@ -34,9 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from ..store.schema import ROLLUP_FROM_SEQ, ROLLUP_LEVELS_S, ROLLUP_METRICS
+from ..store.schema import GPU_INDEX, ROLLUP_FROM_SEQ, ROLLUP_LEVELS_S, ROLLUP_METRICS
 from .catalogue import DIMENSIONS, VendorMetric
-from .gauges import _GPU, DEFAULT_INTERVAL_NS, LOOK_AROUND_NS
+from .gauges import DEFAULT_INTERVAL_NS, LOOK_AROUND_NS
 from .scan import Scan
 
 ROLLUP = "training_rollup"
@@ -140,7 +140,7 @@ def labels(scan: Scan, names: list[str], covered: bool) -> Labels:
         share = (hi - lo) / ((params["r_hi"] - params["r_lo"]) * 10**9)  # the window's part of the days
     else:
         where, params = scan.where(names, lo, hi)
-        sql = (f"{common}, any(attrs) AS a, {_GPU.replace('attrs', 'a')} AS g, a['sonde.mount'] AS u,"
+        sql = (f"{common}, any(attrs) AS a, {GPU_INDEX.replace('attrs', 'a')} AS g, a['sonde.mount'] AS u,"
                f" a['sonde.node_id'] AS i, count() AS c FROM {scan.table} {where}"
                " GROUP BY series")
         share = 1.0

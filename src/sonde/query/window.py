@@ -1,6 +1,6 @@
 """Time windows of the metrics endpoints: mode, start, end and the step ladder.
 
-SONDE.md "Deployment metrics semantics" fixes the rules; training-job and loops
+docs/api.md (#windows, #modes, #steps) fixes the rules; training-job and loops
 metrics take the same parameters, so they resolve them here too.
 
 - CURRENT (the default) takes no start/end and covers the most recent 60 s as one
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from .._exceptions import BadRequest
 
@@ -30,6 +31,11 @@ STEP_LADDER_S = (60, 300, 900, 1800, 3600)
 MAX_STEPS = 360
 # ts is stored as Int64 nanoseconds; larger millis would overflow it.
 MAX_EPOCH_MS = (2**63 - 1) // 1_000_000
+
+
+def iso(ms: int) -> str:
+    """Epoch milliseconds as the vendor's timestamps: ISO 8601 in UTC with a ``Z``."""
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)

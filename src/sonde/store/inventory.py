@@ -2,9 +2,9 @@
 
 Each resource is one row of ``inventory`` keyed by (workspace, kind, id) holding the
 fields a client writes as JSON; derived fields (counts, replica numbers, timestamps)
-are computed on read. Writes are upserts with a millisecond version, so the newest
-write wins on every replica. Telemetry that names an unknown entity registers it with
-version 1, which any explicit PUT outranks.
+are computed on read (replica numbers by ``sonde.query.presence``). Writes are upserts
+with a millisecond version, so the newest write wins on every replica. Telemetry that
+names an unknown entity registers it with version 1, which any explicit PUT outranks.
 
 Telemetry also amends records (:meth:`Inventory.amend`): the instance type the agent
 observed (``observed_*`` doc fields, read only where the written field is absent, and
@@ -118,15 +118,3 @@ class Inventory:
             {"ws": ws, "kind": kind, "id": id, "parent": parent, "doc": json.dumps(doc, sort_keys=True),
              "c": created_ms, "u": updated_ms, "v": version},
         )
-
-    def active_replicas(self, ws: str, scope: str, entities: list[str], window_s: int = 60) -> dict[str, int]:
-        """Replicas per entity that sent any metric point in the last ``window_s`` seconds."""
-        if not entities:
-            return {}
-        rows = self.store.ex.query(
-            f"SELECT entity, uniqExact(replica) AS n FROM {self.store.t('metric_points')}"
-            " WHERE ws = {ws:String} AND scope = {scope:String} AND entity IN {ents:Array(String)}"
-            " AND replica != '' AND ts >= now64(9) - toIntervalSecond({w:UInt32}) GROUP BY entity",
-            {"ws": ws, "scope": scope, "ents": entities, "w": window_s},
-        )
-        return {r["entity"]: int(r["n"]) for r in rows}

@@ -1,4 +1,6 @@
-"""The one schema: every table, declared once, rendered as DDL for every layout.
+"""The one schema: every table, declared once, rendered as DDL for every layout and as
+the Arrow schemas ingest builds its rows with (:data:`ARROW_SCHEMAS`, through one small
+table of type mappings), so the two cannot drift apart.
 
 Telemetry tables are MergeTree, partitioned by day, ordered so the API's reads are
 range scans: (workspace, scope, entity, metric, series, time) for samples and
@@ -29,6 +31,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import pyarrow as pa
+
 from .._exceptions import StoreError
 from .base import Executor
 
@@ -45,14 +49,28 @@ LEVEL_NAMES = {v: k for k, v in LEVELS.items()}
 #: metric point kinds as stored (ClickHouse Enum8).
 KINDS = {"gauge": 1, "sum": 2, "histogram": 3, "exp_histogram": 4}
 
-_TS = "DateTime64(9, 'UTC') CODEC(DoubleDelta, ZSTD(1))"
 _KINDS = ", ".join(f"'{k}' = {v}" for k, v in KINDS.items())
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    #: the ClickHouse type; :func:`arrow_type` gives the Arrow type rows are built with
+    type: str
+    #: ClickHouse codecs, e.g. "Gorilla, ZSTD(1)"; None: the server's default
+    codec: str | None = None
+    #: constant over a group of rows (one resource's metric, one resource's log records):
+    #: ingest keeps one value per group and expands it when building the Arrow table
+    group: bool = False
+
+    def ddl(self) -> str:
+        return f"{self.name} {self.type}" + (f" CODEC({self.codec})" if self.codec else "")
 
 
 @dataclass(frozen=True)
 class Table:
     name: str
-    columns: str
+    columns: tuple[Column, ...]
     order_by: str
     #: expression of the columns choosing the shard on a cluster
     shard_by: str
@@ -64,94 +82,87 @@ class Table:
     engine: str | None = None
     #: table SETTINGS, e.g. "index_granularity = 1024"; None: the server's defaults
     settings: str | None = None
+    #: data-skipping indexes, each "name expression TYPE type GRANULARITY n"
+    indexes: tuple[str, ...] = ()
+
+
+_LC = "LowCardinality(String)"
+_TS = "DateTime64(9, 'UTC')"
+_MS = "DateTime64(3, 'UTC')"
+_ATTRS = f"Map({_LC}, String)"
+_TIME = "DoubleDelta, ZSTD(1)"
+_FLOAT = "Gorilla, ZSTD(1)"
+_Z = "ZSTD(1)"
+_U64 = "UInt64"
+
+
+def _cols(*spec: str | Column) -> tuple[Column, ...]:
+    """Columns from ``"name Type"`` strings (no codec, not grouped) and :class:`Column` s."""
+    return tuple(c if isinstance(c, Column) else Column(*c.split(" ", 1)) for c in spec)
+
+
+def _group(*names_types: str) -> tuple[Column, ...]:
+    """Group columns (:attr:`Column.group`) from ``"name Type"`` strings."""
+    return tuple(Column(*c.split(" ", 1), group=True) for c in names_types)
 
 
 TABLES: tuple[Table, ...] = (
-    Table("meta", "key String, value String, version UInt64", "key", "cityHash64(key)", version="version"),
-    Table("workspaces", "id String, name String, created_at DateTime64(3, 'UTC'), version UInt64",
+    Table("meta", _cols("key String", "value String", "version UInt64"), "key", "cityHash64(key)",
+          version="version"),
+    Table("workspaces", _cols("id String", "name String", f"created_at {_MS}", "version UInt64"),
           "id", "cityHash64(id)", version="version"),
-    Table("api_keys", """id String, ws String, name String, scope LowCardinality(String),
-            hash String, created_at DateTime64(3, 'UTC'), revoked UInt8, version UInt64""",
+    Table("api_keys", _cols("id String", "ws String", "name String", f"scope {_LC}", "hash String",
+                            f"created_at {_MS}", "revoked UInt8", "version UInt64"),
           "id", "cityHash64(id)", version="version"),
     # doc holds the resource's written fields as JSON; derived fields are computed.
-    Table("inventory", """ws String, kind LowCardinality(String), id String, parent String,
-            doc String CODEC(ZSTD(1)), created_at DateTime64(3, 'UTC'),
-            updated_at DateTime64(3, 'UTC'), version UInt64""",
+    Table("inventory", _cols("ws String", f"kind {_LC}", "id String", "parent String",
+                             Column("doc", "String", _Z), f"created_at {_MS}", f"updated_at {_MS}",
+                             "version UInt64"),
           "(ws, kind, id)", "cityHash64(ws, kind, id)", version="version"),
     # One row per data point. Sums and histograms are stored as deltas; for cumulative
     # series, cum_state keeps the raw cumulative point so the delta state can be
     # rebuilt from this table alone after a crash.
-    Table("metric_points", f"""ws LowCardinality(String),
-            scope LowCardinality(String),
-            entity String,
-            parent String,
-            metric LowCardinality(String),
-            kind Enum8({_KINDS}),
-            monotonic Bool,
-            unit LowCardinality(String),
-            series UInt64,
-            replica LowCardinality(String),
-            node_rank Int32,
-            attrs Map(LowCardinality(String), String) CODEC(ZSTD(1)),
-            ts {_TS},
-            start_ts {_TS},
-            value Float64 CODEC(Gorilla, ZSTD(1)),
-            count UInt64 CODEC(T64, ZSTD(1)),
-            sum Float64 CODEC(Gorilla, ZSTD(1)),
-            min Float64 CODEC(Gorilla, ZSTD(1)),
-            max Float64 CODEC(Gorilla, ZSTD(1)),
-            bounds Array(Float64) CODEC(ZSTD(1)),
-            buckets Array(UInt64) CODEC(ZSTD(1)),
-            scale Int8,
-            zero_count UInt64,
-            pos_offset Int32,
-            pos_buckets Array(UInt64) CODEC(ZSTD(1)),
-            neg_offset Int32,
-            neg_buckets Array(UInt64) CODEC(ZSTD(1)),
-            cum_state String CODEC(ZSTD(3)),
-            seq UInt64 CODEC(DoubleDelta, ZSTD(1)),
-            INDEX seq_idx seq TYPE minmax GRANULARITY 1""",
-          "(ws, scope, entity, metric, series, ts)", "cityHash64(ws, entity)", telemetry=True),
-    Table("series_state", "ws String, series UInt64, ts DateTime64(9, 'UTC'), state String, seq UInt64",
+    Table("metric_points", (
+        *_group(f"ws {_LC}", f"scope {_LC}", "entity String", "parent String", f"metric {_LC}",
+                f"kind Enum8({_KINDS})", "monotonic Bool", f"unit {_LC}"),
+        Column("series", _U64),
+        *_group(f"replica {_LC}", "node_rank Int32"),
+        Column("attrs", _ATTRS, _Z),
+        Column("ts", _TS, _TIME), Column("start_ts", _TS, _TIME),
+        Column("value", "Float64", _FLOAT), Column("count", _U64, "T64, ZSTD(1)"),
+        Column("sum", "Float64", _FLOAT), Column("min", "Float64", _FLOAT), Column("max", "Float64", _FLOAT),
+        Column("bounds", "Array(Float64)", _Z), Column("buckets", "Array(UInt64)", _Z),
+        Column("scale", "Int8"), Column("zero_count", _U64),
+        Column("pos_offset", "Int32"), Column("pos_buckets", "Array(UInt64)", _Z),
+        Column("neg_offset", "Int32"), Column("neg_buckets", "Array(UInt64)", _Z),
+        Column("cum_state", "String", "ZSTD(3)"),
+        Column("seq", _U64, _TIME),
+    ), "(ws, scope, entity, metric, series, ts)", "cityHash64(ws, entity)", telemetry=True,
+        indexes=("seq_idx seq TYPE minmax GRANULARITY 1",)),
+    Table("series_state", _cols("ws String", "series UInt64", f"ts {_TS}", "state String", "seq UInt64"),
           "(ws, series)", "cityHash64(ws, series)", version="seq"),
-    Table("logs", f"""ws LowCardinality(String),
-            scope LowCardinality(String),
-            entity String,
-            parent String,
-            environment LowCardinality(String),
-            ts {_TS},
-            seq UInt64 CODEC(Delta, ZSTD(1)),
-            replica LowCardinality(String),
-            request_id String CODEC(ZSTD(1)),
-            component LowCardinality(String),
-            level UInt8,
-            message String CODEC(ZSTD(1)),
-            attrs Map(LowCardinality(String), String) CODEC(ZSTD(1)),
-            INDEX request_idx request_id TYPE bloom_filter(0.01) GRANULARITY 4""",
-          "(ws, scope, entity, ts, seq)", "cityHash64(ws, entity)", telemetry=True),
+    Table("logs", (
+        *_group(f"ws {_LC}", f"scope {_LC}", "entity String", "parent String", f"environment {_LC}"),
+        Column("ts", _TS, _TIME), Column("seq", _U64, "Delta, ZSTD(1)"),
+        *_group(f"replica {_LC}"),
+        Column("request_id", "String", _Z), Column("component", _LC), Column("level", "UInt8"),
+        Column("message", "String", _Z), Column("attrs", _ATTRS, _Z),
+    ), "(ws, scope, entity, ts, seq)", "cityHash64(ws, entity)", telemetry=True,
+        indexes=("request_idx request_id TYPE bloom_filter(0.01) GRANULARITY 4",)),
     # Training-job metrics per series and bucket (ROLLUP_LEVELS_S), filled by the
     # materialized view of VIEWS inside every insert into metric_points; rows of one key
     # add up at merges (and under FINAL when read). Bucket start in ``ts`` (seconds);
     # gpu, mount and node_id are the point's attributes, read once here instead of from
     # every point's map at query time (query/training_values.py, docs/training.md).
-    Table("training_rollup", """ws LowCardinality(String),
-            entity String,
-            res UInt32,
-            metric LowCardinality(String),
-            monotonic Bool,
-            series UInt64,
-            ts DateTime('UTC') CODEC(DoubleDelta, LZ4),
-            unit LowCardinality(String),
-            replica LowCardinality(String),
-            node_rank Int32,
-            gpu LowCardinality(String),
-            mount LowCardinality(String),
-            node_id LowCardinality(String),
-            n SimpleAggregateFunction(sum, UInt64),
-            total SimpleAggregateFunction(sum, Float64),
-            first_ns SimpleAggregateFunction(min, Int64) CODEC(Delta, LZ4),
-            last_ns SimpleAggregateFunction(max, Int64) CODEC(Delta, LZ4)""",
-          "(ws, entity, res, metric, series, ts, monotonic, unit, replica, node_rank, gpu, mount, node_id)",
+    Table("training_rollup", (
+        *_cols(f"ws {_LC}", "entity String", "res UInt32", f"metric {_LC}", "monotonic Bool", "series UInt64"),
+        Column("ts", "DateTime('UTC')", "DoubleDelta, LZ4"),
+        *_cols(f"unit {_LC}", f"replica {_LC}", "node_rank Int32", f"gpu {_LC}", f"mount {_LC}",
+               f"node_id {_LC}", "n SimpleAggregateFunction(sum, UInt64)",
+               "total SimpleAggregateFunction(sum, Float64)"),
+        Column("first_ns", "SimpleAggregateFunction(min, Int64)", "Delta, LZ4"),
+        Column("last_ns", "SimpleAggregateFunction(max, Int64)", "Delta, LZ4"),
+    ), "(ws, entity, res, metric, series, ts, monotonic, unit, replica, node_rank, gpu, mount, node_id)",
           # small granules: a query reads one level, one metric or a few days of it
           "cityHash64(ws, entity)", telemetry=True, engine="AggregatingMergeTree",
           settings="index_granularity = 1024"),
@@ -180,12 +191,16 @@ class View:
     select: str
 
 
+#: a GPU point's index: the semantic conventions' attribute, else the plain ``gpu`` label
+#: (DCGM's and NVML exporters' habit); the queries label GPUs the same way
+GPU_INDEX = "if(mapContains(attrs, 'hw.gpu.index'), attrs['hw.gpu.index'], attrs['gpu'])"
+
 _ROLLUP_SELECT = f"""SELECT ws, entity, res, metric, monotonic, series,
        toDateTime(intDiv(t_ns, res * 1000000000) * res, 'UTC') AS ts, unit, replica, node_rank, gpu, mount, node_id,
        count() AS n, sum(value) AS total, min(t_ns) AS first_ns, max(t_ns) AS last_ns
 FROM (
     SELECT ws, entity, metric, monotonic, series, toUnixTimestamp64Nano(ts) AS t_ns, unit, replica, node_rank,
-           if(mapContains(attrs, 'hw.gpu.index'), attrs['hw.gpu.index'], attrs['gpu']) AS gpu,
+           {GPU_INDEX} AS gpu,
            attrs['sonde.mount'] AS mount, attrs['sonde.node_id'] AS node_id, value
     FROM {{src}}
     WHERE scope = 'training_job' AND kind IN ('gauge', 'sum')
@@ -212,7 +227,8 @@ def create_table(t: Table, db: str, retention_days: int, cluster: str | None = N
     local = f"{t.name}_local" if cluster else t.name
     args = [f"'/clickhouse/tables/{{shard}}/{db}/{local}'", "'{replica}'"] if cluster else []
     args += [t.version] if t.version else []
-    parts = [f"CREATE TABLE IF NOT EXISTS {db}.{local}{_on(cluster)} ({t.columns})",
+    body = ",\n    ".join([*(c.ddl() for c in t.columns), *(f"INDEX {i}" for i in t.indexes)])
+    parts = [f"CREATE TABLE IF NOT EXISTS {db}.{local}{_on(cluster)} (\n    {body}\n)",
              f"ENGINE = {'Replicated' if cluster else ''}{engine}({', '.join(args)})"]
     if t.telemetry:
         parts.append("PARTITION BY toDate(ts)")
@@ -301,38 +317,55 @@ def require(ex: Executor, db: str, version: int = SCHEMA_VERSION) -> None:
         raise StoreError(f"store {db!r} is at schema version {have}; this build needs {version}: {hint}")
 
 
-def _arrow_schemas():
-    import pyarrow as pa
-
-    ts = pa.timestamp("ns", tz="UTC")
-    attrs = pa.map_(pa.string(), pa.string())
-    u64s = pa.list_(pa.uint64())
-    return {
-        "metric_points": pa.schema([
-            ("ws", pa.string()), ("scope", pa.string()), ("entity", pa.string()),
-            ("parent", pa.string()), ("metric", pa.string()), ("kind", pa.string()),
-            ("monotonic", pa.bool_()), ("unit", pa.string()), ("series", pa.uint64()),
-            ("replica", pa.string()), ("node_rank", pa.int32()), ("attrs", attrs),
-            ("ts", ts), ("start_ts", ts), ("value", pa.float64()), ("count", pa.uint64()),
-            ("sum", pa.float64()), ("min", pa.float64()), ("max", pa.float64()),
-            ("bounds", pa.list_(pa.float64())), ("buckets", u64s), ("scale", pa.int8()),
-            ("zero_count", pa.uint64()), ("pos_offset", pa.int32()), ("pos_buckets", u64s),
-            ("neg_offset", pa.int32()), ("neg_buckets", u64s), ("cum_state", pa.string()),
-            ("seq", pa.uint64()),
-        ]),
-        "series_state": pa.schema([
-            ("ws", pa.string()), ("series", pa.uint64()), ("ts", ts),
-            ("state", pa.string()), ("seq", pa.uint64()),
-        ]),
-        "logs": pa.schema([
-            ("ws", pa.string()), ("scope", pa.string()), ("entity", pa.string()),
-            ("parent", pa.string()), ("environment", pa.string()), ("ts", ts),
-            ("seq", pa.uint64()), ("replica", pa.string()), ("request_id", pa.string()),
-            ("component", pa.string()), ("level", pa.uint8()), ("message", pa.string()),
-            ("attrs", attrs),
-        ]),
-    }
+#: the Arrow type ingest builds a column of each ClickHouse type with; wrappers are
+#: unwrapped by :func:`arrow_type` (LowCardinality and an aggregate's function only
+#: change how ClickHouse stores the values, Enum8 columns are written by label)
+_ARROW = {
+    "String": pa.string(), "Bool": pa.bool_(), "Float64": pa.float64(),
+    "Int8": pa.int8(), "Int32": pa.int32(), "Int64": pa.int64(),
+    "UInt8": pa.uint8(), "UInt32": pa.uint32(), "UInt64": pa.uint64(),
+    _TS: pa.timestamp("ns", tz="UTC"), _MS: pa.timestamp("ms", tz="UTC"),
+    "DateTime('UTC')": pa.timestamp("s", tz="UTC"),
+}
 
 
-#: Arrow schema of each table the BatchWriter fills; ingest builds rows to these.
-ARROW_SCHEMAS = _arrow_schemas()
+def _args(inner: str) -> list[str]:
+    """Top-level arguments of a type: ``"LowCardinality(String), String"`` -> two."""
+    out, depth, begin = [], 0, 0
+    for i, ch in enumerate(inner):
+        depth += (ch == "(") - (ch == ")")
+        if ch == "," and depth == 0:
+            out.append(inner[begin:i].strip())
+            begin = i + 1
+    return [*out, inner[begin:].strip()]
+
+
+def arrow_type(ch_type: str) -> pa.DataType:
+    if ch_type in _ARROW:
+        return _ARROW[ch_type]
+    head, _, rest = ch_type.partition("(")
+    if head.startswith("Enum"):
+        return pa.string()
+    args = _args(rest.removesuffix(")"))
+    if head == "LowCardinality":
+        return arrow_type(args[0])
+    if head == "SimpleAggregateFunction":
+        return arrow_type(args[1])
+    if head == "Array":
+        return pa.list_(arrow_type(args[0]))
+    if head == "Map":
+        return pa.map_(arrow_type(args[0]), arrow_type(args[1]))
+    raise ValueError(f"no Arrow type for the ClickHouse type {ch_type!r}: add it to schema._ARROW")
+
+
+def arrow_schema(table: str) -> pa.Schema:
+    return pa.schema([(c.name, arrow_type(c.type)) for c in BY_NAME[table].columns])
+
+
+def group_columns(table: str) -> tuple[str, ...]:
+    """The :attr:`Column.group` columns of ``table``, in table order."""
+    return tuple(c.name for c in BY_NAME[table].columns if c.group)
+
+
+#: Arrow schema of every table, built once; ingest builds its rows to these.
+ARROW_SCHEMAS = {t.name: arrow_schema(t.name) for t in TABLES}

@@ -1,0 +1,69 @@
+"""Which source feeds a vendor metric, per replica.
+
+A vendor metric may have several sources (the stable and the older HTTP semantic
+conventions, ``process.*`` and ``container.*``; query/catalogue.py). They are
+alternatives, never added together: per replica, the first source in catalogue order
+that sent anything wins, and the others are left out of that replica's reads. Gauges
+read around the window (query/gauges.py), so their sources count there; counters and
+histograms only inside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from . import gauges
+from .catalogue import GAUGE, VendorMetric
+from .scan import Scan
+
+
+@dataclass(frozen=True)
+class Sources:
+    #: names of the vendor metrics with any source data
+    present: frozenset[str]
+    #: per vendor metric, {source metric: replicas} its reads leave out
+    excluded: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+
+
+def choose_sources(scan: Scan, metrics: Iterable[VendorMetric]) -> Sources:
+    """One statement: which sources sent data, per replica, around and inside the
+    window; then :func:`pick_sources`. Replica counts read any telemetry (their own
+    query), so they count as present."""
+    metrics = list(metrics)
+    always = {vm.name for vm in metrics if vm.labels.replica_count}
+    names = sorted({s for vm in metrics if vm.name not in always for s in vm.source_names})
+    if not names:
+        return Sources(frozenset(always))
+    w = scan.window
+    where, params = scan.where(names, w.start_ns - gauges.LOOK_AROUND_NS, w.end_ns + gauges.LOOK_AROUND_NS)
+    rows = scan.run(
+        "SELECT metric, groupUniqArray(replica) AS around, groupUniqArrayIf(replica,"
+        " ts >= fromUnixTimestamp64Nano({t0:Int64}) AND ts < fromUnixTimestamp64Nano({t1:Int64})) AS inside"
+        f" FROM {scan.table} {where} GROUP BY metric",
+        {**scan.params(), **params},
+    ).to_pylist()
+    around = {r["metric"]: set(r["around"]) for r in rows}
+    inside = {r["metric"]: set(r["inside"]) for r in rows}
+    picked = pick_sources([vm for vm in metrics if vm.name not in always], around, inside)
+    return Sources(picked.present | always, picked.excluded)
+
+
+def pick_sources(metrics: Iterable[VendorMetric], around: Mapping[str, set[str]],
+                 inside: Mapping[str, set[str]]) -> Sources:
+    """The decision from {source metric: replicas that sent data} around and inside the
+    window (training metrics learn these from the rows they read)."""
+    present: set[str] = set()
+    excluded: dict[str, dict[str, list[str]]] = {}
+    for vm in metrics:
+        seen = around if vm.kind == GAUGE else inside
+        if not any(seen.get(s) for s in vm.source_names):
+            continue
+        present.add(vm.name)
+        taken: set[str] = set()
+        for s in vm.source_names:
+            replicas = seen.get(s, set())
+            if replicas & taken:
+                excluded.setdefault(vm.name, {})[s] = sorted(replicas & taken)
+            taken |= replicas
+    return Sources(frozenset(present), excluded)
