@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from ..query import window as windows
 from ..query.catalogue import parse_names
+from ..query.custom import sent_metrics
 from ..query.metrics import deployment_metrics
 from ..store.accounts import ApiKey
 from . import auth
@@ -35,6 +36,7 @@ def get_deployment_metrics(
     valid_id(deployment_id, "deployment_id")
     # Parameters first: a malformed request is a 400 whether or not the deployment exists.
     window = windows.resolve(mode, start_epoch_millis, end_epoch_millis)
-    wanted = parse_names(metrics)
+    store = request.app.state.store
+    wanted = parse_names(metrics, lambda names: sent_metrics(store, key.ws, deployment_id, names))
     request.app.state.inventory.get(key.ws, "deployment", deployment_id, parent=model_id)
-    return deployment_metrics(request.app.state.store, key.ws, deployment_id, window, wanted)
+    return deployment_metrics(store, key.ws, deployment_id, window, wanted)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from .._exceptions import BadRequest
@@ -50,6 +51,8 @@ class LabelKind(enum.Enum):
     NODE = "node"  # per node rank (training jobs and loops: query/nodes.py)
     NODE_GPU = "node_gpu"  # per node rank and GPU
     NODE_MOUNT = "node_mount"  # per node rank and filesystem
+    COUNTER_RATIO = "counter_ratio"  # [{}]: increase of the first source / of the second, per step
+    ATTRIBUTES = "attributes"  # custom metrics: one label set per replica and attribute set
 
     @property
     def per_node(self) -> bool:
@@ -79,6 +82,9 @@ class Source:
     metric: str  # OTel name as stored
     unit: str = ""  # the documented unit, used when a row's unit is missing or unknown
     status_attr: str = ""  # request counters: the attribute holding the HTTP status code
+    #: only points whose attributes hold these values (the GenAI conventions put input and
+    #: output token counts in one histogram, told apart by ``gen_ai.token.type``)
+    match: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,14 @@ class VendorMetric:
 _HTTP_NEW = Source("http.server.request.duration", "s", "http.response.status_code")
 _HTTP_OLD = Source("http.server.duration", "ms", "http.status_code")
 
+def _srcs(*metrics: str, unit: str = "") -> tuple[Source, ...]:
+    return tuple(Source(m, unit) for m in metrics)
+
+
+def _GENAI_TOKENS(kind: str) -> Source:
+    return Source("gen_ai.client.token.usage", "", match=(("gen_ai.token.type", kind),))
+
+
 _V = VendorMetric
 _L = LabelKind
 CATALOGUE: dict[str, VendorMetric] = {m.name: m for m in (
@@ -119,8 +133,11 @@ CATALOGUE: dict[str, VendorMetric] = {m.name: m for m in (
     _V("baseten_response_size_bytes", HISTOGRAM, "BYTES", "bytes",
        (Source("http.server.response.body.size", "By"), Source("http.server.response.size", "By")), _L.HISTOGRAM),
     _V("baseten_concurrent_requests", GAUGE, "COUNT", "count", (Source("http.server.active_requests"),), _L.PLAIN),
-    _V("baseten_gpu_utilization", GAUGE, "RATIO", "ratio", (Source("hw.gpu.utilization", "1"),), _L.GPU),
-    _V("baseten_gpu_memory_used", GAUGE, "MEBIBYTES", "mebibytes", (Source("hw.gpu.memory.usage", "By"),), _L.GPU),
+    # GPUs: the agent's NVML sampler, else NVIDIA's DCGM exporter, else Triton's page
+    _V("baseten_gpu_utilization", GAUGE, "RATIO", "ratio", (Source("hw.gpu.utilization", "1"),
+       Source("DCGM_FI_DEV_GPU_UTIL", "%"), Source("nv_gpu_utilization", "1")), _L.GPU),
+    _V("baseten_gpu_memory_used", GAUGE, "MEBIBYTES", "mebibytes", (Source("hw.gpu.memory.usage", "By"),
+       Source("DCGM_FI_DEV_FB_USED", "MiBy"), Source("nv_gpu_memory_used_bytes", "By")), _L.GPU),
     _V("baseten_container_cpu_usage_seconds_total", COUNTER, "SECONDS", "time",
        (Source("process.cpu.time", "s"), Source("container.cpu.time", "s")), _L.REPLICA),
     _V("baseten_container_cpu_memory_working_set_bytes", GAUGE, "BYTES", "bytes",
@@ -131,6 +148,38 @@ CATALOGUE: dict[str, VendorMetric] = {m.name: m for m in (
     # reports the ephemeral and cache filesystems of every replica (docs/metrics.md).
     _V("sonde_filesystem_usage_bytes", GAUGE, "BYTES", "bytes", (Source("system.filesystem.usage", "By"),), _L.MOUNT),
     _V("sonde_filesystem_limit_bytes", GAUGE, "BYTES", "bytes", (Source("system.filesystem.limit", "By"),), _L.MOUNT),
+
+    # Model servers' engine metrics (docs/model-servers.md): scraped Prometheus pages keep
+    # their names (counters with ``_total``; an OpenTelemetry Collector may trim it), and
+    # the GenAI semantic conventions name the same figures over OTLP.
+    _V("baseten_llm_input_tokens_total", COUNTER, "COUNT", "count",
+       _srcs("vllm:prompt_tokens_total", "sglang:prompt_tokens_total", "vllm:prompt_tokens", "sglang:prompt_tokens"),
+       _L.REPLICA),
+    _V("baseten_llm_output_tokens_total", COUNTER, "COUNT", "count",
+       _srcs("vllm:generation_tokens_total", "sglang:generation_tokens_total", "vllm:generation_tokens",
+             "sglang:generation_tokens"), _L.REPLICA),
+    _V("baseten_llm_input_tokens_per_request", HISTOGRAM, "COUNT", "count",
+       (Source("vllm:request_prompt_tokens"), _GENAI_TOKENS("input")), _L.HISTOGRAM),
+    _V("baseten_llm_output_tokens_per_request", HISTOGRAM, "COUNT", "count",
+       (Source("vllm:request_generation_tokens"), Source("tgi_request_generated_tokens"), _GENAI_TOKENS("output")),
+       _L.HISTOGRAM),
+    _V("baseten_llm_num_requests", GAUGE, "COUNT", "count", _srcs("vllm:num_requests_running"), _L.PLAIN),
+    _V("baseten_llm_kv_cache_hit_rate", GAUGE, "RATIO", "count",
+       _srcs("vllm:prefix_cache_hits_total", "vllm:prefix_cache_queries_total"), _L.COUNTER_RATIO),
+    _V("sonde_llm_time_to_first_token_seconds", HISTOGRAM, "SECONDS", "time",
+       _srcs("vllm:time_to_first_token_seconds", "sglang:time_to_first_token_seconds",
+             "gen_ai.server.time_to_first_token", unit="s"), _L.HISTOGRAM),
+    _V("sonde_llm_time_per_output_token_seconds", HISTOGRAM, "SECONDS", "time",
+       _srcs("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds",
+             "gen_ai.server.time_per_output_token", unit="s"), _L.HISTOGRAM),
+    _V("sonde_llm_requests_waiting", GAUGE, "COUNT", "count", _srcs("vllm:num_requests_waiting", "tgi_queue_size"),
+       _L.PLAIN),
+    _V("sonde_llm_kv_cache_usage_ratio", GAUGE, "RATIO", "ratio",
+       _srcs("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc", "sglang:token_usage", unit="1"), _L.REPLICA),
+    # The vendor's enum has no unit for these two; the name says it (COUNT: as sent).
+    _V("sonde_gpu_temperature_celsius", GAUGE, "COUNT", "count", _srcs("hw.temperature", "DCGM_FI_DEV_GPU_TEMP"),
+       _L.GPU),
+    _V("sonde_gpu_power_watts", GAUGE, "COUNT", "count", _srcs("hw.power", "DCGM_FI_DEV_POWER_USAGE"), _L.GPU),
 )}
 
 DEFAULT_METRICS = (
@@ -142,8 +191,11 @@ HISTOGRAM_LABEL_SETS = [{"quantile": str(q)} for q in QUANTILES] + [{"stat": "av
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
 
 
-def parse_names(values: list[str] | None) -> list[VendorMetric]:
-    """``metrics=a&metrics=b`` and ``metrics=a,b`` alike; order kept, repeats dropped."""
+def parse_names(values: list[str] | None,
+                sent: Callable[[list[str]], Mapping[str, VendorMetric]] | None = None) -> list[VendorMetric]:
+    """``metrics=a&metrics=b`` and ``metrics=a,b`` alike; order kept, repeats dropped.
+    Names outside the catalogue are looked up with ``sent`` (custom metrics,
+    query/custom.py); one neither known nor sent is a 400."""
     if values is None:
         return [CATALOGUE[n] for n in DEFAULT_METRICS]
     names: list[str] = []
@@ -155,8 +207,11 @@ def parse_names(values: list[str] | None) -> list[VendorMetric]:
     if not names:
         raise BadRequest("metrics names no metric; omit it for the default set", field="metrics")
     unknown = [n for n in names if n not in CATALOGUE]
+    custom = sent(unknown) if unknown and sent else {}
+    unknown = [n for n in unknown if n not in custom]
     if unknown:
         raise BadRequest(
-            f"unknown metric {', '.join(unknown)}; valid names: {', '.join(CATALOGUE)}", field="metrics"
+            f"unknown metric {', '.join(unknown)}: neither in the catalogue ({', '.join(CATALOGUE)})"
+            " nor sent by this deployment", field="metrics"
         )
-    return [CATALOGUE[n] for n in names]
+    return [CATALOGUE.get(n) or custom[n] for n in names]

@@ -44,6 +44,8 @@ def label_columns(kind: LabelKind) -> str:
     else:
         host = "replica"
     device = {"gpu": GPU_INDEX, "mount": "attrs['sonde.mount']"}.get(kind.device, "''")
+    if kind is LabelKind.ATTRIBUTES:  # the point's own attributes, as a JSON object
+        device = "toJSONString(mapSort(mapFilter((k, v) -> NOT startsWith(k, 'sonde.'), attrs)))"
     return f"{host} AS l_host, {device} AS l_device"
 
 

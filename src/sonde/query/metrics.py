@@ -10,13 +10,14 @@ where a label set has no data in a step, and metrics with no data at all left ou
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from typing import Any
 
 from ..store import Store
 from . import counters, gauges, histograms
-from .catalogue import HISTOGRAM_LABEL_SETS, STATUS_CLASSES, LabelKind, VendorMetric, gpu_key
+from .catalogue import COUNTER, HISTOGRAM_LABEL_SETS, STATUS_CLASSES, LabelKind, VendorMetric, gpu_key
 from .scan import QUERY_TIMEOUT_S, Scan
 from .sources import choose_sources
 from .window import Window
@@ -59,9 +60,24 @@ def _by_labels(scan: Scan, vm: VendorMetric, rows: list[dict], names: tuple[str,
         return tuple(r[c] for c in columns)
 
     keys = sorted({key(r) for r in rows}, key=_gpu_order if names == ("replica", "gpu") else None)
-    # A GPU series without a GPU attribute is labelled by replica alone.
-    label_sets = [{n: v for n, v in zip(names, k) if v != "" or n == "replica"} for k in keys]
+    if vm.labels is LabelKind.ATTRIBUTES:  # l_device: the point's attributes as JSON
+        label_sets = [{**({"replica": k[0]} if k[0] else {}), **json.loads(k[1])} for k in keys]
+    else:
+        # A GPU series without a GPU attribute is labelled by replica alone.
+        label_sets = [{n: v for n, v in zip(names, k) if v != "" or n == "replica"} for k in keys]
     return _matrix(scan, rows, key, label_sets, keys)
+
+
+def _counter_ratio(scan: Scan, vm: VendorMetric) -> Result:
+    """Per step, the first source's increase over the second's (null where the second
+    did not increase): a hit rate from hit and query counters, over all replicas."""
+    increases = []
+    for source in vm.sources:
+        part = VendorMetric(vm.name, COUNTER, "COUNT", "count", (source,), LabelKind.PLAIN)
+        increases.append({r["k"]: r["v"] for r in counters.value_increase(scan, part)})
+    hits, total = increases
+    rows = [{"k": k, "v": hits.get(k, 0.0) / n} for k, n in total.items() if n and n > 0]
+    return _matrix(scan, rows, lambda r: (), [{}], [()])
 
 
 class _Request:
@@ -93,10 +109,13 @@ def _gauge(req: _Request, vm: VendorMetric) -> Result:
     if vm.labels.replica_count:
         column = "active" if vm.labels is LabelKind.REPLICAS_ACTIVE else "starting"
         return _matrix(scan, req.replicas(), lambda r: (), [{}], [()], value=column)
+    if vm.labels is LabelKind.COUNTER_RATIO:
+        return _counter_ratio(scan, vm)
     rows = gauges.time_weighted(scan, vm)
     if vm.labels is LabelKind.PLAIN:
         return _matrix(scan, rows, lambda r: (), [{}], [()])
-    names = ("replica", vm.labels.device) if vm.labels.device else ("replica",)
+    names = ("replica", vm.labels.device or "attributes") if vm.labels.device or vm.labels is LabelKind.ATTRIBUTES \
+        else ("replica",)
     return _by_labels(scan, vm, rows, names)
 
 
@@ -106,7 +125,8 @@ def _counter(req: _Request, vm: VendorMetric) -> Result:
         rows = counters.requests_by_status(req.totals(vm))
         return _matrix(scan, rows, lambda r: (r["l_status"],), [{"status": s} for s in STATUS_CLASSES],
                        [(s,) for s in STATUS_CLASSES])
-    return _by_labels(scan, vm, counters.value_increase(scan, vm), ("replica",))
+    names = ("replica", "attributes") if vm.labels is LabelKind.ATTRIBUTES else ("replica",)
+    return _by_labels(scan, vm, counters.value_increase(scan, vm), names)
 
 
 def _histogram(req: _Request, vm: VendorMetric) -> Result:

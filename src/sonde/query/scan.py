@@ -68,6 +68,13 @@ class Scan:
         for i, (metric, replicas) in enumerate(sorted(excluded.items())):
             sql += f" AND NOT (metric = {{xm{i}:String}} AND replica IN {{xr{i}:Array(String)}})"
             params[f"xm{i}"], params[f"xr{i}"] = metric, replicas
+        for i, source in enumerate(s for s in (vm.sources if vm else ()) if s.match):
+            # a source's points must hold its attribute values (catalogue.Source.match)
+            held = " AND ".join(f"attrs[{{mk{i}_{j}:String}}] = {{mv{i}_{j}:String}}" for j in range(len(source.match)))
+            sql += f" AND NOT (metric = {{mm{i}:String}} AND NOT ({held}))"
+            params[f"mm{i}"] = source.metric
+            for j, (k, v) in enumerate(source.match):
+                params[f"mk{i}_{j}"], params[f"mv{i}_{j}"] = k, v
         return sql, params
 
     def factor(self, vm: VendorMetric) -> tuple[str, dict[str, Any]]:

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from . import gauges
-from .catalogue import GAUGE, VendorMetric
+from .catalogue import GAUGE, LabelKind, VendorMetric
 from .scan import Scan
 
 
@@ -56,10 +56,14 @@ def pick_sources(metrics: Iterable[VendorMetric], around: Mapping[str, set[str]]
     present: set[str] = set()
     excluded: dict[str, dict[str, list[str]]] = {}
     for vm in metrics:
-        seen = around if vm.kind == GAUGE else inside
+        # a ratio of counter increases reads both its sources, inside the window
+        ratio = vm.labels is LabelKind.COUNTER_RATIO
+        seen = around if vm.kind == GAUGE and not ratio else inside
         if not any(seen.get(s) for s in vm.source_names):
             continue
         present.add(vm.name)
+        if ratio:
+            continue
         taken: set[str] = set()
         for s in vm.source_names:
             replicas = seen.get(s, set())

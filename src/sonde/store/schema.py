@@ -191,9 +191,11 @@ class View:
     select: str
 
 
-#: a GPU point's index: the semantic conventions' attribute, else the plain ``gpu`` label
-#: (DCGM's and NVML exporters' habit); the queries label GPUs the same way
-GPU_INDEX = "if(mapContains(attrs, 'hw.gpu.index'), attrs['hw.gpu.index'], attrs['gpu'])"
+#: a GPU point's label: the semantic conventions' index, else the ``gpu`` label (DCGM
+#: exporter's index), else the GPU's UUID (DCGM's ``UUID``, Triton's ``gpu_uuid``); the
+#: queries label GPUs the same way
+GPU_INDEX = ("multiIf(mapContains(attrs, 'hw.gpu.index'), attrs['hw.gpu.index'], mapContains(attrs, 'gpu'),"
+             " attrs['gpu'], mapContains(attrs, 'UUID'), attrs['UUID'], attrs['gpu_uuid'])")
 
 _ROLLUP_SELECT = f"""SELECT ws, entity, res, metric, monotonic, series,
        toDateTime(intDiv(t_ns, res * 1000000000) * res, 'UTC') AS ts, unit, replica, node_rank, gpu, mount, node_id,
