@@ -14,7 +14,7 @@ from ..settings import Config
 from ..store import Store, open_store
 from ..store.accounts import Accounts, bootstrap
 from ..store.inventory import Inventory
-from . import admin, chains, errors, inventory, logs, loops, metrics, openapi, otlp, training
+from . import admin, chains, errors, inventory, logs, loops, metrics, openapi, otlp, requests, training
 
 log = logging.getLogger("sonde")
 
@@ -53,6 +53,7 @@ def create_app(config: Config | None = None, *, store: Store | None = None) -> F
     app.include_router(otlp.router)
     app.include_router(metrics.router)
     app.include_router(logs.router)
+    app.include_router(requests.router)
     app.include_router(chains.router)
     app.include_router(training.router)
     app.include_router(loops.router)

@@ -38,7 +38,7 @@ class LogRoute:
     post: bool = False  # also serve the older POST form with a JSON body
 
 
-def _deployment(inv: Inventory, ws: str, p: Mapping[str, str]) -> Target:
+def deployment_target(inv: Inventory, ws: str, p: Mapping[str, str]) -> Target:
     model = valid_id(p["model_id"], "model_id")
     deployment = valid_id(p["deployment_id"], "deployment_id")
     inv.get(ws, "model", model)
@@ -58,7 +58,7 @@ def _environment(inv: Inventory, ws: str, p: Mapping[str, str]) -> Target:
 
 
 ROUTES: tuple[LogRoute, ...] = (
-    LogRoute("/v1/models/{model_id}/deployments/{deployment_id}/logs", _deployment, post=True),
+    LogRoute("/v1/models/{model_id}/deployments/{deployment_id}/logs", deployment_target, post=True),
     LogRoute("/v1/models/{model_id}/environments/{env_name}/logs", _environment),
     LogRoute("/v1/chains/{chain_id}/deployments/{chain_deployment_id}/chainlets/{chainlet_id}/logs",
              chains.chainlet_logs_target),

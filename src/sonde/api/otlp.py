@@ -1,4 +1,4 @@
-"""OTLP/HTTP receivers: ``POST /v1/otlp/v1/metrics`` and ``POST /v1/otlp/v1/logs``.
+"""OTLP/HTTP receivers: ``POST /v1/otlp/v1/metrics``, ``/v1/otlp/v1/logs`` and ``/v1/otlp/v1/traces``.
 
 So ``OTEL_EXPORTER_OTLP_ENDPOINT=http://host:port/v1/otlp`` works with any
 OpenTelemetry SDK or Collector. The client hears 200 only once its rows are
@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..ingest.decode import Encoding, decode
 from ..ingest.pipeline import Ingestor
-from ..ingest.proto import LogsResponse, MetricsResponse
+from ..ingest.proto import LogsResponse, MetricsResponse, TracesResponse
 from ..store.accounts import ApiKey
 from . import auth, errors, otlp_http
 
@@ -53,23 +53,25 @@ async def _export(request: Request, key: ApiKey, signal: str) -> Response:
     ingestor: Ingestor = request.app.state.ingestor
 
     def work():
-        msg = decode(body, enc, signal)
-        return ingestor.metrics(key.ws, msg) if signal == "metrics" else ingestor.logs(key.ws, msg)
+        return getattr(ingestor, signal)(key.ws, decode(body, enc, signal))
 
     queued = await run_in_threadpool(work)
     # shield: a cancelled request must not cancel the writer's future under it
     await asyncio.shield(asyncio.wrap_future(queued.future))
-    if signal == "metrics":
-        resp = MetricsResponse()
-        if queued.rejected:
-            resp.partial_success.rejected_data_points = queued.rejected
-            resp.partial_success.error_message = queued.message
-    else:
-        resp = LogsResponse()
-        if queued.rejected:
-            resp.partial_success.rejected_log_records = queued.rejected
-            resp.partial_success.error_message = queued.message
+    response, rejected_field = _RESPONSES[signal]
+    resp = response()
+    if queued.rejected:
+        setattr(resp.partial_success, rejected_field, queued.rejected)
+        resp.partial_success.error_message = queued.message
     return otlp_http.response(resp, enc)
+
+
+#: per signal: the export response and its partial_success count field
+_RESPONSES = {
+    "metrics": (MetricsResponse, "rejected_data_points"),
+    "logs": (LogsResponse, "rejected_log_records"),
+    "traces": (TracesResponse, "rejected_spans"),
+}
 
 
 @router.post("/v1/otlp/v1/metrics", summary="OTLP/HTTP metrics receiver")
@@ -80,3 +82,8 @@ async def export_metrics(request: Request, key: ApiKey = Depends(auth.ingest)) -
 @router.post("/v1/otlp/v1/logs", summary="OTLP/HTTP logs receiver")
 async def export_logs(request: Request, key: ApiKey = Depends(auth.ingest)) -> Response:
     return await _export(request, key, "logs")
+
+
+@router.post("/v1/otlp/v1/traces", summary="OTLP/HTTP traces receiver")
+async def export_traces(request: Request, key: ApiKey = Depends(auth.ingest)) -> Response:
+    return await _export(request, key, "traces")

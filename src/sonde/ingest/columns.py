@@ -26,6 +26,7 @@ from .proto import decode_kv
 SCHEMA = ARROW_SCHEMAS["metric_points"]
 _TYPE = {f.name: f.type for f in SCHEMA}
 _NAN = float("nan")
+MAX_TS = 2**63 - 1  # DateTime64(9) and Arrow timestamps are signed 64-bit nanoseconds
 
 #: the values of the columns constant over a group (the table's group columns), made by
 #: name so that the walk cannot put one in another's place

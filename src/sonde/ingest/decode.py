@@ -51,8 +51,25 @@ def _items(obj, *keys: str) -> list[dict]:
     return []
 
 
+#: per signal: (the generated request class, its view class)
+_CLASSES = {
+    "metrics": (proto.MetricsRequest, proto.ViewMetricsRequest),
+    "logs": (proto.LogsRequest, proto.ViewLogsRequest),
+    "traces": (proto.TracesRequest, proto.ViewTracesRequest),
+}
+
+
 def _fix_json_ids(doc: dict, signal: str) -> None:
     ids = ("traceId", "spanId", "trace_id", "span_id")
+    if signal == "traces":
+        span_ids = (*ids, "parentSpanId", "parent_span_id")
+        for rs in _items(doc, "resourceSpans", "resource_spans"):
+            for ss in _items(rs, "scopeSpans", "scope_spans"):
+                for span in _items(ss, "spans"):
+                    _hex_ids_to_base64(span, span_ids)
+                    for link in _items(span, "links"):
+                        _hex_ids_to_base64(link, ids)
+        return
     if signal == "logs":
         for rl in _items(doc, "resourceLogs", "resource_logs"):
             for sl in _items(rl, "scopeLogs", "scope_logs"):
@@ -69,10 +86,9 @@ def _fix_json_ids(doc: dict, signal: str) -> None:
 
 
 def decode(body: bytes, encoding: Encoding, signal: str) -> Message:
-    """``body``, written in ``encoding``, as the view message of ``signal`` ('metrics' or
-    'logs'); 400 if it does not decode."""
-    generated = proto.MetricsRequest if signal == "metrics" else proto.LogsRequest
-    view = proto.ViewMetricsRequest if signal == "metrics" else proto.ViewLogsRequest
+    """``body``, written in ``encoding``, as the view message of ``signal`` ('metrics',
+    'logs' or 'traces'); 400 if it does not decode."""
+    generated, view = _CLASSES[signal]
     name = generated.DESCRIPTOR.name
     try:
         if encoding is Encoding.PROTOBUF:

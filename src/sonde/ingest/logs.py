@@ -20,8 +20,9 @@ import pyarrow as pa
 
 from ..store.schema import ARROW_SCHEMAS, LEVELS, group_columns
 from .metrics import MAX_TS, Rejects
-from .proto import any_to_py, decode_kv, kv_pairs
+from .proto import any_to_py, kv_pairs
 from .resource import Placement, place
+from .rows import AttrRows, expand_groups
 
 SCHEMA = ARROW_SCHEMAS["logs"]
 _TYPE = {f.name: f.type for f in SCHEMA}
@@ -68,10 +69,7 @@ class LogsWalk:
         self.component: list[str] = []
         self.level: list[int] = []
         self.message: list[str] = []
-        self._keys: list[str] = []
-        self._vals: list[str] = []
-        self._offsets: list[int] = [0]
-        self._kv: dict[bytes, tuple[str, str]] = {}
+        self.attrs = AttrRows()
         #: training jobs' ends reported by the agent: (job id, status, error, node rank)
         self.job_exits: list[tuple[str, str, str, int]] = []
 
@@ -99,19 +97,14 @@ class LogsWalk:
         return self
 
     def _records(self, recs, group: LogGroup, extra: dict) -> None:
-        kv_cache = self._kv
+        rows = self.attrs
         n_before = len(self.ts)
         for r in recs:
             ts = r.time_unix_nano or r.observed_time_unix_nano or self.now_ns
             if ts > MAX_TS:
                 self.rejects.add(1, "time_unix_nano is after the year 2262")
                 continue
-            attrs = {}
-            for raw in r.attributes:
-                kv = kv_cache.get(raw)
-                if kv is None:
-                    kv = kv_cache[raw] = decode_kv(raw)
-                attrs[kv[0]] = kv[1]
+            attrs = rows.decode(r.attributes)
             self.request_id.append(attrs.pop("request_id", ""))
             component = attrs.pop("component", "")
             self.component.append(component)
@@ -127,11 +120,7 @@ class LogsWalk:
             self.ts.append(ts)
             self.level.append(level_of(r.severity_number, r.severity_text))
             self.message.append(_message(r.body))
-            if attrs:
-                keys = sorted(attrs)
-                self._keys.extend(keys)
-                self._vals.extend(attrs[k] for k in keys)
-            self._offsets.append(len(self._keys))
+            rows.append(attrs)
         added = len(self.ts) - n_before
         if added:
             self.groups.append(group)
@@ -139,18 +128,12 @@ class LogsWalk:
 
     def to_arrow(self, first_seq: int) -> pa.Table:
         n = len(self.ts)
-        gidx = pa.array(np.array(self.gidx, dtype=np.int32))
-        cols = {name: pa.array([g[j] for g in self.groups], _TYPE[name]).take(gidx)
-                for j, name in enumerate(LogGroup._fields)}
+        cols = expand_groups(self.groups, self.gidx, LogGroup._fields, _TYPE)
         cols["ts"] = np.array(self.ts, dtype=np.int64)
         cols["seq"] = np.arange(first_seq, first_seq + n, dtype=np.uint64)
         cols["request_id"] = self.request_id
         cols["component"] = self.component
         cols["level"] = np.array(self.level, dtype=np.uint8)
         cols["message"] = self.message
-        attrs = _TYPE["attrs"]
-        cols["attrs"] = pa.MapArray.from_arrays(
-            pa.array(np.array(self._offsets, dtype=np.int32)),
-            pa.array(self._keys, attrs.key_type), pa.array(self._vals, attrs.item_type),
-        ).cast(attrs)
+        cols["attrs"] = self.attrs.to_arrow(_TYPE["attrs"])
         return pa.Table.from_arrays([pa.array(cols[f.name], f.type) for f in SCHEMA], schema=SCHEMA)

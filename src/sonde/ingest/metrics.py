@@ -16,11 +16,11 @@ import operator
 from collections import Counter
 from collections.abc import Callable
 
-from .columns import Block, Group, SeriesCache, SeriesGroup
+from .columns import MAX_TS, Block, Group, SeriesCache, SeriesGroup
+from .exemplars import Exemplars
 from .proto import kv_pairs
 from .resource import Placement, place
 
-MAX_TS = 2**63 - 1  # DateTime64(9) and Arrow timestamps are signed 64-bit nanoseconds
 DELTA, CUMULATIVE = 1, 2
 _KINDS = {"gauge": "gauge", "sum": "sum", "histogram": "histogram", "exponential_histogram": "exp_histogram"}
 _NAN = float("nan")
@@ -88,6 +88,7 @@ class MetricsWalk:
         self.placer = placer
         self.blocks = {f: Block(f) for f in ("number", "hist", "exp")}
         self.rejects = Rejects()
+        self.exemplars = Exemplars()
         self._bounds_ok: dict[tuple, str | None] = {}
 
     def walk(self, req) -> "MetricsWalk":
@@ -138,7 +139,9 @@ class MetricsWalk:
                       monotonic=monotonic, unit=m.unit, replica=pl.replica, node_rank=pl.node_rank)
         if which in ("gauge", "sum"):
             self._numbers(dps, ident, group, mode, extra, label)
-        elif which == "histogram":
+            return
+        self.exemplars.add(group, dps)
+        if which == "histogram":
             self._histograms(dps, ident, group, mode, extra, label)
         else:
             self._exponential(dps, ident, group, mode, extra, label)

@@ -21,6 +21,7 @@ from .cumulative import SeriesState
 from .logs import LogsWalk
 from .metrics import MetricsWalk
 from .registrar import Registrar
+from .traces import TracesWalk
 
 
 @dataclass
@@ -56,6 +57,8 @@ class Ingestor:
         blocks = [b for b in walk.blocks.values() if len(b)]
         if not blocks:
             return Queued(_done(), 0, walk.rejects.count, message)
+        # exemplars go in the same group commit as their points: acknowledged together
+        extra = {"exemplars": walk.exemplars.to_arrow()} if len(walk.exemplars) else {}
         state = self.state
         with state.lock:
             change = state.apply(ws, blocks) if any(b.stateful for b in blocks) else None
@@ -68,7 +71,7 @@ class Ingestor:
             table = table.set_column(
                 table.schema.get_field_index("seq"), "seq", pa.array(np.arange(first, first + n, dtype=np.uint64))
             )
-            rows = {"metric_points": table}
+            rows = {"metric_points": table, **extra}
             if change is not None and change.new:
                 rows["series_state"] = state.rows(ws, change, first + n - 1)
             future = self.store.submit(rows)  # raises Overloaded before anything is queued
@@ -91,6 +94,16 @@ class Ingestor:
         future = self.store.submit({"logs": table})
         for job_exit in walk.job_exits:
             self.registrar.job_exit(ws, *job_exit)
+        return Queued(future, n, walk.rejects.count, message)
+
+
+    def traces(self, ws: str, req) -> Queued:
+        walk = TracesWalk(ws, self.registrar).walk(req)
+        message = walk.rejects.message("spans")
+        n = walk.rows
+        if n == 0:
+            return Queued(_done(), 0, walk.rejects.count, message)
+        future = self.store.submit({"spans": walk.to_arrow(self.store.next_seq(n))})
         return Queued(future, n, walk.rejects.count, message)
 
 

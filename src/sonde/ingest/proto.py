@@ -24,10 +24,12 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.logs.v1 import logs_pb2
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
+from opentelemetry.proto.trace.v1 import trace_pb2
 
 from .._exceptions import BadRequest
 
@@ -36,16 +38,20 @@ MetricsRequest = metrics_service_pb2.ExportMetricsServiceRequest
 MetricsResponse = metrics_service_pb2.ExportMetricsServiceResponse
 LogsRequest = logs_service_pb2.ExportLogsServiceRequest
 LogsResponse = logs_service_pb2.ExportLogsServiceResponse
+TracesRequest = trace_service_pb2.ExportTraceServiceRequest
+TracesResponse = trace_service_pb2.ExportTraceServiceResponse
 KeyValue = common_pb2.KeyValue
 
 _RAW_ATTRS = {
     "NumberDataPoint", "HistogramDataPoint", "ExponentialHistogramDataPoint", "SummaryDataPoint", "LogRecord",
+    "Span",
 }
 
 
 def _view_pool() -> descriptor_pool.DescriptorPool:
     pool = descriptor_pool.DescriptorPool()
-    for module in (common_pb2, resource_pb2, metrics_pb2, logs_pb2, metrics_service_pb2, logs_service_pb2):
+    for module in (common_pb2, resource_pb2, metrics_pb2, logs_pb2, trace_pb2, metrics_service_pb2,
+                   logs_service_pb2, trace_service_pb2):
         fdp = descriptor_pb2.FileDescriptorProto()
         module.DESCRIPTOR.CopyToProto(fdp)
         for msg in fdp.message_type:
@@ -64,6 +70,9 @@ ViewMetricsRequest = message_factory.GetMessageClass(
 )
 ViewLogsRequest = message_factory.GetMessageClass(
     _pool.FindMessageTypeByName("opentelemetry.proto.collector.logs.v1.ExportLogsServiceRequest")
+)
+ViewTracesRequest = message_factory.GetMessageClass(
+    _pool.FindMessageTypeByName("opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest")
 )
 
 

@@ -199,8 +199,7 @@ def build_sql(table: str, ws: str, target: Target, q: LogQuery) -> tuple[str, di
         pre.append(f"match(message, {p.text('(?-s)' + q.search_pattern)})")
     order = "DESC" if q.descending else "ASC"
     sql = (
-        "SELECT toString(toUnixTimestamp64Nano(ts)) AS timestamp, message, replica, request_id, level"
-        f" FROM {table}"
+        f"SELECT {LOG_COLUMNS} FROM {table}"
         + (" PREWHERE " + " AND ".join(pre) if pre else "")
         + " WHERE " + " AND ".join(where)
         + f" ORDER BY ts {order}, seq {order} LIMIT {p.typed(q.limit, 'UInt32')}"
@@ -208,10 +207,12 @@ def build_sql(table: str, ws: str, target: Target, q: LogQuery) -> tuple[str, di
     return sql, p.values
 
 
-def query_logs(store: Store, ws: str, target: Target, q: LogQuery) -> list[dict]:
-    """LogV1 dicts, in the order asked for."""
-    sql, params = build_sql(store.t("logs"), ws, target, q)
-    t = store.ex.query_arrow(sql, params)
+#: what a LogV1 is read from: SELECT these columns and hand the result to :func:`log_views`
+LOG_COLUMNS = "toString(toUnixTimestamp64Nano(ts)) AS timestamp, message, replica, request_id, level"
+
+
+def log_views(t) -> list[dict]:
+    """LogV1 dicts from rows selected with :data:`LOG_COLUMNS`."""
     cols = {name: t.column(name).to_pylist() for name in ("timestamp", "message", "replica", "request_id", "level")}
     return [
         {
@@ -225,3 +226,9 @@ def query_logs(store: Store, ws: str, target: Target, q: LogQuery) -> list[dict]
             cols["timestamp"], cols["message"], cols["replica"], cols["request_id"], cols["level"]
         )
     ]
+
+
+def query_logs(store: Store, ws: str, target: Target, q: LogQuery) -> list[dict]:
+    """LogV1 dicts, in the order asked for."""
+    sql, params = build_sql(store.t("logs"), ws, target, q)
+    return log_views(store.ex.query_arrow(sql, params))

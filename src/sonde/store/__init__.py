@@ -45,7 +45,8 @@ class Store:
             schema.require(executor, db)
         self.writer = BatchWriter(
             executor,
-            [self.t("metric_points"), self.t("series_state"), self.t("logs")],
+            # flushed in this order: counter state after the points it follows from
+            [self.t(t) for t in ("metric_points", "exemplars", "series_state", "logs", "spans")],
             flush_interval_ms=flush_interval_ms,
             batch_max_rows=batch_max_rows,
             max_pending_rows=max_pending_rows,
@@ -63,8 +64,8 @@ class Store:
         # guard against that without scanning the whole table.
         recent = "WHERE ts >= now() - INTERVAL 1 DAY"
         rows = self.ex.query(
-            f"SELECT greatest((SELECT max(seq) FROM {self.t('logs')} {recent}),"
-            f" (SELECT max(seq) FROM {self.t('metric_points')} {recent})) AS m"
+            "SELECT greatest(" + ", ".join(f"(SELECT max(seq) FROM {self.t(t)} {recent})"
+                                           for t in ("logs", "metric_points", "spans")) + ") AS m"
         )
         return int(rows[0]["m"] or 0)
 

@@ -37,7 +37,7 @@ from .._exceptions import StoreError
 from .base import Executor
 
 #: the newest entry of MIGRATIONS; a store at an older version needs ``sonde migrate``
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: scope values: which vendor entity a row of telemetry belongs to.
 SCOPES = ("deployment", "chainlet", "training_job", "loops")
@@ -166,6 +166,26 @@ TABLES: tuple[Table, ...] = (
           # small granules: a query reads one level, one metric or a few days of it
           "cityHash64(ws, entity)", telemetry=True, engine="AggregatingMergeTree",
           settings="index_granularity = 1024"),
+    # One row per OTLP span. Server spans (kind 2) are the entity's requests: request_id
+    # is the request's X-Request-ID where the span carries one, else its trace id.
+    # Ids in lower-case hex; ts is the start, duration in nanoseconds.
+    Table("spans", (
+        *_group(f"ws {_LC}", f"scope {_LC}", "entity String", "parent String", f"replica {_LC}"),
+        Column("ts", _TS, _TIME), Column("duration_ns", _U64, "T64, ZSTD(1)"),
+        Column("trace_id", "String", _Z), Column("span_id", "String", _Z), Column("parent_span_id", "String", _Z),
+        Column("name", "String", _Z), Column("kind", "UInt8"), Column("status_code", "UInt8"),
+        Column("status_message", "String", _Z), Column("http_status", "UInt16"), Column("route", "String", _Z),
+        Column("request_id", "String", _Z), Column("attrs", _ATTRS, _Z), Column("seq", _U64, "Delta, ZSTD(1)"),
+    ), "(ws, scope, entity, ts, seq)", "cityHash64(ws, entity)", telemetry=True,
+        indexes=("span_request_idx request_id TYPE bloom_filter(0.01) GRANULARITY 4",
+                 "span_trace_idx trace_id TYPE bloom_filter(0.01) GRANULARITY 4")),
+    # Histogram exemplars (OTLP ``exemplars`` with a trace id): which request a latency
+    # sample came from, so a step of a latency chart links to its requests.
+    Table("exemplars", (
+        *_group(f"ws {_LC}", f"scope {_LC}", "entity String", f"metric {_LC}", f"replica {_LC}"),
+        Column("ts", _TS, _TIME), Column("value", "Float64", _FLOAT),
+        Column("trace_id", "String", _Z), Column("span_id", "String", _Z), Column("attrs", _ATTRS, _Z),
+    ), "(ws, scope, entity, metric, ts)", "cityHash64(ws, entity)", telemetry=True),
 )
 BY_NAME = {t.name: t for t in TABLES}
 
@@ -275,9 +295,16 @@ def _v2(db: str, retention_days: int, cluster: str | None) -> list[str]:
             f" FROM {db}.metric_points"]
 
 
+def _v3(db: str, retention_days: int, cluster: str | None) -> list[str]:
+    # Migration 1 renders every table (so a new store has these already); an older one
+    # gets them here.
+    return [s for name in ("spans", "exemplars") for s in create_table(BY_NAME[name], db, retention_days, cluster)]
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "workspaces, keys, inventory, metric points, series state, logs", _v1),
     Migration(2, "training rollup: per-bucket summaries of training-job metrics, filled at insert", _v2),
+    Migration(3, "spans and histogram exemplars: requests and their traces", _v3),
 )
 
 
@@ -325,7 +352,7 @@ def require(ex: Executor, db: str, version: int = SCHEMA_VERSION) -> None:
 _ARROW = {
     "String": pa.string(), "Bool": pa.bool_(), "Float64": pa.float64(),
     "Int8": pa.int8(), "Int32": pa.int32(), "Int64": pa.int64(),
-    "UInt8": pa.uint8(), "UInt32": pa.uint32(), "UInt64": pa.uint64(),
+    "UInt8": pa.uint8(), "UInt16": pa.uint16(), "UInt32": pa.uint32(), "UInt64": pa.uint64(),
     _TS: pa.timestamp("ns", tz="UTC"), _MS: pa.timestamp("ms", tz="UTC"),
     "DateTime('UTC')": pa.timestamp("s", tz="UTC"),
 }

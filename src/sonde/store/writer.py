@@ -67,6 +67,9 @@ class BatchWriter:
 
     def submit(self, rows: dict[str, pa.Table]) -> Future:
         """Queue ``{table: rows}``; the future resolves when all are committed."""
+        unknown = set(rows) - set(self._order)
+        if unknown:  # rows it would never flush: a programming error, not load
+            raise ValueError(f"the writer does not commit to {sorted(unknown)}")
         fut: Future = Future()
         n = sum(t.num_rows for t in rows.values())
         with self._cond:
