@@ -29,12 +29,13 @@ import time
 from google.protobuf import json_format
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 from opentelemetry.proto.logs.v1 import logs_pb2
 from opentelemetry.proto.metrics.v1 import metrics_pb2 as mp
 
 __all__ = [
-    "T0", "S0", "SEC", "DEPLOYMENT", "any_value", "attributes", "number", "gauge", "sum_metric", "hist_point",
+    "T0", "S0", "SEC", "DEPLOYMENT", "traces_request", "any_value", "attributes", "number", "gauge", "sum_metric", "hist_point",
     "histogram", "exp_point", "exp_histogram", "summary", "metrics_request", "log_record", "logs_request",
     "merge", "to_json", "encode", "post", "DELTA", "CUMULATIVE",
 ]
@@ -172,6 +173,18 @@ def logs_request(resource: dict, records: list[logs_pb2.LogRecord], *, scope: st
     return req
 
 
+def traces_request(resource: dict, spans: list[tuple]) -> ExportTraceServiceRequest:
+    """spans: (trace id, span id, parent id, name, kind, start ns, duration ns, attributes)."""
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    rs.resource.attributes.extend(attributes(resource))
+    out = rs.scope_spans.add().spans
+    for trace_id, span_id, parent, name, kind, start, duration, attrs in spans:
+        out.add(trace_id=trace_id, span_id=span_id, parent_span_id=parent, name=name, kind=kind,
+                start_time_unix_nano=start, end_time_unix_nano=start + duration, attributes=attributes(attrs))
+    return req
+
+
 def merge(*requests):
     """One request holding the resources of all ``requests`` (of one signal)."""
     out = type(requests[0])()
@@ -214,5 +227,6 @@ def post(client, msg, *, json: bool = False, gzip: bool = False, **kw):
     content=, headers=)``, e.g. conftest's Client or an httpx.Client)."""
     body, headers = encode(msg, json=json, gzip=gzip)
     headers.update(kw.pop("headers", None) or {})
-    path = "/v1/otlp/v1/logs" if isinstance(msg, ExportLogsServiceRequest) else "/v1/otlp/v1/metrics"
+    path = ("/v1/otlp/v1/logs" if isinstance(msg, ExportLogsServiceRequest)
+            else "/v1/otlp/v1/traces" if isinstance(msg, ExportTraceServiceRequest) else "/v1/otlp/v1/metrics")
     return client.post(path, content=body, headers=headers, **kw)

@@ -26,7 +26,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 
 from live_server import LiveServer
 from otlp_build import (SEC, gauge, hist_point, histogram, log_record, logs_request, metrics_request, number, post,
-                        sum_metric)
+                        sum_metric, traces_request)
 from web_browser import (By, NoAlertPresentException, after_load, approx, charts, loads, log_view, set_filters, start,
                          values, wait)
 
@@ -374,3 +374,46 @@ def test_demo_prints_the_dashboard_url():
         data_dir="/d")
     lines = [ln.strip() for ln in instructions(stack, {"environment": "production"}).splitlines()]
     assert "Dashboard     http://127.0.0.1:18555/ui/#key=k%2F%2Bey%3D" in lines
+
+
+@pytest.mark.e2e
+def test_latency_step_to_its_slowest_request_and_its_logs(browser, sonde):
+    # Runs last: its log lines would show in the log viewer's exact expectations.
+    t = sonde.times[1]
+    plan = [("req-fast", 20), ("req-slow", 900), ("req-mid", 300)]  # (request id, ms)
+    spans, records = [], []
+    for i, (rid, ms) in enumerate(plan):
+        trace_id, root = bytes([i + 1]) * 16, bytes([i + 1]) * 8
+        start = t + i * SEC
+        spans.append((trace_id, root, b"", "POST /predict", 2, start, ms * 10**6,
+                      {"http.route": "/predict", "http.response.status_code": 200,
+                       "http.request.header.x-request-id": rid}))
+        spans.append((trace_id, bytes([i + 11]) * 8, root, "model.forward", 1, start + 10**6, ms * 10**6 // 2, {}))
+        records.append(log_record(start + 2 * 10**6, f"served {rid}", severity_number=9, attrs={"request_id": rid}))
+    r = post(sonde.ingest, traces_request(_resource("r0001"), spans))
+    assert r.status_code == 200, r.content
+    sonde.send(logs_request(_resource("r0001"), records))
+
+    open_ui(browser, sonde, "/models/m1/deployments/d1?window=15m")
+    wait(browser, lambda d: loads(d, ".charts") >= 1, what="the charts")
+    browser.find_element(By.ID, "auto-refresh").click()
+    t_ms = t // 10**6
+    step = browser.execute_script(
+        "return [...document.querySelectorAll('svg[data-chart=\"latency\"] rect.step-hit')].find((r) =>"
+        " Number(r.dataset.stepStart) <= arguments[0] && arguments[0] < Number(r.dataset.stepEnd));", t_ms)
+    assert step is not None
+    # click 1: the step lists its requests, slowest first
+    after_load(browser, "section.requests-panel", lambda: browser.execute_script(
+        "arguments[0].dispatchEvent(new MouseEvent('click', {bubbles: true}))", step))
+    rows = browser.find_elements(By.CSS_SELECTOR, "table.requests tbody tr")
+    assert [row.get_attribute("data-request") for row in rows] == ["req-slow", "req-mid", "req-fast"]
+    assert rows[0].find_elements(By.TAG_NAME, "td")[1].text == "900.0 ms"
+    assert rows[0].find_elements(By.TAG_NAME, "td")[-1].text == "1"
+    # click 2: the slowest request's spans and its log line
+    after_load(browser, "section.requests-panel",
+               lambda: rows[0].find_element(By.CSS_SELECTOR, "button.link").click())
+    spans_shown = browser.execute_script(
+        "return [...document.querySelectorAll('.waterfall .span')].map((li) =>"
+        " [li.querySelector('.span-name').textContent, li.dataset.depth]);")
+    assert spans_shown == [["POST /predict", "0"], ["model.forward", "1"]]
+    assert [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".request-logs .msg")] == ["served req-slow"]

@@ -37,9 +37,10 @@ function timeTicks(start, end) {
 
 /**
  * series: [{key, label, cls, points: [[t_ms, value|null], ...]}]; start/end/step in ms.
+ * onStep(startMs, endMs), when given, is called when a step is clicked.
  * Returns a <figure> holding the SVG and its legend.
  */
-export function lineChart({id, title, unit, caption, series, start, end, step}) {
+export function lineChart({id, title, unit, caption, series, start, end, step, onStep}) {
   const values = series.flatMap((sr) => sr.points.map((p) => p[1]).filter((v) => v !== null));
   const empty = values.length === 0;
   const ys = ticks(Math.min(0, ...values), Math.max(0, ...values), unit);
@@ -64,6 +65,17 @@ export function lineChart({id, title, unit, caption, series, start, end, step}) 
     grid.append(s("text", {class: "xlabel", x: x(t), y: H - 8}, axisTime(t, end - start)));
   }
   svg.append(grid);
+  if (onStep && step > 0) {
+    // one transparent band per step, under the series so their tooltips stay on top
+    const hits = s("g", {class: "steps"});
+    for (let a = start; a < end; a += step) {
+      const b = Math.min(a + step, end);
+      hits.append(s("rect", {class: "step-hit", x: x(a), y: M.top, width: Math.max(1, x(b) - x(a)), height: PH,
+        "data-step-start": a, "data-step-end": b, onclick: () => onStep(a, b)},
+      s("title", {}, `Requests from ${dateTime(a)}`)));
+    }
+    svg.append(hits);
+  }
   if (empty) {
     svg.append(s("text", {class: "empty", x: M.left + PW / 2, y: M.top + PH / 2}, "No data in this window"));
   }

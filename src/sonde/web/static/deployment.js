@@ -6,6 +6,7 @@ import {lineChart} from "./chart.js";
 import {errorBox, h, showError} from "./dom.js";
 import {clock} from "./format.js";
 import {logViewer} from "./logs.js";
+import {requestsPanel} from "./requests.js";
 
 const REFRESH_MS = 10_000;
 
@@ -99,13 +100,14 @@ export function deploymentView(model, deployment, windowId) {
   const updated = h("p", {class: "updated", "aria-live": "polite"});
   const charts = h("div", {class: "charts", "data-loads": "0", "aria-busy": "true"});
   const logs = logViewer(model, deployment, () => win.ms);
+  const requests = requestsPanel(base);
   const el = h("div", {class: "deployment-view"},
     h("nav", {class: "crumbs", "aria-label": "Breadcrumb"},
       h("a", {href: "#/"}, "Models"), " / ", h("span", {text: model}), " / ", h("span", {text: deployment})),
     title, details,
     h("div", {class: "toolbar"}, picker,
       h("label", {class: "toggle", for: "auto-refresh"}, auto, "Auto refresh every 10 s"), updated),
-    error, charts, logs.el);
+    error, charts, requests.el, logs.el);
 
   function remember() {
     // The window is part of the address, so a reload or a shared link keeps it; replace,
@@ -130,7 +132,8 @@ export function deploymentView(model, deployment, windowId) {
       if (chart.gpu && !series.length) { gpuless.push(chart.title); continue; }
       figures.push(lineChart({id: chart.id, title: chart.title, unit: chart.unit,
         caption: `${chart.caption} · ${stepText(resp.step_seconds)} steps`, series,
-        start: resp.start_epoch_millis, end: resp.end_epoch_millis, step: resp.step_seconds * 1000}));
+        start: resp.start_epoch_millis, end: resp.end_epoch_millis, step: resp.step_seconds * 1000,
+        onStep: chart.id === "latency" ? requests.showStep : undefined}));
     }
     if (gpuless.length) figures.push(h("p", {class: "note"}, `No GPU telemetry in this window (${gpuless.join(", ")}).`));
     charts.replaceChildren(...figures);
