@@ -50,8 +50,11 @@ def rows(points):
 
 
 def test_dcgm_exporter_page():
-    points, conv = convert((FIXTURES / "dcgm-exporter.txt").read_text())
-    assert len(points) == 42 and conv.dropped == conv.duplicates == 0  # 21 fields x 2 GPUs
+    page = (FIXTURES / "dcgm-exporter.txt").read_text()
+    first, conv = convert(page)
+    assert len(first) == 36  # 21 fields x 2 GPUs, less the 3 counters' first sight (a baseline)
+    points, conv = convert(page, conv=conv, ts=T0 + 15 * 10**9)
+    assert len(points) == 42 and conv.dropped == conv.duplicates == 0
     gpu0 = {"gpu": "0", "UUID": "GPU-3b4f2c1e-6a9d-4e2b-9f5c-8d7e1a2b3c4d", "pci_bus_id": "00000000:18:00.0",
             "device": "nvidia0", "modelName": "NVIDIA H100 80GB HBM3", "Hostname": "gpu-node-7",
             "DCGM_FI_DRIVER_VERSION": "550.90.07"}
@@ -64,8 +67,9 @@ def test_dcgm_exporter_page():
           "device": "nvidia1"}, 0, (), ()),
         ("DCGM_FI_DEV_GPU_UTIL", "", "gauge", 87, gpu0, 0, (), ()),
         ("DCGM_FI_DEV_FB_USED", "", "gauge", 74418, gpu0, 0, (), ()),
-        # a counter without _total keeps its name as printed; no _created: first sight
-        ("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", "", "counter", 81265598213, gpu0, T0, (), ()),
+        # a counter without _total keeps its name as printed; no _created: it counts from
+        # the first scrape (the same page again: nothing since)
+        ("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", "", "counter", 0, gpu0, T0, (), ()),
     ]
     assert by["DCGM_FI_DEV_XID_ERRORS", "1"].attrs["err_msg"] == "No Error"
     assert {p.name for p in points if p.kind == "counter"} == {
@@ -134,7 +138,9 @@ def test_nan_escapes_duplicates_and_inf_buckets():
         'broken_bucket{le="+Inf"} 3',                                      # not cumulative: skipped
         '',
     ])
-    points, conv = convert(page)
+    conv = Converter()
+    convert(page, conv=conv)  # the histogram's first sight is its baseline
+    points, conv = convert(page, conv=conv, ts=T0 + 1)
     assert rows(points) == [
         ("up", "", "gauge", 1, {"path": "C:\\models\\llama", "note": 'say "hi"\nbye'}, 0, (), ()),
         ("lat", "", "histogram", points[1].value, {}, T0, (0.1,), (0, 0)),
@@ -162,17 +168,30 @@ def test_start_times_resets_and_staleness():
     conv, s = Converter(), 10**9
 
     def scrape(page, ts):
-        return {(p.name, p.attrs.get("k")): p.start_ns for p in convert(page, conv=conv, ts=ts)[0] if p.kind != "gauge"}
+        return {(p.name, p.attrs.get("k")): (p.start_ns, p.value) for p in convert(page, conv=conv, ts=ts)[0]
+                if p.kind != "gauge"}
 
     page = "# TYPE req_total counter\nreq_total{k=\"a\"} %d\nreq_total{k=\"b\"} %d\n"
-    assert scrape(page % (5, 5), T0) == {("req_total", "a"): T0, ("req_total", "b"): T0}      # first sight
-    assert scrape(page % (9, 7), T0 + 15 * s) == {("req_total", "a"): T0, ("req_total", "b"): T0}
-    # a dropped: reset (the process restarted), it counts from just after the last scrape
-    assert scrape(page % (2, 8), T0 + 30 * s) == {("req_total", "a"): T0 + 15 * s + 1, ("req_total", "b"): T0}
+    # first sight without _created: a baseline, nothing sent (the counts before it have no known start)
+    assert scrape(page % (5, 5), T0) == {}
+    # then counts since the baseline's scrape
+    assert scrape(page % (9, 7), T0 + 15 * s) == {("req_total", "a"): (T0, 4), ("req_total", "b"): (T0, 2)}
+    # a dropped: reset (the process restarted), it counts from just after the last scrape, from zero
+    assert scrape(page % (2, 8), T0 + 30 * s) == {("req_total", "a"): (T0 + 15 * s + 1, 2), ("req_total", "b"): (T0, 3)}
     # b disappears: stale, nothing sent for it ...
-    assert scrape('# TYPE req_total counter\nreq_total{k="a"} 3\n', T0 + 45 * s) == {("req_total", "a"): T0 + 15 * s + 1}
-    # ... and when it comes back it starts over, even at a higher value
-    assert scrape(page % (4, 100), T0 + 60 * s)[("req_total", "b")] == T0 + 60 * s
+    assert scrape('# TYPE req_total counter\nreq_total{k="a"} 3\n', T0 + 45 * s) == {
+        ("req_total", "a"): (T0 + 15 * s + 1, 3)}
+    # ... and when it comes back it is a new baseline, even at a higher value
+    assert ("req_total", "b") not in scrape(page % (4, 100), T0 + 60 * s)
+    assert scrape(page % (4, 130), T0 + 75 * s)[("req_total", "b")] == (T0 + 60 * s, 30)
+
+
+def test_histogram_without_created_counts_from_its_baseline():
+    conv = Converter()
+    page = "# TYPE lat histogram\nlat_bucket{le=\"1\"} %d\nlat_bucket{le=\"+Inf\"} %d\nlat_sum %s\nlat_count %d\n"
+    assert convert(page % (3, 4, "2.5", 4), conv=conv)[0] == []
+    (p,), _ = convert(page % (5, 9, "10.5", 9), conv=conv, ts=T0 + 10**9)
+    assert (p.start_ns, p.buckets, p.value) == (T0, (2, 3), 8.0)
 
 
 def test_series_limit_cuts_the_page_and_counts(caplog):

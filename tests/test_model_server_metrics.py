@@ -81,6 +81,8 @@ class Engine:
         self.queries = Counter("vllm:prefix_cache_queries", "queried tokens", LABELS, registry=r).labels(**LLAMA)
         self.hits = Counter("vllm:prefix_cache_hits", "hit tokens", LABELS, registry=r).labels(**LLAMA)
         self.success = Counter("vllm:request_success", "finished", LABELS + ["finished_reason"], registry=r)
+        for reason in ("length", "stop"):  # as vLLM does: every series on the page from the start
+            self.success.labels(**LLAMA, finished_reason=reason)
         Gauge("vllm:num_requests_running", "running", LABELS, registry=r).labels(**LLAMA).set(running)
         Gauge("vllm:num_requests_waiting", "waiting", LABELS, registry=r).labels(**LLAMA).set(waiting)
         Gauge("vllm:kv_cache_usage_perc", "KV-cache usage", LABELS, registry=r).labels(**LLAMA).set(kv)
@@ -108,7 +110,7 @@ def served(client, creds):
 
     The pages are scraped at times in the past, before the counters' real creation
     time, so their ``_created`` samples are left out (the agent's tests cover them):
-    each counter counts from its first sight."""
+    each counter counts from its first sight, a scrape before the first request."""
     prometheus_client.disable_created_metrics()
     try:
         return _serve(client, creds)
@@ -120,6 +122,10 @@ def _serve(client, creds) -> dict:
     engines = {"ra": Engine(3, 1, 0.25), "rb": Engine(2, 0, 0.5)}
     convs = {r: Converter() for r in engines}
     sent = {"prompt": 0, "output": 0, "queries": 0, "hits": 0, "ttft": [], "prompt_len": []}
+    # The engines' first scrape, before any request: without _created, the agent takes a
+    # counter's first sight as its baseline, so what is counted from here on is sent.
+    for replica, e in engines.items():
+        send_page(client, creds, e.page(), convs[replica], resource(replica), W0 + 45 * SEC)
     for i in range(20):
         ts = W0 + 60 * SEC + i * 15 * SEC
         for n, (replica, e) in enumerate(engines.items()):
@@ -140,7 +146,7 @@ def test_llm_names_from_scraped_vllm_pages(client, creds, served):
                           "baseten_llm_input_tokens_per_request"])
     d, labels, values = metric(body, "baseten_llm_input_tokens_total")
     assert (d["kind"], d["unit_hint"], labels) == ("COUNTER", "COUNT", [{"replica": "ra"}, {"replica": "rb"}])
-    assert sum(values) == served["prompt"]  # every token counted since each counter's first sight
+    assert sum(values) == served["prompt"]  # every token counted since the first scrape
     d, labels, values = metric(body, "baseten_llm_output_tokens_total")
     assert sum(values) == served["output"]
     d, labels, values = metric(body, "baseten_llm_kv_cache_hit_rate")

@@ -152,14 +152,21 @@ def _key(labels: dict[str, str]) -> tuple:
 
 class Converter:
     """Parsed families -> points, per target, with what must survive from one scrape to
-    the next: each cumulative series' start time and last value. A series missing from
-    a page is forgotten (stale: nothing is sent for it), so when it comes back it
-    starts again at its first sight; a value below the last one is a reset, which
-    starts just after the previous scrape. A page's ``_created`` wins over both."""
+    the next: each cumulative series' start time, last value and baseline.
+
+    A counter or histogram whose page gives its ``_created`` time counts from then. One
+    without (DCGM's, the node exporter's) has counted since some moment the page does
+    not say, so its first sight is a baseline, not a point: nothing is sent for it, and
+    later points count from that scrape (their values less the baseline). Sending the
+    first sight would put everything the counter ever counted into the first step.
+    A value below the last one is a reset: the series starts again just after the
+    previous scrape, from zero. A series missing from a page is forgotten (stale), so
+    when it comes back it starts again at its next sight."""
 
     def __init__(self, series_limit: int = DEFAULT_SERIES_LIMIT):
         self.series_limit = series_limit
-        self._state: dict[tuple, tuple[int, float]] = {}  # series -> (start_ns, last value)
+        #: series -> (start_ns, last cumulative value, baseline point or None)
+        self._state: dict[tuple, tuple[int, float, Point | None]] = {}
         self._last_ts = 0
         self.dropped = 0      # of the last page: series past the limit
         self.duplicates = 0   # of the last page: repeats of a series already read
@@ -191,21 +198,33 @@ class Converter:
         state, out = {}, []
         for series, p, cum, created_name in pending:
             if p.kind != "gauge":
-                p.start_ns = self._start(series, cum, created.get((created_name, series[1])), ts_ns)
-                state[series] = (p.start_ns, cum)
-            out.append(p)
+                p = self._cumulative(series, p, cum, created.get((created_name, series[1])), ts_ns, state)
+            if p is not None:
+                out.append(p)
         self._state, self._last_ts = state, ts_ns
         return out
 
-    def _start(self, series: tuple, value: float, made: float | None, ts_ns: int) -> int:
+    def _cumulative(self, series: tuple, p: Point, cum: float, made: float | None, ts_ns: int,
+                    state: dict) -> Point | None:
+        """``p`` with its start time (and less its baseline); None for a baseline."""
         if made is not None and math.isfinite(made) and made > 0:
-            return min(int(made * 1e9), ts_ns)
+            p.start_ns = min(int(made * 1e9), ts_ns)
+            state[series] = (p.start_ns, cum, None)
+            return p
         prev = self._state.get(series)
         if prev is None:
-            return ts_ns
-        if value < prev[1]:  # a reset since the last scrape
-            return min(self._last_ts + 1, ts_ns)
-        return prev[0]
+            state[series] = (ts_ns, cum, p)
+            return None
+        start, last, base = prev
+        if cum < last or (base is not None and base.bounds != p.bounds):  # a reset since the last scrape
+            start, base = min(self._last_ts + 1, ts_ns), None
+        state[series] = (start, cum, base)
+        p.start_ns = start
+        if base is not None:
+            p.value = p.value - base.value
+            if p.kind == "histogram":
+                p.buckets = tuple(max(0, a - b) for a, b in zip(p.buckets, base.buckets))
+        return p
 
     def _family(self, fam, created: dict) -> Iterable[tuple[tuple, Point, float]]:
         name, typ = fam.name, fam.type

@@ -23,10 +23,16 @@ def _key(line: dict) -> str:
     return json.dumps(line, sort_keys=True)
 
 
-def _text(line: dict) -> str:
-    ns = int(line["timestamp"])
+def utc_text(ns: int, digits: int = 9) -> str:
+    """Epoch nanoseconds as ISO 8601 UTC with ``digits`` fractional digits."""
     when = datetime.fromtimestamp(ns // 10**9, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-    parts = [f"{when}.{ns % 10**9:09d}Z", line.get("level") or "-", line.get("replica") or "-", line["message"]]
+    frac = f".{ns % 10**9:09d}"[:digits + 1] if digits else ""
+    return f"{when}{frac}Z"
+
+
+def line_text(line: dict) -> str:
+    """A LogV1 line as one line of text: time, level, replica, message."""
+    parts = [utc_text(int(line["timestamp"])), line.get("level") or "-", line.get("replica") or "-", line["message"]]
     return " ".join(parts)
 
 
@@ -34,7 +40,7 @@ def follow(api, path: str, params: dict, *, backlog: int, interval: float, polls
     """Print the newest ``backlog`` lines, then new ones as they come; ``polls``
     bounds the number of polls (None: until interrupted)."""
     emit = (lambda line: click.echo(json.dumps(line))) if api.fmt in ("json", "jsonl") else (
-        lambda line: click.echo(_text(line)))
+        lambda line: click.echo(line_text(line)))
     params = {k: v for k, v in params.items() if k not in ("direction", "limit", "start_epoch_millis",
                                                            "end_epoch_millis")}
     first = api.call("GET", path, params={**params, "direction": "desc", "limit": backlog})["logs"][::-1]

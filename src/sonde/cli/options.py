@@ -10,6 +10,7 @@ import functools
 import json
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -40,8 +41,10 @@ class Api:
             raise click.ClickException(f"{r.status_code}: {msg}" + (f" (field: {field})" if field else ""))
         return r.json() if r.content else None
 
-    def emit(self, data: Any, rows: list[dict] | None = None, columns: list[str] | None = None) -> None:
-        """Print ``data`` as JSON, or ``rows`` as a table / JSON lines."""
+    def emit(self, data: Any, rows: list[dict] | None = None, columns: list[str] | None = None,
+             display: Callable[[dict], dict] | None = None) -> None:
+        """Print ``data`` as JSON, or ``rows`` as a table / JSON lines. ``display`` turns a
+        row into its table cells, so JSON keeps the API's raw fields (epoch ns, seconds)."""
         if self.fmt == "json" or rows is None:
             click.echo(json.dumps(data, indent=2))
         elif self.fmt == "jsonl":
@@ -51,6 +54,8 @@ class Api:
             from rich.console import Console
             from rich.table import Table
 
+            if display is not None:
+                rows = [display(row) for row in rows]
             cols = columns or (list(rows[0]) if rows else [])
             table = Table(*cols, show_lines=False)
             for row in rows:

@@ -2,7 +2,7 @@
 
 Two chainlets of one chain, each a small FastAPI app instrumented like the model server
 (``configure(logs=False)`` placed on the chainlet through ``resource_attributes``,
-``FastAPI(telemetry={"metrics": False})``, ``SondeMiddleware``), each a real process
+``FastAPI(telemetry={"metrics": False, "tracing": False})``, ``SondeMiddleware``), each a real process
 under ``sonde agent run --chain-id ... --chainlet-id ROLE``:
 
 ``preprocess`` (the chain's entry point)
@@ -74,7 +74,7 @@ def build_predict(cache_dir: str | None, telemetry: SondeTelemetry | None = None
         if telemetry is not None:
             telemetry.shutdown()
 
-    app = FastAPI(title="Sonde demo chainlet: predict", lifespan=lifespan, telemetry={"metrics": False})
+    app = FastAPI(title="Sonde demo chainlet: predict", lifespan=lifespan, telemetry={"metrics": False, "tracing": False})
 
     @app.post("/predict")
     def predict(body: PredictIn):
@@ -106,7 +106,7 @@ def build_preprocess(predict_url: str, telemetry: SondeTelemetry | None = None,
         if telemetry is not None:
             telemetry.shutdown()
 
-    app = FastAPI(title="Sonde demo chainlet: preprocess", lifespan=lifespan, telemetry={"metrics": False})
+    app = FastAPI(title="Sonde demo chainlet: preprocess", lifespan=lifespan, telemetry={"metrics": False, "tracing": False})
 
     @app.post("/run")
     async def run(body: RunIn):

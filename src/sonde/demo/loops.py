@@ -200,7 +200,7 @@ def build_app(trainer: Trainer, telemetry: SondeTelemetry | None = None):
         if telemetry is not None:
             telemetry.shutdown()  # exports the last interval before the process ends
 
-    app = FastAPI(title="Sonde demo trainer (loops)", lifespan=lifespan, telemetry={"metrics": False})
+    app = FastAPI(title="Sonde demo trainer (loops)", lifespan=lifespan, telemetry={"metrics": False, "tracing": False})
 
     log_rejections(app, log, "sample: rejected")
 

@@ -3,7 +3,7 @@
 A small FastAPI app serving the numpy model of ``model.py``, instrumented as
 docs/instrument.md says: ``configure()`` for the OTLP metrics exporter (from the
 ``SONDE_*`` environment that ``sonde demo`` gives ``sonde agent run``, which passes it
-on), ``FastAPI(telemetry={"metrics": False})`` and ``SondeMiddleware`` around the app.
+on), ``FastAPI(telemetry={"metrics": False, "tracing": False})`` and ``SondeMiddleware`` around the app.
 
 =================  ============================================================================
 ``GET /health``    503 while the model loads, 200 once it is ready (the agent's ``--ready-url``)
@@ -110,7 +110,7 @@ def build_app(loader: Loader, telemetry: SondeTelemetry | None = None):
             telemetry.shutdown()  # exports the last interval before the process ends
 
     app = FastAPI(title="Sonde demo model", lifespan=lifespan,
-                  telemetry={"metrics": False})  # SondeMiddleware records; FastAPI would count twice
+                  telemetry={"metrics": False, "tracing": False})  # SondeMiddleware records; FastAPI would count twice
 
     log_rejections(app, log_req, "rejected")
 

@@ -3,9 +3,10 @@
     from sonde.instrument import SondeMiddleware, configure
 
     telemetry = configure()                 # SONDE_SERVER, SONDE_API_KEY, SONDE_DEPLOYMENT_ID...
-    app = FastAPI(telemetry={"metrics": False})   # FastAPI's own HTTP metrics would double count
+    # FastAPI's own HTTP metrics would double count, its own server spans double list
+    app = FastAPI(telemetry={"metrics": False, "tracing": False})
     ...
-    app = SondeMiddleware(app)              # records on the global provider configure() set
+    app = SondeMiddleware(app)              # records on the global providers configure() set
 
 See docs/instrument.md.
 """

@@ -1,4 +1,4 @@
-"""`SondeMiddleware`: HTTP server metrics and request ids for ASGI apps.
+"""`SondeMiddleware`: HTTP server metrics, spans and request ids for ASGI apps.
 
 A pure ASGI middleware (no ``BaseHTTPMiddleware``): it wraps ``send`` and never
 buffers, so a streamed response reaches the client chunk by chunk and its time to
@@ -21,6 +21,10 @@ Attributes: ``http.request.method`` (unknown methods as ``_OTHER``), ``url.schem
 ``error.type`` for failures. Quantiles within 1% need the exponential histogram view
 from `sonde.instrument.sonde_views` (``configure()`` installs it); without it the
 histograms fall back to advisory explicit buckets (``instruments.py``).
+
+Each request is also a SERVER span on the tracer provider it is given or the global
+one (``spans.py``), current while the app runs and while the histograms are recorded,
+so that their exemplars name the request's trace.
 """
 
 from __future__ import annotations
@@ -28,14 +32,15 @@ from __future__ import annotations
 import logging
 import os
 import re
-from time import perf_counter
+from time import perf_counter, time_ns
 from typing import Any, Awaitable, Callable, MutableMapping
 
-from opentelemetry import metrics
+from opentelemetry import metrics, trace
 from opentelemetry.metrics import MeterProvider
 
 from .instruments import instruments_for
 from .request_id import request_id_var
+from .spans import finish_span, start_span, tracer_for
 
 try:  # route templates come from Starlette's router; other frameworks just get no http.route
     from starlette.routing import Mount as _Mount
@@ -81,26 +86,41 @@ def _route(scope: Scope) -> str | None:
     return prefix + template
 
 
-def _fastapi_records_http_metrics(app: Any) -> bool:
-    """Whether FastAPI's own telemetry (``FastAPI(telemetry=...)``, on by default) will
-    record ``http.server.request.duration`` for ``app``: it does once a real meter
+_UNSET_PROVIDERS = ("_ProxyMeterProvider", "NoOpMeterProvider", "ProxyTracerProvider", "NoOpTracerProvider")
+_FASTAPI_DOUBLES = {
+    "metrics": "records http.server.request.duration and http.server.active_requests too, so every "
+               "request would be counted twice",
+    "tracing": "starts a SERVER span of its own that does not descend from SondeMiddleware's, so every "
+               "request would be listed twice and the app's spans and logs would join FastAPI's span",
+}
+
+
+def _fastapi_doubles(app: Any) -> list[str]:
+    """What FastAPI's own telemetry (``FastAPI(telemetry=...)``, on by default) would
+    record for ``app`` beside the middleware: "metrics" and "tracing", each once a real
     provider is set, e.g. by configure(). Read from FastAPI's private config, so a
-    FastAPI without it (or a future one that renames it) just answers False."""
+    FastAPI without it (or a future one that renames it) just answers []."""
     config = getattr(app, "_telemetry", None)
-    if not isinstance(config, dict) or not config.get("metrics"):
-        return False
-    provider = config.get("meter_provider") or metrics.get_meter_provider()
-    return type(provider).__name__ not in ("_ProxyMeterProvider", "NoOpMeterProvider")
+    if not isinstance(config, dict):
+        return []
+    providers = {"metrics": lambda: config.get("meter_provider") or metrics.get_meter_provider(),
+                 "tracing": lambda: config.get("tracer_provider") or trace.get_tracer_provider()}
+    return [what for what, provider in providers.items()
+            if config.get(what) and type(provider()).__name__ not in _UNSET_PROVIDERS]
 
 
 class SondeMiddleware:
-    """ASGI middleware: request metrics through OpenTelemetry, and ``X-Request-ID``.
+    """ASGI middleware: request metrics and spans through OpenTelemetry, and ``X-Request-ID``.
 
     ``app.add_middleware(SondeMiddleware)`` (Starlette/FastAPI) or
     ``app = SondeMiddleware(app)`` (any ASGI app). The request id is taken from the
     request's ``X-Request-ID`` when it is sane, generated otherwise, returned on the
     response, and readable as `current_request_id()` (and, through `RequestIdFilter`,
     as ``record.request_id``) while the request is handled.
+
+    Each request is a SERVER span (``spans.py``) carrying the request id as
+    ``http.request.header.x-request-id``; an incoming ``traceparent`` makes it a child
+    of the caller's span.
 
     An exception from the app records the request as a 500 with ``error.type`` set to
     the exception's class, and is re-raised; that includes a streamed response that
@@ -109,26 +129,29 @@ class SondeMiddleware:
     nginx convention, so it is not mistaken for a server error.
     """
 
-    def __init__(self, app: ASGIApp, *, meter_provider: MeterProvider | None = None) -> None:
+    def __init__(self, app: ASGIApp, *, meter_provider: MeterProvider | None = None,
+                 tracer_provider: trace.TracerProvider | None = None) -> None:
         self.app = app
         self._inst = instruments_for(meter_provider)
+        self._tracer = tracer_for(tracer_provider)
         self._checked_fastapi = False
 
     def _check_fastapi(self, scope: Scope) -> None:
         # Inside FastAPI (add_middleware) the app is in the scope; wrapping it, it is self.app.
         self._checked_fastapi = True
-        if _fastapi_records_http_metrics(scope.get("app")) or _fastapi_records_http_metrics(self.app):
+        doubles = _fastapi_doubles(scope.get("app")) or _fastapi_doubles(self.app)
+        if doubles:
+            off = ", ".join(f"{what!r}: False" for what in doubles)
             log.warning(
-                "FastAPI's built-in telemetry records http.server.request.duration and "
-                "http.server.active_requests too, so every request would be counted twice. "
-                "Create the app with FastAPI(telemetry={'metrics': False}) to leave HTTP "
-                "metrics to SondeMiddleware (FastAPI's tracing and logs stay on).")
+                "FastAPI's built-in telemetry %s. Create the app with FastAPI(telemetry={%s}) to "
+                "leave them to SondeMiddleware (FastAPI's logs stay on).",
+                "; it also ".join(_FASTAPI_DOUBLES[what] for what in doubles), off)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # websockets and lifespan pass through untouched
             await self.app(scope, receive, send)
             return
-        start = perf_counter()
+        start, start_ns = perf_counter(), time_ns()
         inst = self._inst
         if not self._checked_fastapi:
             self._check_fastapi(scope)
@@ -204,6 +227,7 @@ class SondeMiddleware:
             await send(message)
 
         active_key = (scope["method"] if scope["method"] in _METHODS else "_OTHER", scope.get("scheme", "http"))
+        span, span_token = start_span(self._tracer, scope, active_key[0], rid, start_ns)
         token = request_id_var.set(rid)
         inst.enter(active_key)
         error: BaseException | None = None
@@ -233,12 +257,18 @@ class SondeMiddleware:
             if route is not None:
                 attrs["http.route"] = route
 
-            inst.duration.record(duration, attrs)
-            if first_byte is not None:
-                inst.ttfb.record(first_byte - start, attrs)
-            if responded:  # a failed stream's truncated body is what its client got
-                inst.response_size.record(sent, attrs)
-            if request_size is not None:
-                inst.request_size.record(request_size, attrs)
-            elif chunked:
-                inst.request_size.record(received, attrs)
+            try:
+                # The span is still current: the SDK's trace-based exemplar filter keeps
+                # its trace id with the samples, linking a latency to its request.
+                inst.duration.record(duration, attrs)
+                if first_byte is not None:
+                    inst.ttfb.record(first_byte - start, attrs)
+                if responded:  # a failed stream's truncated body is what its client got
+                    inst.response_size.record(sent, attrs)
+                if request_size is not None:
+                    inst.request_size.record(request_size, attrs)
+                elif chunked:
+                    inst.request_size.record(received, attrs)
+            finally:
+                # Ends exactly the recorded duration after its start, so span and sample agree.
+                finish_span(span, span_token, attrs, error, start_ns + round(duration * 1e9))

@@ -1,7 +1,7 @@
-"""`configure()`: OpenTelemetry metrics and logs pointed at a Sonde server.
+"""`configure()`: OpenTelemetry metrics, traces and logs pointed at a Sonde server.
 
-Builds a `MeterProvider` and a `LoggerProvider` with OTLP/HTTP exporters (protobuf,
-gzip) to ``{server}/v1/otlp``, the resource attributes that place the telemetry in
+Builds a `MeterProvider`, a `TracerProvider` and a `LoggerProvider` with OTLP/HTTP
+exporters (protobuf, gzip) to ``{server}/v1/otlp``, the resource attributes that place the telemetry in
 Sonde (``sonde.model_id``, ``sonde.deployment_id``, ``sonde.replica``,
 ``sonde.environment``), and the exponential-histogram views of `sonde_views()`.
 Nothing here is Sonde-specific on the wire: an app can build the same providers by
@@ -67,20 +67,22 @@ class SondeTelemetry:
     logger_provider: object | None = None
     log_handler: logging.Handler | None = None
     resource: object | None = None
+    tracer_provider: object | None = None
     _root_handler: bool = field(default=False, repr=False)
 
+    def _providers(self) -> list:
+        # Spans first: a span ends before the metric sample and log lines that point at it are read.
+        return [p for p in (self.tracer_provider, self.meter_provider, self.logger_provider) if p is not None]
+
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        ok = self.meter_provider.force_flush(timeout_millis)
-        if self.logger_provider is not None:
-            ok = self.logger_provider.force_flush(timeout_millis) and ok
-        return ok
+        results = [p.force_flush(timeout_millis) for p in self._providers()]
+        return all(results)
 
     def shutdown(self) -> None:
         if self.log_handler is not None and self._root_handler:
             logging.getLogger().removeHandler(self.log_handler)
-        self.meter_provider.shutdown()
-        if self.logger_provider is not None:
-            self.logger_provider.shutdown()
+        for provider in self._providers():
+            provider.shutdown()
 
 
 def _placement_attributes(explicit: Mapping[str, str | None]) -> dict[str, str]:
@@ -103,6 +105,7 @@ def configure(
     service_name: str | None = None,
     resource_attributes: Mapping[str, str] | None = None,
     export_interval_s: float = 10.0,
+    traces: bool = True,
     logs: bool = True,
     log_level: int = logging.INFO,
     attach_to_root_logger: bool = True,
@@ -123,20 +126,26 @@ def configure(
     cumulative series into deltas, and a cumulative series loses nothing when one
     export fails, because the next one carries the total.
 
+    With ``traces``, a `TracerProvider` batches spans (`SondeMiddleware`'s request
+    spans among them) to ``/v1/otlp/v1/traces``; the metrics' exemplar filter is the
+    SDK's (``OTEL_METRICS_EXEMPLAR_FILTER``, default ``trace_based``), so latency
+    samples taken inside a sampled span carry its trace id.
+
     With ``logs``, a `LoggingHandler` with a `RequestIdFilter` goes on the root logger
     (``attach_to_root_logger``), whose level is lowered to ``log_level`` if it is
     stricter, so exported records carry ``request_id``. With ``set_global``, the
     providers become OpenTelemetry's globals, which is what `SondeMiddleware` and
     ``opentelemetry-instrumentation-*`` use when given no provider; FastAPI 0.165's own
-    telemetry starts recording HTTP metrics then too, hence
-    ``FastAPI(telemetry={"metrics": False})`` next to SondeMiddleware (docs/instrument.md).
+    telemetry starts recording HTTP metrics and server spans then too, hence
+    ``FastAPI(telemetry={"metrics": False, "tracing": False})`` next to SondeMiddleware
+    (docs/instrument.md).
     """
     # Imported here: the exporters pull in requests and protobuf, which an app that only
     # uses the middleware on its own provider does not need to load.
     from opentelemetry import metrics
     from opentelemetry.exporter.otlp.proto.http import Compression
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-    from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
+    from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 
@@ -167,15 +176,32 @@ def configure(
                            compression=Compression.Gzip),
         export_interval_millis=export_interval_s * 1000,
     )
-    # Sonde stores no exemplars; offering each measurement to the reservoir is wasted work.
-    meter_provider = MeterProvider(resource=resource, metric_readers=[reader], views=sonde_views(),
-                                   exemplar_filter=AlwaysOffExemplarFilter())
+    meter_provider = MeterProvider(resource=resource, metric_readers=[reader], views=sonde_views())
     if set_global:
         metrics.set_meter_provider(meter_provider)
     telemetry = SondeTelemetry(meter_provider=meter_provider, resource=resource)
+    if traces:
+        _configure_traces(telemetry, otlp, headers, timeout_s, set_global)
     if logs:
         _configure_logs(telemetry, otlp, headers, timeout_s, log_level, attach_to_root_logger, set_global)
     return telemetry
+
+
+def _configure_traces(telemetry: SondeTelemetry, otlp: str, headers: dict, timeout_s: float,
+                      set_global: bool) -> None:
+    from opentelemetry import trace
+    from opentelemetry.exporter.otlp.proto.http import Compression
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    provider = TracerProvider(resource=telemetry.resource)
+    provider.add_span_processor(BatchSpanProcessor(
+        OTLPSpanExporter(endpoint=f"{otlp}/v1/traces", headers=headers, timeout=timeout_s,
+                         compression=Compression.Gzip)))
+    if set_global:
+        trace.set_tracer_provider(provider)
+    telemetry.tracer_provider = provider
 
 
 def _configure_logs(telemetry: SondeTelemetry, otlp: str, headers: dict, timeout_s: float, level: int,
