@@ -176,7 +176,8 @@ TABLES: tuple[Table, ...] = (
         Column("name", "String", _Z), Column("kind", "UInt8"), Column("status_code", "UInt8"),
         Column("status_message", "String", _Z), Column("http_status", "UInt16"), Column("route", "String", _Z),
         Column("request_id", "String", _Z), Column("attrs", _ATTRS, _Z), Column("seq", _U64, "Delta, ZSTD(1)"),
-    ), "(ws, scope, entity, ts, seq)", "cityHash64(ws, entity)", telemetry=True,
+    # kind in the key: an entity's requests (its server spans) in a window are one range
+    ), "(ws, scope, entity, kind, ts, seq)", "cityHash64(ws, entity)", telemetry=True,
         indexes=("span_request_idx request_id TYPE bloom_filter(0.01) GRANULARITY 4",
                  "span_trace_idx trace_id TYPE bloom_filter(0.01) GRANULARITY 4")),
     # Histogram exemplars (OTLP ``exemplars`` with a trace id): which request a latency
