@@ -1,11 +1,13 @@
 """``sonde demo``: its model server and load mix in process, then the whole demo end to end.
 
-End to end, ``python -m sonde demo --duration 35`` starts a real server, two real model servers
-under real agents, a two-node training run, a two-chainlet chain and a two-node trainer
-(loops) deployment under agents too, and the load generator. While it runs, the six
-printed ``curl`` commands are run as printed (through bash, with the printed ``KEY=``
-line) until they return data; then the deployment's metrics and logs, the training job,
-the chain and the loops deployment are checked through the API with the management key.
+End to end, ``python -m sonde demo --duration 40`` starts a real server, two real model servers
+under real agents, a two-node training run, a two-chainlet chain, a two-node trainer
+(loops) deployment and the text-generation service (its agent scraping its vLLM-style
+``/metrics``) under agents too, and the load generator. While it runs, the seven printed
+``curl`` commands are run as printed (through bash, with the printed ``KEY=`` line) until
+they return data; then the deployment's metrics and logs, the training job, the chain,
+the loops deployment and the text-generation deployment's LLM metrics are checked
+through the API with the management key.
 After ``--duration`` the demo must exit 0 and leave no process of its tree behind.
 """
 
@@ -36,8 +38,9 @@ from sonde.demo.model_server import Loader, build_app
 MODEL, DEPLOYMENT, REPLICAS = "demo-model", "demo-v1", ["r0001", "r0002"]
 PROJECT, JOB, CHAIN, CHAIN_DEPLOYMENT = "demo-project", "demo-job-1", "demo-chain", "demo-chain-v1"
 LOOPS, LOOPS_REPLICAS = "demo-loops-v1", {"l0001", "l0002"}
-DURATION = 35
-TRAINING_STEPS = 60  # at the default 0.25 s a step: 15 s, well inside the 35
+TEXTGEN, TEXTGEN_DEPLOYMENT = "demo-textgen", "demo-textgen-v1"
+DURATION = 40  # sixteen processes start on two CPUs before the data can show
+TRAINING_STEPS = 60  # at the default 0.25 s a step: 15 s, well inside the 40
 
 
 def test_model_learns_and_is_cached(tmp_path):
@@ -250,7 +253,7 @@ class Demo:
         self.started_ms = int(time.time() * 1000)
         err = self.err_path.open("wb")  # the child keeps its own descriptor once started
         # --interval 2 (hidden): samples and exports every 2 s instead of 5, so there are
-        # several of each well inside the 35 s.
+        # several of each well inside the 40 s.
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sonde", "demo", "--duration", str(DURATION), "--port", str(self.port),
              "--data-dir", str(self.data), "--replicas", "2", "--interval", "2",
@@ -276,7 +279,7 @@ class Demo:
     def diagnostics(self) -> str:
         logs = ""
         for name in ("server.log", "r0001.log", "r0002.log", "node-0.log", "node-1.log", "predict.log",
-                     "preprocess.log", "loops-node-0.log", "loops-node-1.log"):
+                     "preprocess.log", "loops-node-0.log", "loops-node-1.log", "textgen.log"):
             path = self.data / "logs" / name
             if path.exists():
                 logs += f"\n--- {name} (tail)\n" + "\n".join(path.read_text(errors="replace").splitlines()[-15:])
@@ -321,6 +324,17 @@ def _loops_answer(key_line: str, curl: str) -> bool:
     return bool(m.get("inference_volume") and all(nodes.get(f"node-{r}", {}).get("cpu_usage") for r in (0, 1)))
 
 
+def _textgen_answer(key_line: str, curl: str) -> bool:
+    """The 7th printed curl: the text-generation deployment's time to first token and output
+    tokens, scraped from its /metrics page."""
+    body = _run_printed(key_line, curl)
+    if not (body and body.get("metric_descriptors")):
+        return False
+    v = _values(body)
+    return (any(x for x in v.get("sonde_llm_time_to_first_token_seconds", {}).values())
+            and any(x for x in v.get("baseten_llm_output_tokens_total", {}).values()))
+
+
 def _curls_answer(key_line: str, curls: list[str]) -> bool:
     summary, current, logs = (_run_printed(key_line, c) for c in curls)
     if not (summary and current and logs and logs.get("logs")):
@@ -343,18 +357,25 @@ def test_demo_end_to_end(tmp_path):
             assert demo.proc.poll() is None, demo.diagnostics()
             time.sleep(0.2)
         key_lines, curls = demo.printed("KEY="), demo.printed("curl")
-        assert len(key_lines) == 1 and len(curls) == 6, demo.diagnostics()
+        assert len(key_lines) == 1 and len(curls) == 7, demo.diagnostics()
         creds = json.loads((demo.data / "credentials.json").read_text())
         printed_key = subprocess.run(["bash", "-c", f'{key_lines[0]}\nprintf %s "$KEY"'],
                                      capture_output=True, text=True, timeout=30).stdout
         assert printed_key == creds["management_key"]
 
         # The printed commands, run as printed, until they show traffic, both replicas
-        # ready, per-replica memory, and warnings and errors.
-        while not (_curls_answer(key_lines[0], curls[:3]) and _training_and_chain_answer(key_lines[0], curls[3:5])
-                   and _loops_answer(key_lines[0], curls[5])):
+        # ready, per-replica memory, warnings and errors, and the text generation's first tokens.
+        checks = [("replicas", lambda: _curls_answer(key_lines[0], curls[:3])),
+                  ("training and chain", lambda: _training_and_chain_answer(key_lines[0], curls[3:5])),
+                  ("loops", lambda: _loops_answer(key_lines[0], curls[5])),
+                  ("textgen", lambda: _textgen_answer(key_lines[0], curls[6]))]
+        while checks:
+            if checks[0][1]():  # each in turn, once: every run of a printed line costs an interpreter
+                checks.pop(0)
+                continue
             seen |= {p.pid for p in demo.tree()}
-            assert time.monotonic() - t0 < DURATION - 3, "printed curls never showed the data\n" + demo.diagnostics()
+            assert time.monotonic() - t0 < DURATION - 3, \
+                f"printed curls never showed the data: {[name for name, _ in checks]}\n" + demo.diagnostics()
             time.sleep(1.0)
         up_s = time.monotonic() - t0
         seen |= {p.pid for p in demo.tree()}
@@ -483,6 +504,20 @@ def test_demo_end_to_end(tmp_path):
         assert httpx.get(f"{demo.url}/v1/loops/deployments/{LOOPS}", headers=mgmt,
                          timeout=30).json()["deployment"]["status"] == {"name": "RUNNING"}
 
+        # The text-generation deployment over the demo's window: its engine's prompt tokens and
+        # time to first token, scraped by its agent from the vLLM-style page.
+        r = httpx.get(f"{demo.url}/v1/models/{TEXTGEN}/deployments/{TEXTGEN_DEPLOYMENT}/metrics", headers=mgmt,
+                      timeout=30, params={
+                          "mode": "SUMMARY", "start_epoch_millis": demo.started_ms - 1000,
+                          "end_epoch_millis": int(time.time() * 1000) + 1000,
+                          "metrics": "baseten_llm_input_tokens_total,sonde_llm_time_to_first_token_seconds"})
+        assert r.status_code == 200, r.text
+        v = _values(r.json())
+        assert sum(x or 0 for x in v["baseten_llm_input_tokens_total"].values()) > 0, v
+        ttft = v["sonde_llm_time_to_first_token_seconds"]
+        assert all(ttft[k] is not None and ttft[k] > 0 for k in ("quantile=0.5", "quantile=0.99", "stat=avg")), ttft
+        assert ttft["quantile=0.5"] <= ttft["quantile=0.99"]
+
         # --duration ends it: exit 0, nothing of the tree left.
         code = demo.proc.wait(timeout=DURATION + 40)
         assert code == 0, demo.diagnostics()
@@ -492,8 +527,9 @@ def test_demo_end_to_end(tmp_path):
             demo.proc.wait(timeout=60)
     total_s = time.monotonic() - t0
     # server, 2 agents and 2 model servers, 2 agents and 2 chainlets, 2 agents and 2 loops
-    # nodes, load generator (the training nodes may have ended before the first look)
-    assert len(seen) >= 14, seen
+    # nodes, the text generation's agent and service, load generator (the training nodes
+    # may have ended before the first look)
+    assert len(seen) >= 16, seen
     left = []
     for p in psutil.process_iter(["pid", "cmdline", "status"]):
         cmd = " ".join(p.info["cmdline"] or [])

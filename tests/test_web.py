@@ -370,7 +370,7 @@ def test_demo_prints_the_dashboard_url():
 
     stack = types.SimpleNamespace(
         url="http://127.0.0.1:18555", creds_path="/d/credentials.json", creds={"management_key": "k/+ey="},
-        replica_ports={"r0001": 1}, training=False, chain=False, loops=False, rps=20.0, log_dir="/d/logs",
+        replica_ports={"r0001": 1}, training=False, chain=False, loops=False, textgen=False, rps=20.0, log_dir="/d/logs",
         data_dir="/d")
     lines = [ln.strip() for ln in instructions(stack, {"environment": "production"}).splitlines()]
     assert "Dashboard     http://127.0.0.1:18555/ui/#key=k%2F%2Bey%3D" in lines

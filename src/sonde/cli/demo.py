@@ -3,11 +3,13 @@
 Brings up, as child processes (``sonde.demo.stack``): ``sonde serve`` on the embedded
 store, N replicas of a real FastAPI model server (``sonde.demo.model_server``), each
 under ``sonde agent run``, a two-node numpy training run (``sonde.demo.trainer``) and
-a two-chainlet chain (``sonde.demo.chain``) and a two-node trainer (loops) deployment
-(``sonde.demo.loops``), each process under ``sonde agent run`` too, and a load
-generator. Registers the model, deployment, training job, chain deployment and loops
-deployment, then prints where everything is and the ``curl`` commands that return the
-demo's data. Ctrl-C (or ``--duration``) stops the whole tree in order. docs/demo.md.
+a two-chainlet chain (``sonde.demo.chain``), a two-node trainer (loops) deployment
+(``sonde.demo.loops``) and a text-generation service with vLLM's metric names
+(``sonde.demo.textgen``, not vLLM; its agent scrapes its ``/metrics``), each process
+under ``sonde agent run`` too, and a load generator. Registers the models, deployments,
+training job, chain deployment and loops deployment, then prints where everything is
+and the ``curl`` commands that return the demo's data. Ctrl-C (or ``--duration``) stops
+the whole tree in order. docs/demo.md.
 """
 
 from __future__ import annotations
@@ -56,8 +58,8 @@ class _Signals:
 
 def instructions(stack, deployment: dict) -> str:
     from ..demo.loops import LOOPS_DEPLOYMENT, LOOPS_NODES
-    from ..demo.stack import (CHAIN, CHAIN_DEPLOYMENT, DEPLOYMENT, MODEL, TRAINING_JOB, TRAINING_NODES,
-                              TRAINING_PROJECT)
+    from ..demo.stack import (CHAIN, CHAIN_DEPLOYMENT, DEPLOYMENT, MODEL, TEXTGEN_DEPLOYMENT, TEXTGEN_MODEL,
+                              TEXTGEN_REPLICA, TRAINING_JOB, TRAINING_NODES, TRAINING_PROJECT)
 
     url, q = stack.url, shlex.quote
     # The key rides in the fragment, which the browser never sends: it stays out of the
@@ -71,6 +73,7 @@ def instructions(stack, deployment: dict) -> str:
     auth = '-H "Authorization: Bearer $KEY"'
     replicas = " ".join(stack.replica_ports)
     more, curls = "", ""
+    textgen = stack.textgen
     if stack.training:
         seconds = stack.training_steps * stack.training_step_interval
         more += (f"\n  Training      {TRAINING_PROJECT} / {TRAINING_JOB}: numpy MLP, {stack.training_steps} SGD steps "
@@ -88,6 +91,13 @@ def instructions(stack, deployment: dict) -> str:
                  f"a tenth of the traffic samples from it")
         curls += (f"\n  curl -s -X POST {auth} -H 'Content-Type: application/json' -d '{{}}' "
                   f"\"{url}/v1/loops/deployments/{LOOPS_DEPLOYMENT}/metrics\"")
+    if textgen:
+        more += (f"\n  Text gen      {TEXTGEN_MODEL} / {TEXTGEN_DEPLOYMENT} ({TEXTGEN_REPLICA}): toy tokens with vLLM's "
+                 f"metric names, not vLLM,\n                under `sonde agent run --scrape "
+                 f"http://127.0.0.1:{stack.textgen_port}/metrics`; ~1.5 completions/s, half streamed")
+        curls += (f"\n  curl -s {auth} \"{url}/v1/models/{TEXTGEN_MODEL}/deployments/{TEXTGEN_DEPLOYMENT}/metrics?"
+                  "metrics=sonde_llm_time_to_first_token_seconds,baseten_llm_output_tokens_total,"
+                  "sonde_llm_kv_cache_usage_ratio,baseten_llm_num_requests\"")
     what = []
     if stack.training:
         what.append("the training job's status and CPU, memory and disk per node")
@@ -95,6 +105,9 @@ def instructions(stack, deployment: dict) -> str:
         what.append("the chain's deployment with its chainlets' active replicas")
     if stack.loops:
         what.append("the trainer deployment's requests by status, latency, and CPU and memory per node")
+    if textgen:
+        what.append("the text-generation deployment's time to first token, output tokens, KV-cache use and "
+                    "requests running, scraped from its vLLM-style /metrics page")
     what = "\nThen " + ";\n".join(what) + "." if what else ""
     return f"""
 Sonde demo is up.
@@ -171,6 +184,7 @@ def demo(data_dir: str, port: int, duration: float, replicas: int, rps: float, i
             stack.start_training()
         if loops:
             stack.start_loops()
+        stack.start_textgen()
         stack.start_loadgen()
         click.echo(instructions(stack, deployment))
         deadline = time.monotonic() + duration if duration > 0 else None

@@ -6,6 +6,8 @@
 - ``chain.py``: the two chainlets, ``preprocess`` calling ``predict``, FastAPI apps.
 - ``loops.py``: one node of the trainer (loops) deployment, a numpy policy trained by
   REINFORCE that serves samples over HTTP.
+- ``textgen.py``: a toy text-generation service (numpy bigram model, OpenAI-style
+  completions) publishing engine metrics under vLLM's names; it is not vLLM.
 - ``serving.py``: what those servers share: logging, telemetry, ``/health``, uvicorn.
 - ``loadgen.py``: Poisson traffic with bursts, a slow share, bad inputs and poison inputs,
   and shares sent to the chain and to the trainer nodes.

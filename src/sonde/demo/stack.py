@@ -12,6 +12,8 @@
     |- ... and the preprocess chainlet, which calls predict
     |- sonde agent run --loops-... --node-rank 0   D/logs/loops-node-0.log, loops-node-1.log:
     |    '- python -m sonde.demo.loops --rank 0     the trainer (loops) deployment's nodes
+    |- sonde agent run ... --scrape URL/metrics   D/logs/textgen.log: the text-generation
+    |    '- python -m sonde.demo.textgen             deployment (a toy with vLLM's metric names)
     '- python -m sonde.demo.loadgen              stdout: a summary line every 10 s
 
 Every child gets a process group of its own, so a Ctrl-C at the terminal reaches only
@@ -48,6 +50,7 @@ MODEL, DEPLOYMENT, ENVIRONMENT = "demo-model", "demo-v1", "production"
 TRAINING_PROJECT, TRAINING_JOB = "demo-project", "demo-job-1"
 CHAIN, CHAIN_DEPLOYMENT, CHAINLETS = "demo-chain", "demo-chain-v1", ("preprocess", "predict")
 TRAINING_NODES = 2
+TEXTGEN_MODEL, TEXTGEN_DEPLOYMENT, TEXTGEN_REPLICA = "demo-textgen", "demo-textgen-v1", "t0001"
 PR_SET_PDEATHSIG = 1
 
 try:
@@ -92,12 +95,14 @@ class Stack:
     training_step_interval: float = 0.25
     chain: bool = True
     loops: bool = True
+    textgen: bool = True
     python: str = sys.executable
     children: list[Child] = field(default_factory=list)
     creds: dict = field(default_factory=dict)
     replica_ports: dict[str, int] = field(default_factory=dict)
     chain_ports: dict[str, int] = field(default_factory=dict)
     loops_ports: dict[str, int] = field(default_factory=dict)
+    textgen_port: int = 0
 
     def __post_init__(self) -> None:
         self.data_dir = os.path.abspath(self.data_dir)
@@ -158,6 +163,12 @@ class Stack:
         r = httpx.put(f"{base}/deployments/{DEPLOYMENT}", headers=headers, timeout=10,
                       json={"name": "v1", "is_production": True, "environment": ENVIRONMENT})
         r.raise_for_status()
+        if self.textgen:
+            tg = f"{self.url}/v1/models/{TEXTGEN_MODEL}"
+            httpx.put(tg, headers=headers, json={"name": "Demo text generation (a toy with vLLM's metric names)"},
+                      timeout=10).raise_for_status()
+            httpx.put(f"{tg}/deployments/{TEXTGEN_DEPLOYMENT}", headers=headers, timeout=10,
+                      json={"name": "v1", "is_production": True, "environment": ENVIRONMENT}).raise_for_status()
         if self.training:
             # The job back to RUNNING: a demo started again on the same data dir runs it
             # again, and only a RUNNING job takes the agent's end report.
@@ -179,40 +190,40 @@ class Stack:
             }).raise_for_status()
         return r.json()
 
-    def _agent_env(self) -> dict:
+    def _agent_env(self, **placement: str) -> dict:
+        """Read by the agent (server, ingest key) and, passed on to its child, by the demo
+        server's configure() (``SONDE_MODEL_ID``... places its request metrics)."""
+        # One BLAS thread per process, like a one-CPU container: N replicas each starting
+        # a thread per core would only fight over the cores.
         return {**os.environ, "SONDE_SERVER": self.url, "SONDE_API_KEY": self.creds["ingest_key"],
-                "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+                "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                **{f"SONDE_{k.upper()}": v for k, v in placement.items()}}
+
+    def _agent(self, placement: list[str], spool: str, cache: str | None = None, port: int | None = None) -> list[str]:
+        """``sonde agent run`` with the demo's flags, up to its ``--``: ``placement`` (ids,
+        node, replica), its ``--cache-dir``, the ``/health`` of ``port`` as its ready URL."""
+        cmd = [self.python, "-m", "sonde", "agent", "run", *placement, "--environment", ENVIRONMENT]
+        if cache:
+            os.makedirs(cache, exist_ok=True)
+            cmd += ["--cache-dir", cache]
+        if port:
+            cmd += ["--ready-url", f"http://127.0.0.1:{port}/health"]
+        # The spool in the data dir, not ~/.local/state: a spool left by an earlier demo on
+        # another data dir holds batches for a server (and key) that are gone.
+        return cmd + ["--server", self.url, "--interval", f"{self.interval:g}",
+                      "--spool-dir", os.path.join(self.data_dir, "spool", spool), "--"]
 
     def start_replicas(self) -> None:
         for i in range(1, self.replicas + 1):
             replica = f"r{i:04d}"  # five characters, as replica ids are
             port = self.replica_ports[replica] = free_port()
             cache = os.path.join(self.data_dir, "cache", f"r{i}")
-            env = {
-                **os.environ,
-                # Read by the agent (server, ingest key) and, passed on to its child, by the
-                # model server's configure() (placement of the request metrics).
-                "SONDE_SERVER": self.url, "SONDE_API_KEY": self.creds["ingest_key"],
-                "SONDE_MODEL_ID": MODEL, "SONDE_DEPLOYMENT_ID": DEPLOYMENT,
-                "SONDE_REPLICA": replica, "SONDE_ENVIRONMENT": ENVIRONMENT,
-                # One BLAS thread per replica, like a one-CPU container: N replicas each
-                # starting a thread per core would only fight over the cores.
-                "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-            }
-            cmd = [
-                self.python, "-m", "sonde", "agent", "run",
-                "--model-id", MODEL, "--deployment-id", DEPLOYMENT, "--replica", replica,
-                "--environment", ENVIRONMENT, "--cache-dir", cache,
-                "--ready-url", f"http://127.0.0.1:{port}/health", "--server", self.url,
-                "--interval", f"{self.interval:g}",
-                # In the data dir, not ~/.local/state: a spool left by an earlier demo on
-                # another data dir holds batches for a server (and key) that are gone.
-                "--spool-dir", os.path.join(self.data_dir, "spool", replica),
-                "--",
+            env = self._agent_env(model_id=MODEL, deployment_id=DEPLOYMENT, replica=replica, environment=ENVIRONMENT)
+            cmd = self._agent(["--model-id", MODEL, "--deployment-id", DEPLOYMENT, "--replica", replica],
+                              replica, cache, port) + [
                 self.python, "-m", "sonde.demo.model_server", "--port", str(port), "--cache-dir", cache,
                 "--export-interval", f"{self.interval:g}", "--min-load-seconds", f"{self.min_load_seconds:g}",
             ]
-            os.makedirs(cache, exist_ok=True)
             # The agent's stop: SIGTERM to the model server, up to 10 s, then its last flush (5 s).
             self._spawn(f"agent {replica}", cmd, log=f"{replica}.log", env=env, stop_timeout=20.0)
 
@@ -221,14 +232,8 @@ class Stack:
         for rank in range(TRAINING_NODES):
             node = f"node-{rank}"
             cache = os.path.join(self.data_dir, "cache", f"train-{node}")
-            os.makedirs(cache, exist_ok=True)
-            cmd = [
-                self.python, "-m", "sonde", "agent", "run",
-                "--training-project-id", TRAINING_PROJECT, "--training-job-id", TRAINING_JOB,
-                "--node-id", node, "--node-rank", str(rank), "--environment", ENVIRONMENT,
-                "--cache-dir", cache, "--server", self.url, "--interval", f"{self.interval:g}",
-                "--spool-dir", os.path.join(self.data_dir, "spool", f"train-{node}"),
-                "--",
+            cmd = self._agent(["--training-project-id", TRAINING_PROJECT, "--training-job-id", TRAINING_JOB,
+                               "--node-id", node, "--node-rank", str(rank)], f"train-{node}", cache) + [
                 self.python, "-m", "sonde.demo.trainer", "--rank", str(rank), "--world-size", str(TRAINING_NODES),
                 "--steps", str(self.training_steps), "--step-interval", f"{self.training_step_interval:g}",
                 "--checkpoint-every", str(max(1, min(50, self.training_steps // 4))), "--cache-dir", cache,
@@ -243,16 +248,9 @@ class Stack:
         for chainlet in ("predict", "preprocess"):
             port = self.chain_ports[chainlet]
             cache = os.path.join(self.data_dir, "cache", f"chain-{chainlet}")
-            os.makedirs(cache, exist_ok=True)
-            env = {**self._agent_env(), "SONDE_REPLICA": "c0001", "SONDE_ENVIRONMENT": ENVIRONMENT}
-            cmd = [
-                self.python, "-m", "sonde", "agent", "run",
-                "--chain-id", CHAIN, "--chain-deployment-id", CHAIN_DEPLOYMENT, "--chainlet-id", chainlet,
-                "--replica", "c0001", "--environment", ENVIRONMENT, "--cache-dir", cache,
-                "--ready-url", f"http://127.0.0.1:{port}/health", "--server", self.url,
-                "--interval", f"{self.interval:g}",
-                "--spool-dir", os.path.join(self.data_dir, "spool", f"chain-{chainlet}"),
-                "--",
+            env = self._agent_env(replica="c0001", environment=ENVIRONMENT)
+            cmd = self._agent(["--chain-id", CHAIN, "--chain-deployment-id", CHAIN_DEPLOYMENT, "--chainlet-id",
+                               chainlet, "--replica", "c0001"], f"chain-{chainlet}", cache, port) + [
                 self.python, "-m", "sonde.demo.chain", "--role", chainlet, "--port", str(port),
                 "--chain-id", CHAIN, "--chain-deployment-id", CHAIN_DEPLOYMENT,
                 "--export-interval", f"{self.interval:g}",
@@ -273,20 +271,26 @@ class Stack:
         for rank, (node, port) in enumerate(self._loops_ports().items()):
             replica = f"l{rank + 1:04d}"
             cache = os.path.join(self.data_dir, "cache", f"loops-{node}")
-            os.makedirs(cache, exist_ok=True)
-            env = {**self._agent_env(), "SONDE_REPLICA": replica, "SONDE_ENVIRONMENT": ENVIRONMENT}
-            cmd = [
-                self.python, "-m", "sonde", "agent", "run",
-                "--loops-deployment-id", LOOPS_DEPLOYMENT, "--node-id", node, "--node-rank", str(rank),
-                "--replica", replica, "--environment", ENVIRONMENT, "--cache-dir", cache,
-                "--ready-url", f"http://127.0.0.1:{port}/health", "--server", self.url,
-                "--interval", f"{self.interval:g}",
-                "--spool-dir", os.path.join(self.data_dir, "spool", f"loops-{node}"),
-                "--",
+            env = self._agent_env(replica=replica, environment=ENVIRONMENT)
+            cmd = self._agent(["--loops-deployment-id", LOOPS_DEPLOYMENT, "--node-id", node, "--node-rank",
+                               str(rank), "--replica", replica], f"loops-{node}", cache, port) + [
                 self.python, "-m", "sonde.demo.loops", "--rank", str(rank), "--node-id", node, "--port", str(port),
                 "--cache-dir", cache, "--export-interval", f"{self.interval:g}",
             ]
             self._spawn(f"agent loops {node}", cmd, log=f"loops-{node}.log", env=env, stop_timeout=20.0)
+
+    def start_textgen(self) -> None:
+        """The text-generation service under an agent that scrapes its vLLM-style /metrics
+        page, as an agent would scrape a real vLLM replica's (docs/model-servers.md)."""
+        port = self.textgen_port = free_port()
+        env = self._agent_env(model_id=TEXTGEN_MODEL, deployment_id=TEXTGEN_DEPLOYMENT, replica=TEXTGEN_REPLICA,
+                              environment=ENVIRONMENT)
+        cmd = self._agent(["--model-id", TEXTGEN_MODEL, "--deployment-id", TEXTGEN_DEPLOYMENT, "--replica",
+                           TEXTGEN_REPLICA, "--scrape", f"http://127.0.0.1:{port}/metrics"], "textgen", port=port) + [
+            self.python, "-m", "sonde.demo.textgen", "--port", str(port), "--served-model-name", TEXTGEN_MODEL,
+            "--export-interval", f"{self.interval:g}",
+        ]
+        self._spawn("agent textgen", cmd, log="textgen.log", env=env, stop_timeout=20.0)
 
     def start_loadgen(self) -> None:
         cmd = [self.python, "-m", "sonde.demo.loadgen", "--rps", f"{self.rps:g}"]
@@ -296,6 +300,8 @@ class Stack:
             cmd += ["--chain-target", f"http://127.0.0.1:{self.chain_ports['preprocess']}"]
         for port in self.loops_ports.values():
             cmd += ["--loops-target", f"http://127.0.0.1:{port}"]
+        if self.textgen_port:
+            cmd += ["--textgen-target", f"http://127.0.0.1:{self.textgen_port}", "--textgen-model", TEXTGEN_MODEL]
         self._spawn("loadgen", cmd, log=None, stop_signal=signal.SIGINT, stop_timeout=8.0)
 
     def relay(self) -> None:
