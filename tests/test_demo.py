@@ -3,7 +3,7 @@
 End to end, ``python -m sonde demo --duration 40`` starts a real server, two real model servers
 under real agents, a two-node training run, a two-chainlet chain, a two-node trainer
 (loops) deployment and the text-generation service (its agent scraping its vLLM-style
-``/metrics``) under agents too, and the load generator. While it runs, the seven printed
+``/metrics``) under agents too, and the load generator. While it runs, the eight printed
 ``curl`` commands are run as printed (through bash, with the printed ``KEY=`` line) until
 they return data; then the deployment's metrics and logs, the training job, the chain,
 the loops deployment and the text-generation deployment's LLM metrics are checked
@@ -335,6 +335,14 @@ def _textgen_answer(key_line: str, curl: str) -> bool:
             and any(x for x in v.get("baseten_llm_output_tokens_total", {}).values()))
 
 
+def _requests_answer(key_line: str, curl: str) -> bool:
+    """The 8th printed curl: the slowest traced requests of the model servers."""
+    body = _run_printed(key_line, curl)
+    reqs = (body or {}).get("requests") or []
+    return bool(reqs) and all(r["duration_seconds"] > 0 and r["route"] and r["request_id"] for r in reqs) \
+        and [r["duration_seconds"] for r in reqs] == sorted((r["duration_seconds"] for r in reqs), reverse=True)
+
+
 def _curls_answer(key_line: str, curls: list[str]) -> bool:
     summary, current, logs = (_run_printed(key_line, c) for c in curls)
     if not (summary and current and logs and logs.get("logs")):
@@ -357,7 +365,7 @@ def test_demo_end_to_end(tmp_path):
             assert demo.proc.poll() is None, demo.diagnostics()
             time.sleep(0.2)
         key_lines, curls = demo.printed("KEY="), demo.printed("curl")
-        assert len(key_lines) == 1 and len(curls) == 7, demo.diagnostics()
+        assert len(key_lines) == 1 and len(curls) == 8, demo.diagnostics()
         creds = json.loads((demo.data / "credentials.json").read_text())
         printed_key = subprocess.run(["bash", "-c", f'{key_lines[0]}\nprintf %s "$KEY"'],
                                      capture_output=True, text=True, timeout=30).stdout
@@ -368,7 +376,8 @@ def test_demo_end_to_end(tmp_path):
         checks = [("replicas", lambda: _curls_answer(key_lines[0], curls[:3])),
                   ("training and chain", lambda: _training_and_chain_answer(key_lines[0], curls[3:5])),
                   ("loops", lambda: _loops_answer(key_lines[0], curls[5])),
-                  ("textgen", lambda: _textgen_answer(key_lines[0], curls[6]))]
+                  ("textgen", lambda: _textgen_answer(key_lines[0], curls[6])),
+                  ("requests", lambda: _requests_answer(key_lines[0], curls[7]))]
         while checks:
             if checks[0][1]():  # each in turn, once: every run of a printed line costs an interpreter
                 checks.pop(0)

@@ -79,8 +79,8 @@ def _batch(rank: int, times: set[int], gauges: set[int]) -> list:
 
 @pytest.fixture
 def job(client, creds):
-    for i in range(0, len(TIMES), 5):  # 50 s a request: a minute's bucket spans two
-        chunk = set(TIMES[i:i + 5])
+    for i in range(0, len(TIMES), 10):  # 100 s a request: a minute's bucket may span two
+        chunk = set(TIMES[i:i + 10])
         for rank in (0, 1):
             _send(client, creds, rank, _batch(rank, chunk, chunk - {LATE}))
     # A gauge sample arriving after all the others (a cumulative counter's would be a

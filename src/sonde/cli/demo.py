@@ -130,6 +130,12 @@ memory per replica (and GPUs, if any) over the last minute; the latest warnings 
   curl -s {auth} "{base}/metrics?metrics=baseten_container_cpu_usage_seconds_total,baseten_container_cpu_memory_working_set_bytes,baseten_gpu_utilization,baseten_gpu_memory_used"
   curl -s {auth} "{base}/logs?min_level=WARNING&limit=10"{curls}
 
+The slowest requests of the last hour, from the model servers' traces (each with its
+log-line count; add /REQUEST_ID for its spans and log lines, or open the dashboard's
+latency chart and click a step):
+
+  curl -s {auth} "{base}/requests?order=slowest&limit=5"
+
 Ctrl-C stops everything.
 """
 
