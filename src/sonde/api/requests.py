@@ -15,16 +15,13 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from .._exceptions import BadRequest
-from ..query.logs import MAX_TEXT
+from ..query.logs import MAX_TEXT, EpochMs
 from ..query.requests import RequestQuery, get_request, list_requests
 from ..store.accounts import ApiKey
 from . import auth, chains
 from .logs import Resolver, deployment_target
 
 router = APIRouter(tags=["requests"])
-
-EpochMs = Annotated[int, Field(ge=0, le=(2**63 - 1) // 1_000_000)]
-
 
 class RequestFilters(BaseModel):
     model_config = ConfigDict(extra="ignore")

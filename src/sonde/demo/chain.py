@@ -2,7 +2,7 @@
 
 Two chainlets of one chain, each a small FastAPI app instrumented like the model server
 (``configure(logs=False)`` placed on the chainlet through ``resource_attributes``,
-``FastAPI(telemetry={"metrics": False, "tracing": False})``, ``SondeMiddleware``), each a real process
+FastAPI's own telemetry off (``serving.FASTAPI_TELEMETRY``), ``SondeMiddleware``), each a real process
 under ``sonde agent run --chain-id ... --chainlet-id ROLE``:
 
 ``preprocess`` (the chain's entry point)
@@ -36,7 +36,7 @@ from pydantic import BaseModel
 
 from ..instrument import SondeMiddleware, SondeTelemetry, current_request_id
 from .model import N_FEATURES, load_or_fit
-from .serving import demo_telemetry, serve, setup_logging, with_health
+from .serving import FASTAPI_TELEMETRY, demo_telemetry, serve, setup_logging, with_health
 from .stack import CHAIN, CHAIN_DEPLOYMENT
 MAX_ROWS = 256
 CLIP = 6.0
@@ -74,7 +74,7 @@ def build_predict(cache_dir: str | None, telemetry: SondeTelemetry | None = None
         if telemetry is not None:
             telemetry.shutdown()
 
-    app = FastAPI(title="Sonde demo chainlet: predict", lifespan=lifespan, telemetry={"metrics": False, "tracing": False})
+    app = FastAPI(title="Sonde demo chainlet: predict", lifespan=lifespan, telemetry=FASTAPI_TELEMETRY)
 
     @app.post("/predict")
     def predict(body: PredictIn):
@@ -106,7 +106,7 @@ def build_preprocess(predict_url: str, telemetry: SondeTelemetry | None = None,
         if telemetry is not None:
             telemetry.shutdown()
 
-    app = FastAPI(title="Sonde demo chainlet: preprocess", lifespan=lifespan, telemetry={"metrics": False, "tracing": False})
+    app = FastAPI(title="Sonde demo chainlet: preprocess", lifespan=lifespan, telemetry=FASTAPI_TELEMETRY)
 
     @app.post("/run")
     async def run(body: RunIn):

@@ -43,7 +43,7 @@ from pydantic import BaseModel
 
 from ..instrument import SondeMiddleware, SondeTelemetry
 from .model import N_FEATURES
-from .serving import demo_telemetry, log_rejections, serve, setup_logging, with_health
+from .serving import FASTAPI_TELEMETRY, demo_telemetry, log_rejections, serve, setup_logging, with_health
 
 LOOPS_DEPLOYMENT, LOOPS_NODES = "demo-loops-v1", 2
 N_ACTIONS, HIDDEN, MAX_ROWS = 4, 256, 256
@@ -200,7 +200,7 @@ def build_app(trainer: Trainer, telemetry: SondeTelemetry | None = None):
         if telemetry is not None:
             telemetry.shutdown()  # exports the last interval before the process ends
 
-    app = FastAPI(title="Sonde demo trainer (loops)", lifespan=lifespan, telemetry={"metrics": False, "tracing": False})
+    app = FastAPI(title="Sonde demo trainer (loops)", lifespan=lifespan, telemetry=FASTAPI_TELEMETRY)
 
     log_rejections(app, log, "sample: rejected")
 

@@ -3,7 +3,7 @@
 A small FastAPI app serving the numpy model of ``model.py``, instrumented as
 docs/instrument.md says: ``configure()`` for the OTLP metrics exporter (from the
 ``SONDE_*`` environment that ``sonde demo`` gives ``sonde agent run``, which passes it
-on), ``FastAPI(telemetry={"metrics": False, "tracing": False})`` and ``SondeMiddleware`` around the app.
+on), FastAPI's own telemetry off (``serving.FASTAPI_TELEMETRY``) and ``SondeMiddleware`` around the app.
 
 =================  ============================================================================
 ``GET /health``    503 while the model loads, 200 once it is ready (the agent's ``--ready-url``)
@@ -39,7 +39,7 @@ from pydantic import BaseModel
 
 from ..instrument import SondeMiddleware, SondeTelemetry
 from .model import N_FEATURES, RandomFeatureRidge, load_or_fit
-from .serving import demo_telemetry, log_rejections, serve, setup_logging, with_health
+from .serving import FASTAPI_TELEMETRY, demo_telemetry, log_rejections, serve, setup_logging, with_health
 
 MAX_ROWS = 1024
 SLOW_MS = 50.0  # ten times the typical request here: slower than this logs a WARNING
@@ -109,8 +109,7 @@ def build_app(loader: Loader, telemetry: SondeTelemetry | None = None):
         if telemetry is not None:
             telemetry.shutdown()  # exports the last interval before the process ends
 
-    app = FastAPI(title="Sonde demo model", lifespan=lifespan,
-                  telemetry={"metrics": False, "tracing": False})  # SondeMiddleware records; FastAPI would count twice
+    app = FastAPI(title="Sonde demo model", lifespan=lifespan, telemetry=FASTAPI_TELEMETRY)
 
     log_rejections(app, log_req, "rejected")
 

@@ -84,6 +84,11 @@ def serve(app, host: str, port: int) -> None:
     uvicorn.Server(config).run()
 
 
+#: FastAPI's own metrics and tracing off: SondeMiddleware records and traces each request,
+#: and FastAPI would count it twice and start a second, unrelated server span
+FASTAPI_TELEMETRY = {"metrics": False, "tracing": False}
+
+
 def validation_summary(exc: RequestValidationError) -> str:
     """A 422's cause in one log line: the first error and how many more."""
     first = exc.errors()[0] if exc.errors() else {}

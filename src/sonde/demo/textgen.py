@@ -40,7 +40,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make
 from pydantic import BaseModel
 
 from ..instrument import SondeMiddleware, SondeTelemetry
-from .serving import demo_telemetry, log_rejections, serve, setup_logging, with_health
+from .serving import FASTAPI_TELEMETRY, demo_telemetry, log_rejections, serve, setup_logging, with_health
 
 log = logging.getLogger("sonde.demo.textgen")
 
@@ -290,8 +290,7 @@ def build_app(engine: Engine, model_name: str, max_model_len: int, telemetry: So
         if telemetry is not None:
             telemetry.shutdown()  # exports the last interval before the process ends
 
-    app = FastAPI(title="Sonde demo text generation (not vLLM)", lifespan=lifespan,
-                  telemetry={"metrics": False, "tracing": False})  # SondeMiddleware records and traces
+    app = FastAPI(title="Sonde demo text generation (not vLLM)", lifespan=lifespan, telemetry=FASTAPI_TELEMETRY)
     log_rejections(app, log, "completion rejected")
 
     @app.post("/v1/completions")

@@ -81,6 +81,23 @@ def check_pattern(pattern: str) -> None:
         raise BadRequest(f"search_pattern is not a valid RE2 pattern: {reason}", field="search_pattern") from None
 
 
+def resolve_window(start_ms: int | None, end_ms: int | None, now_ms: int, default_ms: int) -> tuple[int, int]:
+    """[start, end) in epoch ms by the logs endpoints' rules: end defaults to now, start to
+    ``default_ms`` before end; end <= start or over 7 days is a 400 naming the field."""
+    end = end_ms if end_ms is not None else now_ms
+    start = start_ms if start_ms is not None else end - default_ms
+    if end <= start:
+        field = "end_epoch_millis" if end_ms is not None else "start_epoch_millis"
+        raise BadRequest(f"end_epoch_millis ({end}) must be after start_epoch_millis ({start})", field=field)
+    if end - start > MAX_WINDOW_MS:
+        raise BadRequest(
+            f"the window from start_epoch_millis to end_epoch_millis is {end - start} ms;"
+            f" at most 7 days ({MAX_WINDOW_MS} ms)",
+            field="start_epoch_millis",
+        )
+    return start, end
+
+
 @dataclass(frozen=True)
 class LogQuery:
     """Resolved filters: a half-open window [start_ns, end_ns) and the line predicates."""
@@ -101,17 +118,7 @@ class LogQuery:
     def resolve(cls, f: LogWindow, now_ms: int | None = None) -> "LogQuery":
         if now_ms is None:
             now_ms = time.time_ns() // 1_000_000
-        end = f.end_epoch_millis if f.end_epoch_millis is not None else now_ms
-        start = f.start_epoch_millis if f.start_epoch_millis is not None else end - DEFAULT_WINDOW_MS
-        if end <= start:
-            field = "end_epoch_millis" if f.end_epoch_millis is not None else "start_epoch_millis"
-            raise BadRequest(f"end_epoch_millis ({end}) must be after start_epoch_millis ({start})", field=field)
-        if end - start > MAX_WINDOW_MS:
-            raise BadRequest(
-                f"the window from start_epoch_millis to end_epoch_millis is {end - start} ms;"
-                f" at most 7 days ({MAX_WINDOW_MS} ms)",
-                field="start_epoch_millis",
-            )
+        start, end = resolve_window(f.start_epoch_millis, f.end_epoch_millis, now_ms, DEFAULT_WINDOW_MS)
         pattern = getattr(f, "search_pattern", None)
         if pattern is not None:
             check_pattern(pattern)
@@ -163,6 +170,10 @@ class _Params:
         return f"{{{name}:{type_}}}"
 
 
+#: what a LogV1 is read from: SELECT these columns and hand the result to :func:`log_views`
+LOG_COLUMNS = "toString(toUnixTimestamp64Nano(ts)) AS timestamp, message, replica, request_id, level"
+
+
 def build_sql(table: str, ws: str, target: Target, q: LogQuery) -> tuple[str, dict]:
     """The statement and its parameters. ``table`` is the qualified logs table."""
     p = _Params()
@@ -205,10 +216,6 @@ def build_sql(table: str, ws: str, target: Target, q: LogQuery) -> tuple[str, di
         + f" ORDER BY ts {order}, seq {order} LIMIT {p.typed(q.limit, 'UInt32')}"
     )
     return sql, p.values
-
-
-#: what a LogV1 is read from: SELECT these columns and hand the result to :func:`log_views`
-LOG_COLUMNS = "toString(toUnixTimestamp64Nano(ts)) AS timestamp, message, replica, request_id, level"
 
 
 def log_views(t) -> list[dict]:

@@ -68,6 +68,12 @@ def _by_labels(scan: Scan, vm: VendorMetric, rows: list[dict], names: tuple[str,
     return _matrix(scan, rows, key, label_sets, keys)
 
 
+def _names(vm: VendorMetric) -> tuple[str, ...]:
+    """What the label columns hold: the replica, then the device or the attributes (JSON)."""
+    second = "attributes" if vm.labels is LabelKind.ATTRIBUTES else vm.labels.device
+    return ("replica", second) if second else ("replica",)
+
+
 def _counter_ratio(scan: Scan, vm: VendorMetric) -> Result:
     """Per step, the first source's increase over the second's (null where the second
     did not increase): a hit rate from hit and query counters, over all replicas."""
@@ -114,9 +120,7 @@ def _gauge(req: _Request, vm: VendorMetric) -> Result:
     rows = gauges.time_weighted(scan, vm)
     if vm.labels is LabelKind.PLAIN:
         return _matrix(scan, rows, lambda r: (), [{}], [()])
-    names = ("replica", vm.labels.device or "attributes") if vm.labels.device or vm.labels is LabelKind.ATTRIBUTES \
-        else ("replica",)
-    return _by_labels(scan, vm, rows, names)
+    return _by_labels(scan, vm, rows, _names(vm))
 
 
 def _counter(req: _Request, vm: VendorMetric) -> Result:
@@ -125,8 +129,7 @@ def _counter(req: _Request, vm: VendorMetric) -> Result:
         rows = counters.requests_by_status(req.totals(vm))
         return _matrix(scan, rows, lambda r: (r["l_status"],), [{"status": s} for s in STATUS_CLASSES],
                        [(s,) for s in STATUS_CLASSES])
-    names = ("replica", "attributes") if vm.labels is LabelKind.ATTRIBUTES else ("replica",)
-    return _by_labels(scan, vm, counters.value_increase(scan, vm), names)
+    return _by_labels(scan, vm, counters.value_increase(scan, vm), _names(vm))
 
 
 def _histogram(req: _Request, vm: VendorMetric) -> Result:

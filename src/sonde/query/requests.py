@@ -10,13 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from .._exceptions import BadRequest, NotFound
+from .._exceptions import NotFound
 from ..store import Store
-from .logs import LOG_COLUMNS, log_views
+from .logs import LOG_COLUMNS, log_views, resolve_window
 from .scan import QUERY_TIMEOUT_S
 
 DEFAULT_WINDOW_MS = 3600_000
-MAX_WINDOW_MS = 7 * 24 * 3600_000
 #: how far around a request its log lines are looked for: a line is written while the
 #: request runs, give or take clocks and buffering
 LOG_MARGIN_NS = 60 * 10**9
@@ -38,14 +37,7 @@ class RequestQuery:
     @classmethod
     def resolve(cls, start_ms: int | None, end_ms: int | None, now_ms: int, **kw) -> RequestQuery:
         """The window rules of the logs endpoints, with a default of one hour."""
-        end = end_ms if end_ms is not None else now_ms
-        start = start_ms if start_ms is not None else end - DEFAULT_WINDOW_MS
-        if end <= start:
-            field = "end_epoch_millis" if end_ms is not None else "start_epoch_millis"
-            raise BadRequest(f"end_epoch_millis ({end}) must be after start_epoch_millis ({start})", field=field)
-        if end - start > MAX_WINDOW_MS:
-            raise BadRequest(f"the window is {end - start} ms; at most 7 days ({MAX_WINDOW_MS} ms)",
-                             field="start_epoch_millis")
+        start, end = resolve_window(start_ms, end_ms, now_ms, DEFAULT_WINDOW_MS)
         return cls(start_ns=start * 1_000_000, end_ns=end * 1_000_000, **kw)
 
 

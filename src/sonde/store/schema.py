@@ -168,7 +168,8 @@ TABLES: tuple[Table, ...] = (
           settings="index_granularity = 1024"),
     # One row per OTLP span. Server spans (kind 2) are the entity's requests: request_id
     # is the request's X-Request-ID where the span carries one, else its trace id.
-    # Ids in lower-case hex; ts is the start, duration in nanoseconds.
+    # Ids in lower-case hex; ts is the start, duration in nanoseconds. kind is in the key:
+    # an entity's requests (its server spans) in a window are one range.
     Table("spans", (
         *_group(f"ws {_LC}", f"scope {_LC}", "entity String", "parent String", f"replica {_LC}"),
         Column("ts", _TS, _TIME), Column("duration_ns", _U64, "T64, ZSTD(1)"),
@@ -176,12 +177,10 @@ TABLES: tuple[Table, ...] = (
         Column("name", "String", _Z), Column("kind", "UInt8"), Column("status_code", "UInt8"),
         Column("status_message", "String", _Z), Column("http_status", "UInt16"), Column("route", "String", _Z),
         Column("request_id", "String", _Z), Column("attrs", _ATTRS, _Z), Column("seq", _U64, "Delta, ZSTD(1)"),
-    # kind in the key: an entity's requests (its server spans) in a window are one range
     ), "(ws, scope, entity, kind, ts, seq)", "cityHash64(ws, entity)", telemetry=True,
         indexes=("span_request_idx request_id TYPE bloom_filter(0.01) GRANULARITY 4",
                  "span_trace_idx trace_id TYPE bloom_filter(0.01) GRANULARITY 4")),
-    # Histogram exemplars (OTLP ``exemplars`` with a trace id): which request a latency
-    # sample came from, so a step of a latency chart links to its requests.
+    # Histogram exemplars with a trace id: the request a latency sample came from (a chart step -> its requests).
     Table("exemplars", (
         *_group(f"ws {_LC}", f"scope {_LC}", "entity String", f"metric {_LC}", f"replica {_LC}"),
         Column("ts", _TS, _TIME), Column("value", "Float64", _FLOAT),
