@@ -73,3 +73,12 @@ def test_serve_refuses_a_bad_config_file_before_starting(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert "auto_migrate (config file" in r.stderr and "must be one of embedded, always, never" in r.stderr
+
+
+def test_a_setting_below_its_minimum_names_the_rule():
+    with pytest.raises(BadRequest, match=r"alert_eval_seconds \(environment\) must be at least 1, not '0.5'") as e:
+        Config.load({"SONDE_ALERT_EVAL_SECONDS": "0.5"})
+    assert e.value.field == "alert_eval_seconds"
+    assert Config.load({"SONDE_ALERT_EVAL_SECONDS": "1"}).alert_eval_seconds == 1.0
+    with pytest.raises(BadRequest, match=r"metrics_rate_limit \(option\) must be at least 1"):
+        Config.load({}, metrics_rate_limit=0)

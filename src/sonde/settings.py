@@ -22,6 +22,8 @@ class Setting:
     default: Any
     help: str
     choices: tuple[str, ...] = ()
+    #: the smallest value allowed (numbers only); None: any
+    minimum: float | None = None
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -43,6 +45,10 @@ SETTINGS: tuple[Setting, ...] = (
             " replicas share the store), 'auto' (process on chDB, store otherwise).", ("auto", "process", "store")),
     Setting("key_cache_seconds", 5.0, "How long a replica trusts an API key lookup; a revoked key stops"
             " working everywhere within this time."),
+    Setting("metrics_rate_limit", 60, "Requests to GET /metrics a key may make per minute; beyond: 429 with"
+            " Retry-After (docs/export.md).", minimum=1),
+    Setting("alert_eval_seconds", 30.0, "Seconds between two evaluations of the alert rules (at least 1;"
+            " docs/alerts.md).", minimum=1),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -67,6 +73,8 @@ class Config:
     auto_migrate: str = _BY_NAME["auto_migrate"].default
     state_sync: str = _BY_NAME["state_sync"].default
     key_cache_seconds: float = _BY_NAME["key_cache_seconds"].default
+    metrics_rate_limit: int = _BY_NAME["metrics_rate_limit"].default
+    alert_eval_seconds: float = _BY_NAME["alert_eval_seconds"].default
 
     @classmethod
     def load(cls, environ: dict[str, str] | None = None, *, config_file: str | None = None,
@@ -111,7 +119,10 @@ def _coerce(setting: Setting, raw: Any, where: str) -> Any:
         value = kind(raw) if not isinstance(raw, bool) or kind is bool else None
     except (TypeError, ValueError):
         value = None
-    if value is None or (setting.choices and value not in setting.choices):
+    low = setting.minimum is not None and value is not None and value < setting.minimum
+    if value is None or low or (setting.choices and value not in setting.choices):
         rule = f"one of {', '.join(setting.choices)}" if setting.choices else _RULES[kind]
+        if low:
+            rule = f"at least {setting.minimum:g}"
         raise BadRequest(f"{setting.name} ({where}) must be {rule}, not {raw!r}", field=setting.name)
     return value

@@ -14,7 +14,8 @@ from ..settings import Config
 from ..store import Store, open_store
 from ..store.accounts import Accounts, bootstrap
 from ..store.inventory import Inventory
-from . import admin, chains, errors, inventory, logs, loops, metrics, openapi, otlp, requests, training
+from . import (admin, alerts, chains, errors, export, inventory, logs, loops, metrics, openapi, otlp, remote_write,
+               requests, training)
 
 log = logging.getLogger("sonde")
 
@@ -57,6 +58,9 @@ def create_app(config: Config | None = None, *, store: Store | None = None) -> F
     app.include_router(chains.router)
     app.include_router(training.router)
     app.include_router(loops.router)
+    app.include_router(export.router)
+    app.include_router(remote_write.router)
+    app.include_router(alerts.router)
     web.install(app)  # the dashboard at /ui/: static files calling the routes above
     return app
 
