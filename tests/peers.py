@@ -117,3 +117,67 @@ class Alertmanager(Peer):
 
     def alerts(self) -> list[dict]:
         return self.http.get("/api/v2/alerts").raise_for_status().json()
+
+
+class Hook:
+    """A plain HTTP receiver run by the test: records every JSON body posted to it.
+
+    ``fail_first`` posts are answered 500 (and recorded in ``refused``), to exercise a
+    sender's retries."""
+
+    def __init__(self, fail_first: int = 0):
+        import http.server
+        import json
+        import threading
+
+        hook = self
+        self.bodies: list = []
+        self.refused: list = []
+        self.paths: list[str] = []
+        self._fail = fail_first
+        self._cond = threading.Condition()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                with hook._cond:
+                    if hook._fail > 0:
+                        hook._fail -= 1
+                        hook.refused.append(body)
+                        self.send_response(500)
+                    else:
+                        hook.bodies.append(body)
+                        hook.paths.append(self.path)
+                        self.send_response(200)
+                    hook._cond.notify_all()
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def wait(self, n: int, timeout: float = 30) -> list:
+        """The first ``n`` bodies, waiting up to ``timeout`` s for them."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(self.bodies) < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"expected {n} posts, got {len(self.bodies)}: {self.bodies}")
+                self._cond.wait(left)
+            return list(self.bodies[:n])
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> "Hook":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -16,7 +16,9 @@ ALLOWED = {
     "agent": set(),
     "instrument": set(),
     # the app serves the dashboard's static files (sonde.web imports no sibling)
-    "api": {"store", "ingest", "query", "web"},
+    # alerts evaluate through the query layer and keep their documents in the store
+    "alerts": {"store", "query"},
+    "api": {"store", "ingest", "query", "web", "alerts"},
     "web": set(),
 }
 PACKAGES = {p.name for p in SRC.iterdir() if p.is_dir() and (p / "__init__.py").exists()}

@@ -8,6 +8,7 @@
     +-- Forbidden                403 known key without the scope the route needs
     +-- NotFound                 404 absent, or owned by another workspace (never 403)
     +-- Conflict                 409 the request contradicts stored state
+    +-- RateLimited              429 over the key's request rate: retry after ``retry_after`` s
     +-- Overloaded               503 ingest queue full: retry after ``retry_after`` s
     +-- StoreError               500 the store refused a statement
 """
@@ -60,6 +61,15 @@ class NotFound(SondeError):
 class Conflict(SondeError):
     status = 409
     code = "conflict"
+
+
+class RateLimited(SondeError):
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int = 1):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class Overloaded(SondeError):

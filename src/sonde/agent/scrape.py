@@ -12,7 +12,9 @@ and logged: the first failure of a streak as a warning, the recovery as info.
 Types (docs/model-servers.md): counter -> cumulative monotonic sum; gauge, untyped,
 info, stateset -> gauge per sample; histogram -> cumulative explicit-bucket
 histogram; summary -> a gauge per quantile plus ``_sum`` and ``_count`` sums. A
-series keeps its labels as attributes; the agent's resource places it.
+series keeps its labels as attributes; the agent's resource places it. Units and
+histogram buckets come from :mod:`sonde.promtypes`, which the server's remote-write
+receiver shares, so a series lands on the same rows by either road.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import prometheus_client.parser as _text_parser
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
+from ..promtypes import explicit_histogram, unit_of
 from .model import SYSTEM_CLOCK, Clock, Counter, Point
 
 log = logging.getLogger("sonde.agent")
@@ -45,9 +48,6 @@ DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_SERIES_LIMIT = 10_000
 #: a page larger than this is refused unread: 10,000 series are ~2 MB of text
 MAX_BODY_BYTES = 32 << 20
-#: unit from a name's suffix (``_seconds``, ``_bytes_total``...), as OTLP spells it
-UNITS = {"seconds": "s", "bytes": "By", "ratio": "1", "celsius": "Cel", "watts": "W", "joules": "J",
-         "percent": "%"}
 _COUNTER_LIKE = ("counter", "histogram", "summary")
 
 
@@ -138,12 +138,6 @@ def _bare_counters(fams: Iterable[Any], declared: set[str]) -> Iterable[Any]:
             fam.samples = [s._replace(name=s.name[:-6]) if s.name == fam.name + "_total" else s
                            for s in fam.samples]
         yield fam
-
-
-def unit_of(name: str, declared: str = "") -> str:
-    base = name[:-6] if name.endswith("_total") else name
-    suffix = declared or base.rsplit("_", 1)[-1]
-    return UNITS.get(suffix, "")
 
 
 def _key(labels: dict[str, str]) -> tuple:
@@ -259,13 +253,11 @@ class Converter:
             elif s.name == name + "_created":
                 created[(s.name, _key(attrs))] = s.value
         for key, h in series.items():
-            bounds = sorted(b for b in h["le"] if math.isfinite(b))
-            total = h["le"].get(math.inf, h["count"])
-            cum = [h["le"][b] for b in bounds] + [total]
-            if total is None or not all(map(math.isfinite, cum)) or any(a > b for a, b in zip(cum, cum[1:])):
+            hist = explicit_histogram(h["le"], h["count"])
+            if hist is None:
                 continue  # no +Inf bucket and no count, NaN counts, or not cumulative: not a histogram
-            buckets = tuple(int(round(b - a)) for a, b in zip([0.0] + cum, cum))
-            p = Point(name, unit, "histogram", h["sum"], h["attrs"], 0, tuple(bounds), buckets)
+            bounds, buckets, total = hist
+            p = Point(name, unit, "histogram", h["sum"], h["attrs"], 0, bounds, buckets)
             yield (name, key), p, total
 
 

@@ -9,10 +9,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from .. import web
+from ..alerts.evaluator import Evaluator
 from ..ingest.pipeline import Ingestor
 from ..settings import Config
 from ..store import Store, open_store
 from ..store.accounts import Accounts, bootstrap
+from ..store.alerts import AlertDocs
 from ..store.inventory import Inventory
 from . import (admin, alerts, chains, errors, export, inventory, logs, loops, metrics, openapi, otlp, remote_write,
                requests, training)
@@ -36,9 +38,11 @@ def create_app(config: Config | None = None, *, store: Store | None = None) -> F
                 batch_max_rows=config.batch_max_rows, max_pending_rows=config.max_pending_rows,
             )
         _wire(app, app.state.store, config)
+        app.state.evaluator.start()
         try:
             yield
         finally:
+            app.state.evaluator.stop()
             if owned:
                 app.state.store.close()
 
@@ -71,6 +75,9 @@ def _wire(app: FastAPI, store: Store, config: Config) -> None:
     app.state.accounts = Accounts(store, cache_ttl=config.key_cache_seconds)
     app.state.inventory = Inventory(store)
     app.state.ingestor = Ingestor.for_store(store, app.state.inventory, config.state_sync)
+    app.state.alert_docs = AlertDocs(store)
+    app.state.evaluator = Evaluator(store, interval_s=config.alert_eval_seconds,
+                                    external_url=f"http://{config.host}:{config.port}/ui/")
     creds = bootstrap(app.state.accounts, config.data_dir)
     if creds:
         log.info("first start: keys written to %s/credentials.json", config.data_dir)

@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .._exceptions import Overloaded, SondeError
+from .._exceptions import Overloaded, RateLimited, SondeError
 
 log = logging.getLogger("sonde.api")
 
@@ -59,7 +59,7 @@ def _rule_of(err: dict) -> str:
 
 def classify(exc: BaseException) -> Failure:
     if isinstance(exc, SondeError):
-        if isinstance(exc, Overloaded):  # the client's cue to back off, not a fault here
+        if isinstance(exc, (Overloaded, RateLimited)):  # the client's cue to back off, not a fault here
             return Failure(exc.status, exc.code, exc.message, exc.field, {"Retry-After": str(exc.retry_after)})
         return Failure(exc.status, exc.code, exc.message, exc.field, log=exc.status >= 500)
     if isinstance(exc, RequestValidationError):
@@ -67,8 +67,12 @@ def classify(exc: BaseException) -> Failure:
         first = errs[0] if errs else {"loc": (), "msg": "invalid request"}
         if first.get("type") == "json_invalid":
             return Failure(400, "invalid_json", "request body is not valid JSON", "body")
-        field = _field_of(tuple(first.get("loc", ())))
-        return Failure(400, "invalid", f"{field}: {_rule_of(first)}" if field else _rule_of(first), field)
+        loc = tuple(first.get("loc", ()))
+        field = _field_of(loc)
+        # the message names the nested part too (``condition.metric.op``: the condition of
+        # type metric, its op); ``field`` stays the top-level field the client sent
+        path = ".".join(str(p) for p in loc if isinstance(p, str) and p not in ("query", "path", "body", "header"))
+        return Failure(400, "invalid", f"{path}: {_rule_of(first)}" if field else _rule_of(first), field)
     if isinstance(exc, StarletteHTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         message = exc.detail if isinstance(exc.detail, str) else "request failed"

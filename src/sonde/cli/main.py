@@ -94,11 +94,12 @@ def migrate(data_dir, store, config_file) -> None:
 
 
 from ..agent.cli import agent  # noqa: E402
+from .alerts import alerts  # noqa: E402
 from .commands import ALL as _client_commands  # noqa: E402
 from .demo import demo  # noqa: E402
 from .requests import ALL as _request_commands  # noqa: E402
 
-for _command in [demo, agent, *_client_commands, *_request_commands]:
+for _command in [demo, agent, *_client_commands, *_request_commands, alerts]:
     cli.add_command(_command)
 
 

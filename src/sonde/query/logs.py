@@ -52,8 +52,8 @@ class LogWindow(BaseModel):
     min_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = None
 
 
-class LogFilters(LogWindow):
-    """Deployment, environment and chainlet logs add the line filters (GetDeploymentLogsRequestV1)."""
+class LineFilters(BaseModel):
+    """Which lines: the filters of deployment, environment and chainlet logs (alert rules' too)."""
 
     replica: Text | None = None
     request_id: Text | None = None
@@ -61,6 +61,10 @@ class LogFilters(LogWindow):
     search_pattern: Text | None = None
     includes: Terms | None = None
     excludes: Terms | None = None
+
+
+class LogFilters(LogWindow, LineFilters):
+    """Deployment, environment and chainlet logs: the window and the line filters (GetDeploymentLogsRequestV1)."""
 
 
 def _re2_options() -> re2.Options:
@@ -174,8 +178,9 @@ class _Params:
 LOG_COLUMNS = "toString(toUnixTimestamp64Nano(ts)) AS timestamp, message, replica, request_id, level"
 
 
-def build_sql(table: str, ws: str, target: Target, q: LogQuery) -> tuple[str, dict]:
-    """The statement and its parameters. ``table`` is the qualified logs table."""
+def build_sql(table: str, ws: str, target: Target, q: LogQuery, *, count: bool = False) -> tuple[str, dict]:
+    """The statement and its parameters. ``table`` is the qualified logs table;
+    ``count``: the number of matching lines (``n``) instead of the lines."""
     p = _Params()
     where = [f"ws = {p.typed(ws, 'String')}", f"scope = {p.typed(target.scope, 'String')}"]
     if target.entity is not None:
@@ -210,10 +215,10 @@ def build_sql(table: str, ws: str, target: Target, q: LogQuery) -> tuple[str, di
         pre.append(f"match(message, {p.text('(?-s)' + q.search_pattern)})")
     order = "DESC" if q.descending else "ASC"
     sql = (
-        f"SELECT {LOG_COLUMNS} FROM {table}"
+        f"SELECT {'count() AS n' if count else LOG_COLUMNS} FROM {table}"
         + (" PREWHERE " + " AND ".join(pre) if pre else "")
         + " WHERE " + " AND ".join(where)
-        + f" ORDER BY ts {order}, seq {order} LIMIT {p.typed(q.limit, 'UInt32')}"
+        + ("" if count else f" ORDER BY ts {order}, seq {order} LIMIT {p.typed(q.limit, 'UInt32')}")
     )
     return sql, p.values
 
@@ -239,3 +244,9 @@ def query_logs(store: Store, ws: str, target: Target, q: LogQuery) -> list[dict]
     """LogV1 dicts, in the order asked for."""
     sql, params = build_sql(store.t("logs"), ws, target, q)
     return log_views(store.ex.query_arrow(sql, params))
+
+
+def count_logs(store: Store, ws: str, target: Target, q: LogQuery) -> int:
+    """How many lines match (the window and filters of ``q``; its order and limit aside)."""
+    sql, params = build_sql(store.t("logs"), ws, target, q, count=True)
+    return int(store.ex.query(sql, params)[0]["n"])

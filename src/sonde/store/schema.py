@@ -37,7 +37,7 @@ from .._exceptions import StoreError
 from .base import Executor
 
 #: the newest entry of MIGRATIONS; a store at an older version needs ``sonde migrate``
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: scope values: which vendor entity a row of telemetry belongs to.
 SCOPES = ("deployment", "chainlet", "training_job", "loops")
@@ -186,6 +186,11 @@ TABLES: tuple[Table, ...] = (
         Column("ts", _TS, _TIME), Column("value", "Float64", _FLOAT),
         Column("trace_id", "String", _Z), Column("span_id", "String", _Z), Column("attrs", _ATTRS, _Z),
     ), "(ws, scope, entity, metric, ts)", "cityHash64(ws, entity)", telemetry=True),
+    # Alert rules, receivers and alert state (kind 'rule', 'receiver', 'state'): JSON
+    # documents, newest version wins, a deletion is a row with deleted = 1 (store/alerts.py).
+    Table("alert_docs", _cols("ws String", f"kind {_LC}", "id String", Column("doc", "String", _Z),
+                              "deleted UInt8", "version UInt64"),
+          "(ws, kind, id)", "cityHash64(ws, kind, id)", version="version"),
 )
 BY_NAME = {t.name: t for t in TABLES}
 
@@ -301,10 +306,15 @@ def _v3(db: str, retention_days: int, cluster: str | None) -> list[str]:
     return [s for name in ("spans", "exemplars") for s in create_table(BY_NAME[name], db, retention_days, cluster)]
 
 
+def _v4(db: str, retention_days: int, cluster: str | None) -> list[str]:
+    return create_table(BY_NAME["alert_docs"], db, retention_days, cluster)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "workspaces, keys, inventory, metric points, series state, logs", _v1),
     Migration(2, "training rollup: per-bucket summaries of training-job metrics, filled at insert", _v2),
     Migration(3, "spans and histogram exemplars: requests and their traces", _v3),
+    Migration(4, "alert rules, receivers and alert state", _v4),
 )
 
 
