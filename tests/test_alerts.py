@@ -256,3 +256,37 @@ def test_one_evaluator_holds_the_lease(setup, app, client, creds, store):
     # a clean stop hands the lease over at once
     second.stop()
     assert run(app, later + 2000).evaluated
+
+
+def test_training_job_rules_watch_logs_and_silence(setup, app, client, creds):
+    client.put("/v1/training_projects/p1", json={"name": "pretrain"}).raise_for_status()
+    client.put("/v1/training_projects/p1/jobs/j1", json={}).raise_for_status()
+    job = {"model_id": None, "deployment_id": None, "training_project_id": "p1", "training_job_id": "j1"}
+    silent = client.post("/v1/alert_rules", json={**rule(name="TrainingStalled", condition={
+        "type": "absent", "window_seconds": 120}), **job})
+    assert silent.status_code == 201, silent.text
+    assert "model_id" not in silent.json() and silent.json()["training_job_id"] == "j1"
+    nccl = client.post("/v1/alert_rules", json={**rule(name="NCCL", condition={
+        "type": "logs", "filters": {"includes": ["NCCL"]}, "op": ">", "threshold": 0}), **job}).json()
+    # a training job has no metrics endpoint of the deployment kind: metric rules are refused
+    r = client.post("/v1/alert_rules", json={**rule(), **job})
+    assert r.status_code == 400 and r.json()["error"]["field"] == "condition.metric"
+    r = client.post("/v1/alert_rules", json={**rule(), "training_job_id": "j1"})
+    assert r.status_code == 400, r.text
+    r = client.post("/v1/alert_rules", json={**rule(), "deployment_id": None})
+    assert r.status_code == 400 and r.json()["error"]["field"] == "deployment_id"
+    r = client.post("/v1/alert_rules", json={**rule(), **job, "training_job_id": "j-other"})
+    assert r.status_code == 404 and r.json()["error"]["field"] == "training_job_id"
+
+    run(app, NOW_MS)
+    (stalled,) = client.get("/v1/alerts").json()["alerts"]
+    assert stalled["name"] == "TrainingStalled" and stalled["rule_id"] == silent.json()["id"]
+    assert stalled["labels"]["training_job_id"] == "j1" and "deployment_id" not in stalled["labels"]
+    jres = {"sonde.training_project_id": "p1", "sonde.training_job_id": "j1", "sonde.node_rank": 0}
+    ingest = Client(app, creds["ingest_key"])
+    assert post(ingest, metrics_request(jres, [gauge("hw.gpu.utilization", [
+        number((NOW_MS + 1000) * 1_000_000, 0.9, attrs={"hw.gpu.index": "0"})], unit="1")])).status_code == 200
+    assert post(ingest, logs_request(jres, [log_record((NOW_MS + 1000) * 1_000_000,
+                                                       "NCCL WARN Call to ibv_reg_mr failed")])).status_code == 200
+    run(app, NOW_MS + 2000)
+    assert [a["rule_id"] for a in client.get("/v1/alerts").json()["alerts"]] == [nccl["id"]]

@@ -33,7 +33,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("store", "chdb", "Store URL: 'chdb' (embedded, in data_dir) or"
             " clickhouse://user:password@host:8123/db?cluster=NAME (docs/scale-out.md)."),
     Setting("retention_days", 30, "Days telemetry is kept before ClickHouse's TTL drops it."),
-    Setting("max_body_bytes", 16 * 1024 * 1024, "Largest OTLP request body, after gzip is undone; larger: 413."),
+    Setting("max_body_bytes", 16 * 1024 * 1024, "Largest OTLP or remote-write request body, after gzip or snappy is undone; larger: 413."),
     Setting("flush_interval_ms", 100, "Longest a row waits before its group commit starts."),
     Setting("batch_max_rows", 50_000, "Rows that start a group commit at once."),
     Setting("max_pending_rows", 2_000_000, "Rows waiting for commit past which ingest answers 503."),

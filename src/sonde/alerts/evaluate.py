@@ -5,8 +5,9 @@ SUMMARY mode over the last ``window_seconds``, so a rule and a chart never disag
 Rules of one deployment with the same window share one such query (a workspace with a
 thousand rules over a few dozen deployments costs a few dozen queries, not a thousand).
 A logs condition counts the lines the deployment logs endpoint would return with those
-filters; an absent condition holds when the metric has no value in the window (value 1,
-as Prometheus's ``absent()``).
+filters (a deployment's or a training job's); an absent condition holds when the
+metric has no value in the window, or, without a metric, when the target sent no
+metric point at all (value 1, as Prometheus's ``absent()``).
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from ..query.catalogue import CATALOGUE, VendorMetric
 from ..query.custom import sent_metrics
 from ..query.logs import LogQuery, Target, count_logs
 from ..query.metrics import deployment_metrics
+from ..query.presence import points_between
 from ..query.window import Window
 from ..store import Store
 from ..store.schema import LEVELS
-from .rules import OPS
+from .rules import OPS, target
 
 log = logging.getLogger("sonde.alerts")
 
@@ -49,13 +51,21 @@ def _summary(store: Store, ws: str, deployment: str, window_s: int, names: set[s
 
 def _logs(store: Store, ws: str, rule: dict, now_ms: int) -> float:
     c = rule["condition"]
+    scope, entity = target(rule)
     f = c.get("filters") or {}
     q = LogQuery(start_ns=(now_ms - c["window_seconds"] * 1000) * 1_000_000, end_ns=now_ms * 1_000_000,
                  min_level=LEVELS[f["min_level"]] if f.get("min_level") else 0,
                  replica=f.get("replica"), request_id=f.get("request_id"), component=f.get("component"),
                  search_pattern=f.get("search_pattern"), includes=tuple(f.get("includes") or ()),
                  excludes=tuple(f.get("excludes") or ()))
-    return float(count_logs(store, ws, Target("deployment", entity=rule["deployment_id"]), q))
+    return float(count_logs(store, ws, Target(scope, entity=entity), q))
+
+
+def _silent(store: Store, ws: str, rule: dict, now_ms: int) -> bool:
+    """No point of any metric from the rule's target in its window."""
+    scope, entity = target(rule)
+    start_ms = now_ms - rule["condition"]["window_seconds"] * 1000
+    return points_between(store, ws, scope, entity, start_ms * 1_000_000, now_ms * 1_000_000) == 0
 
 
 def _holds(c: dict, value: float) -> bool:
@@ -68,12 +78,15 @@ def evaluate(store: Store, ws: str, rules: list[dict], now_ms: int) -> Holding:
     groups: dict[tuple[str, int], list[dict]] = defaultdict(list)
     for rule in rules:
         c = rule["condition"]
-        if c["type"] == "logs":
+        if c["type"] == "logs" or (c["type"] == "absent" and not c.get("metric")):
             try:
-                n = _logs(store, ws, rule, now_ms)
-                out[rule["id"]] = [({}, n)] if _holds(c, n) else []
+                if c["type"] == "logs":
+                    n = _logs(store, ws, rule, now_ms)
+                    out[rule["id"]] = [({}, n)] if _holds(c, n) else []
+                else:
+                    out[rule["id"]] = [({}, 1.0)] if _silent(store, ws, rule, now_ms) else []
             except Exception:  # one rule's failure must not stop the others
-                log.exception("alert rule %s: logs condition failed", rule["id"])
+                log.exception("alert rule %s: %s condition failed", rule["id"], c["type"])
                 out[rule["id"]] = None
         else:
             groups[(rule["deployment_id"], c["window_seconds"])].append(rule)

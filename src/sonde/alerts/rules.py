@@ -72,7 +72,8 @@ class LogsCondition(_Strict):
 
 class AbsentCondition(_Strict):
     type: Literal["absent"]
-    metric: Name
+    #: None: no point of any metric (the only form a training job's rule takes)
+    metric: Name | None = None
     window_seconds: WindowS = 300
 
 
@@ -84,8 +85,12 @@ class RuleIn(_Strict):
     created_at: ReadOnly
     updated_at: ReadOnly
     name: Name
-    model_id: Id
-    deployment_id: Id
+    # the target: a deployment (model_id, deployment_id) or a training job
+    # (training_project_id, training_job_id); check_rule requires exactly one
+    model_id: Id | None = None
+    deployment_id: Id | None = None
+    training_project_id: Id | None = None
+    training_job_id: Id | None = None
     for_seconds: Annotated[float, Field(ge=0, le=MAX_WINDOW_S)] = 0
     severity: Annotated[str, Field(min_length=1, max_length=64)] = "warning"
     annotations: Annotated[dict[str, Annotated[str, Field(max_length=4096)]], Field(max_length=32)] = {}
@@ -106,11 +111,34 @@ class ReceiverIn(_Strict):
         return v
 
 
+#: a rule's target kinds: (scope, parent id field, id field)
+TARGETS = (("deployment", "model_id", "deployment_id"), ("training_job", "training_project_id", "training_job_id"))
+
+
+def target(rule: dict) -> tuple[str, str]:
+    """(scope, entity) a stored rule watches."""
+    for scope, _, id_field in TARGETS:
+        if rule.get(id_field):
+            return scope, rule[id_field]
+    raise ValueError(f"rule {rule.get('id')!r} names no target")
+
+
 def check_rule(store: Store, inventory: Inventory, ws: str, rule: RuleIn) -> None:
-    """404 when the deployment is not the workspace's; 400 naming ``condition.metric``
-    when the metric is neither the catalogue's nor one the deployment sent; 400 naming
+    """400 unless the rule names exactly one target, whole; 404 when that deployment
+    or training job is not the workspace's; 400 naming ``condition.metric`` when the
+    metric is neither the catalogue's nor one the deployment sent (a training job's
+    rules watch logs or the absence of any metric); 400 naming
     ``condition.filters.search_pattern`` when RE2 refuses the pattern."""
-    inventory.get(ws, "deployment", rule.deployment_id, parent=rule.model_id)
+    named = [(scope, parent, id_field) for scope, parent, id_field in TARGETS
+             if getattr(rule, parent) is not None or getattr(rule, id_field) is not None]
+    if len(named) != 1:
+        raise BadRequest("a rule names either model_id and deployment_id, or training_project_id and"
+                         " training_job_id", field="deployment_id")
+    scope, parent, id_field = named[0]
+    for f in (parent, id_field):
+        if getattr(rule, f) is None:
+            raise BadRequest(f"{f} is required with {parent if f == id_field else id_field}", field=f)
+    inventory.get(ws, scope, getattr(rule, id_field), parent=getattr(rule, parent))
     c = rule.condition
     if isinstance(c, LogsCondition):
         if c.filters.search_pattern is not None:
@@ -119,6 +147,11 @@ def check_rule(store: Store, inventory: Inventory, ws: str, rule: RuleIn) -> Non
             except BadRequest as exc:
                 raise BadRequest(exc.message, field="condition.filters.search_pattern") from None
         return
+    if c.metric is None:  # absent: no point of any metric
+        return
+    if scope != "deployment":
+        raise BadRequest("a training job's rule watches logs, or the absence of any metric (omit metric)",
+                         field="condition.metric")
     try:
         parse_names([c.metric], lambda names: sent_metrics(store, ws, rule.deployment_id, names))
     except BadRequest as exc:
@@ -133,7 +166,9 @@ def save_rule(docs: AlertDocs, ws: str, rule: RuleIn, rule_id: str | None = None
     """Store a new rule (``rule_id`` None) or replace one; returns its read shape."""
     now = iso(_now_ms())
     old = docs.get(ws, "rule", rule_id) if rule_id else None
-    doc = {**rule.model_dump(), "id": rule_id or "rule_" + secrets.token_hex(8),
+    fields = {k: v for k, v in rule.model_dump().items()
+              if v is not None or k not in {f for t in TARGETS for f in t[1:]}}
+    doc = {**fields, "id": rule_id or "rule_" + secrets.token_hex(8),
            "created_at": old["created_at"] if old else now, "updated_at": now}
     docs.put(ws, "rule", doc["id"], doc)
     return doc

@@ -20,7 +20,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-PLACEMENT = ("alertname", "severity", "model_id", "deployment_id", "rule_id")
+#: the labels a rule gives its alerts, besides the label set's
+PLACEMENT = ("alertname", "severity", "model_id", "deployment_id", "training_project_id", "training_job_id",
+             "rule_id")
 _FNV_OFFSET, _FNV_PRIME, _MASK = 14695981039346656037, 1099511628211, (1 << 64) - 1
 _TEMPLATE = re.compile(r"\{\{\s*\$(value|labels\.([A-Za-z_][A-Za-z0-9_]*))\s*\}\}")
 
@@ -37,8 +39,8 @@ def fingerprint(labels: dict[str, str]) -> str:
 
 def alert_labels(rule: dict, labels: dict[str, str]) -> dict[str, str]:
     # the rule's own labels win over a label set's label of the same name
-    return {**labels, "alertname": rule["name"], "severity": rule["severity"], "model_id": rule["model_id"],
-            "deployment_id": rule["deployment_id"], "rule_id": rule["id"]}
+    own = {"alertname": rule["name"], **{k: rule[k] for k in PLACEMENT[1:] if rule.get(k) is not None}}
+    return {**labels, **own, "rule_id": rule["id"]}
 
 
 def render(annotations: dict[str, str], labels: dict[str, str], value: float | None) -> dict[str, str]:

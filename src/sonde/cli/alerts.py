@@ -10,6 +10,8 @@ from urllib.parse import quote
 
 import click
 
+from ..alerts.state import PLACEMENT
+
 from .options import client_options
 
 
@@ -48,12 +50,14 @@ def _condition_text(c: dict) -> str:
     if kind == "logs":
         return f"log lines {json.dumps(c.get('filters') or {})} in {c['window_seconds']}s {c['op']} {c['threshold']:g}"
     if kind == "absent":
-        return f"no {c['metric']} for {c['window_seconds']}s"
+        return f"no {c.get('metric') or 'metric point'} for {c['window_seconds']}s"
     return json.dumps(c)
 
 
 def _rule_cells(r: dict) -> dict:
-    return {"id": r["id"], "name": r["name"], "deployment": f"{r['model_id']}/{r['deployment_id']}",
+    where = (f"{r['model_id']}/{r['deployment_id']}" if r.get("deployment_id")
+             else f"job {r.get('training_project_id')}/{r.get('training_job_id')}")
+    return {"id": r["id"], "name": r["name"], "target": where,
             "severity": r["severity"], "for": f"{r['for_seconds']:g}s", "condition": _condition_text(r["condition"])}
 
 
@@ -63,8 +67,7 @@ def _when(value: str | None) -> str:
 
 
 def _alert_cells(a: dict) -> dict:
-    placement = ("alertname", "severity", "model_id", "deployment_id", "rule_id")
-    labels = ",".join(f"{k}={v}" for k, v in sorted(a["labels"].items()) if k not in placement)
+    labels = ",".join(f"{k}={v}" for k, v in sorted(a["labels"].items()) if k not in PLACEMENT)
     value = a.get("value")
     return {"name": a["name"], "state": a["state"], "labels": labels or "-",
             "value": "-" if value is None else f"{value:g}", "active since": _when(a.get("active_at")),
@@ -76,7 +79,7 @@ def _alert_cells(a: dict) -> dict:
 def list_rules(api) -> None:
     """The workspace's alert rules."""
     data = api.call("GET", "/v1/alert_rules")
-    api.emit(data, data["rules"], ["id", "name", "deployment", "severity", "for", "condition"], display=_rule_cells)
+    api.emit(data, data["rules"], ["id", "name", "target", "severity", "for", "condition"], display=_rule_cells)
 
 
 @alerts.command("active")
@@ -105,7 +108,7 @@ def create(api, file) -> None:
             name = rule.get("name") or f"rule {i + 1}"
             raise click.ClickException(f"{name!r}: {exc.message}"
                                        + (f" ({len(made)} created before it)" if made else "")) from None
-    api.emit({"rules": made}, made, ["id", "name", "deployment", "severity", "for", "condition"], display=_rule_cells)
+    api.emit({"rules": made}, made, ["id", "name", "target", "severity", "for", "condition"], display=_rule_cells)
 
 
 @alerts.command("delete")

@@ -72,3 +72,15 @@ def chainlet_seen(store: Store, ws: str, deployment: str, chainlet: str) -> bool
         {"ws": ws, "cl": chainlet, "cd": deployment, "seen": SEEN_WINDOW_S},
     )
     return bool(rows)
+
+
+def points_between(store: Store, ws: str, scope: str, entity: str, start_ns: int, end_ns: int) -> int:
+    """How many metric points ``entity`` sent with timestamps in [start, end): an alert's
+    "no data" (docs/alerts.md)."""
+    rows = store.ex.query(
+        f"SELECT count() AS n FROM {store.t('metric_points')}"
+        " WHERE ws = {ws:String} AND scope = {scope:String} AND entity = {entity:String}"
+        " AND ts >= fromUnixTimestamp64Nano({t0:Int64}, 'UTC') AND ts < fromUnixTimestamp64Nano({t1:Int64}, 'UTC')",
+        {"ws": ws, "scope": scope, "entity": entity, "t0": start_ns, "t1": end_ns},
+    )
+    return int(rows[0]["n"])
