@@ -80,7 +80,8 @@ def rules_for(dep: int, n: int, distinct_windows: bool) -> list[dict]:
 
 def measure(deployments: int, rules_per: int, replicas: int, rounds: int, distinct: bool) -> dict:
     with tempfile.TemporaryDirectory(prefix="sonde-bench-alerts-") as tmp:
-        server = LiveServer(tmp).start()
+        # the server's own loop must not evaluate (and hold the lease) while rules arrive
+        server = LiveServer(tmp, env={"SONDE_ALERT_EVAL_SECONDS": "86400"}).start()
         try:
             now = time.time_ns()
             with httpx.Client(base_url=server.url, timeout=120) as http:
@@ -104,6 +105,8 @@ def measure(deployments: int, rules_per: int, replicas: int, rounds: int, distin
             times, last = [], None
             for k in range(rounds):
                 last = ev.run_once(now // 1_000_000 + k * 30_000)
+                if not last.evaluated:
+                    raise SystemExit("the evaluator did not get the lease")
                 times.append(last.seconds)
             ev.stop()
         finally:
