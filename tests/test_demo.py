@@ -28,6 +28,7 @@ import httpx
 import numpy as np
 import psutil
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from live_server import free_port
 from sonde.demo import loadgen, loops, trainer
@@ -343,6 +344,18 @@ def _requests_answer(key_line: str, curl: str) -> bool:
         and [r["duration_seconds"] for r in reqs] == sorted((r["duration_seconds"] for r in reqs), reverse=True)
 
 
+def _alerts_answer(key_line: str, curls: list[str]) -> bool:
+    """The 9th and 10th printed curls: the demo's 5xx rule fires (the load has sensor
+    glitches), and /metrics answers the Prometheus text format."""
+    alerts = (_run_printed(key_line, curls[0]) or {}).get("alerts") or []
+    if not any(a["name"] == "DemoServerErrors" and a["state"] == "firing" for a in alerts):
+        return False
+    out = subprocess.run(["bash", "-c", f"{key_line}\n{curls[1]}"], capture_output=True, text=True, timeout=30)
+    totals = [s.value for f in text_string_to_metric_families(out.stdout) for s in f.samples
+              if s.name == "baseten_inference_requests_total" and s.labels.get("deployment_id") == DEPLOYMENT]
+    return bool(totals) and sum(totals) > 0
+
+
 def _curls_answer(key_line: str, curls: list[str]) -> bool:
     summary, current, logs = (_run_printed(key_line, c) for c in curls)
     if not (summary and current and logs and logs.get("logs")):
@@ -365,7 +378,7 @@ def test_demo_end_to_end(tmp_path):
             assert demo.proc.poll() is None, demo.diagnostics()
             time.sleep(0.2)
         key_lines, curls = demo.printed("KEY="), demo.printed("curl")
-        assert len(key_lines) == 1 and len(curls) == 8, demo.diagnostics()
+        assert len(key_lines) == 1 and len(curls) == 10, demo.diagnostics()
         creds = json.loads((demo.data / "credentials.json").read_text())
         printed_key = subprocess.run(["bash", "-c", f'{key_lines[0]}\nprintf %s "$KEY"'],
                                      capture_output=True, text=True, timeout=30).stdout
@@ -377,7 +390,8 @@ def test_demo_end_to_end(tmp_path):
                   ("training and chain", lambda: _training_and_chain_answer(key_lines[0], curls[3:5])),
                   ("loops", lambda: _loops_answer(key_lines[0], curls[5])),
                   ("textgen", lambda: _textgen_answer(key_lines[0], curls[6])),
-                  ("requests", lambda: _requests_answer(key_lines[0], curls[7]))]
+                  ("requests", lambda: _requests_answer(key_lines[0], curls[7])),
+                  ("alerts and export", lambda: _alerts_answer(key_lines[0], curls[8:10]))]
         while checks:
             if checks[0][1]():  # each in turn, once: every run of a printed line costs an interpreter
                 checks.pop(0)

@@ -136,6 +136,12 @@ latency chart and click a step):
 
   curl -s {auth} "{base}/requests?order=slowest&limit=5"
 
+Alerts (two rules on the demo deployment, evaluated every alert_eval_seconds; docs/alerts.md),
+and the whole workspace as a Prometheus would scrape it (docs/export.md):
+
+  curl -s {auth} "{url}/v1/alerts"
+  curl -s {auth} "{url}/metrics"
+
 Ctrl-C stops everything.
 """
 

@@ -134,6 +134,8 @@ class Stack:
         """``sonde serve``; returns credentials.json once the API answers with its keys."""
         server = self._spawn("server", [self.python, "-m", "sonde", "serve", "--data-dir", self.data_dir,
                                         "--port", str(self.port), "--log-level", "warning"],
+                             # alerts every 10 s: the demo's rules fire while a short run lasts
+                             env={**os.environ, "SONDE_ALERT_EVAL_SECONDS": os.environ.get("SONDE_ALERT_EVAL_SECONDS", "10")},
                              log="server.log", stop_signal=signal.SIGINT, stop_timeout=30.0)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -188,7 +190,23 @@ class Stack:
                 "base_model": f"numpy MLP policy ({2 * N_FEATURES}-{HIDDEN}-{N_ACTIONS}), REINFORCE",
                 "base_url": f"http://127.0.0.1:{self._loops_ports()['node-0']}", "status": {"name": "RUNNING"},
             }).raise_for_status()
+        self._alert_rules(headers)
         return r.json()
+
+    def _alert_rules(self, headers: dict) -> None:
+        """Two of docs/alerts.md's ready rules on the demo deployment (the traffic has
+        sensor glitches, so the first fires within a minute); once, across restarts."""
+        have = {r["name"] for r in httpx.get(f"{self.url}/v1/alert_rules", headers=headers, timeout=10).json()["rules"]}
+        for name, condition in (
+            ("DemoServerErrors", {"type": "metric", "metric": "baseten_inference_requests_total",
+                                  "labels": {"status": "5xx"}, "window_seconds": 300, "op": ">", "threshold": 0}),
+            ("DemoSlowP95", {"type": "metric", "metric": "baseten_end_to_end_response_time_seconds",
+                             "labels": {"quantile": "0.95"}, "window_seconds": 300, "op": ">", "threshold": 1}),
+        ):
+            if name not in have:
+                httpx.post(f"{self.url}/v1/alert_rules", headers=headers, timeout=10, json={
+                    "name": name, "model_id": MODEL, "deployment_id": DEPLOYMENT, "condition": condition,
+                    "annotations": {"summary": f"{name} at {{{{ $value }}}}"}}).raise_for_status()
 
     def _agent_env(self, **placement: str) -> dict:
         """Read by the agent (server, ingest key) and, passed on to its child, by the demo
