@@ -17,6 +17,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from sonde.query.export import FIXED_BOUNDS
+from sonde.store import schema
 
 NOW = START = 0  # set per test: the export's staleness and "active" are read off the wall clock
 
@@ -124,6 +125,30 @@ def test_counters_never_decrease_across_restarts_and_resets(sent, client, creds)
         number(NOW + SEC, 4, start=NOW + SEC - 1)])])
     after = one(samples(client.get("/metrics").text), "baseten_llm_input_tokens_total").value
     assert before == 12 and after == 16
+
+
+@pytest.mark.steady_only("reads the store the one app writes to")
+def test_totals_outlive_the_points_and_an_upgrade(sent, client, store):
+    """Dropping old points (what the TTL does) lowers no total; a store migrated from
+    schema 4 gets the totals of the points it already held."""
+    def totals() -> tuple:
+        found = samples(client.get("/metrics").text)
+        return (one(found, "baseten_llm_input_tokens_total", replica="r0001").value,
+                one(found, "baseten_end_to_end_response_time_seconds_count", replica="r0001").value)
+
+    assert totals() == (12, 7)
+    # back to schema 4, without the totals, every point still stored: migrating adds them up
+    store.ex.command(f"DROP VIEW {store.t('series_totals_mv')}")
+    store.ex.command(f"TRUNCATE TABLE {store.t('series_totals')}")
+    store.ex.command(f"ALTER TABLE {store.t('meta')} DELETE WHERE key = 'schema_version' AND version > 4"
+                     " SETTINGS mutations_sync = 2")
+    store.ex.command(f"INSERT INTO {store.t('meta')} (key, value, version) VALUES ('schema_version', '4', 4)")
+    assert schema.migrate(store.ex, store.db, 30) == (4, schema.SCHEMA_VERSION)
+    assert totals() == (12, 7)
+    # the points behind the totals go (as the TTL drops them); the totals stay
+    store.ex.command(f"ALTER TABLE {store.t('metric_points')} DELETE WHERE ts < fromUnixTimestamp64Nano("
+                     "{t:Int64}) AND kind != 'gauge' SETTINGS mutations_sync = 2", {"t": NOW})
+    assert totals() == (12, 7)
 
 
 def test_openmetrics_when_asked(sent, client):

@@ -1,11 +1,13 @@
 """A workspace's current values, shaped as Prometheus families (``GET /metrics``, docs/export.md).
 
-One statement reads every deployment series that sent a point in the last
-:data:`STALE_S` seconds, aggregated over all the history the store holds for it:
-the latest value (gauges), the sum of the stored deltas (counters: a total since Sonde
-first stored the series, which a replica's counter reset or a Sonde restart cannot
-lower, because ingest stores the increase across a reset, never a negative delta),
-and for histograms the summed counts per bucket layout. Python then names and labels
+Every deployment series that sent a point in the last :data:`STALE_S` seconds: gauges
+(and up-down counters) with their latest value, read from those recent points;
+counters with their running total and histograms with their summed counts per bucket
+layout, read from ``series_totals``, which a materialized view keeps at every insert
+(store/schema.py). A counter's total runs from when Sonde first stored the series; a
+replica's counter reset or a Sonde restart cannot lower it, because ingest stores the
+increase across a reset, never a negative delta, and the TTL that drops old points
+leaves the totals alone. Python then names and labels
 the series as the vendor's catalogue does, adds up the series that fall on one label
 set, and re-buckets histograms whose layouts differ (exponential ones always) onto
 :data:`FIXED_BOUNDS`.
@@ -93,30 +95,35 @@ _KEPT = sorted({"sonde.mount"} | {s.status_attr for vm in CATALOGUE.values() for
                | {k for vm in CATALOGUE.values() for s in vm.sources for k, _ in s.match})
 
 
-_COMMON = """entity, toString(metric) AS metric, toString(kind) AS kind, monotonic, toString(unit) AS unit,
-           toString(replica) AS replica, any(if(metric IN {claimed:Array(String)},
-           mapFilter((k, v) -> k IN {kept:Array(String)}, attrs), attrs)) AS point_attrs"""
-_HIST = ("sum(count) AS n, sum(sum) AS s, bounds, sumForEach(buckets) AS buckets, scale, pos_offset,"
-         " sumForEach(pos_buckets) AS pos, sum(zero_count) + sum(arraySum(neg_buckets)) AS low")
+_ATTRS = ("any(if(metric IN {claimed:Array(String)}, mapFilter((k, v) -> k IN {kept:Array(String)}, attrs), attrs))"
+          " AS point_attrs")
+_KEY = "entity, toString(metric) AS metric, toString(kind) AS kind, toString(unit) AS unit, toString(replica) AS replica"
 
 
 def _series_rows(store: Store, ws: str) -> list[dict]:
-    """Two statements: gauges and sums (no arrays: most rows, cheap to convert), then
-    histograms, one row per series and bucket layout."""
-    t = store.t("metric_points")
-    current = (f"WHERE ws = {{ws:String}} AND scope = 'deployment' AND (entity, series) IN"
-               f" (SELECT DISTINCT entity, series FROM {t} WHERE ws = {{ws:String}} AND scope = 'deployment'"
-               f" AND ts >= now64(9) - toIntervalSecond({{stale:UInt32}}))")
+    """Three statements: gauges and up-down counters (their latest value, from the points
+    of the last :data:`STALE_S` seconds), then counters and histograms (their running
+    totals in ``series_totals``, one row per series and bucket layout), each series only
+    while it sent a point within :data:`STALE_S`."""
     params = {"ws": ws, "stale": STALE_S, "claimed": _CLAIMED, "kept": _KEPT}
+    fresh = "now64(9) - toIntervalSecond({stale:UInt32})"
+    totals = store.t("series_totals")
+    statements = (
+        f"SELECT {_KEY}, monotonic, {_ATTRS}, any({GPU_INDEX}) AS gpu, argMax(value, ts) AS last"
+        f" FROM {store.t('metric_points')} WHERE ws = {{ws:String}} AND scope = 'deployment' AND ts >= {fresh}"
+        " AND (kind = 'gauge' OR (kind = 'sum' AND NOT monotonic))"
+        " GROUP BY entity, metric, kind, monotonic, unit, replica, series",
+        f"SELECT {_KEY}, true AS monotonic, {_ATTRS}, sum(total) AS total FROM {totals}"
+        f" WHERE ws = {{ws:String}} AND kind = 'sum' GROUP BY entity, series, layout, metric, kind, unit, replica"
+        f" HAVING max(last_ts) >= {fresh}",
+        f"SELECT {_KEY}, false AS monotonic, {_ATTRS}, sum(n) AS n, sum(s) AS s, sum(low) AS low,"
+        " any(bounds) AS bounds, any(scale) AS scale, sumMap(buckets) AS bm, mapKeys(bm) AS keys, mapValues(bm) AS vals"
+        f" FROM {totals} WHERE ws = {{ws:String}} AND kind IN ('histogram', 'exp_histogram')"
+        f" GROUP BY entity, series, layout, metric, kind, unit, replica HAVING max(last_ts) >= {fresh}",
+    )
     rows = []
-    for select, where, group in (
-        (f"any({GPU_INDEX}) AS gpu, argMax(value, ts) AS last, sum(value) AS total", "kind IN ('gauge', 'sum')", ""),
-        (_HIST, "kind IN ('histogram', 'exp_histogram')", ", bounds, scale, pos_offset"),
-    ):
-        sql = (f"SELECT {_COMMON}, {select} FROM {t} {current} AND {where}"
-               f" GROUP BY entity, metric, kind, monotonic, unit, replica, series{group}"
-               f" SETTINGS max_execution_time = {QUERY_TIMEOUT_S}")
-        rows += store.ex.query_arrow(sql, params).to_pylist()
+    for sql in statements:
+        rows += store.ex.query_arrow(f"{sql} SETTINGS max_execution_time = {QUERY_TIMEOUT_S}", params).to_pylist()
     for r in rows:
         r["attrs"] = dict(r.pop("point_attrs"))
         r.setdefault("gpu", "")
@@ -126,18 +133,21 @@ def _series_rows(store: Store, ws: str) -> list[dict]:
 def _hist(r: dict, factor: float) -> Hist:
     if r["kind"] == "histogram":
         bounds = tuple(b * factor for b in r["bounds"])
-        uppers = list(bounds) + [float("inf")]
-        return Hist(uppers, list(r["buckets"]), r["s"] * factor, r["n"], bounds)
+        counts = [0] * (len(bounds) + 1)
+        for k, v in zip(r["keys"], r["vals"]):
+            counts[k] = v
+        return Hist(list(bounds) + [float("inf")], counts, r["s"] * factor, r["n"], bounds)
     base = 2.0 ** (2.0 ** -r["scale"])
     # bucket i of scale s holds (base^i, base^(i+1)]; zero and negative values lie
     # below every positive bound
-    uppers = [base ** (r["pos_offset"] + i + 1) * factor for i in range(len(r["pos"]))]
-    h = Hist([0.0] + uppers, [r["low"]] + list(r["pos"]), r["s"] * factor, r["n"], None, True)
-    return h
+    uppers = [base ** (k + 1) * factor for k in r["keys"]]
+    return Hist([0.0] + uppers, [r["low"]] + list(r["vals"]), r["s"] * factor, r["n"], None, True)
 
 
-def _label_set(place: dict[str, str], extra: Iterable[tuple[str, str]]) -> tuple:
-    return tuple(sorted({**place, **{k: v for k, v in extra if v != ""}}.items()))
+def _label_set(place: tuple, extra: Iterable[tuple[str, str]]) -> tuple:
+    """The deployment's labels, then the series' own (empty ones left out). Only a key:
+    the writer orders label names itself, so the pairs need no sorting here."""
+    return place + tuple(e for e in extra if e[1] != "")
 
 
 def _prom_name(name: str) -> str:
@@ -173,10 +183,11 @@ def workspace_families(store: Store, ws: str) -> list[Family]:
     """Every exported family of the workspace, vendor names first, then custom metrics."""
     inventory = Inventory(store)
     models = {m["id"]: m["doc"].get("name") or m["id"] for m in inventory.list(ws, "model")}
-    places: dict[str, dict[str, str]] = {}
+    places: dict[str, tuple] = {}
     for d in inventory.list(ws, "deployment"):
-        places[d["id"]] = {"model_id": d["parent"], "model_name": models.get(d["parent"], d["parent"]),
-                           "deployment_id": d["id"], "environment": d["doc"].get("environment") or ""}
+        place = {"model_id": d["parent"], "model_name": models.get(d["parent"], d["parent"]),
+                 "deployment_id": d["id"], "environment": d["doc"].get("environment") or ""}
+        places[d["id"]] = tuple((k, v) for k, v in place.items() if v != "")
     rows = [r for r in _series_rows(store, ws) if r["entity"] in places]
     by_metric: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
@@ -213,7 +224,9 @@ def workspace_families(store: Store, ws: str) -> list[Family]:
             fam = families.get(name) or families.setdefault(name, Family(name, kind, "COUNT"))
             if fam.kind != kind:
                 continue  # one name, one type: the first kind seen wins
-            labels = _label_set(places[r["entity"]], [("replica", r["replica"]), *_custom_labels(r["attrs"])])
+            # attribute names can meet once made legal (a.b, a_b): one label each
+            own = dict([("replica", r["replica"]), *_custom_labels(r["attrs"])])
+            labels = _label_set(places[r["entity"]], sorted(own.items()))
             _add(fam, labels, _value(r, kind, 1.0))
     return [f for f in families.values() if f.samples]
 
@@ -227,12 +240,12 @@ def _kind_of(r: dict) -> str:
 def _value(r: dict, kind: str, factor: float):
     if kind == HISTOGRAM:
         return _hist(r, factor)
-    if r["kind"] == "sum":  # deltas: the total is the level of an UpDownCounter too
+    if r["kind"] == "sum" and r["monotonic"]:  # the running total of its increases
         return r["total"] * factor
-    return r["last"] * factor
+    return r["last"] * factor  # gauges, and up-down counters (whose points are levels)
 
 
-def _add_vendor(fam: Family, vm: VendorMetric, src: Source, r: dict, place: dict[str, str]) -> None:
+def _add_vendor(fam: Family, vm: VendorMetric, src: Source, r: dict, place: tuple) -> None:
     kind = _kind_of(r)
     if vm.kind == COUNTER and kind == HISTOGRAM:  # requests: the observations of a latency histogram
         value = float(r["n"])

@@ -18,8 +18,8 @@ Replicated* table created ON CLUSTER, behind a Distributed table named ``T`` sha
 shard and one deployment's data lives on one shard. The SQL above the store only ever
 names ``T``, so it is the same on both layouts.
 
-Materialized views (:data:`VIEWS`) fill summary tables inside the INSERT into
-metric_points, on each shard from and into its local tables.
+Materialized views (:data:`VIEWS`, declared in ``store/views.py``) fill summary tables
+inside the INSERT into metric_points, on each shard from and into its local tables.
 
 Schema changes are :data:`MIGRATIONS`, applied in order by :func:`migrate` and recorded
 in ``meta``; each statement is idempotent (IF NOT EXISTS), so a migration interrupted
@@ -35,9 +35,12 @@ import pyarrow as pa
 
 from .._exceptions import StoreError
 from .base import Executor
+# the views, and names of theirs that callers read here (query/, tests)
+from .views import (GPU_INDEX, ROLLUP_FROM_SEQ, ROLLUP_LEVELS_S, ROLLUP_METRICS, TOTALS_SELECT,  # noqa: F401
+                    VIEWS, VIEWS_BY_NAME, View)
 
 #: the newest entry of MIGRATIONS; a store at an older version needs ``sonde migrate``
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: scope values: which vendor entity a row of telemetry belongs to.
 SCOPES = ("deployment", "chainlet", "training_job", "loops")
@@ -186,6 +189,24 @@ TABLES: tuple[Table, ...] = (
         Column("ts", _TS, _TIME), Column("value", "Float64", _FLOAT),
         Column("trace_id", "String", _Z), Column("span_id", "String", _Z), Column("attrs", _ATTRS, _Z),
     ), "(ws, scope, entity, metric, ts)", "cityHash64(ws, entity)", telemetry=True),
+    # Running totals of every deployment counter and histogram series since Sonde first
+    # stored it (``GET /metrics``: totals that neither a replica's reset nor the TTL of
+    # metric_points lowers), filled by the materialized view of VIEWS inside every insert
+    # into metric_points; rows of one key add up at merges. ``layout`` tells a histogram's
+    # bucket layouts apart (its bounds, or its exponential scale); buckets are keyed by
+    # index (exponential: the absolute index at that scale).
+    Table("series_totals", (
+        *_cols(f"ws {_LC}", "entity String", "series UInt64", "layout UInt64",
+               # constant per key: the series' own facts
+               *(f"{c} SimpleAggregateFunction(any, {t})" for c, t in (
+                   ("metric", "String"), ("kind", f"Enum8({_KINDS})"), ("unit", "String"), ("replica", "String"),
+                   ("attrs", "Map(String, String)"),
+                   ("bounds", "Array(Float64)"), ("scale", "Int8"))),
+               "total SimpleAggregateFunction(sum, Float64)", "n SimpleAggregateFunction(sum, UInt64)",
+               "s SimpleAggregateFunction(sum, Float64)", "low SimpleAggregateFunction(sum, UInt64)",
+               "buckets SimpleAggregateFunction(sumMap, Map(Int32, UInt64))",
+               f"last_ts SimpleAggregateFunction(max, {_TS})"),
+    ), "(ws, entity, series, layout)", "cityHash64(ws, entity)", engine="AggregatingMergeTree"),
     # Alert rules, receivers and alert state (kind 'rule', 'receiver', 'state'): JSON
     # documents, newest version wins, a deletion is a row with deleted = 1 (store/alerts.py).
     Table("alert_docs", _cols("ws String", f"kind {_LC}", "id String", Column("doc", "String", _Z),
@@ -193,51 +214,6 @@ TABLES: tuple[Table, ...] = (
           "(ws, kind, id)", "cityHash64(ws, kind, id)", version="version"),
 )
 BY_NAME = {t.name: t for t in TABLES}
-
-#: metrics the training rollup keeps (the sources of query/training.METRICS), and its
-#: bucket lengths in seconds: the values' levels, and one day for each series' labels
-ROLLUP_METRICS = ("hw.gpu.memory.usage", "hw.gpu.utilization", "process.cpu.time", "container.cpu.time",
-                  "process.memory.usage", "container.memory.working_set", "system.filesystem.usage",
-                  "system.filesystem.limit")
-ROLLUP_LEVELS_S = (60, 300, 600, 86400)
-#: meta key: one more than the largest ``seq`` when the rollup's view was created;
-#: points below it may be missing from the rollup, so windows holding any are read raw
-ROLLUP_FROM_SEQ = "training_rollup_from_seq"
-
-
-@dataclass(frozen=True)
-class View:
-    """A materialized view from metric_points into ``target`` (on a cluster: from and
-    to the shard's local tables; both are sharded alike, so rows stay on their shard)."""
-
-    name: str
-    target: str
-    #: SELECT with ``{src}`` where the source table goes
-    select: str
-
-
-#: a GPU point's label: the semantic conventions' index, else the ``gpu`` label (DCGM
-#: exporter's index), else the GPU's UUID (DCGM's ``UUID``, Triton's ``gpu_uuid``); the
-#: queries label GPUs the same way
-GPU_INDEX = ("multiIf(mapContains(attrs, 'hw.gpu.index'), attrs['hw.gpu.index'], mapContains(attrs, 'gpu'),"
-             " attrs['gpu'], mapContains(attrs, 'UUID'), attrs['UUID'], attrs['gpu_uuid'])")
-
-_ROLLUP_SELECT = f"""SELECT ws, entity, res, metric, monotonic, series,
-       toDateTime(intDiv(t_ns, res * 1000000000) * res, 'UTC') AS ts, unit, replica, node_rank, gpu, mount, node_id,
-       count() AS n, sum(value) AS total, min(t_ns) AS first_ns, max(t_ns) AS last_ns
-FROM (
-    SELECT ws, entity, metric, monotonic, series, toUnixTimestamp64Nano(ts) AS t_ns, unit, replica, node_rank,
-           {GPU_INDEX} AS gpu,
-           attrs['sonde.mount'] AS mount, attrs['sonde.node_id'] AS node_id, value
-    FROM {{src}}
-    WHERE scope = 'training_job' AND kind IN ('gauge', 'sum')
-      AND metric IN ({", ".join(f"'{m}'" for m in ROLLUP_METRICS)})
-)
-ARRAY JOIN [{", ".join(str(r) for r in ROLLUP_LEVELS_S)}] AS res
-GROUP BY ws, entity, res, metric, monotonic, series, ts, unit, replica, node_rank, gpu, mount, node_id"""
-
-VIEWS: tuple[View, ...] = (View("training_rollup_mv", "training_rollup", _ROLLUP_SELECT),)
-
 
 def _on(cluster: str | None) -> str:
     return f" ON CLUSTER '{cluster}'" if cluster else ""
@@ -295,7 +271,7 @@ def _v2(db: str, retention_days: int, cluster: str | None) -> list[str]:
     # recorded after it marks which points the rollup may lack (re-running records a
     # later one, which is only more cautious).
     return [*create_table(BY_NAME["training_rollup"], db, retention_days, cluster),
-            *(create_view(v, db, cluster) for v in VIEWS),
+            create_view(VIEWS_BY_NAME["training_rollup_mv"], db, cluster),
             f"INSERT INTO {db}.meta (key, value, version) SELECT '{ROLLUP_FROM_SEQ}', toString(max(seq) + 1), 2"
             f" FROM {db}.metric_points"]
 
@@ -310,11 +286,22 @@ def _v4(db: str, retention_days: int, cluster: str | None) -> list[str]:
     return create_table(BY_NAME["alert_docs"], db, retention_days, cluster)
 
 
+def _v5(db: str, retention_days: int, cluster: str | None) -> list[str]:
+    # The view sees inserts from its creation on; the points already stored are added
+    # once, here. Migrations run before ingest (at start embedded, `sonde migrate` on a
+    # cluster), so no insert falls between the two. On a new store there is nothing to add.
+    # On a cluster the Distributed tables read every shard and route each row to its own.
+    return [*create_table(BY_NAME["series_totals"], db, retention_days, cluster),
+            create_view(VIEWS_BY_NAME["series_totals_mv"], db, cluster),
+            f"INSERT INTO {db}.series_totals " + TOTALS_SELECT.format(src=f"{db}.metric_points")]
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "workspaces, keys, inventory, metric points, series state, logs", _v1),
     Migration(2, "training rollup: per-bucket summaries of training-job metrics, filled at insert", _v2),
     Migration(3, "spans and histogram exemplars: requests and their traces", _v3),
     Migration(4, "alert rules, receivers and alert state", _v4),
+    Migration(5, "running totals of deployment counters and histograms (GET /metrics)", _v5),
 )
 
 
