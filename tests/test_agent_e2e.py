@@ -108,11 +108,19 @@ def fetch_lines(server: LiveServer, deployment: str) -> list[dict]:
     return [line for line in r.json()["logs"] if "seq=" in line["message"]]
 
 
-def assert_every_line_once(lines: list[dict]) -> None:
+def assert_every_line_once(lines: list[dict], *, one_batch_twice: bool = False) -> None:
+    """Every line, in order; ``one_batch_twice``: the server was killed, and the one batch
+    it had committed but not answered may be stored twice (docs/agent.md, spool guarantees)."""
     seqs = [int(re.search(r"seq=(\d+)", line["message"]).group(1)) for line in lines]
     missing = sorted(set(range(N_LINES)) - set(seqs))
     dupes = sorted({s for s in seqs if seqs.count(s) > 1})
-    assert not missing and not dupes, f"missing {missing[:20]}..., duplicated {dupes[:20]}..."
+    assert not missing, f"missing {missing[:20]}..."
+    if one_batch_twice and dupes:  # one run of consecutive lines, each exactly twice
+        assert dupes == list(range(dupes[0], dupes[-1] + 1)) and all(seqs.count(s) == 2 for s in dupes), dupes
+        lines = [line for i, line in enumerate(lines) if seqs[i] not in seqs[:i]]
+        seqs = [int(re.search(r"seq=(\d+)", line["message"]).group(1)) for line in lines]
+        dupes = []
+    assert not dupes, f"duplicated {dupes[:20]}..."
     assert len(seqs) == N_LINES
     assert seqs == sorted(seqs)  # stamped when read, one stream: the server's order is the child's
     for line, seq in zip(lines, seqs):
@@ -155,11 +163,13 @@ def test_server_killed_mid_stream_every_line_and_sample_exactly_once(tmp_path):
         assert agent.wait(60) == 0
         assert agent.printed() == N_LINES
         assert spooled_batches(tmp_path) == 0
-        assert_every_line_once(fetch_lines(server, "d-kill"))
+        assert_every_line_once(fetch_lines(server, "d-kill"), one_batch_twice=True)
     finally:
         server.stop()
     rows, distinct = stored_samples(server.data_dir, "d-kill")
-    assert rows == distinct == agent.samples()
+    # every sample stored; a second copy only of what the one unanswered batch held (the
+    # agent samples every second and sends at least as often: a batch holds one or two)
+    assert distinct == agent.samples() and rows - distinct <= 2, (rows, distinct, agent.samples())
 
 
 def test_agent_restarted_while_server_is_down_spool_survives(tmp_path):
