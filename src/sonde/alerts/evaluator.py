@@ -76,9 +76,15 @@ class Evaluator:
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
             try:
-                self.run_once()
+                done = self.run_once()
             except Exception:
                 log.exception("alert evaluation failed")
+                continue
+            if done.seconds > self.interval_s:
+                # the next round starts an interval after this one ended: say so, with the cure
+                log.warning("alert evaluation of %d rules took %.1f s, longer than alert_eval_seconds (%g);"
+                            " share windows between a deployment's rules or raise the setting",
+                            done.rules, done.seconds, self.interval_s)
 
     # --- one round ------------------------------------------------------------------------
 
