@@ -23,7 +23,7 @@ from live_server import LiveServer
 from otlp_build import log_record, logs_request, post
 from test_cli import sonde
 
-from sonde.cli.requests import parse_duration
+from sonde.cli.options import parse_duration
 from sonde.cli.waterfall import BAR
 
 MODEL, DEP, OTHER = "cm", "cd", "cd-down"

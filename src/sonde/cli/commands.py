@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import click
 
-from .options import client_options
+from .options import Since, client_options
+
+SINCE_HELP = "Window start: a time ago (30m, 1h, 7d), an ISO time (UTC unless it has an offset) or epoch ms."
+UNTIL_HELP = "Window end, in the same forms as --since.  [default: now]"
 
 
 @click.group()
@@ -68,11 +71,15 @@ def deployments(api, model_id):
 @click.argument("deployment_id")
 @click.option("--mode", type=click.Choice(["CURRENT", "SUMMARY", "SERIES"]), default="CURRENT", show_default=True)
 @click.option("--metric", "names", multiple=True, help="Metric name; repeat for several.")
-@click.option("--start", "start_ms", type=int, help="Window start, epoch ms.")
-@click.option("--end", "end_ms", type=int, help="Window end, epoch ms.")
+@click.option("--since", "--start", "start_ms", type=Since(), help=SINCE_HELP)
+@click.option("--until", "--end", "end_ms", type=Since(), help=UNTIL_HELP)
 @client_options()
 def metrics(api, model_id, deployment_id, mode, names, start_ms, end_ms):
-    """Deployment metrics, one row per value set and series."""
+    """Deployment metrics, one row per value set and series.
+
+    Example: sonde metrics MODEL DEPLOYMENT --mode SUMMARY --since 6h --metric baseten_inference_requests_total"""
+    if mode == "CURRENT" and (start_ms is not None or end_ms is not None):
+        mode = "SUMMARY"  # a window was asked for: CURRENT is always the last minute
     params = {"mode": mode, "metrics": list(names), "start_epoch_millis": start_ms, "end_epoch_millis": end_ms}
     data = api.call("GET", f"/v1/models/{model_id}/deployments/{deployment_id}/metrics",
                     params={k: v for k, v in params.items() if v not in (None, [])})
@@ -89,15 +96,16 @@ def metrics(api, model_id, deployment_id, mode, names, start_ms, end_ms):
 @click.command()
 @click.argument("model_id")
 @click.argument("deployment_id")
-@click.option("--start", "start_epoch_millis", type=int, help="Window start, epoch ms.")
-@click.option("--end", "end_epoch_millis", type=int, help="Window end, epoch ms.")
+@click.option("--since", "--start", "start_epoch_millis", type=Since(), help=SINCE_HELP)
+@click.option("--until", "--end", "end_epoch_millis", type=Since(), help=UNTIL_HELP)
 @click.option("--direction", type=click.Choice(["asc", "desc"]))
-@click.option("--limit", type=int)
-@click.option("--min-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
+@click.option("-n", "--limit", type=click.IntRange(1, 1000), help="How many lines (at most 1000).")
+@click.option("--level", "--min-level", "min_level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
+              help="This level and above.")
 @click.option("--replica")
 @click.option("--request-id")
 @click.option("--component")
-@click.option("--search", "search_pattern", help="RE2 pattern.")
+@click.option("--grep", "--search", "search_pattern", help="RE2 pattern the line must match.")
 @click.option("--include", "includes", multiple=True, help="Substring that must appear; repeatable.")
 @click.option("--exclude", "excludes", multiple=True, help="Substring that must not appear; repeatable.")
 @click.option("--follow", "-f", is_flag=True,
@@ -106,7 +114,11 @@ def metrics(api, model_id, deployment_id, mode, names, start_ms, end_ms):
 @click.option("--polls", type=int, hidden=True, help="Stop --follow after this many polls (tests).")
 @client_options()
 def logs(api, model_id, deployment_id, follow, interval, polls, **filters):
-    """Deployment logs."""
+    """Deployment logs.
+
+    Example: sonde logs MODEL DEPLOYMENT --since 10m --level WARNING --grep 'CUDA|NCCL' -n 50"""
+    if follow and filters.get("end_epoch_millis") is not None:
+        raise click.UsageError("--follow reads new lines as they come: it takes no --until")
     params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in filters.items() if v not in (None, ())}
     path = f"/v1/models/{model_id}/deployments/{deployment_id}/logs"
     if follow:

@@ -9,8 +9,11 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import sys
+import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any
 
 import click
@@ -82,7 +85,7 @@ def client_options(key_kind: str = "management_key"):
                       help=f"API key [default: {key_kind} from DATA_DIR/credentials.json].")
         @click.option("--data-dir", envvar="SONDE_DATA_DIR", default=setting("data_dir").default, show_default=True,
                       help="Where to find credentials.json when --key is not given.")
-        @click.option("--format", "fmt", type=click.Choice(["table", "json", "jsonl"]), default="table",
+        @click.option("-o", "--format", "fmt", type=click.Choice(["table", "json", "jsonl"]), default="table",
                       show_default=True, help="Output format.")
         @functools.wraps(fn)
         def wrapper(server, key, data_dir, fmt, **kw):
@@ -92,3 +95,47 @@ def client_options(key_kind: str = "management_key"):
         return wrapper
 
     return decorate
+
+
+# --- times: what --since, --until and durations accept ------------------------------------
+
+_UNIT_S = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h|d)")
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds of ``500ms``, ``2s``, ``1.5s``, ``30m``, ``1h``, ``7d``; None if not one."""
+    m = _DURATION.fullmatch(text.strip().lower())
+    return float(m[1]) * _UNIT_S[m[2]] if m else None
+
+
+class Duration(click.ParamType):
+    name = "DURATION"
+
+    def convert(self, value, param, ctx):
+        seconds = value if isinstance(value, float) else parse_duration(value)
+        return seconds if seconds is not None else self.fail(
+            f"{value!r} is not a duration such as 500ms, 2s or 1.5s", param, ctx)
+
+
+class Since(click.ParamType):
+    """A time ago (``30m``, ``1h``, ``7d``), an ISO 8601 time, or epoch milliseconds
+    (digits), as epoch milliseconds: every command's ``--since`` and ``--until``."""
+
+    name = "SINCE"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        if value.strip().isdigit():
+            return int(value)
+        seconds = parse_duration(value)
+        if seconds is not None:
+            return time.time_ns() // 1_000_000 - round(seconds * 1000)
+        try:
+            when = datetime.fromisoformat(value.strip())
+        except ValueError:
+            self.fail(f"{value!r} is neither a time ago (30m, 1h, 7d) nor an ISO time", param, ctx)
+        if when.tzinfo is None:  # times are shown in UTC, so a bare one is read as UTC too
+            when = when.replace(tzinfo=timezone.utc)
+        return round(when.timestamp() * 1000)

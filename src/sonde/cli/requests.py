@@ -3,56 +3,14 @@ trace and log lines (docs/api.md#requests)."""
 
 from __future__ import annotations
 
-import re
 import sys
-import time
-from datetime import datetime, timezone
 from urllib.parse import quote
 
 import click
 
 from .follow import utc_text
-from .options import client_options
+from .options import Duration, Since, client_options
 from .waterfall import duration_text, render
-
-_UNIT_S = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h|d)")
-
-
-def parse_duration(text: str) -> float | None:
-    """Seconds of ``500ms``, ``2s``, ``1.5s``, ``30m``, ``1h``, ``7d``; None if not one."""
-    m = _DURATION.fullmatch(text.strip().lower())
-    return float(m[1]) * _UNIT_S[m[2]] if m else None
-
-
-class Duration(click.ParamType):
-    name = "DURATION"
-
-    def convert(self, value, param, ctx):
-        seconds = value if isinstance(value, float) else parse_duration(value)
-        return seconds if seconds is not None else self.fail(
-            f"{value!r} is not a duration such as 500ms, 2s or 1.5s", param, ctx)
-
-
-class Since(click.ParamType):
-    """A time ago (``30m``, ``1h``, ``7d``) or an ISO 8601 time, as epoch milliseconds."""
-
-    name = "SINCE"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, int):
-            return value
-        seconds = parse_duration(value)
-        if seconds is not None:
-            return time.time_ns() // 1_000_000 - round(seconds * 1000)
-        try:
-            when = datetime.fromisoformat(value.strip())
-        except ValueError:
-            self.fail(f"{value!r} is neither a time ago (30m, 1h, 7d) nor an ISO time", param, ctx)
-        if when.tzinfo is None:  # times are shown in UTC, so a bare one is read as UTC too
-            when = when.replace(tzinfo=timezone.utc)
-        return round(when.timestamp() * 1000)
-
 
 def _base(model_id: str, deployment_id: str) -> str:
     return f"/v1/models/{model_id}/deployments/{deployment_id}/requests"
