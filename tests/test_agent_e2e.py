@@ -197,11 +197,14 @@ def test_agent_restarted_while_server_is_down_spool_survives(tmp_path):
         # one replica across the restart: the id was remembered in the spool dir
         replicas = {line["replica"] for line in fetch_lines(server, "d-restart")}
         assert len(replicas) == 1 and len(replicas.pop()) == 5
-        assert_every_line_once(fetch_lines(server, "d-restart"))
+        assert_every_line_once(fetch_lines(server, "d-restart"), one_batch_twice=True)
     finally:
         server.stop()
     rows, distinct = stored_samples(server.data_dir, "d-restart")
-    assert rows == distinct == first.samples() + second.samples()
+    # the kill -9 may land between a commit and its answer: that one batch is sent again
+    # (at least once, docs/agent.md), so it alone may be stored twice
+    samples = first.samples() + second.samples()
+    assert distinct == samples and rows - distinct <= 2, (rows, distinct, samples)
 
 
 WRITER = textwrap.dedent('''

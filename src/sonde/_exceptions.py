@@ -8,8 +8,9 @@
     +-- Forbidden                403 known key without the scope the route needs
     +-- NotFound                 404 absent, or owned by another workspace (never 403)
     +-- Conflict                 409 the request contradicts stored state
-    +-- RateLimited              429 over the key's request rate: retry after ``retry_after`` s
-    +-- Overloaded               503 ingest queue full: retry after ``retry_after`` s
+    +-- RetryLater               (abstract) answered with ``Retry-After: retry_after``
+    |   +-- RateLimited          429 over the key's request rate
+    |   +-- Overloaded           503 ingest queue full
     +-- StoreError               500 the store refused a statement
 """
 
@@ -63,22 +64,22 @@ class Conflict(SondeError):
     code = "conflict"
 
 
-class RateLimited(SondeError):
+class RetryLater(SondeError):
+    """Not the client's fault nor the server's: the answer carries ``Retry-After``."""
+
+    def __init__(self, message: str, *, retry_after: int = 1):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RateLimited(RetryLater):
     status = 429
     code = "rate_limited"
 
-    def __init__(self, message: str, *, retry_after: int = 1):
-        super().__init__(message)
-        self.retry_after = retry_after
 
-
-class Overloaded(SondeError):
+class Overloaded(RetryLater):
     status = 503
     code = "overloaded"
-
-    def __init__(self, message: str, *, retry_after: int = 1):
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 class StoreError(SondeError):

@@ -17,12 +17,11 @@ from collections import defaultdict
 
 from ..query.catalogue import CATALOGUE, VendorMetric
 from ..query.custom import sent_metrics
-from ..query.logs import LogQuery, Target, count_logs
+from ..query.logs import LogFilters, LogQuery, Target, count_logs
 from ..query.metrics import deployment_metrics
 from ..query.presence import points_between
 from ..query.window import Window
 from ..store import Store
-from ..store.schema import LEVELS
 from .rules import OPS, target
 
 log = logging.getLogger("sonde.alerts")
@@ -52,12 +51,9 @@ def _summary(store: Store, ws: str, deployment: str, window_s: int, names: set[s
 def _logs(store: Store, ws: str, rule: dict, now_ms: int) -> float:
     c = rule["condition"]
     scope, entity = target(rule)
-    f = c.get("filters") or {}
-    q = LogQuery(start_ns=(now_ms - c["window_seconds"] * 1000) * 1_000_000, end_ns=now_ms * 1_000_000,
-                 min_level=LEVELS[f["min_level"]] if f.get("min_level") else 0,
-                 replica=f.get("replica"), request_id=f.get("request_id"), component=f.get("component"),
-                 search_pattern=f.get("search_pattern"), includes=tuple(f.get("includes") or ()),
-                 excludes=tuple(f.get("excludes") or ()))
+    # the filters as the logs endpoint takes them, so both read them the same way
+    q = LogQuery.resolve(LogFilters(**(c.get("filters") or {}), start_epoch_millis=now_ms - c["window_seconds"] * 1000,
+                                    end_epoch_millis=now_ms), now_ms)
     return float(count_logs(store, ws, Target(scope, entity=entity), q))
 
 

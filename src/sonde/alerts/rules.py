@@ -113,6 +113,8 @@ class ReceiverIn(_Strict):
 
 #: a rule's target kinds: (scope, parent id field, id field)
 TARGETS = (("deployment", "model_id", "deployment_id"), ("training_job", "training_project_id", "training_job_id"))
+#: the id fields of every target kind: a stored rule keeps only its own
+TARGET_FIELDS = frozenset(f for t in TARGETS for f in t[1:])
 
 
 def target(rule: dict) -> tuple[str, str]:
@@ -166,8 +168,7 @@ def save_rule(docs: AlertDocs, ws: str, rule: RuleIn, rule_id: str | None = None
     """Store a new rule (``rule_id`` None) or replace one; returns its read shape."""
     now = iso(_now_ms())
     old = docs.get(ws, "rule", rule_id) if rule_id else None
-    fields = {k: v for k, v in rule.model_dump().items()
-              if v is not None or k not in {f for t in TARGETS for f in t[1:]}}
+    fields = {k: v for k, v in rule.model_dump().items() if v is not None or k not in TARGET_FIELDS}
     doc = {**fields, "id": rule_id or "rule_" + secrets.token_hex(8),
            "created_at": old["created_at"] if old else now, "updated_at": now}
     docs.put(ws, "rule", doc["id"], doc)

@@ -75,6 +75,7 @@ def _wire(app: FastAPI, store: Store, config: Config) -> None:
     app.state.accounts = Accounts(store, cache_ttl=config.key_cache_seconds)
     app.state.inventory = Inventory(store)
     app.state.ingestor = Ingestor.for_store(store, app.state.inventory, config.state_sync)
+    app.state.export_limiter = export.RateLimiter(config.metrics_rate_limit)
     app.state.alert_docs = AlertDocs(store)
     app.state.evaluator = Evaluator(store, interval_s=config.alert_eval_seconds,
                                     external_url=f"http://{config.host}:{config.port}/ui/")

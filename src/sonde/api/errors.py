@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .._exceptions import Overloaded, RateLimited, SondeError
+from .._exceptions import RetryLater, SondeError
 
 log = logging.getLogger("sonde.api")
 
@@ -40,11 +40,12 @@ class Failure:
 INTERNAL = Failure(500, "internal", "internal server error", log=True)
 
 
-def _field_of(loc: tuple) -> str | None:
-    # FastAPI's loc is ("query", "limit") or ("body", "includes", 3); the client named
-    # the first part after the source, so that is the field.
-    parts = [str(p) for p in loc if p not in ("query", "path", "body", "header")]
-    return parts[0] if parts else None
+def _named(loc: tuple) -> list[str]:
+    """What the client named of an error's location: FastAPI's loc is ("query", "limit")
+    or ("body", "includes", 3); the source and list indexes go. The first part is the
+    field; all of them the path the message names (``condition.metric.op``: the
+    condition of type metric, its op)."""
+    return [p for p in loc if isinstance(p, str) and p not in ("query", "path", "body", "header")]
 
 
 def _rule_of(err: dict) -> str:
@@ -59,7 +60,7 @@ def _rule_of(err: dict) -> str:
 
 def classify(exc: BaseException) -> Failure:
     if isinstance(exc, SondeError):
-        if isinstance(exc, (Overloaded, RateLimited)):  # the client's cue to back off, not a fault here
+        if isinstance(exc, RetryLater):  # the client's cue to back off, not a fault here
             return Failure(exc.status, exc.code, exc.message, exc.field, {"Retry-After": str(exc.retry_after)})
         return Failure(exc.status, exc.code, exc.message, exc.field, log=exc.status >= 500)
     if isinstance(exc, RequestValidationError):
@@ -67,12 +68,9 @@ def classify(exc: BaseException) -> Failure:
         first = errs[0] if errs else {"loc": (), "msg": "invalid request"}
         if first.get("type") == "json_invalid":
             return Failure(400, "invalid_json", "request body is not valid JSON", "body")
-        loc = tuple(first.get("loc", ()))
-        field = _field_of(loc)
-        # the message names the nested part too (``condition.metric.op``: the condition of
-        # type metric, its op); ``field`` stays the top-level field the client sent
-        path = ".".join(str(p) for p in loc if isinstance(p, str) and p not in ("query", "path", "body", "header"))
-        return Failure(400, "invalid", f"{path}: {_rule_of(first)}" if field else _rule_of(first), field)
+        named = _named(tuple(first.get("loc", ())))
+        rule = _rule_of(first)
+        return Failure(400, "invalid", f"{'.'.join(named)}: {rule}" if named else rule, named[0] if named else None)
     if isinstance(exc, StarletteHTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         message = exc.detail if isinstance(exc.detail, str) else "request failed"

@@ -87,10 +87,7 @@ def _le(le: float) -> str:
 
 @router.get("/metrics", summary="Prometheus export of the workspace's deployments", response_class=Response)
 async def metrics(request: Request, key: ApiKey = Depends(auth.management)) -> Response:
-    limiter = getattr(request.app.state, "export_limiter", None)
-    if limiter is None:
-        limiter = request.app.state.export_limiter = RateLimiter(request.app.state.config.metrics_rate_limit)
-    limiter.check(key.id)
+    request.app.state.export_limiter.check(key.id)
     encoder, content_type = choose_encoder(request.headers.get("accept", ""))
 
     def render() -> bytes:

@@ -27,6 +27,7 @@ from ..store.schema import GPU_INDEX
 from .catalogue import CATALOGUE, COUNTER, GAUGE, HISTOGRAM, LabelKind, Source, VendorMetric
 from .presence import active_replicas
 from .scan import QUERY_TIMEOUT_S
+from .sources import pick_sources
 
 #: a series silent this long leaves the export (Prometheus's own lookback)
 STALE_S = 300
@@ -88,9 +89,11 @@ class Family:
     average: bool = False
 
 
+#: the catalogue's metrics exported under their vendor names
+_VENDOR = [vm for vm in CATALOGUE.values() if vm.labels in _EXPORTED]
 #: the sources the catalogue exports under vendor names, and the only attributes read of
 #: their points (the rest never reach a label: fewer map entries to convert)
-_CLAIMED = sorted({s.metric for vm in CATALOGUE.values() if vm.labels in _EXPORTED for s in vm.sources})
+_CLAIMED = sorted({s.metric for vm in _VENDOR for s in vm.sources})
 _KEPT = sorted({"sonde.mount"} | {s.status_attr for vm in CATALOGUE.values() for s in vm.sources if s.status_attr}
                | {k for vm in CATALOGUE.values() for s in vm.sources for k, _ in s.match})
 
@@ -193,19 +196,20 @@ def workspace_families(store: Store, ws: str) -> list[Family]:
     for r in rows:
         by_metric[r["metric"]].append(r)
 
+    # per deployment and replica, the source the API reads of each metric (query/sources.py);
+    # every exported series is current, so "around" and "inside" the window are the same
+    sent: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for r in rows:
+        sent[r["entity"]][r["metric"]].add(r["replica"])
+    excluded = {entity: pick_sources(_VENDOR, metrics, metrics).excluded for entity, metrics in sent.items()}
+
     families: dict[str, Family] = {}
-    for vm in CATALOGUE.values():
-        if vm.labels not in _EXPORTED:
-            continue
-        # per (deployment, replica) the first source that sent anything, as the API reads
-        chosen: dict[tuple[str, str], str] = {}
-        for src in vm.sources:
-            for r in by_metric.get(src.metric, ()):
-                chosen.setdefault((r["entity"], r["replica"]), src.metric)
+    for vm in _VENDOR:
         fam = families.setdefault(vm.name, Family(vm.name, vm.kind, vm.unit_hint))
         for src in vm.sources:
             for r in by_metric.get(src.metric, ()):
-                if chosen[(r["entity"], r["replica"])] != src.metric or _source_of(vm, r) is not src:
+                if r["replica"] in excluded[r["entity"]].get(vm.name, {}).get(src.metric, ()) \
+                        or _source_of(vm, r) is not src:
                     continue
                 _add_vendor(fam, vm, src, r, places[r["entity"]])
     active = active_replicas(store, ws, "deployment", list(places))
