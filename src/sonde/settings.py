@@ -49,6 +49,15 @@ SETTINGS: tuple[Setting, ...] = (
             " Retry-After (docs/export.md).", minimum=1),
     Setting("alert_eval_seconds", 30.0, "Seconds between two evaluations of the alert rules (at least 1;"
             " docs/alerts.md).", minimum=1),
+    Setting("stream_limit_per_key", 16, "Live log streams one key may hold open on one API replica; beyond:"
+            " 429 (docs/logs.md#live-tail).", minimum=1),
+    Setting("stream_heartbeat_seconds", 15.0, "Longest a live log stream stays silent: a heartbeat comment"
+            " after this many seconds without a line.", minimum=0.1),
+    Setting("stream_key_check_seconds", 60.0, "How often an open live log stream checks that its key is"
+            " still valid; a revoked key ends the stream.", minimum=0.1),
+    Setting("stream_settle_ms", 2000, "On a ClickHouse cluster, how long after another API replica numbered"
+            " a log line a live tail takes it as committed (its commit time and clock skew). Unused on chDB.",
+            minimum=0),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -75,6 +84,10 @@ class Config:
     key_cache_seconds: float = _BY_NAME["key_cache_seconds"].default
     metrics_rate_limit: int = _BY_NAME["metrics_rate_limit"].default
     alert_eval_seconds: float = _BY_NAME["alert_eval_seconds"].default
+    stream_limit_per_key: int = _BY_NAME["stream_limit_per_key"].default
+    stream_heartbeat_seconds: float = _BY_NAME["stream_heartbeat_seconds"].default
+    stream_key_check_seconds: float = _BY_NAME["stream_key_check_seconds"].default
+    stream_settle_ms: int = _BY_NAME["stream_settle_ms"].default
 
     @classmethod
     def load(cls, environ: dict[str, str] | None = None, *, config_file: str | None = None,

@@ -17,7 +17,7 @@ from ..store.accounts import Accounts, bootstrap
 from ..store.alerts import AlertDocs
 from ..store.inventory import Inventory
 from . import (admin, alerts, chains, errors, export, inventory, logs, loops, metrics, openapi, otlp, remote_write,
-               requests, training)
+               requests, stream, training)
 
 log = logging.getLogger("sonde")
 
@@ -76,6 +76,7 @@ def _wire(app: FastAPI, store: Store, config: Config) -> None:
     app.state.inventory = Inventory(store)
     app.state.ingestor = Ingestor.for_store(store, app.state.inventory, config.state_sync)
     app.state.export_limiter = export.RateLimiter(config.metrics_rate_limit)
+    app.state.streams = stream.Streams(store, config)
     app.state.alert_docs = AlertDocs(store)
     app.state.evaluator = Evaluator(store, interval_s=config.alert_eval_seconds,
                                     external_url=f"http://{config.host}:{config.port}/ui/")

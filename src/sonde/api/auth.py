@@ -16,7 +16,8 @@ from ..store.accounts import ApiKey
 _SCHEMES = ("bearer", "api-key")
 
 
-def _raw_key(request: Request) -> str:
+def raw_key(request: Request) -> str:
+    """The key of the Authorization header; 401 naming it when it is missing or malformed."""
     header = request.headers.get("authorization")
     if not header:
         raise Unauthorized("missing Authorization header; send 'Bearer <key>' or 'Api-Key <key>'", field="Authorization")
@@ -30,7 +31,7 @@ def require(*scopes: str) -> Callable[[Request], ApiKey]:
     """A FastAPI dependency that returns the caller's key if its scope is in ``scopes``."""
 
     def dependency(request: Request) -> ApiKey:
-        key = request.app.state.accounts.lookup(_raw_key(request))
+        key = request.app.state.accounts.lookup(raw_key(request))
         if key is None:
             raise Unauthorized("unknown or revoked API key", field="Authorization")
         if key.scope not in scopes:

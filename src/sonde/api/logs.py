@@ -3,8 +3,10 @@
 A row names the path, how its path parameters become a :class:`~sonde.query.logs.Target`
 (checking that the entity is in the caller's workspace: 404 otherwise), which request
 shape it takes (``LogFilters`` or the training/loops ``LogWindow``), and whether it also
-answers the older POST with a JSON body. The resolver of an entity's logs lives with the
-router that owns the entity; this table is the only place a logs route is registered.
+answers the older POST with a JSON body. Every row also serves ``PATH/stream``, the live
+tail (:mod:`sonde.api.stream`) with the matching stream shape. The resolver of an
+entity's logs lives with the router that owns the entity; this table is the only place a
+logs route is registered.
 """
 
 # No ``from __future__ import annotations``: the endpoints are built in a loop and
@@ -15,13 +17,13 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from .._exceptions import BadRequest
-from ..query.logs import MAX_TEXT, LogFilters, LogQuery, LogWindow, Target, query_logs
+from ..query.logs import MAX_TEXT, STREAM_SHAPES, LogFilters, LogQuery, LogWindow, Target, query_logs
 from ..store.accounts import ApiKey
 from ..store.inventory import Inventory
-from . import auth, chains, loops, training
+from . import auth, chains, loops, stream, training
 from .bodies import json_body
 from .ids import valid_id
 
@@ -74,9 +76,24 @@ def _answer(request: Request, key: ApiKey, route: LogRoute, filters: LogWindow) 
     return JSONResponse({"logs": query_logs(request.app.state.store, key.ws, target, q)})
 
 
+def _stream(request: Request, key: ApiKey, route: LogRoute, filters) -> StreamingResponse:
+    q = LogQuery.for_stream(filters, limit=stream.PAGE)
+    target = route.resolve(request.app.state.inventory, key.ws, request.path_params)
+    return request.app.state.streams.open(request, key, target, q)
+
+
 def _serve(route: LogRoute) -> None:
     model = route.filters
     name = route.path.strip("/").replace("/", "_").replace("{", "").replace("}", "")
+    shape = STREAM_SHAPES[model]
+
+    def stream_logs(
+        request: Request, filters: Annotated[shape, Query()], key: ApiKey = Depends(auth.management)
+    ) -> StreamingResponse:
+        return _stream(request, key, route, filters)
+
+    router.add_api_route(route.path + "/stream", stream_logs, methods=["GET"], name=f"stream_{name}",
+                         response_class=StreamingResponse)
 
     def get_logs(
         request: Request, filters: Annotated[model, Query()], key: ApiKey = Depends(auth.management)

@@ -48,8 +48,7 @@ class Ingestor:
         the store for every request (API replicas share the store), ``auto`` the first
         on a store only this process can open (chDB's executor is ``exclusive``), else
         the second. Loading the in-memory state reads the store: call it once it is open."""
-        shared = state_sync == "store" or (state_sync == "auto" and not store.ex.exclusive)
-        return cls(store, inventory, shared_state=shared)
+        return cls(store, inventory, shared_state=store.shared(state_sync))
 
     def metrics(self, ws: str, req) -> Queued:
         walk = MetricsWalk(ws, self.cache, self.registrar).walk(req)
@@ -74,7 +73,7 @@ class Ingestor:
             rows = {"metric_points": table, **extra}
             if change is not None and change.new:
                 rows["series_state"] = state.rows(ws, change, first + n - 1)
-            future = self.store.submit(rows)  # raises Overloaded before anything is queued
+            future = self.store.submit(rows, seq=first)  # raises Overloaded before anything is queued
             if change is not None:
                 state.commit(change)
         if change is not None:
@@ -90,8 +89,8 @@ class Ingestor:
         n = walk.rows
         if n == 0:
             return Queued(_done(), 0, walk.rejects.count, message)
-        table = walk.to_arrow(self.store.next_seq(n))
-        future = self.store.submit({"logs": table})
+        first = self.store.next_seq(n)
+        future = self.store.submit({"logs": walk.to_arrow(first)}, seq=first)
         for job_exit in walk.job_exits:
             self.registrar.job_exit(ws, *job_exit)
         return Queued(future, n, walk.rejects.count, message)
@@ -103,7 +102,8 @@ class Ingestor:
         n = walk.rows
         if n == 0:
             return Queued(_done(), 0, walk.rejects.count, message)
-        future = self.store.submit({"spans": walk.to_arrow(self.store.next_seq(n))})
+        first = self.store.next_seq(n)
+        future = self.store.submit({"spans": walk.to_arrow(first)}, seq=first)
         return Queued(future, n, walk.rejects.count, message)
 
 

@@ -67,6 +67,23 @@ class LogFilters(LogWindow, LineFilters):
     """Deployment, environment and chainlet logs: the window and the line filters (GetDeploymentLogsRequestV1)."""
 
 
+class StreamWindow(BaseModel):
+    """A live tail of training-job or loops logs: the level, and the backlog's start
+    (absent: only lines that arrive after the stream opens)."""
+
+    model_config = ConfigDict(extra="ignore")
+    start_epoch_millis: EpochMs | None = None
+    min_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = None
+
+
+class StreamFilters(StreamWindow, LineFilters):
+    """A live tail of deployment, environment or chainlet logs: the GET's line filters too."""
+
+
+#: the stream's request shape for each GET's
+STREAM_SHAPES: dict[type, type] = {LogFilters: StreamFilters, LogWindow: StreamWindow}
+
+
 def _re2_options() -> re2.Options:
     opts = re2.Options()
     opts.log_errors = False  # a client's bad pattern is a 400, not a line on stderr
@@ -123,22 +140,42 @@ class LogQuery:
         if now_ms is None:
             now_ms = time.time_ns() // 1_000_000
         start, end = resolve_window(f.start_epoch_millis, f.end_epoch_millis, now_ms, DEFAULT_WINDOW_MS)
-        pattern = getattr(f, "search_pattern", None)
-        if pattern is not None:
-            check_pattern(pattern)
         return cls(
             start_ns=start * 1_000_000,
             end_ns=end * 1_000_000,
             descending=(f.direction or "desc") == "desc",
             limit=f.limit if f.limit is not None else DEFAULT_LIMIT,
-            min_level=LEVELS[f.min_level] if f.min_level else 0,
-            replica=getattr(f, "replica", None),
-            request_id=getattr(f, "request_id", None),
-            component=getattr(f, "component", None),
-            search_pattern=pattern,
-            includes=tuple(getattr(f, "includes", None) or ()),
-            excludes=tuple(getattr(f, "excludes", None) or ()),
+            **_line_rules(f),
         )
+
+    @classmethod
+    def for_stream(cls, f: StreamWindow, limit: int, now_ms: int | None = None) -> "LogQuery":
+        """The stream's filters; ``start_ns`` is the backlog's start (0: no backlog), at
+        most 7 days back as for a window, and the lines come ``limit`` at a time."""
+        if now_ms is None:
+            now_ms = time.time_ns() // 1_000_000
+        start = f.start_epoch_millis
+        if start is not None and now_ms - start > MAX_WINDOW_MS:
+            raise BadRequest(f"start_epoch_millis ({start}) is more than 7 days ({MAX_WINDOW_MS} ms) ago",
+                             field="start_epoch_millis")
+        return cls(start_ns=(start or 0) * 1_000_000, end_ns=0, descending=False, limit=limit, **_line_rules(f))
+
+
+def _line_rules(f: BaseModel) -> dict[str, Any]:
+    """The line predicates of any request shape (absent fields: no predicate)."""
+    pattern = getattr(f, "search_pattern", None)
+    if pattern is not None:
+        check_pattern(pattern)
+    level = getattr(f, "min_level", None)
+    return {
+        "min_level": LEVELS[level] if level else 0,
+        "replica": getattr(f, "replica", None),
+        "request_id": getattr(f, "request_id", None),
+        "component": getattr(f, "component", None),
+        "search_pattern": pattern,
+        "includes": tuple(getattr(f, "includes", None) or ()),
+        "excludes": tuple(getattr(f, "excludes", None) or ()),
+    }
 
 
 @dataclass(frozen=True)
@@ -178,15 +215,37 @@ class _Params:
 LOG_COLUMNS = "toString(toUnixTimestamp64Nano(ts)) AS timestamp, message, replica, request_id, level"
 
 
-def build_sql(table: str, ws: str, target: Target, q: LogQuery, *, count: bool = False) -> tuple[str, dict]:
+@dataclass(frozen=True)
+class Arrival:
+    """Lines by arrival instead of by time (the live tail): ``after < seq <= upto``, in
+    seq order; ``since_ns``: of the lines numbered up to ``backlog_upto`` (those already
+    stored when the stream opened) only those stamped at or after it."""
+
+    after: int
+    upto: int
+    since_ns: int | None = None
+    backlog_upto: int = 0
+
+
+def build_sql(table: str, ws: str, target: Target, q: LogQuery, *, count: bool = False,
+              arrival: Arrival | None = None) -> tuple[str, dict]:
     """The statement and its parameters. ``table`` is the qualified logs table;
-    ``count``: the number of matching lines (``n``) instead of the lines."""
+    ``count``: the number of matching lines (``n``) instead of the lines; ``arrival``:
+    the lines of that arrival range (with their ``seq``) instead of ``q``'s window."""
     p = _Params()
     where = [f"ws = {p.typed(ws, 'String')}", f"scope = {p.typed(target.scope, 'String')}"]
     if target.entity is not None:
         where.append(f"entity = {p.text(target.entity)}")
-    where.append(f"ts >= fromUnixTimestamp64Nano({p.typed(q.start_ns, 'Int64')}, 'UTC')")
-    where.append(f"ts < fromUnixTimestamp64Nano({p.typed(q.end_ns, 'Int64')}, 'UTC')")
+    if arrival is None:
+        where.append(f"ts >= fromUnixTimestamp64Nano({p.typed(q.start_ns, 'Int64')}, 'UTC')")
+        where.append(f"ts < fromUnixTimestamp64Nano({p.typed(q.end_ns, 'Int64')}, 'UTC')")
+    else:
+        # seq_idx (minmax per granule) skips the granules that arrived before the cursor
+        where.append(f"seq > {p.typed(arrival.after, 'UInt64')}")
+        where.append(f"seq <= {p.typed(arrival.upto, 'UInt64')}")
+        if arrival.since_ns is not None and arrival.after < arrival.backlog_upto:
+            where.append(f"(seq > {p.typed(arrival.backlog_upto, 'UInt64')}"
+                         f" OR ts >= fromUnixTimestamp64Nano({p.typed(arrival.since_ns, 'Int64')}, 'UTC'))")
     # The other predicates go in PREWHERE, cheapest first. Left to itself ClickHouse moves
     # the key and window conditions there instead and decodes every ts (DoubleDelta, slow)
     # before it looks at a message; this way a granule's ts, message and the rest are read
@@ -214,11 +273,17 @@ def build_sql(table: str, ws: str, target: Target, q: LogQuery, *, count: bool =
         # RE2's own default so results equal re2.search. A (?s) in the pattern still wins.
         pre.append(f"match(message, {p.text('(?-s)' + q.search_pattern)})")
     order = "DESC" if q.descending else "ASC"
+    if count:
+        select, tail = "count() AS n", ""
+    elif arrival is not None:
+        select, tail = f"{LOG_COLUMNS}, seq", f" ORDER BY seq LIMIT {p.typed(q.limit, 'UInt32')}"
+    else:
+        select, tail = LOG_COLUMNS, f" ORDER BY ts {order}, seq {order} LIMIT {p.typed(q.limit, 'UInt32')}"
     sql = (
-        f"SELECT {'count() AS n' if count else LOG_COLUMNS} FROM {table}"
+        f"SELECT {select} FROM {table}"
         + (" PREWHERE " + " AND ".join(pre) if pre else "")
         + " WHERE " + " AND ".join(where)
-        + ("" if count else f" ORDER BY ts {order}, seq {order} LIMIT {p.typed(q.limit, 'UInt32')}")
+        + tail
     )
     return sql, p.values
 

@@ -7,9 +7,11 @@ executor from the ``store`` URL ('chdb' or ``clickhouse://...``).
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 
 import pyarrow as pa
 
@@ -20,6 +22,16 @@ from .schema import ARROW_SCHEMAS
 from .writer import BatchWriter
 
 __all__ = ["Store", "open_store", "open_executor", "Executor", "ARROW_SCHEMAS"]
+
+log = logging.getLogger(__name__)
+
+#: a reservation of sequence numbers still open this long after it was made is taken as
+#: lost (a request that died between numbering its rows and queueing them), so the live
+#: tail stops waiting for it; a commit never takes this long without failing
+STALE_RESERVATION_S = 60.0
+
+#: called after every group commit with the committed rows, by bare table name
+CommitListener = Callable[[dict[str, pa.Table]], None]
 
 
 class Store:
@@ -50,9 +62,18 @@ class Store:
             flush_interval_ms=flush_interval_ms,
             batch_max_rows=batch_max_rows,
             max_pending_rows=max_pending_rows,
+            on_commit=self._committed,
         )
         self._seq_lock = threading.Lock()
         self._seq = self._max_seq()
+        self._open: dict[int, float] = {}  # first seq of a reservation -> when it was made
+        self._listeners: list[CommitListener] = []
+
+    def shared(self, state_sync: str) -> bool:
+        """Whether other API replicas write this store too, as the ``state_sync`` setting
+        says: ``store`` yes, ``process`` no, ``auto`` unless only this process can open
+        it (chDB's executor is ``exclusive``)."""
+        return state_sync == "store" or (state_sync == "auto" and not self.ex.exclusive)
 
     def t(self, table: str) -> str:
         """Qualified name of ``table`` in this store's database."""
@@ -77,11 +98,58 @@ class Store:
         with self._seq_lock:
             first = max(self._seq + 1, time.time_ns())
             self._seq = first + n - 1
+            self._open[first] = time.monotonic()
             return first
 
-    def submit(self, rows: dict[str, pa.Table]):
-        """Queue rows keyed by bare table name; returns a future resolved on commit."""
-        return self.writer.submit({self.t(k): v for k, v in rows.items()})
+    def submit(self, rows: dict[str, pa.Table], *, seq: int | None = None):
+        """Queue rows keyed by bare table name; returns a future resolved on commit.
+
+        ``seq``: the first number of the reservation these rows were numbered from; it
+        stays open (holding back :meth:`committed_seq`) until the commit succeeds or fails."""
+        try:
+            fut = self.writer.submit({self.t(k): v for k, v in rows.items()})
+        except BaseException:
+            if seq is not None:
+                self._release(seq)
+            raise
+        if seq is not None:
+            fut.add_done_callback(lambda _: self._release(seq))
+        return fut
+
+    def _release(self, first: int) -> None:
+        with self._seq_lock:
+            self._open.pop(first, None)
+
+    def committed_seq(self, *, others_until: int | None = None) -> int:
+        """Every row this process numbered up to here is committed (or failed and never
+        will be): a live tail reads up to it and cannot miss a row committed later.
+        ``others_until``: rows other writers (API replicas on one cluster) numbered up
+        to it are taken as committed too, and none after it."""
+        with self._seq_lock:
+            now = time.monotonic()
+            for first, at in list(self._open.items()):
+                if now - at > STALE_RESERVATION_S:
+                    log.error("sequence reservation %d was never committed; the live tail stops waiting", first)
+                    del self._open[first]
+            if self._open:
+                mine = min(self._open) - 1
+            elif others_until is None:
+                mine = self._seq
+            else:  # a reservation made from now on is numbered after the clock, so after others_until
+                return others_until
+            return mine if others_until is None else min(mine, others_until)
+
+    def on_commit(self, listener: CommitListener) -> None:
+        """Call ``listener`` (on the writer's thread) after every group commit."""
+        self._listeners.append(listener)
+
+    def _committed(self, tables: dict[str, pa.Table]) -> None:
+        bare = {name.rsplit(".", 1)[-1]: t for name, t in tables.items()}
+        for listener in self._listeners:
+            try:
+                listener(bare)
+            except Exception:  # a listener's bug must not stop the writer
+                log.exception("commit listener failed")
 
     def close(self, *, executor: bool = True) -> None:
         """Commit what is pending and stop; ``executor=False`` leaves a shared one open."""

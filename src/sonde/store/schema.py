@@ -40,7 +40,9 @@ from .views import (GPU_INDEX, ROLLUP_FROM_SEQ, ROLLUP_LEVELS_S, ROLLUP_METRICS,
                     VIEWS, VIEWS_BY_NAME, View)
 
 #: the newest entry of MIGRATIONS; a store at an older version needs ``sonde migrate``
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
+
+LOGS_SEQ_INDEX = "seq_idx seq TYPE minmax GRANULARITY 1"
 
 #: scope values: which vendor entity a row of telemetry belongs to.
 SCOPES = ("deployment", "chainlet", "training_job", "loops")
@@ -151,7 +153,8 @@ TABLES: tuple[Table, ...] = (
         Column("request_id", "String", _Z), Column("component", _LC), Column("level", "UInt8"),
         Column("message", "String", _Z), Column("attrs", _ATTRS, _Z),
     ), "(ws, scope, entity, ts, seq)", "cityHash64(ws, entity)", telemetry=True,
-        indexes=("request_idx request_id TYPE bloom_filter(0.01) GRANULARITY 4",)),
+        # seq_idx: the live tail reads an entity's lines by arrival (seq > cursor), not by time
+        indexes=("request_idx request_id TYPE bloom_filter(0.01) GRANULARITY 4", LOGS_SEQ_INDEX)),
     # Training-job metrics per series and bucket (ROLLUP_LEVELS_S), filled by the
     # materialized view of VIEWS inside every insert into metric_points; rows of one key
     # add up at merges (and under FINAL when read). Bucket start in ``ts`` (seconds);
@@ -296,12 +299,22 @@ def _v5(db: str, retention_days: int, cluster: str | None) -> list[str]:
             f"INSERT INTO {db}.series_totals " + TOTALS_SELECT.format(src=f"{db}.metric_points")]
 
 
+def _v6(db: str, retention_days: int, cluster: str | None) -> list[str]:
+    # A new store has the index from migration 1; an older one gets it here, and its
+    # parts already written get it by the mutation (ClickHouse runs it in the background;
+    # until it is done the tail reads those parts unpruned, correct and slower).
+    local = f"{db}.logs_local" if cluster else f"{db}.logs"
+    return [f"ALTER TABLE {local}{_on(cluster)} ADD INDEX IF NOT EXISTS {LOGS_SEQ_INDEX}",
+            f"ALTER TABLE {local}{_on(cluster)} MATERIALIZE INDEX seq_idx"]
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "workspaces, keys, inventory, metric points, series state, logs", _v1),
     Migration(2, "training rollup: per-bucket summaries of training-job metrics, filled at insert", _v2),
     Migration(3, "spans and histogram exemplars: requests and their traces", _v3),
     Migration(4, "alert rules, receivers and alert state", _v4),
     Migration(5, "running totals of deployment counters and histograms (GET /metrics)", _v5),
+    Migration(6, "an index of log lines by arrival, for the live tail", _v6),
 )
 
 

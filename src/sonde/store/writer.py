@@ -45,6 +45,7 @@ class BatchWriter:
         batch_max_rows: int = 50_000,
         max_pending_rows: int = 2_000_000,
         clock: Callable[[], float] = time.monotonic,
+        on_commit: Callable[[dict[str, pa.Table]], None] | None = None,
     ):
         self._ex = executor
         self._order = list(tables)
@@ -52,6 +53,7 @@ class BatchWriter:
         self._batch_max = batch_max_rows
         self._max_pending = max_pending_rows
         self._clock = clock
+        self._on_commit = on_commit
         self._cond = threading.Condition()
         self._pending: list[tuple[dict[str, pa.Table], Future]] = []
         self._pending_rows = 0
@@ -110,11 +112,13 @@ class BatchWriter:
         return self._clock() >= self._first_at + self._interval
 
     def _commit(self, batch: list[tuple[dict[str, pa.Table], Future]]) -> None:
+        committed: dict[str, pa.Table] = {}
         try:
             for table in self._order:
                 parts = [rows[table] for rows, _ in batch if table in rows and rows[table].num_rows]
                 if parts:
-                    self._ex.insert_arrow(table, pa.concat_tables(parts, promote_options="default"))
+                    committed[table] = pa.concat_tables(parts, promote_options="default")
+                    self._ex.insert_arrow(table, committed[table])
         except BaseException as exc:  # every waiter hears of it; nothing is acknowledged
             for _, fut in batch:
                 _settle(fut, exception=exc)
@@ -122,6 +126,10 @@ class BatchWriter:
         self.commits += 1
         for rows, fut in batch:
             _settle(fut, result=sum(t.num_rows for t in rows.values()))
+        # after the futures: their callbacks release the rows' sequence numbers, so a
+        # listener (the live tail) already sees them as committed
+        if self._on_commit is not None:
+            self._on_commit(committed)
 
     def close(self) -> None:
         """Commit what is pending, then stop."""
