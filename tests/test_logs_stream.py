@@ -287,3 +287,27 @@ def test_two_replicas_on_one_store_the_cursor_is_the_clients(executor, tmp_path)
         time.sleep(0.3)
         for s in stores:
             s.close(executor=False)
+
+
+def test_a_store_from_before_the_tail_gets_the_arrival_index(executor):
+    from sonde.store import schema
+
+    db = f"tail_mig_{time.time_ns()}"
+    s = Store(executor, db)
+    try:
+        def indexes() -> set[str]:
+            rows = executor.query("SELECT name FROM system.data_skipping_indices WHERE database = {db:String}"
+                                  " AND table = 'logs'", {"db": db})
+            return {r["name"] for r in rows}
+
+        assert "seq_idx" in indexes()  # a new store has it from migration 1
+        executor.command(f"ALTER TABLE {db}.logs DROP INDEX seq_idx")
+        executor.command(f"ALTER TABLE {db}.meta DELETE WHERE key = 'schema_version' AND version > 5"
+                         " SETTINGS mutations_sync = 2")
+        assert indexes() == {"request_idx"} and schema.current_version(executor, db) == 5
+        assert schema.migrate(executor, db, 30) == (5, schema.SCHEMA_VERSION)
+        assert "seq_idx" in indexes()
+        assert schema.migrate(executor, db, 30) == (schema.SCHEMA_VERSION, schema.SCHEMA_VERSION)
+    finally:
+        s.close(executor=False)
+        executor.command(f"DROP DATABASE IF EXISTS {db}")
