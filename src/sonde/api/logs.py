@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi import APIRouter, Body, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from .._exceptions import BadRequest
@@ -76,10 +76,21 @@ def _answer(request: Request, key: ApiKey, route: LogRoute, filters: LogWindow) 
     return JSONResponse({"logs": query_logs(request.app.state.store, key.ws, target, q)})
 
 
-def _stream(request: Request, key: ApiKey, route: LogRoute, filters) -> StreamingResponse:
+def _stream(request: Request, key: ApiKey, route: LogRoute, filters, last_event_id: str | None) -> StreamingResponse:
     q = LogQuery.for_stream(filters, limit=stream.PAGE)
     target = route.resolve(request.app.state.inventory, key.ws, request.path_params)
-    return request.app.state.streams.open(request, key, target, q)
+    return request.app.state.streams.open(request, key, target, q, last_event_id)
+
+
+_STREAM_DOC = {
+    "summary": "Live tail of these logs (Server-Sent Events)",
+    "description": "One event per line in arrival order: `id:` a cursor, `data:` the LogV1 JSON. Send the last id"
+                   " as `Last-Event-ID` to resume with no gap and no duplicate. `start_epoch_millis`: backlog from"
+                   " then; absent, only new lines. Heartbeat comments when quiet (docs/logs.md#live-tail).",
+    "responses": {200: {"description": "text/event-stream of LogV1 lines",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                  429: {"description": "the key has stream_limit_per_key streams open"}},
+}
 
 
 def _serve(route: LogRoute) -> None:
@@ -88,12 +99,13 @@ def _serve(route: LogRoute) -> None:
     shape = STREAM_SHAPES[model]
 
     def stream_logs(
-        request: Request, filters: Annotated[shape, Query()], key: ApiKey = Depends(auth.management)
+        request: Request, filters: Annotated[shape, Query()], key: ApiKey = Depends(auth.management),
+        last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
     ) -> StreamingResponse:
-        return _stream(request, key, route, filters)
+        return _stream(request, key, route, filters, last_event_id)
 
     router.add_api_route(route.path + "/stream", stream_logs, methods=["GET"], name=f"stream_{name}",
-                         response_class=StreamingResponse)
+                         response_class=StreamingResponse, **_STREAM_DOC)
 
     def get_logs(
         request: Request, filters: Annotated[model, Query()], key: ApiKey = Depends(auth.management)

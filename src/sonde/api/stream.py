@@ -120,9 +120,9 @@ class Streams:
         self.settle_ns = config.stream_settle_ms * 1_000_000 if shared else None
         self.poll_s = POLL_SHARED_S if shared else POLL_ALONE_S
 
-    def open(self, request: Request, key: ApiKey, target: Target, q: LogQuery) -> StreamingResponse:
-        header = request.headers.get("last-event-id")
-        cursor = Cursor.decode(header) if header else None
+    def open(self, request: Request, key: ApiKey, target: Target, q: LogQuery,
+             last_event_id: str | None) -> StreamingResponse:
+        cursor = Cursor.decode(last_event_id) if last_event_id else None
         tail = Tail(self.store, key.ws, target, q, cursor=cursor, settle_ns=self.settle_ns)
         self.limiter.acquire(key.id)  # last: a refused stream must not hold a slot
         release = self.limiter.releaser(key.id)
