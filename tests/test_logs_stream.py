@@ -132,7 +132,10 @@ def test_backlog_then_live_in_arrival_order_each_once_and_resume(server):
         live = ev.lines(2)
         assert [line["message"] for _, line in live] == ["live 1", "replayed"]
         ev.nothing_more(0.7)
-        assert any(c.startswith(": heartbeat") for c in ev.comments)  # 0.5 s of silence
+        deadline = time.monotonic() + 5
+        while not any(c.startswith(": heartbeat") for c in ev.comments) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert any(c.startswith(": heartbeat") for c in ev.comments)  # after 0.5 s of silence
     finally:
         ev.close()
     # Resume after the second line: the rest, no gap, no duplicate; the backlog's rule
