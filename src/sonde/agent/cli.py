@@ -231,7 +231,12 @@ def run(cmd, restart_policy, restart_backoff, restart_backoff_max, stop_timeout,
 
     For a training job the process is not restarted (unless --restart says so), and when
     it ends for good the agent reports the job's end (docs/agent.md): COMPLETED on exit
-    0, else FAILED with the last error line."""
+    0, else FAILED with the last error line.
+
+    \b
+    Example:
+      sonde agent run --model-id M --deployment-id D -- python -m my_server --port 8000
+    """
     from .model import Counter
     from .supervisor import LastError, Supervisor
 
@@ -270,7 +275,12 @@ def run(cmd, restart_policy, restart_backoff, restart_backoff_max, stop_timeout,
               help="Log file to follow across rotation and truncation (repeatable).")
 @click.option("--from-start", is_flag=True, help="Send the lines already in the log files too.")
 def watch(pid, log_files, from_start, **opts) -> None:
-    """Attach to a running model server: sample --pid's process tree, tail --log-file."""
+    """Attach to a running model server: sample --pid's process tree, tail --log-file.
+
+    \b
+    Example:
+      sonde agent watch --model-id M --deployment-id D --pid 4242 --log-file /var/log/model.log
+    """
     from .supervisor import Readiness
     from .watch import FileTailer, Watch
 
@@ -297,7 +307,12 @@ def watch(pid, log_files, from_start, **opts) -> None:
 @agent.command("gpu-probe")
 @click.option("--samples", default=200, show_default=True, type=click.IntRange(min=1), help="Samples to time.")
 def gpu_probe(samples) -> None:
-    """Print one NVML sample and the per-sample cost (microseconds)."""
+    """Print one NVML sample and the per-sample cost (microseconds).
+
+    \b
+    Example:
+      sonde agent gpu-probe
+    """
     from .gpu import probe
 
     sys.exit(probe(samples))

@@ -77,7 +77,12 @@ def _alert_cells(a: dict) -> dict:
 @alerts.command("rules")
 @client_options()
 def list_rules(api) -> None:
-    """The workspace's alert rules."""
+    """The workspace's alert rules.
+
+    \b
+    Example:
+      sonde alerts rules -o json
+    """
     data = api.call("GET", "/v1/alert_rules")
     api.emit(data, data["rules"], ["id", "name", "target", "severity", "for", "condition"], display=_rule_cells)
 
@@ -85,7 +90,12 @@ def list_rules(api) -> None:
 @alerts.command("active")
 @client_options()
 def active(api) -> None:
-    """The workspace's pending and firing alerts."""
+    """The workspace's pending and firing alerts.
+
+    \b
+    Example:
+      sonde alerts active -o json
+    """
     data = api.call("GET", "/v1/alerts")
     api.emit(data, data["alerts"], ["name", "state", "labels", "value", "active since", "firing since"],
              display=_alert_cells)
@@ -99,7 +109,12 @@ def create(api, file) -> None:
 
     Every rule is sent as it is; the server checks each one (docs/alerts.md). A rule
     it refuses stops the command, naming the rule and the field, after the rules
-    before it were created."""
+    before it were created.
+
+    \b
+    Example:
+      sonde alerts create rules.yaml
+    """
     made = []
     for i, rule in enumerate(read_rules(file)):
         try:
@@ -115,7 +130,12 @@ def create(api, file) -> None:
 @click.argument("rule_id")
 @client_options()
 def delete(api, rule_id) -> None:
-    """Delete one alert rule; its active alerts resolve."""
+    """Delete one alert rule; its active alerts resolve.
+
+    \b
+    Example:
+      sonde alerts delete RULE_ID
+    """
     api.call("DELETE", f"/v1/alert_rules/{quote(rule_id, safe='')}")
     click.echo(f"deleted {rule_id}")
 
@@ -123,7 +143,12 @@ def delete(api, rule_id) -> None:
 @alerts.command("receivers")
 @client_options()
 def receivers(api) -> None:
-    """The workspace's receivers: every one gets every alert."""
+    """The workspace's receivers: every one gets every alert.
+
+    \b
+    Example:
+      sonde alerts receivers
+    """
     data = api.call("GET", "/v1/alert_receivers")
     api.emit(data, data["receivers"], ["name", "type", "url"])
 
@@ -135,6 +160,11 @@ def receivers(api) -> None:
 @click.option("--url", required=True, help="Where Sonde posts (an Alertmanager's base URL, or the webhook's).")
 @client_options()
 def receiver(api, name, kind, url) -> None:
-    """Create or replace the receiver NAME."""
+    """Create or replace the receiver NAME.
+
+    \b
+    Example:
+      sonde alerts receiver am --type alertmanager --url http://127.0.0.1:9093
+    """
     data = api.call("PUT", f"/v1/alert_receivers/{quote(name, safe='')}", json={"type": kind, "url": url})
     api.emit(data, [data], ["name", "type", "url"])

@@ -170,7 +170,12 @@ Ctrl-C stops everything.
               help="Run the two-node trainer (loops) deployment, each node under `sonde agent run`.")
 def demo(data_dir: str, port: int, duration: float, replicas: int, rps: float, interval: float,
          training: bool, training_steps: int, training_step_interval: float, chain: bool, loops: bool) -> None:
-    """Server; model replicas, a training job, a chain and a trainer under agents; load: all real."""
+    """Server; model replicas, a training job, a chain and a trainer under agents; load: all real.
+
+    \b
+    Example:
+      sonde demo --port 8081 --data-dir /tmp/sonde --duration 300
+    """
     from ..demo.stack import Stack
 
     if not _port_free(port):

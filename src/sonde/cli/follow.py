@@ -1,26 +1,27 @@
-"""``sonde logs --follow``: a tail whose cursor the client holds.
+"""``-f``: follow a logs path over its live stream (``PATH/stream``, docs/logs.md#live-tail).
 
-The server keeps no cursor (any API replica may answer the next poll): the client
-asks for lines from the newest timestamp it has printed, oldest first, and skips the
-lines at that timestamp it has already printed. A line that arrives later with an
-older timestamp than the cursor (an agent replaying its spool after an outage) is
-not shown by a running follow; a plain ``sonde logs`` over the window shows it.
+The server sends each line once, in arrival order, with an id; this client remembers the
+last id and, when the connection drops (a restarted server, a proxy's timeout), connects
+again with ``Last-Event-ID`` after a short backoff, so nothing is missed or printed twice.
+The cursor is the client's: any API replica can take the reconnect.
 """
 
 from __future__ import annotations
 
 import json
-import time
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 
 import click
+import httpx
 
-#: the API's largest page; a full page means more are waiting, so ask again at once
-PAGE = 1000
+#: seconds between two attempts to reconnect, growing to the last
+BACKOFF = (0.5, 1.0, 2.0, 5.0)
 
-
-def _key(line: dict) -> str:
-    return json.dumps(line, sort_keys=True)
+LEVEL_STYLE = {"DEBUG": {"fg": "bright_black"}, "INFO": {"fg": "green"}, "WARNING": {"fg": "yellow"},
+               "ERROR": {"fg": "red", "bold": True}}
 
 
 def utc_text(ns: int, digits: int = 9) -> str:
@@ -30,54 +31,115 @@ def utc_text(ns: int, digits: int = 9) -> str:
     return f"{when}{frac}Z"
 
 
-def line_text(line: dict) -> str:
-    """A LogV1 line as one line of text: time, level, replica, message."""
-    parts = [utc_text(int(line["timestamp"])), line.get("level") or "-", line.get("replica") or "-", line["message"]]
-    return " ".join(parts)
+def line_text(line: dict, color: bool = False) -> str:
+    """A LogV1 line as one line of text: time, level, replica, message. ``color``: the
+    level styled (click.echo drops the styles again when stdout is not a terminal)."""
+    level = line.get("level") or "-"
+    if color and level in LEVEL_STYLE:
+        level = click.style(f"{level:<7}", **LEVEL_STYLE[level])
+    elif color:
+        level = f"{level:<7}"
+    return " ".join([utc_text(int(line["timestamp"])), level, line.get("replica") or "-", line["message"]])
 
 
-def follow(api, path: str, params: dict, *, backlog: int, interval: float, polls: int | None = None) -> None:
-    """Print the newest ``backlog`` lines, then new ones as they come; ``polls``
-    bounds the number of polls (None: until interrupted)."""
-    emit = (lambda line: click.echo(json.dumps(line))) if api.fmt in ("json", "jsonl") else (
-        lambda line: click.echo(line_text(line)))
-    params = {k: v for k, v in params.items() if k not in ("direction", "limit", "start_epoch_millis",
-                                                           "end_epoch_millis")}
-    first = api.call("GET", path, params={**params, "direction": "desc", "limit": backlog})["logs"][::-1]
-    cursor, seen = 0, set()
-    for line in first:
-        emit(line)
-        cursor, seen = _advance(cursor, seen, line)
-    done, floor_ms = 0, 0
+def line_key(line: dict) -> str:
+    return json.dumps(line, sort_keys=True)
+
+
+class Skip:
+    """Lines already printed at a boundary millisecond, each as many times as printed:
+    what a second read that overlaps the first (by a millisecond) must not print again."""
+
+    def __init__(self, lines: list[dict] = (), ms: int | None = None):
+        self.ms = ms
+        self.left = Counter(line_key(x) for x in lines if ms is not None and int(x["timestamp"]) // 10**6 == ms)
+
+    def __call__(self, line: dict) -> bool:
+        k = line_key(line)
+        if self.left[k] > 0 and int(line["timestamp"]) // 10**6 == self.ms:
+            self.left[k] -= 1
+            return True
+        return False
+
+
+def events(client: httpx.Client, url: str, params: dict, headers: dict, stop: threading.Event,
+           on_response: Callable[[httpx.Response], None] = lambda r: None) -> Iterator[tuple[str, dict]]:
+    """(event type, the event's JSON data) from the stream, reconnecting with the last id."""
+    last_id, attempt = None, 0
+    while not stop.is_set():
+        h = dict(headers, **({"Last-Event-ID": last_id} if last_id else {}))
+        try:
+            with client.stream("GET", url, params=params, headers=h, timeout=httpx.Timeout(30, read=90)) as r:
+                if r.status_code >= 400:
+                    r.read()
+                    raise click.ClickException(_error_text(r))
+                on_response(r)
+                attempt = 0
+                kind, data, eid = "message", [], None
+                for raw in r.iter_lines():
+                    if raw == "":
+                        if data:
+                            if eid is not None:
+                                last_id = eid
+                            yield kind, json.loads("\n".join(data))
+                        kind, data, eid = "message", [], None
+                    elif not raw.startswith(":"):
+                        field, _, value = raw.partition(":")
+                        value = value.removeprefix(" ")
+                        if field == "data":
+                            data.append(value)
+                        elif field == "id":
+                            eid = value
+                        elif field == "event":
+                            kind = value
+        except Exception as exc:
+            if stop.is_set():  # closed on purpose, from the watching thread
+                return
+            if not isinstance(exc, (httpx.TransportError, httpx.StreamError)):
+                raise
+            wait = BACKOFF[min(attempt, len(BACKOFF) - 1)]
+            attempt += 1
+            click.echo(f"sonde: stream interrupted ({type(exc).__name__}); reconnecting in {wait:g} s", err=True)
+            stop.wait(wait)
+
+
+def _error_text(r: httpx.Response) -> str:
     try:
-        while polls is None or done < polls:
-            start_ms = max(cursor // 10**6 if cursor else int(time.time() * 1000) - 60_000, floor_ms)
-            page = api.call("GET", path, params={**params, "direction": "asc", "limit": PAGE,
-                                                 "start_epoch_millis": start_ms})["logs"]
-            done += 1
-            printed = 0
-            for line in page:
-                ts = int(line["timestamp"])
-                if ts < cursor or (ts == cursor and _key(line) in seen):
+        body = r.json()
+        field = (body.get("error") or {}).get("field")
+        return f"{r.status_code}: {body.get('message')}" + (f" (field: {field})" if field else "")
+    except ValueError:
+        return f"{r.status_code}: {r.text}"
+
+
+def follow(api, path: str, params: dict, emit: Callable[[dict], None], *, skip: Skip | None = None,
+           until: Callable[[], bool] | None = None) -> None:
+    """Print the stream's lines until interrupted, or until ``until()`` turns true (checked
+    every second on a thread: it closes the stream, so a quiet stream ends too)."""
+    stop = threading.Event()
+    holder: dict = {}
+
+    def watch() -> None:
+        while not stop.wait(1.0):
+            if until():
+                stop.set()
+                r = holder.get("response")
+                if r is not None:
+                    r.close()  # ends iter_lines in the reader, wherever it waits
+
+    if until is not None:
+        threading.Thread(target=watch, daemon=True).start()
+    headers = {"Authorization": f"Bearer {api.key}"} if api.key else {}
+    try:
+        with httpx.Client() as client:
+            for kind, data in events(client, api.server + path + "/stream", params, headers, stop,
+                                     on_response=lambda r: holder.__setitem__("response", r)):
+                if kind == "error":
+                    raise click.ClickException(data.get("message") or "the stream ended with an error")
+                if skip is not None and skip(data):
                     continue
-                emit(line)
-                printed += 1
-                cursor, seen = _advance(cursor, seen, line)
-            if len(page) == PAGE and not printed:
-                # A whole page inside one millisecond, all printed already: the API pages by
-                # millisecond only, so the rest of that millisecond cannot be reached.
-                floor_ms = start_ms + 1
-                click.echo(f"sonde logs: over {PAGE} lines in the millisecond {start_ms}; skipping the rest of it",
-                           err=True)
-            elif len(page) < PAGE:
-                time.sleep(interval)
+                emit(data)
     except KeyboardInterrupt:
         pass
-
-
-def _advance(cursor: int, seen: set, line: dict) -> tuple[int, set]:
-    ts = int(line["timestamp"])
-    if ts > cursor:
-        return ts, {_key(line)}
-    seen.add(_key(line))
-    return cursor, seen
+    finally:
+        stop.set()

@@ -44,7 +44,12 @@ _config_option = click.option("--config", "config_file", default=None, type=clic
 @_config_option
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
 def serve(data_dir, host, port, store, config_file, log_level) -> None:
-    """Run the API server on the embedded store (or the one --store names)."""
+    """Run the API server on the embedded store (or the one --store names).
+
+    \b
+    Example:
+      sonde serve --data-dir /var/lib/sonde --port 8080
+    """
     import uvicorn
 
     from ..api.app import create_app
@@ -66,7 +71,12 @@ def migrate(data_dir, store, config_file) -> None:
     On chDB the server must be stopped (one process per data directory). On a cluster,
     run it once before starting (or upgrading) the API replicas: on an empty store it
     also creates the default workspace and its keys (DATA_DIR/credentials.json), so
-    replicas starting together do not each create one."""
+    replicas starting together do not each create one.
+
+    \b
+    Example:
+      sonde migrate --store clickhouse://user:pass@ch:8123/sonde
+    """
     from .._exceptions import SondeError
     from ..store import Store, open_executor, schema
     from ..store.accounts import Accounts, bootstrap
@@ -97,9 +107,10 @@ from ..agent.cli import agent  # noqa: E402
 from .alerts import alerts  # noqa: E402
 from .commands import ALL as _client_commands  # noqa: E402
 from .demo import demo  # noqa: E402
+from .groups import ALL as _entity_groups  # noqa: E402
 from .requests import ALL as _request_commands  # noqa: E402
 
-for _command in [demo, agent, *_client_commands, *_request_commands, alerts]:
+for _command in [demo, agent, *_client_commands, *_request_commands, *_entity_groups, alerts]:
     cli.add_command(_command)
 
 

@@ -12,6 +12,7 @@ import os
 import re
 import sys
 import time
+import tomllib
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
@@ -74,23 +75,75 @@ def _default_key(data_dir: str, which: str) -> str | None:
         return None
 
 
-def client_options(key_kind: str = "management_key"):
-    """Add --server, --key, --data-dir and --format; pass ``api`` to the command."""
+def profiles_path() -> str:
+    """``SONDE_CLI_CONFIG``, else ``$XDG_CONFIG_HOME/sonde/config.toml`` (``~/.config``)."""
+    if os.environ.get("SONDE_CLI_CONFIG"):
+        return os.environ["SONDE_CLI_CONFIG"]
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return os.path.join(base, "sonde", "config.toml")
+
+
+#: a profile's field for each kind of key a command needs
+PROFILE_KEYS = {"management_key": "api_key", "admin_key": "admin_key", "ingest_key": "ingest_key"}
+_PROFILE_FIELDS = {"url", *PROFILE_KEYS.values()}
+
+
+def load_profile(name: str | None) -> dict:
+    """The named profile (else the file's ``default_profile``) of the profiles file; {} when
+    no file and no name. A missing profile or a malformed file is a usage error naming it."""
+    path = profiles_path()
+    if not os.path.exists(path):
+        if name:
+            raise click.UsageError(f"--profile {name}: no profiles file at {path} (or set SONDE_CLI_CONFIG)")
+        return {}
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise click.UsageError(f"profiles file {path}: {exc}") from None
+    name = name or data.get("default_profile")
+    if not name:
+        return {}
+    profile = (data.get("profiles") or {}).get(name)
+    if not isinstance(profile, dict):
+        known = ", ".join(sorted(data.get("profiles") or {})) or "none"
+        raise click.UsageError(f"profile {name!r} is not in {path} (profiles: {known})")
+    unknown = sorted(set(profile) - _PROFILE_FIELDS)
+    if unknown:
+        raise click.UsageError(f"profile {name!r} in {path}: unknown field {unknown[0]!r}"
+                               f" (fields: {', '.join(sorted(_PROFILE_FIELDS))})")
+    return profile
+
+
+DEFAULT_URL = f"http://{setting('host').default}:{setting('port').default}"
+
+
+def client_options(key_kind: str = "management_key", formats: tuple[str, ...] = ("table", "json", "jsonl")):
+    """Add --server, --key, --profile, --data-dir and --format; pass ``api`` to the command.
+
+    Where the server and key come from, first found: the flag, the environment
+    (``SONDE_URL``, ``SONDE_API_KEY``), the profile (``--profile``, ``SONDE_PROFILE`` or the
+    file's ``default_profile``), then a local server and DATA_DIR/credentials.json."""
 
     def decorate(fn):
-        @click.option("--server", envvar="SONDE_SERVER", show_default=True,
-                      default=f"http://{setting('host').default}:{setting('port').default}",
-                      help="Sonde server URL.")
+        @click.option("--server", envvar=["SONDE_URL", "SONDE_SERVER"], default=None,
+                      help=f"Sonde server URL [env: SONDE_URL; else the profile's url; else {DEFAULT_URL}].")
         @click.option("--key", envvar="SONDE_API_KEY", default=None,
-                      help=f"API key [default: {key_kind} from DATA_DIR/credentials.json].")
+                      help=f"API key [env: SONDE_API_KEY; else the profile's {PROFILE_KEYS[key_kind]};"
+                           f" else {key_kind} from DATA_DIR/credentials.json].")
+        @click.option("--profile", envvar="SONDE_PROFILE", default=None,
+                      help="A named server of the profiles file (~/.config/sonde/config.toml; docs/cli.md).")
         @click.option("--data-dir", envvar="SONDE_DATA_DIR", default=setting("data_dir").default, show_default=True,
-                      help="Where to find credentials.json when --key is not given.")
-        @click.option("-o", "--format", "fmt", type=click.Choice(["table", "json", "jsonl"]), default="table",
+                      help="Where to find credentials.json when no key is given otherwise.")
+        @click.option("-o", "--format", "fmt", type=click.Choice(list(formats)), default=formats[0],
                       show_default=True, help="Output format.")
         @functools.wraps(fn)
-        def wrapper(server, key, data_dir, fmt, **kw):
-            api = Api(server, key or _default_key(data_dir, key_kind), fmt)
-            return fn(api=api, **kw)
+        def wrapper(server, key, profile, data_dir, fmt, **kw):
+            # the default profile only when no server was named: its key belongs to its own url
+            chosen = load_profile(profile) if (profile or not server) else {}
+            server = server or chosen.get("url") or DEFAULT_URL
+            key = key or chosen.get(PROFILE_KEYS[key_kind]) or _default_key(data_dir, key_kind)
+            return fn(api=Api(server, key, fmt), **kw)
 
         return wrapper
 
@@ -98,6 +151,9 @@ def client_options(key_kind: str = "management_key"):
 
 
 # --- times: what --since, --until and durations accept ------------------------------------
+
+SINCE_HELP = "Window start: a time ago (30m, 1h, 7d), an ISO time (UTC unless it has an offset) or epoch ms."
+UNTIL_HELP = "Window end, in the same forms as --since.  [default: now]"
 
 _UNIT_S = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h|d)")

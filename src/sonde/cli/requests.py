@@ -36,7 +36,12 @@ def _cells(r: dict) -> dict:
               help="How many requests.")
 @client_options()
 def requests(api, model_id, deployment_id, start_epoch_millis, status, min_duration, replica, order, limit):
-    """A deployment's requests (its server spans), slowest or newest first."""
+    """A deployment's requests (its server spans), slowest or newest first.
+
+    \b
+    Example:
+      sonde requests MODEL DEPLOYMENT --since 1h --order slowest -n 10
+    """
     params = {"start_epoch_millis": start_epoch_millis, "status": status, "replica": replica, "order": order,
               "limit": limit, "min_duration_ms": None if min_duration is None else min_duration * 1000}
     data = api.call("GET", _base(model_id, deployment_id), params={k: v for k, v in params.items() if v is not None})
@@ -51,7 +56,12 @@ def requests(api, model_id, deployment_id, start_epoch_millis, status, min_durat
 @client_options()
 def request(api, model_id, deployment_id, request_id):
     """One request: its trace's spans as a waterfall (nested by parent, bars on the
-    request's time axis), then its log lines."""
+    request's time axis), then its log lines.
+
+    \b
+    Example:
+      sonde request MODEL DEPLOYMENT REQUEST_ID
+    """
     data = api.call("GET", f"{_base(model_id, deployment_id)}/{quote(request_id, safe='')}")
     if api.fmt != "table":
         api.emit(data, [data])
