@@ -40,7 +40,7 @@ MODEL, DEPLOYMENT, REPLICAS = "demo-model", "demo-v1", ["r0001", "r0002"]
 PROJECT, JOB, CHAIN, CHAIN_DEPLOYMENT = "demo-project", "demo-job-1", "demo-chain", "demo-chain-v1"
 LOOPS, LOOPS_REPLICAS = "demo-loops-v1", {"l0001", "l0002"}
 TEXTGEN, TEXTGEN_DEPLOYMENT = "demo-textgen", "demo-textgen-v1"
-DURATION = 40  # sixteen processes start on two CPUs before the data can show
+DURATION = 48  # sixteen processes start on two CPUs before the data can show
 TRAINING_STEPS = 60  # at the default 0.25 s a step: 15 s, well inside the 40
 
 
@@ -296,6 +296,23 @@ def _run_printed(key_line: str, curl: str) -> dict | None:
         return None
 
 
+def _live_answer(key_line: str, clis: list[str], stream: str) -> bool:
+    """The printed live commands: `sonde logs -f --since 10m` prints lines and keeps
+    following, the metrics table has sparklines, the stream sends events."""
+    follow, table = clis[-2], clis[-1]
+    out = subprocess.run(["bash", "-c", f"{key_line}\ntimeout 3 {follow}"], capture_output=True, text=True,
+                         timeout=30)
+    if out.returncode != 124 or not out.stdout.strip():  # 124: still following when timeout stopped it
+        return False
+    out = subprocess.run(["bash", "-c", f"{key_line}\n{table}"], capture_output=True, text=True, timeout=30)
+    if out.returncode != 0 or not any(bar in out.stdout for bar in "▁▂▃▄▅▆▇█"):
+        return False
+    backlog = f"?start_epoch_millis={int(time.time() * 1000) - 600_000}&"  # the last 10 minutes' warnings too
+    out = subprocess.run(["bash", "-c", f"{key_line}\ntimeout 3 {stream.replace('?', backlog, 1)}"],
+                         capture_output=True, text=True, timeout=30)
+    return "\ndata: {" in "\n" + out.stdout
+
+
 def _values(body: dict) -> dict[str, dict[str, object]]:
     """{metric: {label set as "k=v,...": value}} of a SUMMARY/CURRENT answer (one value set)."""
     out: dict[str, dict[str, object]] = {}
@@ -378,7 +395,7 @@ def test_demo_end_to_end(tmp_path):
             assert demo.proc.poll() is None, demo.diagnostics()
             time.sleep(0.2)
         key_lines, curls = demo.printed("KEY="), demo.printed("curl")
-        assert len(key_lines) == 1 and len(curls) == 10, demo.diagnostics()
+        assert len(key_lines) == 1 and len(curls) == 11, demo.diagnostics()
         creds = json.loads((demo.data / "credentials.json").read_text())
         printed_key = subprocess.run(["bash", "-c", f'{key_lines[0]}\nprintf %s "$KEY"'],
                                      capture_output=True, text=True, timeout=30).stdout
@@ -391,7 +408,8 @@ def test_demo_end_to_end(tmp_path):
                   ("loops", lambda: _loops_answer(key_lines[0], curls[5])),
                   ("textgen", lambda: _textgen_answer(key_lines[0], curls[6])),
                   ("requests", lambda: _requests_answer(key_lines[0], curls[7])),
-                  ("alerts and export", lambda: _alerts_answer(key_lines[0], curls[8:10]))]
+                  ("alerts and export", lambda: _alerts_answer(key_lines[0], curls[8:10])),
+                  ("live", lambda: _live_answer(key_lines[0], demo.printed(sys.executable), curls[10]))]
         while checks:
             if checks[0][1]():  # each in turn, once: every run of a printed line costs an interpreter
                 checks.pop(0)

@@ -71,6 +71,8 @@ def instructions(stack, deployment: dict) -> str:
     key = (f"KEY=$({q(sys.executable)} -c 'import json,sys; print(json.load(open(sys.argv[1]))[\"management_key\"])' "
            f"{q(stack.creds_path)})")
     auth = '-H "Authorization: Bearer $KEY"'
+    # the interpreter running the demo has sonde installed, whatever is on PATH
+    sonde = f"{q(sys.executable)} -m sonde"
     replicas = " ".join(stack.replica_ports)
     more, curls = "", ""
     textgen = stack.textgen
@@ -141,6 +143,14 @@ and the whole workspace as a Prometheus would scrape it (docs/export.md):
 
   curl -s {auth} "{url}/v1/alerts"
   curl -s {auth} "{url}/metrics"
+
+Live, in this terminal (Ctrl-C stops; docs/logs.md#following-logs): the last ten minutes of
+the deployment's logs and then every new line, a metrics table with a sparkline per series,
+and the raw live stream (Server-Sent Events) the CLI and the dashboard read:
+
+  {sonde} logs {MODEL} {DEPLOYMENT} -f --since 10m --server {url} --key "$KEY"
+  {sonde} metrics {MODEL} {DEPLOYMENT} --since 15m --server {url} --key "$KEY"
+  curl -sN {auth} "{base}/logs/stream?min_level=WARNING"
 
 Ctrl-C stops everything.
 """
