@@ -15,6 +15,7 @@ browser these tests fail; ``SONDE_SKIP_BROWSER=1`` skips them.
 
 from __future__ import annotations
 
+import os
 import time
 import types
 import urllib.parse
@@ -62,6 +63,8 @@ LINES = [
     (6, "ERROR", "r0001", "req-d", "upstream timeout status=504 latency_ms=30000"),
     (7, "INFO", "r0001", "req-e", "<script>window.pwned = 1</script> shown as text"),
 ]
+#: screenshots of the pages, to look at (SONDE_SHOTS to keep them elsewhere)
+SHOTS = os.environ.get("SONDE_SHOTS", "/tmp/sonde-shots")
 SEVERITY = {"DEBUG": 5, "INFO": 9, "WARNING": 13, "ERROR": 17}
 PAGED = 45  # lines on deployment d2, a millisecond apart, but 20..29 share one timestamp
 
@@ -417,3 +420,38 @@ def test_latency_step_to_its_slowest_request_and_its_logs(browser, sonde):
         " [li.querySelector('.span-name').textContent, li.dataset.depth]);")
     assert spans_shown == [["POST /predict", "0"], ["model.forward", "1"]]
     assert [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".request-logs .msg")] == ["served req-slow"]
+
+
+@pytest.mark.e2e
+def test_log_viewer_live_tail_with_filters_and_pause(browser, sonde):
+    res = _resource("r0001", "d3")
+    sonde.send(logs_request(res, [log_record(time.time_ns() - 60 * SEC, "before live", severity_number=9)]))
+    open_ui(browser, sonde, "/models/m1/deployments/d3?window=15m")
+    wait(browser, lambda d: loads(d, "section.logs") >= 1, what="the logs")
+    assert [m for *_, m in log_view(browser)] == ["before live"]
+    live = lambda d: d.execute_script("return document.querySelector('section.logs').dataset.live")  # noqa: E731
+    browser.find_element(By.CSS_SELECTOR, "button.live-toggle").click()
+    wait(browser, lambda d: live(d) == "live", what="the stream to open")
+    sonde.send(logs_request(res, [log_record(time.time_ns(), "sent during the test", severity_number=9)]))
+    wait(browser, lambda d: [m for *_, m in log_view(d)][:1] == ["sent during the test"], what="the live line")
+    os.makedirs(SHOTS, exist_ok=True)
+    browser.execute_script("document.querySelector('section.logs').scrollIntoView()")
+    browser.save_screenshot(os.path.join(SHOTS, "logs-live.png"))
+
+    # new filters apply to the stream too
+    set_filters(browser, min_level="ERROR")
+    wait(browser, lambda d: live(d) == "live", what="the stream to reopen")
+    sonde.send(logs_request(res, [log_record(time.time_ns(), "quiet", severity_number=9),
+                                  log_record(time.time_ns(), "loud", severity_number=17)]))
+    wait(browser, lambda d: [m for *_, m in log_view(d)][:1] == ["loud"], what="the filtered live line")
+    assert "quiet" not in [m for *_, m in log_view(browser)]
+
+    pause = browser.find_element(By.CSS_SELECTOR, "button.live-pause")
+    pause.click()
+    sonde.send(logs_request(res, [log_record(time.time_ns(), "held while paused", severity_number=17)]))
+    wait(browser, lambda d: pause.text == "Resume (1 new)", what="the held line to be counted")
+    assert "held while paused" not in [m for *_, m in log_view(browser)]
+    pause.click()
+    assert [m for *_, m in log_view(browser)][:2] == ["held while paused", "loud"]
+    browser.find_element(By.CSS_SELECTOR, "button.live-toggle").click()
+    assert live(browser) == "off"

@@ -37,15 +37,40 @@ export function takeKeyFromFragment() {
 
 /** GET path?params; resolves to the JSON body, rejects with an ApiError carrying the
  * API's own message. Array values repeat the parameter, empty ones are left out. */
-export async function api(path, params = {}) {
-  const key = getKey();
-  if (!key) throw new ApiError(0, "Enter the management key above to load data.", "no_key", null);
+export function apiUrl(path, params = {}) {
   const url = new URL(ROOT + path, location.origin);
   for (const [name, value] of Object.entries(params)) {
     for (const v of Array.isArray(value) ? value : [value]) {
       if (v !== undefined && v !== null && v !== "") url.searchParams.append(name, String(v));
     }
   }
+  return url;
+}
+
+/** The management key, or an ApiError asking for it. */
+export function requireKey() {
+  const key = getKey();
+  if (!key) throw new ApiError(0, "Enter the management key above to load data.", "no_key", null);
+  return key;
+}
+
+/** The API's error for a failed response: its own message, code and field. */
+export async function errorOf(response) {
+  let body = null;
+  try {
+    body = await response.json();
+  } catch {
+    // not JSON: a proxy's error page; the status line says enough
+  }
+  const err = (body && body.error) || {};
+  const message = body && typeof body.message === "string"
+    ? body.message : `HTTP ${response.status} ${response.statusText}`;
+  return new ApiError(response.status, message, err.code, err.field);
+}
+
+export async function api(path, params = {}) {
+  const key = requireKey();
+  const url = apiUrl(path, params);
   let response;
   try {
     response = await fetch(url, {
@@ -55,19 +80,8 @@ export async function api(path, params = {}) {
   } catch (e) {
     throw new ApiError(0, `Sonde is unreachable (${e.message})`, "network", null);
   }
-  let body = null;
-  try {
-    body = await response.json();
-  } catch {
-    // not JSON: a proxy's error page; the status line says enough
-  }
-  if (!response.ok) {
-    const err = (body && body.error) || {};
-    const message = body && typeof body.message === "string"
-      ? body.message : `HTTP ${response.status} ${response.statusText}`;
-    throw new ApiError(response.status, message, err.code, err.field);
-  }
-  return body;
+  if (!response.ok) throw await errorOf(response);
+  return response.json();
 }
 
 export const enc = encodeURIComponent;

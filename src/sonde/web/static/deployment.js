@@ -170,5 +170,5 @@ export function deploymentView(model, deployment, windowId) {
   refresh();
   logs.reload();
   schedule();
-  return {el, dispose: () => { clearInterval(timer); generation += 1; }};
+  return {el, dispose: () => { clearInterval(timer); generation += 1; logs.stop(); }};
 }

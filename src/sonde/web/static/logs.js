@@ -1,9 +1,11 @@
-// The log viewer: newest first, filters as the API takes them, and "Load older" pages
-// back by end_epoch_millis from the oldest line shown.
+// The log viewer: newest first, filters as the API takes them, "Load older" pages back
+// by end_epoch_millis from the oldest line shown, and "Live" adds new lines on top as the
+// stream sends them (stream.js), with "Pause" holding them until resumed.
 
 import {api, deploymentPath} from "./api.js";
 import {errorBox, h, showError} from "./dom.js";
 import {dateTime, isoTime, logTime} from "./format.js";
+import {liveTail} from "./stream.js";
 
 const LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"];
 const PAGE_SIZES = [20, 50, 100, 200, 500];
@@ -54,8 +56,15 @@ export function logViewer(model, deployment, windowMs) {
   const list = h("ol", {class: "log-lines", "aria-label": "Log lines, newest first"});
   const older = h("button", {type: "button", class: "load-older", hidden: true, onclick: () => loadOlder()},
     "Load older");
-  const el = h("section", {class: "logs", "aria-labelledby": "logs-title", "data-loads": "0"},
-    h("h2", {id: "logs-title"}, "Logs"), form, error, status, list, older);
+  const liveButton = h("button", {type: "button", class: "live-toggle", "aria-pressed": "false",
+    onclick: () => (tail ? stopLive() : startLive())}, "Live");
+  const pauseButton = h("button", {type: "button", class: "live-pause", hidden: true,
+    onclick: () => togglePause()}, "Pause");
+  const liveState = h("span", {class: "live-state", "aria-live": "polite"});
+  const el = h("section", {class: "logs", "aria-labelledby": "logs-title", "data-loads": "0", "data-live": "off"},
+    h("div", {class: "logs-head"}, h("h2", {id: "logs-title"}, "Logs"),
+      h("div", {class: "live-controls"}, liveButton, pauseButton, liveState)),
+    form, error, status, list, older);
 
   // One query's state: its parameters are frozen at Apply so older pages continue the
   // same search over the same window even as the clock moves.
@@ -169,6 +178,89 @@ export function logViewer(model, deployment, windowMs) {
     }
   }
 
-  form.addEventListener("submit", (e) => { e.preventDefault(); reload(); });
-  return {el, reload};
+  // --- live ---------------------------------------------------------------------------
+  let tail = null;
+  let paused = false;
+  let held = [];
+  let liveCount = 0;
+
+  const keyOf = (ln) => JSON.stringify([ln.timestamp, ln.message, ln.replica, ln.request_id, ln.level]);
+
+  function showLine(ln) {
+    lines.unshift(ln);
+    list.prepend(lineItem(ln));
+    liveCount += 1;
+    el.dataset.liveLines = String(liveCount);
+  }
+
+  function setLiveState(state, err) {
+    el.dataset.live = state;
+    liveState.textContent = {live: paused ? "paused" : "live", reconnecting: "reconnecting…", error: "stopped",
+      off: ""}[state] || "";
+    if (state === "error") {
+      showError(error, err);
+      stopLive(true);
+    }
+  }
+
+  function startLive() {
+    const q = query || params();
+    const filters = {min_level: q.min_level, search_pattern: q.search_pattern, includes: q.includes,
+      excludes: q.excludes, replica: q.replica, request_id: q.request_id};
+    // From the newest line shown, skipping the lines of its millisecond already on the
+    // page: nothing stored between the last load and the stream's start is missed.
+    const newest = lines.length ? msOf(lines[0].timestamp) : null;
+    const shown = new Set(lines.filter((ln) => msOf(ln.timestamp) === newest).map(keyOf));
+    if (newest !== null) filters.start_epoch_millis = String(newest);
+    paused = false;
+    held = [];
+    tail = liveTail(path, filters, {
+      onLine: (ln) => {
+        if (shown.size && msOf(ln.timestamp) === newest && shown.delete(keyOf(ln))) return;
+        if (paused) {
+          held.push(ln);
+          pauseButton.textContent = `Resume (${held.length} new)`;
+        } else {
+          showLine(ln);
+        }
+      },
+      onState: setLiveState,
+    });
+    liveButton.setAttribute("aria-pressed", "true");
+    liveButton.textContent = "Stop live";
+    pauseButton.hidden = false;
+    pauseButton.textContent = "Pause";
+  }
+
+  function stopLive(keepState) {
+    if (tail) tail.stop();
+    tail = null;
+    held.forEach(showLine);
+    held = [];
+    paused = false;
+    liveButton.setAttribute("aria-pressed", "false");
+    liveButton.textContent = "Live";
+    pauseButton.hidden = true;
+    if (!keepState) setLiveState("off");
+  }
+
+  function togglePause() {
+    paused = !paused;
+    if (!paused) {
+      held.forEach(showLine);
+      held = [];
+    }
+    pauseButton.textContent = paused ? "Resume (0 new)" : "Pause";
+    el.dataset.paused = String(paused);
+    liveState.textContent = paused ? "paused" : "live";
+  }
+
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const wasLive = Boolean(tail);
+    if (wasLive) stopLive();
+    await reload();
+    if (wasLive) startLive(); // the new filters apply to the stream too
+  });
+  return {el, reload, stop: () => stopLive()};
 }
