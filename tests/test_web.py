@@ -28,6 +28,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from live_server import LiveServer
 from otlp_build import (SEC, gauge, hist_point, histogram, log_record, logs_request, metrics_request, number, post,
                         sum_metric, traces_request)
+from selenium.webdriver.common.action_chains import ActionChains
 from web_browser import (By, NoAlertPresentException, after_load, approx, charts, loads, log_view, set_filters, start,
                          values, wait)
 
@@ -200,7 +201,8 @@ def test_models_and_deployments_listed(browser, sonde):
     assert cells[0] == "d1" and cells[1] == "ACTIVE"
     assert cells[3] == str(sonde.api.get("/v1/models/m1/deployments/d1").json()["active_replica_count"])
     d1.find_element(By.CSS_SELECTOR, "a").click()
-    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "svg.chart"), what="the deployment's charts")
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "figure.chart-card .u-over"),
+         what="the deployment's charts")
     assert browser.current_url.endswith("#/models/m1/deployments/d1")
     assert browser.find_element(By.CSS_SELECTOR, ".deployment-view h1").text == "d1"
 
@@ -215,6 +217,8 @@ def test_charts_draw_what_was_sent(browser, sonde):
     # Auto refresh is switched off while the page is read, so it cannot redraw mid-read.
     browser.find_element(By.ID, "auto-refresh").click()
     got = charts(browser)
+    os.makedirs(SHOTS, exist_ok=True)
+    browser.save_screenshot(os.path.join(SHOTS, "deployment.png"))
 
     assert list(got) == ["requests", "latency", "replicas", "cpu", "memory", "gpu-utilization"]
     note = browser.find_element(By.CSS_SELECTOR, ".charts > .note").text
@@ -401,13 +405,13 @@ def test_latency_step_to_its_slowest_request_and_its_logs(browser, sonde):
     wait(browser, lambda d: loads(d, ".charts") >= 1, what="the charts")
     browser.find_element(By.ID, "auto-refresh").click()
     t_ms = t // 10**6
-    step = browser.execute_script(
-        "return [...document.querySelectorAll('svg[data-chart=\"latency\"] rect.step-hit')].find((r) =>"
-        " Number(r.dataset.stepStart) <= arguments[0] && arguments[0] < Number(r.dataset.stepEnd));", t_ms)
-    assert step is not None
-    # click 1: the step lists its requests, slowest first
-    after_load(browser, "section.requests-panel", lambda: browser.execute_script(
-        "arguments[0].dispatchEvent(new MouseEvent('click', {bubbles: true}))", step))
+    # click 1, a real click on the latency chart at the requests' step: it lists them, slowest first
+    over = browser.find_element(By.CSS_SELECTOR, "figure[data-chart='latency'] .u-over")
+    x = browser.execute_script("const u = document.querySelector(\"figure[data-chart='latency']\").uplot;"
+                               " return u.valToPos(arguments[0] / 1000, 'x');", t_ms + 500)
+    width = over.size["width"]
+    after_load(browser, "section.requests-panel", lambda: ActionChains(browser).move_to_element_with_offset(
+        over, int(x - width / 2), 0).click().perform())
     rows = browser.find_elements(By.CSS_SELECTOR, "table.requests tbody tr")
     assert [row.get_attribute("data-request") for row in rows] == ["req-slow", "req-mid", "req-fast"]
     assert rows[0].find_elements(By.TAG_NAME, "td")[1].text == "900.0 ms"
@@ -455,3 +459,31 @@ def test_log_viewer_live_tail_with_filters_and_pause(browser, sonde):
     assert [m for *_, m in log_view(browser)][:2] == ["held while paused", "loud"]
     browser.find_element(By.CSS_SELECTOR, "button.live-toggle").click()
     assert live(browser) == "off"
+
+
+@pytest.mark.e2e
+def test_custom_range_is_in_the_address_and_drawn_from_the_api(browser, sonde):
+    open_ui(browser, sonde, "/models/m1/deployments/d1?window=1h")
+    wait(browser, lambda d: loads(d, ".charts") >= 1, what="the charts")
+    # a range in local wall time, as the inputs take it: from ten minutes ago to two minutes ago
+    frm, to = sonde.times[0] // 10**6 - 4 * 60_000, sonde.times[0] // 10**6 + 4 * 60_000
+    after_load(browser, ".charts", lambda: browser.execute_script("""
+        const f = document.querySelector("form.custom-range");
+        const local = (ms) => new Date(ms - new Date(ms).getTimezoneOffset() * 60e3).toISOString().slice(0, 16);
+        f.elements.from.value = local(arguments[0]); f.elements.to.value = local(arguments[1]);
+        f.requestSubmit();""", frm, to))
+    minute = lambda ms: ms - ms % 60_000  # noqa: E731  (the inputs hold whole minutes)
+    assert browser.current_url.endswith(f"?from={minute(frm)}&to={minute(to)}")
+    got = charts(browser)["requests"]
+    assert (got["start"], got["end"]) == (minute(frm), minute(to))
+    expected = api_series(sonde, got)
+    for s in got["series"]:
+        assert approx([p[1] for p in s["points"]], [p[1] for p in expected[s["key"]]]), s["key"]
+    assert not browser.find_element(By.ID, "auto-refresh").is_selected()
+    # the address alone brings the same view back (a shared link)
+    browser.refresh()
+    wait(browser, lambda d: loads(d, ".charts") >= 1, what="the charts after a reload")
+    again = charts(browser)["requests"]
+    assert (again["start"], again["end"]) == (minute(frm), minute(to)) and again["series"] == got["series"]
+    browser.execute_script("document.querySelector('.toolbar').scrollIntoView()")
+    browser.save_screenshot(os.path.join(SHOTS, "custom-range.png"))

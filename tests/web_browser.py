@@ -66,21 +66,25 @@ def after_load(driver, selector: str, action) -> None:
 
 
 READ_CHARTS = """
-return [...document.querySelectorAll("svg.chart")].map((svg) => ({
-  id: svg.dataset.chart, start: Number(svg.dataset.start), end: Number(svg.dataset.end),
-  step: Number(svg.dataset.step), empty: svg.dataset.empty === "true",
-  series: [...svg.querySelectorAll("g.series")].map((g) => ({
-    key: g.dataset.key, label: g.dataset.label, path: g.querySelectorAll("path").length,
-    points: [...g.querySelectorAll("circle.pt")].map((c) =>
-      [Number(c.dataset.t), Number(c.dataset.value), c.querySelector("title").textContent]),
-  })),
-}));
+return [...document.querySelectorAll("figure.chart-card")].map((f) => {
+  const u = f.uplot;
+  return {
+    id: f.dataset.chart, start: Number(f.dataset.start), end: Number(f.dataset.end),
+    step: Number(f.dataset.step), empty: f.dataset.empty === "true",
+    series: u.series.slice(1).map((s, k) => ({
+      key: f.seriesKeys[k], label: s.label, path: s.show ? 1 : 0,
+      points: u.data[0].map((x, n) => [x * 1000, u.data[k + 1][n]])
+        .filter((p) => p[1] !== null && p[1] !== undefined)
+        .map(([t, v]) => [t, v, f.pointText(k, t, v)]),
+    })),
+  };
+});
 """
 
 
 def charts(driver) -> dict[str, dict]:
-    """Every chart's window and drawn points, read from the SVG in one call (so one redraw
-    cannot land halfway through the read)."""
+    """Every chart's window and drawn points, read from the uPlot instances in one call (so
+    one redraw cannot land halfway through the read)."""
     return {c["id"]: c for c in driver.execute_script(READ_CHARTS)}
 
 

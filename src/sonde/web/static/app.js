@@ -23,7 +23,7 @@ function route() {
   const params = new URLSearchParams(query || "");
   const m = /^\/models\/([^/]+)\/deployments\/([^/]+)$/.exec(path);
   current = m
-    ? deploymentView(decodeURIComponent(m[1]), decodeURIComponent(m[2]), params.get("window"))
+    ? deploymentView(decodeURIComponent(m[1]), decodeURIComponent(m[2]), params)
     : modelsView();
   view.replaceChildren(current.el);
 }

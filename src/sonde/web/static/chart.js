@@ -1,105 +1,79 @@
-// Line charts as inline SVG. Every plotted value is also in the DOM (data-t and
-// data-value on its point, a <title> tooltip), so people can hover and tests can read
-// exactly what is drawn.
+// Line charts drawn by uPlot (vendor/uplot, MIT; docs/dashboard.md). Hovering shows every
+// series' value at that time in the legend. The figure keeps its uPlot instance
+// (`figure.uplot`) with the values it was given, so tests read exactly what is drawn.
 
-import {h, s} from "./dom.js";
+import uPlot from "./vendor/uplot/uPlot.esm.js";
+import {h} from "./dom.js";
 import {axisTime, dateTime, formatValue} from "./format.js";
 
-const W = 560;
-const H = 210;
-const M = {left: 64, right: 14, top: 12, bottom: 26};
-const PW = W - M.left - M.right;
-const PH = H - M.top - M.bottom;
+const HEIGHT = 210;
+const WIDTH = 560; // until the card is laid out; then the card's width
+const PALETTE = ["#2563eb", "#d97706", "#059669", "#db2777", "#7c3aed", "#0891b2", "#65a30d", "#dc2626"];
+const BY_CLASS = {"st-2xx": "#16a34a", "st-3xx": "#0891b2", "st-4xx": "#d97706", "st-5xx": "#dc2626"};
 
-/** About four round ticks from 0 (or the minimum, when negative) to at least max. */
-function ticks(min, max, unit) {
-  if (max <= min) max = min + 1;
-  const span = max - min;
-  const binary = unit === "bytes" || unit === "mib";
-  const raw = span / 4;
-  let step;
-  if (binary && raw >= 1) {
-    step = 2 ** Math.ceil(Math.log2(raw));
-  } else {
-    const mag = 10 ** Math.floor(Math.log10(raw));
-    step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((x) => x >= raw);
-  }
-  const lo = Math.floor(min / step) * step;
-  const out = [];
-  for (let v = lo; v < max + step * 0.999; v += step) out.push(Number(v.toPrecision(12)));
-  return out;
-}
-
-function timeTicks(start, end) {
-  const n = 5;
-  return Array.from({length: n}, (_, i) => start + ((end - start) * (i + 0.5)) / n);
+/** What hovering a point says: series, time, value. */
+export function pointText(label, t, v, unit) {
+  return `${label} · ${dateTime(t)} · ${formatValue(v, unit)}`;
 }
 
 /**
- * series: [{key, label, cls, points: [[t_ms, value|null], ...]}]; start/end/step in ms.
- * onStep(startMs, endMs), when given, is called when a step is clicked.
- * Returns a <figure> holding the SVG and its legend.
+ * series: [{key, label, cls, points: [[t_ms, value|null], ...]}] (the same times in every
+ * series); start/end/step in ms. onStep(startMs, endMs), when given, is called when a
+ * step is clicked. Returns a <figure> holding the chart and its legend.
  */
 export function lineChart({id, title, unit, caption, series, start, end, step, onStep}) {
-  const values = series.flatMap((sr) => sr.points.map((p) => p[1]).filter((v) => v !== null));
-  const empty = values.length === 0;
-  const ys = ticks(Math.min(0, ...values), Math.max(0, ...values), unit);
-  const y0 = ys[0];
-  const y1 = ys[ys.length - 1];
-  const x = (t) => M.left + ((t - start) / (end - start)) * PW;
-  const y = (v) => M.top + PH - ((v - y0) / (y1 - y0)) * PH;
+  const times = series.length ? series[0].points.map((p) => p[0]) : [];
+  const empty = !series.some((sr) => sr.points.some((p) => p[1] !== null));
+  const plot = h("div", {class: "plot"});
+  const figure = h("figure", {class: "chart-card", "data-chart": id, "data-unit": unit, "data-start": start,
+    "data-end": end, "data-step": step, "data-empty": String(empty)},
+  h("figcaption", {}, h("span", {class: "chart-title", text: title}), h("span", {class: "chart-unit", text: caption})),
+  plot, empty ? h("p", {class: "empty", text: "No data in this window"}) : null);
 
-  const svg = s("svg", {
-    class: "chart", viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": `${title}: ${caption}`,
-    "data-chart": id, "data-unit": unit, "data-start": start, "data-end": end, "data-step": step,
-    "data-empty": String(empty),
-  });
-  const grid = s("g", {class: "grid"});
-  for (const v of ys) {
-    grid.append(
-      s("line", {x1: M.left, x2: W - M.right, y1: y(v), y2: y(v)}),
-      s("text", {class: "ylabel", x: M.left - 6, y: y(v) + 4}, formatValue(v, unit)),
-    );
-  }
-  for (const t of timeTicks(start, end)) {
-    grid.append(s("text", {class: "xlabel", x: x(t), y: H - 8}, axisTime(t, end - start)));
-  }
-  svg.append(grid);
+  const opts = {
+    width: WIDTH,
+    height: HEIGHT,
+    scales: {x: {time: true, range: () => [start / 1000, end / 1000]},
+      y: {range: (u, lo, hi) => [Math.min(0, lo ?? 0), Math.max(hi ?? 1, Math.min(0, lo ?? 0) + 1e-9)]}},
+    axes: [
+      {values: (u, ticks) => ticks.map((t) => axisTime(t * 1000, end - start)), stroke: "#475569"},
+      // as wide as its longest label ("0.15 cores"), measured in characters of the 12px font
+      {values: (u, ticks) => ticks.map((v) => formatValue(v, unit)), stroke: "#475569",
+        size: (u, values) => 24 + 7 * Math.max(4, ...(values || []).map((v) => String(v).length))},
+    ],
+    cursor: {points: {size: 7}},
+    legend: {live: true},
+    series: [
+      {label: "time", value: (u, t) => (t == null ? "–" : dateTime(t * 1000))},
+      ...series.map((sr, i) => ({
+        label: sr.label,
+        stroke: BY_CLASS[sr.cls] || PALETTE[i % PALETTE.length],
+        width: 1.5,
+        spanGaps: false, // a step without data is a gap, not a zero
+        points: {show: true, size: 5},
+        value: (u, v) => (v == null ? "–" : formatValue(v, unit)),
+      })),
+    ],
+  };
+  const data = [times.map((t) => t / 1000), ...series.map((sr) => sr.points.map((p) => p[1]))];
+  const u = new uPlot(opts, data, plot);
+  figure.uplot = u;
+  figure.seriesKeys = series.map((sr) => sr.key);
+  figure.pointText = (k, t, v) => pointText(series[k].label, t, v, unit);
   if (onStep && step > 0) {
-    // one transparent band per step, under the series so their tooltips stay on top
-    const hits = s("g", {class: "steps"});
-    for (let a = start; a < end; a += step) {
-      const b = Math.min(a + step, end);
-      hits.append(s("rect", {class: "step-hit", x: x(a), y: M.top, width: Math.max(1, x(b) - x(a)), height: PH,
-        "data-step-start": a, "data-step-end": b, onclick: () => onStep(a, b)},
-      s("title", {}, `Requests from ${dateTime(a)}`)));
-    }
-    svg.append(hits);
+    plot.classList.add("steps");
+    plot.title = "Click a step to list its slowest requests";
+    u.over.addEventListener("click", () => {
+      if (u.cursor.left == null || u.cursor.left < 0) return;
+      const t = u.posToVal(u.cursor.left, "x") * 1000;
+      const a = start + Math.floor((t - start) / step) * step;
+      if (a >= start && a < end) onStep(a, Math.min(a + step, end));
+    });
   }
-  if (empty) {
-    svg.append(s("text", {class: "empty", x: M.left + PW / 2, y: M.top + PH / 2}, "No data in this window"));
-  }
-  series.forEach((sr, i) => {
-    const g = s("g", {class: `series ${sr.cls || `s${i % 8}`}`, "data-key": sr.key, "data-label": sr.label});
-    let d = "";
-    let pen = false;
-    const dots = [];
-    for (const [t, v] of sr.points) {
-      if (v === null) { pen = false; continue; }
-      d += `${pen ? "L" : "M"}${x(t).toFixed(1)},${y(v).toFixed(1)}`;
-      pen = true;
-      dots.push(s("circle", {class: "pt", cx: x(t).toFixed(1), cy: y(v).toFixed(1), r: 2.5,
-        "data-t": t, "data-value": v},
-      s("title", {}, `${sr.label} · ${dateTime(t)} · ${formatValue(v, unit)}`)));
-    }
-    if (d) g.append(s("path", {d}));
-    g.append(...dots);
-    svg.append(g);
-  });
-
-  const legend = h("ul", {class: "legend"}, series.map((sr, i) =>
-    h("li", {class: sr.cls || `s${i % 8}`}, h("span", {class: "swatch", "aria-hidden": "true"}), sr.label)));
-  return h("figure", {class: "chart-card", "data-chart": id},
-    h("figcaption", {}, h("span", {class: "chart-title", text: title}), h("span", {class: "chart-unit", text: caption})),
-    svg, series.length ? legend : null);
+  // Fill the card's width, and follow it when the window resizes.
+  new ResizeObserver(() => {
+    const w = plot.clientWidth;
+    if (w > 0 && w !== u.width) u.setSize({width: w, height: HEIGHT});
+  }).observe(plot);
+  return figure;
 }

@@ -82,9 +82,29 @@ function detail(label, value) {
   return h("div", {class: "detail"}, h("dt", {text: label}), h("dd", {text: value ?? "–"}));
 }
 
-export function deploymentView(model, deployment, windowId) {
+/** A custom range from the address (`?from=MS&to=MS`), or null when it is not one. */
+function customFrom(params) {
+  const from = Number(params.get("from"));
+  const to = Number(params.get("to"));
+  return Number.isFinite(from) && Number.isFinite(to) && from > 0 && to > from
+    ? {id: "custom", label: "custom", ms: to - from, from, to} : null;
+}
+
+// <input type="datetime-local"> speaks local wall time without a zone
+function localInput(ms) {
+  const d = new Date(ms - new Date(ms).getTimezoneOffset() * 60e3);
+  return d.toISOString().slice(0, 16);
+}
+
+export function deploymentView(model, deployment, params) {
   const base = deploymentPath(model, deployment);
-  let win = WINDOWS.find((w) => w.id === windowId) || WINDOWS[1];
+  let win = customFrom(params) || WINDOWS.find((w) => w.id === params.get("window")) || WINDOWS[1];
+  // The window as [start, end) in ms: a preset ends now, a custom range where it was set.
+  const range = () => {
+    if (win.id === "custom") return {start: win.from, end: win.to};
+    const end = Date.now();
+    return {start: end - win.ms, end};
+  };
   let timer = null;
   let generation = 0;
 
@@ -96,24 +116,50 @@ export function deploymentView(model, deployment, windowId) {
       h("input", {type: "radio", name: "window", value: w.id, checked: w === win,
         onchange: () => { win = w; remember(); refresh(); logs.reload(); }}),
       h("span", {text: w.label}))));
+  const now = Date.now();
+  const fromInput = h("input", {type: "datetime-local", name: "from", "aria-label": "From",
+    value: localInput(win.id === "custom" ? win.from : now - win.ms)});
+  const toInput = h("input", {type: "datetime-local", name: "to", "aria-label": "To",
+    value: localInput(win.id === "custom" ? win.to : now)});
+  const custom = h("form", {class: "custom-range", "aria-label": "Custom range"},
+    h("span", {text: "or from"}), fromInput, h("span", {text: "to"}), toInput,
+    h("button", {type: "submit"}, "Show"));
+  custom.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const from = new Date(fromInput.value).getTime();
+    const to = new Date(toInput.value).getTime();
+    if (!(to > from)) {
+      showError(error, {message: "The custom range's end must be after its start."});
+      return;
+    }
+    win = {id: "custom", label: "custom", ms: to - from, from, to};
+    picker.querySelectorAll("input").forEach((i) => { i.checked = false; });
+    auto.checked = false; // a fixed range does not move: nothing new to refresh
+    schedule();
+    remember();
+    refresh();
+    logs.reload();
+  });
   const auto = h("input", {type: "checkbox", id: "auto-refresh", checked: true, onchange: () => schedule()});
+  if (win.id === "custom") auto.checked = false;
   const updated = h("p", {class: "updated", "aria-live": "polite"});
   const charts = h("div", {class: "charts", "data-loads": "0", "aria-busy": "true"});
-  const logs = logViewer(model, deployment, () => win.ms);
+  const logs = logViewer(model, deployment, range);
   const requests = requestsPanel(base);
   const el = h("div", {class: "deployment-view"},
     h("nav", {class: "crumbs", "aria-label": "Breadcrumb"},
       h("a", {href: "#/"}, "Models"), " / ", h("span", {text: model}), " / ", h("span", {text: deployment})),
     title, details,
-    h("div", {class: "toolbar"}, picker,
+    h("div", {class: "toolbar"}, picker, custom,
       h("label", {class: "toggle", for: "auto-refresh"}, auto, "Auto refresh every 10 s"), updated),
     error, charts, requests.el, logs.el);
 
   function remember() {
     // The window is part of the address, so a reload or a shared link keeps it; replace,
     // not push: a window change is not a page to go back to.
+    const state = win.id === "custom" ? `from=${win.from}&to=${win.to}` : `window=${win.id}`;
     history.replaceState(null, "", `#/models/${encodeURIComponent(model)}/deployments/` +
-      `${encodeURIComponent(deployment)}?window=${win.id}`);
+      `${encodeURIComponent(deployment)}?${state}`);
   }
 
   function showDeployment(d) {
@@ -141,12 +187,12 @@ export function deploymentView(model, deployment, windowId) {
 
   async function refresh() {
     const g = ++generation;
-    const end = Date.now();
+    const {start, end} = range();
     charts.setAttribute("aria-busy", "true");
     try {
       const [d, resp] = await Promise.all([
         api(base),
-        api(`${base}/metrics`, {mode: "SERIES", start_epoch_millis: end - win.ms, end_epoch_millis: end,
+        api(`${base}/metrics`, {mode: "SERIES", start_epoch_millis: start, end_epoch_millis: end,
           metrics: METRICS.join(",")}),
       ]);
       if (g !== generation) return;

@@ -24,8 +24,8 @@ function msOf(ns) {
   return BigInt(ns) / 1000000n;
 }
 
-/** windowMs(): the page's window length; the viewer shows [now - window, now). */
-export function logViewer(model, deployment, windowMs) {
+/** range(): the page's window {start, end} in ms; the viewer shows [start, end). */
+export function logViewer(model, deployment, range) {
   const path = `${deploymentPath(model, deployment)}/logs`;
   const ctl = {
     min_level: h("select", {name: "min_level"}, h("option", {value: ""}, "any level"),
@@ -74,7 +74,7 @@ export function logViewer(model, deployment, windowMs) {
   let generation = 0;
 
   function params() {
-    const end = Date.now();
+    const {start, end} = range();
     return {
       min_level: ctl.min_level.value,
       search_pattern: ctl.search_pattern.value,
@@ -82,7 +82,7 @@ export function logViewer(model, deployment, windowMs) {
       excludes: terms(ctl.excludes.value),
       replica: ctl.replica.value.trim(),
       request_id: ctl.request_id.value.trim(),
-      start_epoch_millis: end - windowMs(),
+      start_epoch_millis: start,
       end_epoch_millis: end,
       pageSize: Number(ctl.limit.value),
     };
