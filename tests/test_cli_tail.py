@@ -74,8 +74,9 @@ def test_follow_prints_the_last_lines_then_the_stream_once_across_a_server_resta
         send(server, DEP, [log_record(now - 10_000_000, "same ms as the last printed")]
              + [log_record(now + i * 10_000, f"new {i}") for i in range(1500)])
         assert f.messages(1501) == ["same ms as the last printed"] + [f"new {i}" for i in range(1500)]
-        # the server goes away and comes back: the client reconnects with its last id
-        server.stop()
+        # the server dies and comes back: the client reconnects with its last id (a crash:
+        # a graceful stop waits for open streams to end)
+        server.kill9()
         server.start()
         send(server, DEP, [log_record(now - 3600 * 10**9, "replayed from a spool, an hour old"),
                            log_record(time.time_ns(), "after the restart")])
@@ -83,6 +84,10 @@ def test_follow_prints_the_last_lines_then_the_stream_once_across_a_server_resta
     finally:
         err = f.stop()
     assert "following" in err and "reconnecting" in err
+    # a server that cannot be reached at all is an error at once, not a reconnect loop
+    r = subprocess.run([sys.executable, "-m", "sonde", "logs", "cm", "cd", "-f", "--since", "1m", "--server",
+                        "http://127.0.0.1:1", "--key", "k"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "cannot reach" in r.stderr and "reconnecting" not in r.stderr
 
 
 def test_follow_since_is_logcli_tail_since(server):
@@ -95,6 +100,15 @@ def test_follow_since_is_logcli_tail_since(server):
         assert f.messages(2) == ["recent 1", "recent 2"]
         send(server, res, [log_record(time.time_ns(), "live")])
         assert f.messages(1) == ["live"]
+    finally:
+        f.stop()
+    # the line filters reach the stream as they reach the GET (includes/excludes repeated)
+    f = Follower(server, "logs", "cm", "cd-since", "--since", "10m", "--include", "recent", "--include", "1",
+                 "--exclude", "2", "--replica", "r0")
+    try:
+        assert f.messages(1) == ["recent 1"]
+        send(server, res, [log_record(time.time_ns(), "recent 12 live"), log_record(time.time_ns(), "recent 1 live")])
+        assert f.messages(1) == ["recent 1 live"]
     finally:
         f.stop()
 
@@ -168,9 +182,16 @@ def test_profiles_and_their_precedence(server, tmp_path):
                  server.creds["management_key"]).returncode == 0
     r = sonde("models", "--profile", "nope")
     assert r.returncode == 2 and "'nope' is not in" in r.stderr and "broken, local" in r.stderr
+    # the environment beats the profile too
+    env.update(SONDE_URL=server.url, SONDE_API_KEY=server.creds["management_key"])
+    assert sonde("models", "--profile", "broken").returncode == 0
+    del env["SONDE_URL"], env["SONDE_API_KEY"]
     cfg.write_text('[profiles.x]\nuri = "typo"\n')
     r = sonde("models", "--profile", "x")
     assert r.returncode == 2 and "unknown field 'uri'" in r.stderr
+    cfg.write_text('[profiles.x\nurl = "no closing bracket"\n')
+    r = sonde("models")
+    assert r.returncode == 2 and f"profiles file {cfg}" in r.stderr
 
 
 def test_train_chains_loops_verbs(server):

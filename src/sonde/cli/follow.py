@@ -9,7 +9,9 @@ The cursor is the client's: any API replica can take the reconnect.
 from __future__ import annotations
 
 import json
+import queue
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
@@ -19,6 +21,8 @@ import httpx
 
 #: seconds between two attempts to reconnect, growing to the last
 BACKOFF = (0.5, 1.0, 2.0, 5.0)
+#: stream events read ahead of what is printed
+PAGE_AHEAD = 1000
 
 LEVEL_STYLE = {"DEBUG": {"fg": "bright_black"}, "INFO": {"fg": "green"}, "WARNING": {"fg": "yellow"},
                "ERROR": {"fg": "red", "bold": True}}
@@ -62,19 +66,25 @@ class Skip:
         return False
 
 
-def events(client: httpx.Client, url: str, params: dict, headers: dict, stop: threading.Event,
-           on_response: Callable[[httpx.Response], None] = lambda r: None) -> Iterator[tuple[str, dict]]:
-    """(event type, the event's JSON data) from the stream, reconnecting with the last id."""
-    last_id, attempt = None, 0
+def events(client: httpx.Client, url: str, params: dict, headers: dict,
+           stop: threading.Event) -> Iterator[tuple[str, dict]]:
+    """(event type, the event's JSON data) from the stream, reconnecting with the last id.
+
+    The first connection must succeed (a wrong URL or key fails at once); after that a
+    network error, a 5xx (a proxy while the server restarts) or the stream's end is met
+    with a note on stderr and a reconnect after a backoff."""
+    last_id, attempt, connected = None, 0, False
     while not stop.is_set():
         h = dict(headers, **({"Last-Event-ID": last_id} if last_id else {}))
         try:
-            with client.stream("GET", url, params=params, headers=h, timeout=httpx.Timeout(30, read=90)) as r:
+            # read timeout: three heartbeats missed means a dead connection, not a quiet one
+            with client.stream("GET", url, params=params, headers=h, timeout=httpx.Timeout(30, read=45)) as r:
                 if r.status_code >= 400:
                     r.read()
-                    raise click.ClickException(_error_text(r))
-                on_response(r)
-                attempt = 0
+                    if r.status_code < 500 or not connected:
+                        raise click.ClickException(_error_text(r))
+                    raise _Retry(f"{r.status_code} from the server")
+                connected, attempt = True, 0
                 kind, data, eid = "message", [], None
                 for raw in r.iter_lines():
                     if raw == "":
@@ -92,15 +102,21 @@ def events(client: httpx.Client, url: str, params: dict, headers: dict, stop: th
                             eid = value
                         elif field == "event":
                             kind = value
-        except Exception as exc:
-            if stop.is_set():  # closed on purpose, from the watching thread
-                return
-            if not isinstance(exc, (httpx.TransportError, httpx.StreamError)):
-                raise
-            wait = BACKOFF[min(attempt, len(BACKOFF) - 1)]
-            attempt += 1
-            click.echo(f"sonde: stream interrupted ({type(exc).__name__}); reconnecting in {wait:g} s", err=True)
-            stop.wait(wait)
+            why = "the server closed the stream"
+        except (httpx.TransportError, httpx.StreamError, _Retry) as exc:
+            if not connected:
+                raise click.ClickException(f"cannot reach {url}: {exc}") from exc
+            why = str(exc) if isinstance(exc, _Retry) else type(exc).__name__
+        if stop.is_set():
+            return
+        wait = BACKOFF[min(attempt, len(BACKOFF) - 1)]
+        attempt += 1
+        click.echo(f"sonde: stream interrupted ({why}); reconnecting in {wait:g} s", err=True)
+        stop.wait(wait)
+
+
+class _Retry(Exception):
+    """A stream answer worth trying again (a 5xx once the stream had worked)."""
 
 
 def _error_text(r: httpx.Response) -> str:
@@ -114,31 +130,50 @@ def _error_text(r: httpx.Response) -> str:
 
 def follow(api, path: str, params: dict, emit: Callable[[dict], None], *, skip: Skip | None = None,
            until: Callable[[], bool] | None = None) -> None:
-    """Print the stream's lines until interrupted, or until ``until()`` turns true (checked
-    every second on a thread: it closes the stream, so a quiet stream ends too)."""
+    """Print the stream's lines until interrupted, or until ``until()`` (asked about once a
+    second) turns true.
+
+    The stream is read on a daemon thread and printed from this one: a read blocked on a
+    quiet connection cannot be interrupted from another thread (closing the response does
+    not wake it before the next heartbeat), so ``until`` and Ctrl-C act here at once and
+    the blocked reader is simply left behind as the command returns."""
     stop = threading.Event()
-    holder: dict = {}
-
-    def watch() -> None:
-        while not stop.wait(1.0):
-            if until():
-                stop.set()
-                r = holder.get("response")
-                if r is not None:
-                    r.close()  # ends iter_lines in the reader, wherever it waits
-
-    if until is not None:
-        threading.Thread(target=watch, daemon=True).start()
+    # bounded: a slow reader of stdout (a pager) holds the stream back rather than memory
+    inbox: queue.Queue = queue.Queue(maxsize=PAGE_AHEAD)
     headers = {"Authorization": f"Bearer {api.key}"} if api.key else {}
+
+    def read() -> None:
+        try:
+            with httpx.Client() as client:
+                for item in events(client, api.server + path + "/stream", params, headers, stop):
+                    inbox.put(("event", item))
+        except BaseException as exc:  # handed to the printing thread, which raises it
+            inbox.put(("error", exc))
+        else:
+            inbox.put(("end", None))
+
+    threading.Thread(target=read, daemon=True, name="sonde-stream").start()
+    next_check = time.monotonic()
     try:
-        with httpx.Client() as client:
-            for kind, data in events(client, api.server + path + "/stream", params, headers, stop,
-                                     on_response=lambda r: holder.__setitem__("response", r)):
+        while True:
+            try:
+                what, item = inbox.get(timeout=0.25)
+            except queue.Empty:
+                what, item = None, None
+            if what == "error":
+                raise item
+            if what == "end":
+                return
+            if what == "event":
+                kind, data = item
                 if kind == "error":
                     raise click.ClickException(data.get("message") or "the stream ended with an error")
-                if skip is not None and skip(data):
-                    continue
-                emit(data)
+                if skip is None or not skip(data):
+                    emit(data)
+            if until is not None and time.monotonic() >= next_check:
+                next_check = time.monotonic() + 1.0
+                if until():
+                    return
     except KeyboardInterrupt:
         pass
     finally:

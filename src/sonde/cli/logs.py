@@ -112,7 +112,8 @@ def read_pages(api, path: str, params: dict, n: int | None, emit) -> int:
 
 def _job_ended(api, target_args: dict):
     """``until`` for ``train logs -f``: true once the job has ended and its last lines had
-    time to arrive; the status it ended with is kept for the caller."""
+    time to arrive (the job's status is read every 2 s); the status it ended with is kept
+    for the caller."""
     state = {"status": None, "ended_at": None, "checked": 0.0}
     path = "/v1/training_projects/{training_project_id}/jobs/{training_job_id}".format(**target_args)
 
@@ -122,7 +123,11 @@ def _job_ended(api, target_args: dict):
             return now - state["ended_at"] >= JOB_DRAIN_S
         if now - state["checked"] >= 2.0:
             state["checked"] = now
-            job = api.call("GET", path)["training_job"]
+            try:
+                job = api.call("GET", path)["training_job"]
+            except click.ClickException as exc:  # the stream says more if the server is gone
+                click.echo(f"sonde: could not read the job's status ({exc.message}); trying again", err=True)
+                return False
             if job["current_status"] in JOB_ENDED:
                 state["status"], state["error"] = job["current_status"], job.get("error_message")
                 state["ended_at"] = now
@@ -149,15 +154,17 @@ def run_logs(api, target: LogTarget, target_args: dict, follow_lines: bool, filt
     stream_params = {k: v for k, v in params.items() if k not in ("limit", "direction", "end_epoch_millis")}
     skip = None
     if "start_epoch_millis" not in params:
-        # the last lines, then the stream from the newest one's millisecond, less what was printed
-        backlog = api.call("GET", path, params={**stream_params, "direction": "desc",
-                                                "limit": min(params.get("limit") or FOLLOW_BACKLOG, PAGE)})["logs"]
+        # the last lines, then the stream from the newest one's millisecond, less what was
+        # printed; with none, from just before the GET, so a line arriving in between shows
+        asked_at = time.time_ns() // 1_000_000
+        backlog: list[dict] = []
+        read_pages(api, path, {**stream_params, "direction": "desc"}, params.get("limit") or FOLLOW_BACKLOG,
+                   backlog.append)
         for line in reversed(backlog):
             emit(line)
-        if backlog:
-            edge = int(backlog[0]["timestamp"]) // 10**6
-            stream_params["start_epoch_millis"] = edge
-            skip = Skip(backlog, edge)
+        edge = int(backlog[0]["timestamp"]) // 10**6 if backlog else asked_at
+        stream_params["start_epoch_millis"] = edge
+        skip = Skip(backlog, edge)
     until, state = _job_ended(api, target_args) if job else (None, None)
     click.echo("sonde: following (Ctrl-C to stop)", err=True)
     follow(api, path, stream_params, emit, skip=skip, until=until)

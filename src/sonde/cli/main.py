@@ -12,7 +12,31 @@ from ..settings import Config, setting
 @click.group()
 @click.version_option(package_name="sonde")
 def cli() -> None:
-    """Sonde: observability for ML model serving and training."""
+    """Sonde: observability for ML model serving and training.
+
+    Client commands (all but serve, migrate, agent and demo) find their server and key,
+    first found: --server/--key, the environment (SONDE_URL, SONDE_API_KEY), a profile,
+    then http://127.0.0.1:8080 with the key in DATA_DIR/credentials.json. Profiles are
+    named servers in ~/.config/sonde/config.toml ($XDG_CONFIG_HOME/sonde/config.toml, or
+    the file SONDE_CLI_CONFIG names); --profile NAME (or SONDE_PROFILE) picks one, else
+    the file's default_profile applies unless a server was named by flag or environment.
+    Fields: url, api_key (management), admin_key (workspaces, keys), ingest_key. A missing
+    profile, an unknown field or a malformed file is a usage error naming it.
+
+    \b
+    Example ~/.config/sonde/config.toml:
+      default_profile = "prod"
+      [profiles.prod]
+      url = "https://sonde.example.com"
+      api_key = "sonde_..."
+      admin_key = "sonde_..."
+      [profiles.local]
+      url = "http://127.0.0.1:8080"
+
+    \b
+    Example:
+      sonde logs MODEL DEPLOYMENT -f --since 10m --profile prod
+    """
 
 
 def _config(**options) -> Config:

@@ -132,7 +132,7 @@ def client_options(key_kind: str = "management_key", formats: tuple[str, ...] = 
                       help=f"API key [env: SONDE_API_KEY; else the profile's {PROFILE_KEYS[key_kind]};"
                            f" else {key_kind} from DATA_DIR/credentials.json].")
         @click.option("--profile", envvar="SONDE_PROFILE", default=None,
-                      help="A named server of the profiles file (~/.config/sonde/config.toml; docs/cli.md).")
+                      help="A named server of the profiles file (~/.config/sonde/config.toml; sonde --help).")
         @click.option("--data-dir", envvar="SONDE_DATA_DIR", default=setting("data_dir").default, show_default=True,
                       help="Where to find credentials.json when no key is given otherwise.")
         @click.option("-o", "--format", "fmt", type=click.Choice(list(formats)), default=formats[0],
