@@ -487,3 +487,102 @@ def test_custom_range_is_in_the_address_and_drawn_from_the_api(browser, sonde):
     assert (again["start"], again["end"]) == (minute(frm), minute(to)) and again["series"] == got["series"]
     browser.execute_script("document.querySelector('.toolbar').scrollIntoView()")
     browser.save_screenshot(os.path.join(SHOTS, "custom-range.png"))
+
+
+def _job_resource(rank: int) -> dict:
+    return {"sonde.training_project_id": "p1", "sonde.training_job_id": "j1", "sonde.node_rank": str(rank),
+            "sonde.node_id": f"node-{rank}"}
+
+
+def _drawn(chart: dict) -> dict[str, list[float]]:
+    return {s["key"]: [p[1] for p in s["points"]] for s in chart["series"]}
+
+
+@pytest.mark.e2e
+def test_entity_pages_draw_the_apis_numbers(browser, sonde):
+    """Training job (per node), chains and a chainlet's logs, a trainer, and the LLM panels
+    of a deployment whose server reports them: each page against the API's own answer."""
+    t0 = (time.time_ns() // MIN - 5) * MIN
+    for rank in (0, 1):
+        sonde.send(metrics_request(_job_resource(rank), [
+            gauge("hw.gpu.utilization", [number(t0 + k * MIN, 0.25 * (rank + 1), attrs={"hw.gpu.index": 0})
+                                         for k in range(5)], unit="1"),
+            sum_metric("process.cpu.time", [number(t0 + k * MIN, 30.0 * (rank + 1) * (k + 1), start=t0 - MIN)
+                                            for k in range(5)], unit="s"),
+            gauge("process.memory.usage", [number(t0 + k * MIN, float(2**30 * (rank + 1))) for k in range(5)],
+                  unit="By")]))
+    sonde.send(logs_request(_job_resource(0), [log_record(t0, "epoch 1 loss=0.5", severity_number=9)]))
+    chainlet = {"sonde.chain_id": "c1", "sonde.chain_deployment_id": "cd1", "sonde.chainlet_id": "pre"}
+    sonde.send(logs_request(chainlet, [log_record(t0, "chainlet line", severity_number=13)]))
+    loops = {"sonde.loops_deployment_id": "lp1", "sonde.node_rank": "0", "sonde.node_id": "node-0"}
+    sonde.send(metrics_request(loops, [gauge("process.memory.usage", [number(t0 + k * MIN, 3.0 * 2**30)
+                                                                     for k in range(5)], unit="By")]))
+    llm = _resource("r0001", "d-llm")
+    sonde.send(metrics_request(llm, [
+        gauge("vllm:kv_cache_usage_perc", [number(t0 + k * MIN, 0.1 * (k + 1)) for k in range(5)], unit="1"),
+        gauge("vllm:num_requests_running", [number(t0 + k * MIN, float(k)) for k in range(5)])]))
+    os.makedirs(SHOTS, exist_ok=True)
+
+    # the training job: per-node charts equal the metrics API's per-node values
+    open_ui(browser, sonde, "/training/p1/jobs/j1?window=15m")
+    wait(browser, lambda d: loads(d, ".charts") >= 1 and loads(d, "section.logs") >= 1, what="the job page")
+    got = charts(browser)
+    assert {"gpu-utilization", "cpu", "memory"} <= set(got)
+    end, start = got["cpu"]["end"], got["cpu"]["start"]
+    api = sonde.api.get("/v1/training_projects/p1/jobs/j1/metrics",
+                        params={"start_epoch_millis": start, "end_epoch_millis": end}).json()
+    for node in api["per_node_metrics"]:
+        m = node["metrics"]
+        assert _drawn(got["cpu"])[node["node_id"]] == [p["value"] for p in m["cpu_usage"]]
+        assert _drawn(got["memory"])[node["node_id"]] == [p["value"] for p in m["cpu_memory_usage_bytes"]]
+        assert _drawn(got["gpu-utilization"])[f"{node['node_id']}/0"] == [p["value"] for p in m["gpu_utilization"]["0"]]
+    assert sorted(_drawn(got["memory"])) == ["node-0", "node-1"]
+    assert [m for *_, m in log_view(browser)] == ["epoch 1 loss=0.5"]
+    assert not browser.find_elements(By.NAME, "search_pattern")  # the job's logs API takes the level only
+    # the job's logs follow live
+    browser.find_element(By.CSS_SELECTOR, "button.live-toggle").click()
+    wait(browser, lambda d: d.execute_script("return document.querySelector('section.logs').dataset.live") == "live",
+         what="the job's stream")
+    sonde.send(logs_request(_job_resource(1), [log_record(time.time_ns(), "epoch 2 loss=0.4", severity_number=9)]))
+    wait(browser, lambda d: [m for *_, m in log_view(d)][:1] == ["epoch 2 loss=0.4"], what="the job's live line")
+    browser.save_screenshot(os.path.join(SHOTS, "training-job.png"))
+    browser.find_element(By.CSS_SELECTOR, "button.live-toggle").click()
+
+    open_ui(browser, sonde, "/training")
+    wait(browser, lambda d: loads(d, ".entity-body") >= 1, what="the training list")
+    row = browser.find_element(By.CSS_SELECTOR, "tr[data-job='j1']")
+    assert "RUNNING" in row.text
+    browser.save_screenshot(os.path.join(SHOTS, "training.png"))
+
+    # chains: the chainlet seen in telemetry, and its logs
+    open_ui(browser, sonde, "/chains")
+    wait(browser, lambda d: loads(d, ".entity-body") >= 1, what="the chains")
+    browser.save_screenshot(os.path.join(SHOTS, "chains.png"))
+    browser.find_element(By.CSS_SELECTOR, "tr[data-chainlet='pre'] a").click()
+    wait(browser, lambda d: loads(d, "section.logs") >= 1, what="the chainlet's logs")
+    assert [m for *_, m in log_view(browser)] == ["chainlet line"]
+
+    # the trainer: its memory per node equals the loops metrics API's
+    open_ui(browser, sonde, "/loops/lp1?window=15m")
+    wait(browser, lambda d: loads(d, ".charts") >= 1, what="the trainer page")
+    got = charts(browser)
+    api = sonde.api.post("/v1/loops/deployments/lp1/metrics", json={
+        "start_epoch_millis": got["memory"]["start"], "end_epoch_millis": got["memory"]["end"]}).json()["metrics"]
+    assert _drawn(got["memory"])["node-0"] == [p["value"] for p in api["per_node_metrics"][0]["cpu_memory_usage_bytes"]]
+    browser.save_screenshot(os.path.join(SHOTS, "loops.png"))
+
+    # the LLM panels appear where the metrics exist, with the deployment metrics API's values
+    open_ui(browser, sonde, "/models/m1/deployments/d-llm?window=15m")
+    wait(browser, lambda d: loads(d, ".charts") >= 1, what="the LLM deployment")
+    got = charts(browser)
+    assert {"kv-cache", "queue"} <= set(got) and "ttft" not in got
+    body = sonde.api.get("/v1/models/m1/deployments/d-llm/metrics", params={
+        "mode": "SERIES", "start_epoch_millis": got["kv-cache"]["start"], "end_epoch_millis": got["kv-cache"]["end"],
+        "metrics": "sonde_llm_kv_cache_usage_ratio,baseten_llm_num_requests"}).json()
+    names = [d["name"] for d in body["metric_descriptors"]]
+    kv = [mv["values"][names.index("sonde_llm_kv_cache_usage_ratio")][0] for mv in body["metric_values"]]
+    running = [mv["values"][names.index("baseten_llm_num_requests")][0] for mv in body["metric_values"]]
+    assert approx(values(got["kv-cache"])["r0001"], [v for v in kv if v is not None])
+    assert approx(values(got["queue"])["running"], [v for v in running if v is not None])
+    browser.execute_script("document.querySelector(\"figure[data-chart='kv-cache']\").scrollIntoView()")
+    browser.save_screenshot(os.path.join(SHOTS, "llm.png"))

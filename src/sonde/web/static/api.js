@@ -35,7 +35,7 @@ export function takeKeyFromFragment() {
   return true;
 }
 
-/** GET path?params; resolves to the JSON body, rejects with an ApiError carrying the
+/** GET (or `method` with a JSON `body`) path?params; resolves to the JSON body, rejects with an ApiError carrying the
  * API's own message. Array values repeat the parameter, empty ones are left out. */
 export function apiUrl(path, params = {}) {
   const url = new URL(ROOT + path, location.origin);
@@ -68,13 +68,16 @@ export async function errorOf(response) {
   return new ApiError(response.status, message, err.code, err.field);
 }
 
-export async function api(path, params = {}) {
+export async function api(path, params = {}, {method = "GET", body} = {}) {
   const key = requireKey();
   const url = apiUrl(path, params);
   let response;
   try {
     response = await fetch(url, {
-      headers: {Authorization: `Bearer ${key}`, Accept: "application/json"},
+      method,
+      headers: {Authorization: `Bearer ${key}`, Accept: "application/json",
+        ...(body === undefined ? {} : {"Content-Type": "application/json"})},
+      body: body === undefined ? undefined : JSON.stringify(body),
       cache: "no-store",
     });
   } catch (e) {

@@ -1,8 +1,9 @@
-// Start-up, the key box and the hash router: #/ (models) and
-// #/models/{model}/deployments/{deployment}?window=1h.
+// Start-up, the key box and the hash router: #/ (models), a deployment, training
+// projects and jobs, chains and chainlets, trainer (loops) deployments (ROUTES).
 
 import {getKey, setKey, takeKeyFromFragment} from "./api.js";
 import {deploymentView} from "./deployment.js";
+import {chainletView, chainsView, jobView, loopsListView, loopsView, trainingView} from "./entities.js";
 import {modelsView} from "./models.js";
 
 const view = document.getElementById("view");
@@ -17,14 +18,30 @@ function showKeyStatus() {
   keyInput.placeholder = key ? "saved; paste another to replace" : "paste the management key";
 }
 
+// [pattern, view from the decoded path parts and the query]; the first match wins
+const ROUTES = [
+  [/^\/models\/([^/]+)\/deployments\/([^/]+)$/, (p, q) => deploymentView(p[0], p[1], q)],
+  [/^\/training$/, () => trainingView()],
+  [/^\/training\/([^/]+)\/jobs\/([^/]+)$/, (p, q) => jobView(p[0], p[1], q)],
+  [/^\/chains$/, () => chainsView()],
+  [/^\/chains\/([^/]+)\/deployments\/([^/]+)\/chainlets\/([^/]+)$/, (p) => chainletView(p[0], p[1], p[2])],
+  [/^\/loops$/, () => loopsListView()],
+  [/^\/loops\/([^/]+)$/, (p, q) => loopsView(p[0], q)],
+];
+
+function pick(path, params) {
+  for (const [re, view] of ROUTES) {
+    const m = re.exec(path);
+    if (m) return view(m.slice(1).map(decodeURIComponent), params);
+  }
+  return modelsView();
+}
+
 function route() {
   if (current) current.dispose();
   const [path, query] = location.hash.replace(/^#/, "").split("?");
   const params = new URLSearchParams(query || "");
-  const m = /^\/models\/([^/]+)\/deployments\/([^/]+)$/.exec(path);
-  current = m
-    ? deploymentView(decodeURIComponent(m[1]), decodeURIComponent(m[2]), params)
-    : modelsView();
+  current = pick(path, params);
   view.replaceChildren(current.el);
 }
 

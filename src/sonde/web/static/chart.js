@@ -17,12 +17,12 @@ export function pointText(label, t, v, unit) {
 }
 
 /**
- * series: [{key, label, cls, points: [[t_ms, value|null], ...]}] (the same times in every
- * series); start/end/step in ms. onStep(startMs, endMs), when given, is called when a
+ * series: [{key, label, cls, points: [[t_ms, value|null], ...]}]; start/end/step in ms. onStep(startMs, endMs), when given, is called when a
  * step is clicked. Returns a <figure> holding the chart and its legend.
  */
 export function lineChart({id, title, unit, caption, series, start, end, step, onStep}) {
-  const times = series.length ? series[0].points.map((p) => p[0]) : [];
+  // uPlot takes one time axis: the union of the series' times, a gap where one has none
+  const times = [...new Set(series.flatMap((sr) => sr.points.map((p) => p[0])))].sort((a, b) => a - b);
   const empty = !series.some((sr) => sr.points.some((p) => p[1] !== null));
   const plot = h("div", {class: "plot"});
   const figure = h("figure", {class: "chart-card", "data-chart": id, "data-unit": unit, "data-start": start,
@@ -55,7 +55,10 @@ export function lineChart({id, title, unit, caption, series, start, end, step, o
       })),
     ],
   };
-  const data = [times.map((t) => t / 1000), ...series.map((sr) => sr.points.map((p) => p[1]))];
+  const data = [times.map((t) => t / 1000), ...series.map((sr) => {
+    const at = new Map(sr.points);
+    return times.map((t) => (at.has(t) ? at.get(t) : null));
+  })];
   const u = new uPlot(opts, data, plot);
   figure.uplot = u;
   figure.seriesKeys = series.map((sr) => sr.key);

@@ -7,16 +7,10 @@ import {errorBox, h, showError} from "./dom.js";
 import {clock} from "./format.js";
 import {logViewer} from "./logs.js";
 import {requestsPanel} from "./requests.js";
+import {WINDOWS} from "./windows.js";
 
 const REFRESH_MS = 10_000;
 
-export const WINDOWS = [
-  {id: "15m", label: "15 min", ms: 15 * 60e3},
-  {id: "1h", label: "1 h", ms: 3600e3},
-  {id: "6h", label: "6 h", ms: 6 * 3600e3},
-  {id: "24h", label: "24 h", ms: 24 * 3600e3},
-  {id: "7d", label: "7 d", ms: 7 * 24 * 3600e3},
-];
 
 const LATENCY = {"0.5": "p50", "0.95": "p95", "0.99": "p99"};
 const byReplica = (ls) => ls.replica ?? "(no replica)";
@@ -40,6 +34,17 @@ const CHARTS = [
     parts: [{metric: "baseten_gpu_utilization", label: byGpu}]},
   {id: "gpu-memory", title: "GPU memory", unit: "mib", caption: "used, per replica and GPU", gpu: true,
     parts: [{metric: "baseten_gpu_memory_used", label: byGpu}]},
+  // LLM panels: drawn wherever a model server reports them (vLLM, SGLang, TGI pages, or
+  // the GenAI conventions; docs/model-servers.md), left out silently elsewhere
+  {id: "ttft", title: "Time to first token", unit: "seconds", caption: "p50, p95, p99", llm: true,
+    parts: [{metric: "sonde_llm_time_to_first_token_seconds", label: (ls) => LATENCY[ls.quantile] ?? null}]},
+  {id: "tokens", title: "Output tokens", unit: "count", caption: "tokens per second, per replica", llm: true,
+    parts: [{metric: "baseten_llm_output_tokens_total", label: byReplica, rate: true}]},
+  {id: "kv-cache", title: "KV cache", unit: "ratio", caption: "in use, per replica", llm: true,
+    parts: [{metric: "sonde_llm_kv_cache_usage_ratio", label: byReplica}]},
+  {id: "queue", title: "Queue", unit: "count", caption: "requests running and waiting", llm: true,
+    parts: [{metric: "baseten_llm_num_requests", label: () => "running"},
+      {metric: "sonde_llm_requests_waiting", label: () => "waiting"}]},
 ];
 const METRICS = CHARTS.flatMap((c) => c.parts.map((p) => p.metric));
 
@@ -144,7 +149,7 @@ export function deploymentView(model, deployment, params) {
   if (win.id === "custom") auto.checked = false;
   const updated = h("p", {class: "updated", "aria-live": "polite"});
   const charts = h("div", {class: "charts", "data-loads": "0", "aria-busy": "true"});
-  const logs = logViewer(model, deployment, range);
+  const logs = logViewer(`${base}/logs`, range);
   const requests = requestsPanel(base);
   const el = h("div", {class: "deployment-view"},
     h("nav", {class: "crumbs", "aria-label": "Breadcrumb"},
@@ -176,6 +181,7 @@ export function deploymentView(model, deployment, params) {
     for (const chart of CHARTS) {
       const series = seriesFor(chart, resp);
       if (chart.gpu && !series.length) { gpuless.push(chart.title); continue; }
+      if (chart.llm && !series.length) continue;
       figures.push(lineChart({id: chart.id, title: chart.title, unit: chart.unit,
         caption: `${chart.caption} · ${stepText(resp.step_seconds)} steps`, series,
         start: resp.start_epoch_millis, end: resp.end_epoch_millis, step: resp.step_seconds * 1000,

@@ -31,11 +31,12 @@ function seconds(v) {
   return `${trim(v, 2)} s`;
 }
 
-/** A value in a chart's unit: count, seconds, ratio, bytes, mib, cores. */
+/** A value in a chart's unit: count, seconds, ms, ratio, bytes, mib, cores. */
 export function formatValue(v, unit) {
   if (v === null || v === undefined || !Number.isFinite(v)) return "–";
   switch (unit) {
     case "seconds": return seconds(v);
+    case "ms": return seconds(v / 1000);
     case "ratio": return `${trim(v * 100, Math.abs(v) < 0.1 ? 1 : 0)}%`;
     case "bytes": return bytes(v);
     case "mib": return bytes(v * 1048576);

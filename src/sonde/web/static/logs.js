@@ -2,7 +2,7 @@
 // by end_epoch_millis from the oldest line shown, and "Live" adds new lines on top as the
 // stream sends them (stream.js), with "Pause" holding them until resumed.
 
-import {api, deploymentPath} from "./api.js";
+import {api} from "./api.js";
 import {errorBox, h, showError} from "./dom.js";
 import {dateTime, isoTime, logTime} from "./format.js";
 import {liveTail} from "./stream.js";
@@ -24,9 +24,10 @@ function msOf(ns) {
   return BigInt(ns) / 1000000n;
 }
 
-/** range(): the page's window {start, end} in ms; the viewer shows [start, end). */
-export function logViewer(model, deployment, range) {
-  const path = `${deploymentPath(model, deployment)}/logs`;
+/** The logs of `path` (any logs route); range(): the page's window {start, end} in ms, the
+ * viewer shows [start, end). lineFilters: false for training-job and loops logs, whose API
+ * takes the level only. */
+export function logViewer(path, range, {lineFilters = true} = {}) {
   const ctl = {
     min_level: h("select", {name: "min_level"}, h("option", {value: ""}, "any level"),
       LEVELS.map((l) => h("option", {value: l}, `${l} and above`))),
@@ -39,13 +40,16 @@ export function logViewer(model, deployment, range) {
     limit: h("select", {name: "limit"}, PAGE_SIZES.map((n) => h("option", {value: String(n)}, String(n)))),
   };
   ctl.limit.value = "100";
-  const form = h("form", {class: "log-filters", "aria-label": "Log filters"},
-    field("Level", ctl.min_level),
+  const lineFields = lineFilters ? [
     field("Search (RE2)", ctl.search_pattern),
     field("Includes", ctl.includes, "all of, comma-separated"),
     field("Excludes", ctl.excludes, "none of, comma-separated"),
     field("Replica", ctl.replica),
     field("Request ID", ctl.request_id),
+  ] : [];
+  const form = h("form", {class: "log-filters", "aria-label": "Log filters"},
+    field("Level", ctl.min_level),
+    ...lineFields,
     field("Lines per page", ctl.limit),
     h("div", {class: "actions"},
       h("button", {type: "submit", class: "primary"}, "Apply"),
