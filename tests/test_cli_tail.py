@@ -233,17 +233,29 @@ def test_train_chains_loops_verbs(server):
 def test_metrics_table_has_a_sparkline_per_series_from_the_api_numbers(server):
     now = time.time_ns()
     res = {**DEP, "sonde.deployment_id": "cd-spark"}
+    gib = float(2**30)
+    start, end = now // 10**6 - 3600_000, now // 10**6
+    # a point at the start of each of the last 30 one-minute steps, held through it (a gauge's
+    # step is its time-weighted mean): each step's value is its point's
     body, headers = encode(metrics_request(res, [gauge("process.memory.usage", [
-        number(now - k * 10**9 * 60, float(2**30 * (1 + k % 3))) for k in range(30, 0, -1)], unit="By")]))
+        number((start + (60 - k) * 60_000) * 10**6, gib * (1 + k % 3)) for k in range(30, 0, -1)],
+        unit="By")]))
     httpx.post(f"{server.url}/v1/otlp/v1/metrics", content=body,
                headers={**headers, **server.headers("ingest_key")}).raise_for_status()
     name = "baseten_container_cpu_memory_working_set_bytes"
     api = httpx.get(f"{server.url}/v1/models/cm/deployments/cd-spark/metrics", headers=server.headers(),
-                    params={"mode": "SERIES", "metrics": name, "start_epoch_millis": now // 10**6 - 3600_000,
-                            "end_epoch_millis": now // 10**6}).json()
+                    params={"mode": "SERIES", "metrics": name, "start_epoch_millis": start,
+                            "end_epoch_millis": end}).json()
     values = [vs["values"][0][0] for vs in api["metric_values"]]
+    assert len(values) == 60 and {v for v in values if v is not None} == {gib, 2 * gib, 3 * gib}
+    # 1, 2, 3 GiB scaled from the smallest to the largest: the lowest, the middle, the top bar
+    expected = "".join({None: " ", gib: "▁", 2 * gib: "▅", 3 * gib: "█"}[v] for v in values).strip()
+    table = run(server, "metrics", "cm", "cd-spark", "--metric", name, "--metric", "baseten_inference_requests_total",
+                "--since", str(start), "--until", str(end)).stdout
+    row = next(line for line in table.splitlines() if name in line)
+    assert expected in row and "3.22123e+09" in row  # last, max: 3 GiB
+    assert "(no data)" in next(line for line in table.splitlines() if "baseten_inference_requests_total" in line)
+    # a week has 360 steps: each bar is then the mean of 6
     from sonde.cli.metrics import sparkline
 
-    table = run(server, "metrics", "cm", "cd-spark", "--metric", name, "--since", str(now // 10**6 - 3600_000),
-                "--until", str(now // 10**6)).stdout
-    assert sparkline(values).strip() and sparkline(values).strip() in table.replace("\n", "")
+    assert sparkline([1.0] * 300 + [None] * 54 + [2.0] * 6) == "▁" * 50 + " " * 9 + "█"

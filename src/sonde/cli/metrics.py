@@ -16,10 +16,21 @@ import click
 from .options import SINCE_HELP, UNTIL_HELP, Since, client_options
 
 BARS = "▁▂▃▄▅▆▇█"
+#: bars in a sparkline at most: a window has up to 360 steps, which would not fit a terminal
+SPARK_WIDTH = 60
 
 
-def sparkline(values: list[float | None]) -> str:
-    """One bar per value, scaled from the smallest to the largest; a gap for a missing one."""
+def _mean(values: list[float | None]) -> float | None:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else None
+
+
+def sparkline(values: list[float | None], width: int = SPARK_WIDTH) -> str:
+    """One bar per value, scaled from the smallest to the largest; a gap for a missing one.
+    Past ``width`` values, each bar is the mean of as many consecutive steps as it takes."""
+    if len(values) > width:
+        per = math.ceil(len(values) / width)
+        values = [_mean(values[i:i + per]) for i in range(0, len(values), per)]
     finite = [v for v in values if v is not None and math.isfinite(v)]
     if not finite:
         return ""
@@ -43,15 +54,22 @@ def series_table(series: list[tuple[str, str, list[float | None]]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("metric", "labels", "last", "min", "max")
+    table = Table()
+    for name in ("metric", "labels"):  # a name cut short is another name: fold it instead
+        table.add_column(name, overflow="fold")
+    for name in ("last", "min", "max"):
+        table.add_column(name, justify="right", no_wrap=True)
     table.add_column("trend", no_wrap=True)  # a wrapped sparkline reads as two
     for name, labels, values in series:
         finite = [v for v in values if v is not None and math.isfinite(v)]
         last = next((v for v in reversed(values) if v is not None), None)
         table.add_row(name, labels, _number(last), _number(min(finite) if finite else None),
                       _number(max(finite) if finite else None), sparkline(values))
-    width = max(len(values) for _, _, values in series) if series else 0
-    Console(file=sys.stdout, width=max(160, 100 + width, Console().width)).print(table)
+    console = Console(file=sys.stdout)
+    if not console.is_terminal:  # a pipe has no width: as wide as the rows need
+        need = max((len(n) + len(labels) for n, labels, _ in series), default=0)
+        console.width = need + 3 * 12 + SPARK_WIDTH + 20
+    console.print(table)
 
 
 def deployment_series(data: dict) -> list[tuple[str, str, list[float | None]]]:
@@ -126,7 +144,9 @@ def metrics(api, model_id, deployment_id, mode, names, start_ms, end_ms):
     data = api.call("GET", f"/v1/models/{model_id}/deployments/{deployment_id}/metrics",
                     params={k: v for k, v in params.items() if v not in (None, [])})
     if api.fmt == "table":
-        series_table(deployment_series(data))
+        # the API leaves out a metric with no data in the window; one asked for by name says so
+        shown = {d["name"] for d in data["metric_descriptors"]}
+        series_table(deployment_series(data) + [(n, "(no data)", []) for n in dict.fromkeys(names) if n not in shown])
         return
     rows = []
     for vs in data["metric_values"]:
