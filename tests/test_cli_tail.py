@@ -222,6 +222,13 @@ def test_train_chains_loops_verbs(server):
     finally:
         err = f.stop()
     assert "training job ended: FAILED" in err
+    # a job that already ended (a status a PUT set, in the vendor's spelling): the follow
+    # prints its lines, reads a moment more, and ends with its status: exit 0 for completed
+    httpx.put(f"{server.url}/v1/training_projects/cp/jobs/cj-done", headers=server.headers(),
+              json={"current_status": "TRAINING_JOB_COMPLETED"}).raise_for_status()
+    send(server, {**job, "sonde.training_job_id": "cj-done"}, [log_record(time.time_ns(), "saved the model")])
+    r = run(server, "train", "logs", "cp", "cj-done", "-f")
+    assert "saved the model" in r.stdout and "training job ended: TRAINING_JOB_COMPLETED" in r.stderr
     chainlet = {"sonde.chain_id": "cc", "sonde.chain_deployment_id": "ccd", "sonde.chainlet_id": "ccl"}
     send(server, chainlet, [log_record(time.time_ns(), "chainlet says hi", severity_text="WARNING")])
     out = run(server, "chains", "logs", "cc", "ccd", "ccl", "--level", "WARNING", "-o", "jsonl").stdout

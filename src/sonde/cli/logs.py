@@ -23,8 +23,13 @@ PAGE = 1000
 FOLLOW_BACKLOG = 20
 #: the API's default window, made explicit when several pages must share it
 DEFAULT_WINDOW_MS = 30 * 60 * 1000
-#: a training job in one of these states writes no more lines
-JOB_ENDED = ("COMPLETED", "FAILED", "STOPPED", "CANCELLED")
+#: a training job in one of these states writes no more lines. The agent sets COMPLETED or
+#: FAILED; a PUT may set any string, the vendor's own spelling (TRAINING_JOB_FAILED) too
+JOB_ENDED = ("COMPLETED", "FAILED", "STOPPED", "CANCELLED", "CANCELED")
+
+
+def job_ended(status: str) -> bool:
+    return status.upper().removeprefix("TRAINING_JOB_") in JOB_ENDED
 #: how long `train logs -f` keeps reading after the job ended: its last lines are in flight
 JOB_DRAIN_S = 2.0
 
@@ -128,7 +133,7 @@ def _job_ended(api, target_args: dict):
             except click.ClickException as exc:  # the stream says more if the server is gone
                 click.echo(f"sonde: could not read the job's status ({exc.message}); trying again", err=True)
                 return False
-            if job["current_status"] in JOB_ENDED:
+            if job_ended(job["current_status"]):
                 state["status"], state["error"] = job["current_status"], job.get("error_message")
                 state["ended_at"] = now
         return False
@@ -171,7 +176,7 @@ def run_logs(api, target: LogTarget, target_args: dict, follow_lines: bool, filt
     if state is not None and state["status"] is not None:
         click.echo(f"sonde: training job ended: {state['status']}"
                    + (f" ({state['error']})" if state.get("error") else ""), err=True)
-        if state["status"] != "COMPLETED":
+        if state["status"].upper().removeprefix("TRAINING_JOB_") != "COMPLETED":
             raise SystemExit(1)
 
 

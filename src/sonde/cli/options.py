@@ -101,17 +101,25 @@ def load_profile(name: str | None) -> dict:
             data = tomllib.load(f)
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise click.UsageError(f"profiles file {path}: {exc}") from None
+    profiles = data.get("profiles", {})
+    if not isinstance(profiles, dict):
+        raise click.UsageError(f"profiles file {path}: 'profiles' must be a table ([profiles.NAME])")
     name = name or data.get("default_profile")
     if not name:
         return {}
-    profile = (data.get("profiles") or {}).get(name)
+    if not isinstance(name, str):
+        raise click.UsageError(f"profiles file {path}: default_profile must be a string")
+    profile = profiles.get(name)
     if not isinstance(profile, dict):
-        known = ", ".join(sorted(data.get("profiles") or {})) or "none"
+        known = ", ".join(sorted(profiles)) or "none"
         raise click.UsageError(f"profile {name!r} is not in {path} (profiles: {known})")
     unknown = sorted(set(profile) - _PROFILE_FIELDS)
     if unknown:
         raise click.UsageError(f"profile {name!r} in {path}: unknown field {unknown[0]!r}"
                                f" (fields: {', '.join(sorted(_PROFILE_FIELDS))})")
+    for field, value in profile.items():
+        if not isinstance(value, str) or not value:
+            raise click.UsageError(f"profile {name!r} in {path}: {field} must be a non-empty string")
     return profile
 
 
