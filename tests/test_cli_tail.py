@@ -24,7 +24,10 @@ DEP = {"sonde.model_id": "cm", "sonde.deployment_id": "cd", "sonde.replica": "r0
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    s = LiveServer(tmp_path_factory.mktemp("cli-tail")).start()
+    # quick key checks and heartbeats, two streams a key: the revoked-key and 429 paths in seconds
+    s = LiveServer(tmp_path_factory.mktemp("cli-tail"), env={
+        "SONDE_STREAM_KEY_CHECK_SECONDS": "0.5", "SONDE_STREAM_HEARTBEAT_SECONDS": "1",
+        "SONDE_STREAM_LIMIT_PER_KEY": "2"}).start()
     yield s
     s.stop()
 
@@ -88,6 +91,23 @@ def test_follow_prints_the_last_lines_then_the_stream_once_across_a_server_resta
     r = subprocess.run([sys.executable, "-m", "sonde", "logs", "cm", "cd", "-f", "--since", "1m", "--server",
                         "http://127.0.0.1:1", "--key", "k"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 1 and "cannot reach" in r.stderr and "reconnecting" not in r.stderr
+
+
+def test_follow_ends_with_the_servers_word_on_a_revoked_key_and_past_the_stream_limit(server):
+    made = httpx.post(f"{server.url}/v1/admin/workspaces/{server.creds['workspace_id']}/api_keys",
+                      headers=server.headers("admin_key"), json={"name": "tail", "scope": "management"}).json()
+    send(server, {**DEP, "sonde.deployment_id": "cd-key"}, [log_record(time.time_ns(), "hello")])
+    two = [Follower(server, "logs", "cm", "cd-key", "--since", "1m", "--key", made["key"]) for _ in range(2)]
+    try:
+        assert [f.messages(1) for f in two] == [["hello"], ["hello"]]
+        third = run(server, "logs", "cm", "cd-key", "-f", "--since", "1m", "--key", made["key"], ok=False)
+        assert third.returncode == 1 and "429" in third.stderr and "reconnecting" not in third.stderr
+        httpx.delete(f"{server.url}/v1/admin/api_keys/{made['id']}",
+                     headers=server.headers("admin_key")).raise_for_status()
+        assert [f.proc.wait(timeout=30) for f in two] == [1, 1]
+    finally:
+        errs = [f.stop() for f in two]
+    assert all("revoked" in e for e in errs), errs
 
 
 def test_follow_since_is_logcli_tail_since(server):
