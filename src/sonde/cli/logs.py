@@ -65,8 +65,8 @@ _OPTIONS = [
     click.option("--until", "--end", "end_epoch_millis", type=Since(), help=UNTIL_HELP),
     click.option("--direction", type=click.Choice(["asc", "desc"]), help="Newest first (desc, the default) or oldest."),
     click.option("-n", "--limit", type=click.IntRange(min=1),
-                 help="How many lines; past 1000 they are read page by page. With -f, the lines shown before"
-                      f" following (default {FOLLOW_BACKLOG}) when --since is not given."),
+                 help="How many lines; past 1000 they are read page by page. [default: the API's 500; with -f"
+                      f" and no --since, {FOLLOW_BACKLOG} before the live ones]"),
     click.option("--level", "--min-level", "min_level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
                  help="This level and above."),
     click.option("-f", "--follow", is_flag=True,
