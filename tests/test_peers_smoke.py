@@ -1,0 +1,47 @@
+"""``bench/peers/run --scale tiny``: Sonde, Prometheus and VictoriaMetrics (Debian's
+packages) started, loaded with the same samples and queried, in one child process.
+Checks that every number of every table is produced, not how fast anything is.
+
+``./run test`` installs ``prometheus`` and ``victoria-metrics`` when missing; without
+them this test fails, saying so, unless ``SONDE_SKIP_PROMETHEUS=1`` or
+``SONDE_SKIP_VICTORIA=1``.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+import subprocess
+
+import pytest
+
+from peers import binary
+
+pytestmark = pytest.mark.e2e
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+NUMBER = re.compile(r"^-?[\d,]+(\.\d+)?$")
+
+
+def test_tiny_scale_produces_every_number(tmp_path):
+    binary("prometheus", "SONDE_SKIP_PROMETHEUS")  # skips or fails as tests/peers.py does
+    binary("victoria-metrics", "SONDE_SKIP_VICTORIA")
+    out = subprocess.run([str(ROOT / "bench" / "peers" / "run"), "--scale", "tiny", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-4000:]
+    tables = [line for line in out.stdout.splitlines() if line.startswith("| ") and not line.startswith("|---")]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in tables]
+    headers = [r for r in rows if r[0] in ("system", "query")]
+    data = [r for r in rows if r[0] not in ("system", "query")]
+    assert len(headers) == 3, out.stdout
+    assert len(data) == 4 + 7 + 4 * 2, out.stdout  # systems, queries, sweep points
+    for r in data:
+        for cell in r[1:]:
+            assert NUMBER.match(cell), f"not a number: {cell!r} in {r}"
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert set(res["systems"]) == {"Sonde (OTLP)", "Sonde (remote write)", "Prometheus", "VictoriaMetrics"}
+    samples = {s["ingest"]["samples"] for s in res["systems"].values()}
+    assert len(samples) == 1 and samples.pop() > 0  # the same samples into every system
+    for key, d in res["diffs"].items():
+        assert d["pairs"] > 0, key  # Sonde and Prometheus both answered, and were compared
