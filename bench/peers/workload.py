@@ -7,7 +7,7 @@ The shapes are what make a store's job realistic, not the volume alone:
 - replica restarts: a gap of ``GAP_STEPS`` samples, then cumulative counters start
   again from 0 with a new start time (the reset every store must detect);
 - GPU utilisation follows the replica's traffic (with per-GPU noise), memory follows
-  utilisation (weights + KV cache);
+  utilisation (fixed weights + KV cache, activations in 2 MiB blocks);
 - requests by status (200, 429, 500; 429s and 500s rise in bursts) with a 12-bucket
   latency histogram whose latencies stretch with load.
 
@@ -125,7 +125,11 @@ class Fleet:
         busy = np.clip(load / capacity, 0, 1)
         util = np.clip(busy[None, :] * rng.uniform(0.85, 1.0, (s.gpus, 1))
                        + rng.normal(0, 0.04, (s.gpus, n)), 0, 1).round(4)
-        mem = (40 * GIB + util * 30 * GIB + rng.normal(0, 0.2 * GIB, (s.gpus, n))).round()
+        # memory: weights and the preallocated KV cache (fixed per GPU) plus activations
+        # that follow load, in the allocator's 2 MiB blocks (real readings move in steps,
+        # they are not byte-level noise, which no store could compress)
+        fixed = rng.uniform(60, 70, (s.gpus, 1)) * GIB
+        mem = fixed + np.round(util * 4 * GIB / (2 * 2**20)) * 2 * 2**20
         # requests per step by status; errors rise with load past capacity
         total = rng.poisson(load * INTERVAL_S)
         over = np.clip(load / capacity - 0.9, 0, None)
