@@ -30,15 +30,23 @@ def test_tiny_scale_produces_every_number(tmp_path):
     out = subprocess.run([str(ROOT / "bench" / "peers" / "run"), "--scale", "tiny", "--out", str(tmp_path)],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-4000:]
-    tables = [line for line in out.stdout.splitlines() if line.startswith("| ") and not line.startswith("|---")]
-    rows = [[c.strip() for c in line.strip("|").split("|")] for line in tables]
-    headers = [r for r in rows if r[0] in ("system", "query")]
-    data = [r for r in rows if r[0] not in ("system", "query")]
-    assert len(headers) == 3, out.stdout
-    assert len(data) == 4 + 7 + 4 * 2, out.stdout  # systems, queries, sweep points
-    for r in data:
-        for cell in r[1:]:
-            assert NUMBER.match(cell), f"not a number: {cell!r} in {r}"
+    tables, current = [], None  # each table: header, then rows
+    for line in out.stdout.splitlines():
+        if not line.startswith("|"):
+            current = None
+        elif not line.startswith("|---"):
+            row = [c.strip() for c in line.strip().strip("|").split("|")]
+            if current is None:
+                current = [row]
+                tables.append(current)
+            else:
+                current.append(row)
+    assert [len(t) - 1 for t in tables] == [4, 7, 4 * 2], out.stdout  # systems, queries, sweep points
+    for header, *rows in tables:
+        for r in rows:
+            assert len(r) == len(header), (header, r)
+            for cell in r[1:]:
+                assert NUMBER.match(cell), f"not a number: {cell!r} under {header} in {r}"
     res = json.loads((tmp_path / "results.json").read_text())
     assert set(res["systems"]) == {"Sonde (OTLP)", "Sonde (remote write)", "Prometheus", "VictoriaMetrics"}
     samples = {s["ingest"]["samples"] for s in res["systems"].values()}

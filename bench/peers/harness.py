@@ -90,7 +90,11 @@ def main() -> None:
     ap.add_argument("--per-request", type=int, default=1, help="replicas per request")
     ap.add_argument("--senders", type=int, default=2)
     ap.add_argument("--out", type=pathlib.Path, help="folder for results.json and the plots")
+    ap.add_argument("--report", type=pathlib.Path, help="only print the tables (and with --out, plots) of a"
+                    " results.json written before")
     args = ap.parse_args()
+    if args.report:
+        return show(json.loads(args.report.read_text()), args.out)
     missing = peers.missing_binaries()
     if missing:
         raise SystemExit(f"missing {', '.join(missing)}: apt-get install {' '.join(missing)}")
@@ -130,12 +134,6 @@ def main() -> None:
         d_vm, _ = queries.median_rel_diff(vm, prom)
         d_sonde_vm, _ = queries.median_rel_diff(s["Sonde (OTLP)"]["queries"][key]["answer"], vm)
         res["diffs"][key] = {"sonde_vs_prom": d_sonde, "vm_vs_prom": d_vm, "sonde_vs_vm": d_sonde_vm, "pairs": pairs}
-    print(f"## {scale.name}: {scale.deployments} deployments x {scale.replicas} replicas x {scale.gpus} GPUs,"
-          f" {scale.hours:g} h at 10 s; {res['elapsed_s']:.0f} s; load average {load_avg[0]:.2f} -> "
-          f"{res['load_avg_end'][0]:.2f} on {res['cores']} cores\n")
-    print("### Ingest and disk\n\n" + report.ingest_table(res) + "\n")
-    print(f"### Queries, ms over {args.runs} runs, deployment {queries.DEP[1]}\n\n" + report.query_table(res) + "\n")
-    print("### Ingest against batch size\n\n" + report.sweep_table(res))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         for sys_res in s.values():  # answers are for the cross-check, not the record
@@ -143,7 +141,20 @@ def main() -> None:
                 for v in sys_res.get(q, {}).values():
                     v.pop("answer", None)
         (args.out / "results.json").write_text(json.dumps(res, indent=1))
-        for path in report.plots(res, args.out, scale.name):
+    show(res, args.out)
+
+
+def show(res: dict, out: pathlib.Path | None) -> None:
+    """Print the tables of a run; with ``out``, draw the plots there."""
+    sc = res["scale"]
+    print(f"## {sc['name']}: {sc['deployments']} deployments x {sc['replicas']} replicas x {sc['gpus']} GPUs,"
+          f" {sc['hours']:g} h at 10 s; {res['elapsed_s']:.0f} s; load average {res['load_avg_start'][0]:.2f} -> "
+          f"{res['load_avg_end'][0]:.2f} on {res['cores']} cores\n")
+    print("### Ingest and disk\n\n" + report.ingest_table(res) + "\n")
+    print(f"### Queries, ms over {res['runs']} runs, deployment {queries.DEP[1]}\n\n" + report.query_table(res) + "\n")
+    print("### Ingest against batch size\n\n" + report.sweep_table(res))
+    if out:
+        for path in report.plots(res, out, sc["name"]):
             _say(f"wrote {path}")
 
 

@@ -45,7 +45,7 @@ def query_table(res: dict) -> str:
                      _n(vm[key]["p50"], 1), _n(vm[key]["p99"], 1), _n(vmc[key]["p50"], 1), _n(vmc[key]["p99"], 1),
                      _n(sonde[key]["p50"] / prom[key]["p50"], 2), _n(sonde[key]["p50"] / vm[key]["p50"], 2),
                      _n(res["diffs"][key]["sonde_vs_prom"], 4), _n(res["diffs"][key]["vm_vs_prom"], 4),
-                     _n(res["diffs"][key]["pairs"])])
+                     _n(res["diffs"][key]["sonde_vs_vm"], 4), _n(res["diffs"][key]["pairs"])])
     return _table(["query", "step s", "Sonde p50", "Sonde p99", "Prom p50", "Prom p99", "VM p50", "VM p99",
                    "VM cached p50", "VM cached p99", "Sonde/Prom p50", "Sonde/VM p50",
                    "Sonde vs Prom, median rel. diff", "VM vs Prom, median rel. diff", "Sonde vs VM, median rel. diff",
