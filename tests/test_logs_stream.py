@@ -314,3 +314,19 @@ def test_a_store_from_before_the_tail_gets_the_arrival_index(executor):
     finally:
         s.close(executor=False)
         executor.command(f"DROP DATABASE IF EXISTS {db}")
+
+
+def test_a_server_with_open_streams_stops_promptly(tmp_path):
+    (tmp_path / "data").mkdir()
+    s = LiveServer(tmp_path / "data").start()
+    send(s.url, s.creds["ingest_key"], RES, [(now_ns(), "exists", "INFO")])
+    streams = [Events(s.url + DEPLOY + "/stream", s.headers()) for _ in range(2)]
+    t = time.monotonic()
+    try:
+        assert s.stop(timeout=30) == 0  # SIGINT: the store is committed and closed, exit 0
+        assert time.monotonic() - t < 15
+        for ev in streams:
+            assert ev.ended.wait(10)
+    finally:
+        for ev in streams:
+            ev.close()

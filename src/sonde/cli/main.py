@@ -56,6 +56,9 @@ def _setting_option(name: str):
                         help=f"{s.help} [default: {s.default}; env: SONDE_{name.upper()}]")
 
 
+#: seconds a stopping server gives open requests (live log streams) before it cancels them
+STREAM_DRAIN_S = 3
+
 _config_option = click.option("--config", "config_file", default=None, type=click.Path(dir_okay=False),
                               help="TOML file of settings (docs/settings.md) [env: SONDE_CONFIG].")
 
@@ -82,7 +85,10 @@ def serve(data_dir, host, port, store, config_file, log_level) -> None:
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(config)
     click.echo(f"sonde: serving on http://{config.host}:{config.port} (data in {config.data_dir})", err=True)
-    uvicorn.run(app, host=config.host, port=config.port, log_level=log_level, access_log=False)
+    # Open live log streams never end by themselves: past this, shutdown cancels them (their
+    # clients reconnect with Last-Event-ID) and goes on to commit and close the store.
+    uvicorn.run(app, host=config.host, port=config.port, log_level=log_level, access_log=False,
+                timeout_graceful_shutdown=STREAM_DRAIN_S)
 
 
 @cli.command()
