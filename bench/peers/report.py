@@ -7,6 +7,9 @@ import math
 from queries import QUERIES, step_for
 
 SONDE = "Sonde (OTLP)"
+COLOURS = {SONDE: "tab:blue", "Sonde (remote write)": "tab:cyan", "Prometheus": "tab:orange",
+           "VictoriaMetrics": "tab:green", "VictoriaMetrics, nocache=1": "tab:green",
+           "VictoriaMetrics, cached": "tab:olive"}
 
 
 def _n(x: float, digits: int = 0) -> str:
@@ -78,10 +81,13 @@ def plots(res: dict, out_dir, tag: str) -> list[str]:
     for ax, (fam, title) in zip(axes, families):
         keys = [(k, w) for k, _t, w, _m, _q in QUERIES if k.startswith(fam + "_")]
         for label, q in series:
-            ax.plot([w / 3600 for _, w in keys], [q[k]["p50"] for k, _ in keys], marker="o", label=label)
+            ax.plot([w / 3600 for _, w in keys], [q[k]["p50"] for k, _ in keys], marker="o", label=label,
+                    color=COLOURS[label])
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel("window, hours")
+        ax.set_xticks([1, 24, 168], ["1 h", "24 h", "7 d"])
+        ax.minorticks_off()
+        ax.set_xlabel("window")
         ax.set_title(title)
     axes[0].set_ylabel("p50 ms, HTTP end to end")
     axes[0].legend(fontsize=8)
@@ -93,7 +99,7 @@ def plots(res: dict, out_dir, tag: str) -> list[str]:
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for name, sys in s.items():
         pts = sorted(sys["sweep"], key=lambda p: p["batch"])
-        ax.plot([p["batch"] for p in pts], [p["per_cpu_s"] for p in pts], marker="o", label=name)
+        ax.plot([p["batch"] for p in pts], [p["per_cpu_s"] for p in pts], marker="o", label=name, color=COLOURS[name])
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("samples per request")
