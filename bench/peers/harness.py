@@ -26,6 +26,7 @@ import tempfile
 import time
 
 import load
+import logs
 import peers
 import queries
 import report
@@ -90,6 +91,8 @@ def main() -> None:
     ap.add_argument("--per-request", type=int, default=1, help="replicas per request")
     ap.add_argument("--senders", type=int, default=2)
     ap.add_argument("--out", type=pathlib.Path, help="folder for results.json and the plots")
+    ap.add_argument("--logs", type=int, default=0, help="also the logs comparison, with this many lines (0: not)")
+    ap.add_argument("--log-deployments", type=int, default=50)
     ap.add_argument("--report", type=pathlib.Path, help="only print the tables (and with --out, plots) of a"
                     " results.json written before")
     args = ap.parse_args()
@@ -123,6 +126,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="sonde-peers-") as tmp:
         for kind in ("Sonde (OTLP)", "Sonde (remote write)", "Prometheus", "VictoriaMetrics"):
             res["systems"][kind] = system_run(kind, pathlib.Path(tmp), fleet, reps, sweep_fleet, args)
+        if args.logs:
+            _say(f"logs: {args.logs:,} lines over {args.log_deployments} deployments")
+            res["logs"] = logs.run(pathlib.Path(tmp), args.seed, args.logs, args.log_deployments, end_ns, min(args.runs, 10))
     res["elapsed_s"] = time.perf_counter() - t0
     res["load_avg_end"] = os.getloadavg()
     s = res["systems"]
@@ -153,6 +159,8 @@ def show(res: dict, out: pathlib.Path | None) -> None:
     print("### Ingest and disk\n\n" + report.ingest_table(res) + "\n")
     print(f"### Queries, ms over {res['runs']} runs, deployment {queries.DEP[1]}\n\n" + report.query_table(res) + "\n")
     print("### Ingest against batch size\n\n" + report.sweep_table(res))
+    if "logs" in res:
+        print("\n### Logs: a rare regex over one deployment's day\n\n" + logs.table(res["logs"]))
     if out:
         for path in report.plots(res, out, sc["name"]):
             _say(f"wrote {path}")
