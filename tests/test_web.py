@@ -15,22 +15,17 @@ browser these tests fail; ``SONDE_SKIP_BROWSER=1`` skips them.
 
 from __future__ import annotations
 
-import os
 import time
 import types
-import urllib.parse
 
 import httpx
 import pytest
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest, ExportLogsServiceResponse
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 
-from live_server import LiveServer
 from otlp_build import (SEC, gauge, hist_point, histogram, log_record, logs_request, metrics_request, number, post,
                         sum_metric, traces_request)
 from selenium.webdriver.common.action_chains import ActionChains
-from web_browser import (By, NoAlertPresentException, after_load, approx, charts, loads, log_view, set_filters, start,
-                         values, wait)
+from web_browser import (By, NoAlertPresentException, Site, after_load, api_series, approx, charts, chromium, live,
+                         loads, log_view, messages, open_ui, set_filters, shoot, values, wait)
 
 MIN = 60 * SEC
 MiB = 2**20
@@ -64,8 +59,6 @@ LINES = [
     (6, "ERROR", "r0001", "req-d", "upstream timeout status=504 latency_ms=30000"),
     (7, "INFO", "r0001", "req-e", "<script>window.pwned = 1</script> shown as text"),
 ]
-#: screenshots of the pages, to look at (SONDE_SHOTS to keep them elsewhere)
-SHOTS = os.environ.get("SONDE_SHOTS", "/tmp/sonde-shots")
 SEVERITY = {"DEBUG": 5, "INFO": 9, "WARNING": 13, "ERROR": 17}
 PAGED = 45  # lines on deployment d2, a millisecond apart, but 20..29 share one timestamp
 
@@ -96,27 +89,16 @@ def _step_metrics(i: int, t: int) -> list:
     return out
 
 
-class Sonde:
-    """The live server, its telemetry's times, and a client holding the management key."""
+class Sonde(Site):
+    """The live server and its telemetry's times."""
 
-    def __init__(self, server: LiveServer):
-        self.server = server
-        self.url = server.url
-        self.key = server.creds["management_key"]
-        self.api = httpx.Client(base_url=server.url, headers=server.headers("management_key"), timeout=30)
-        self.ingest = httpx.Client(base_url=server.url, headers=server.headers("ingest_key"), timeout=30)
+    def __init__(self, data_dir: str):
+        super().__init__(data_dir)
         # Steps are a whole minute apart, each point 5 s into its minute, the first six
         # minutes ago: inside a 15-minute window for the whole module, one point per
         # 60 s step whatever the window's alignment.
         self.times = [(time.time_ns() // MIN - 6 + i) * MIN + 5 * SEC for i in range(len(OK))]
         self.logs_t0 = time.time_ns() - 4 * MIN
-
-    def send(self, req) -> None:
-        r = post(self.ingest, req)
-        assert r.status_code == 200, r.content
-        answer = (ExportLogsServiceResponse if isinstance(req, ExportLogsServiceRequest)
-                  else ExportMetricsServiceResponse).FromString(r.content)
-        assert not answer.HasField("partial_success"), answer  # nothing rejected
 
     def send_step(self, i: int) -> None:
         for req in _step_metrics(i, self.times[i]):
@@ -125,8 +107,7 @@ class Sonde:
 
 @pytest.fixture(scope="module")
 def sonde(tmp_path_factory):
-    server = LiveServer(str(tmp_path_factory.mktemp("web"))).start()
-    s = Sonde(server)
+    s = Sonde(str(tmp_path_factory.mktemp("web")))
     for i in range(len(OK) - 1):  # the last step is sent later, for auto refresh to find
         s.send_step(i)
     by_replica = {}
@@ -141,49 +122,22 @@ def sonde(tmp_path_factory):
         log_record(t + (20 if 20 <= i < 30 else i) * 1_000_000, f"paging line {i:02d}", severity_number=9)
         for i in range(PAGED)]))
     yield s
-    s.api.close()
-    s.ingest.close()
-    server.stop()
+    s.close()
 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    driver = start(str(tmp_path_factory.mktemp("chromium-profile")))
-    yield driver
-    driver.quit()
+    with chromium(tmp_path_factory) as driver:
+        yield driver
 
 
-def open_ui(browser, sonde: Sonde, route: str = "/", key: str | None = None) -> None:
-    k = urllib.parse.quote(key or sonde.key, safe="")
-    browser.get(f"{sonde.url}/ui/#key={k}&{route}")
-
-
-def api_series(sonde: Sonde, chart: dict) -> dict[str, list[tuple[float, float]]]:
-    """What the metrics API answers for the chart's window, shaped as the page draws it:
-    one point mid-step per non-null value, CPU seconds per step as cores."""
+def deployment_series(sonde: Sonde, chart: dict) -> dict[str, list[tuple[float, float]]]:
+    """What the metrics API answers for the chart's window, shaped as the page draws it."""
     names = ["baseten_inference_requests_total", "baseten_end_to_end_response_time_seconds",
              "baseten_replicas_active", "baseten_replicas_starting", "baseten_container_cpu_usage_seconds_total",
              "baseten_container_cpu_memory_working_set_bytes", "baseten_gpu_utilization", "baseten_gpu_memory_used"]
-    r = sonde.api.get("/v1/models/m1/deployments/d1/metrics", params={
-        "mode": "SERIES", "start_epoch_millis": chart["start"], "end_epoch_millis": chart["end"],
-        "metrics": ",".join(names)})
-    assert r.status_code == 200, r.text
-    body = r.json()
-    out: dict[str, list] = {}
-    for i, d in enumerate(body["metric_descriptors"]):
-        for j, labels in enumerate(d["label_sets"]):
-            key = ",".join(f"{k}={v}" for k, v in labels.items())
-            pts = []
-            for mv in body["metric_values"]:
-                v = mv["values"][i][j]
-                length = min(body["step_seconds"] * 1000, body["end_epoch_millis"] - mv["start_epoch_millis"])
-                if v is not None:
-                    if d["name"] == "baseten_container_cpu_usage_seconds_total":
-                        v /= length / 1000
-                    pts.append((mv["start_epoch_millis"] + length / 2, v))
-            if pts:
-                out[f"{d['name']}{{{key}}}" if key else d["name"]] = pts
-    return out
+    return api_series(sonde.api, "/v1/models/m1/deployments/d1", chart, names,
+                      rates={"baseten_container_cpu_usage_seconds_total"})
 
 
 @pytest.mark.e2e
@@ -217,8 +171,7 @@ def test_charts_draw_what_was_sent(browser, sonde):
     # Auto refresh is switched off while the page is read, so it cannot redraw mid-read.
     browser.find_element(By.ID, "auto-refresh").click()
     got = charts(browser)
-    os.makedirs(SHOTS, exist_ok=True)
-    browser.save_screenshot(os.path.join(SHOTS, "deployment.png"))
+    shoot(browser, "deployment")
 
     assert list(got) == ["requests", "latency", "replicas", "cpu", "memory", "gpu-utilization"]
     note = browser.find_element(By.CSS_SELECTOR, ".charts > .note").text
@@ -226,7 +179,7 @@ def test_charts_draw_what_was_sent(browser, sonde):
     for chart in got.values():
         assert chart["end"] - chart["start"] == 15 * 60_000 and chart["step"] == 60_000 and not chart["empty"]
         # Exactly the API's values for the drawn window, point for point.
-        expected = api_series(sonde, chart)
+        expected = deployment_series(sonde, chart)
         drawn = {s["key"]: s for s in chart["series"]}
         for key, s in drawn.items():
             assert [p[0] for p in s["points"]] == pytest.approx([p[0] for p in expected[key]], rel=0, abs=0.5), key
@@ -298,6 +251,12 @@ def test_log_viewer_filters(browser, sonde):
 
     set_filters(browser, includes="status=200", excludes="slow, 12")
     assert log_view(browser) == expected_lines(lambda lv, rep, rid, msg: msg.endswith("latency_ms=15"))
+    # the filters are in the address, so a reload (or a shared link) shows the same lines
+    assert browser.current_url.endswith("#/models/m1/deployments/d1?window=15m&includes=status%3D200&excludes=slow%2C+12")
+    browser.refresh()
+    wait(browser, lambda d: loads(d, "section.logs") >= 1, what="the logs after a reload")
+    assert log_view(browser) == expected_lines(lambda lv, rep, rid, msg: msg.endswith("latency_ms=15"))
+    assert browser.find_element(By.NAME, "excludes").get_attribute("value") == "slow, 12"
 
     set_filters(browser, replica="r0002", min_level="INFO")
     assert log_view(browser) == expected_lines(lambda lv, rep, *_: rep == "r0002")
@@ -432,33 +391,40 @@ def test_log_viewer_live_tail_with_filters_and_pause(browser, sonde):
     sonde.send(logs_request(res, [log_record(time.time_ns() - 60 * SEC, "before live", severity_number=9)]))
     open_ui(browser, sonde, "/models/m1/deployments/d3?window=15m")
     wait(browser, lambda d: loads(d, "section.logs") >= 1, what="the logs")
-    assert [m for *_, m in log_view(browser)] == ["before live"]
-    live = lambda d: d.execute_script("return document.querySelector('section.logs').dataset.live")  # noqa: E731
+    assert messages(browser) == ["before live"]
     browser.find_element(By.CSS_SELECTOR, "button.live-toggle").click()
     wait(browser, lambda d: live(d) == "live", what="the stream to open")
     sonde.send(logs_request(res, [log_record(time.time_ns(), "sent during the test", severity_number=9)]))
-    wait(browser, lambda d: [m for *_, m in log_view(d)][:1] == ["sent during the test"], what="the live line")
-    os.makedirs(SHOTS, exist_ok=True)
-    browser.execute_script("document.querySelector('section.logs').scrollIntoView()")
-    browser.save_screenshot(os.path.join(SHOTS, "logs-live.png"))
+    wait(browser, lambda d: messages(d)[:1] == ["sent during the test"], what="the live line")
+    shoot(browser, "logs-live", "section.logs")
 
     # new filters apply to the stream too
     set_filters(browser, min_level="ERROR")
     wait(browser, lambda d: live(d) == "live", what="the stream to reopen")
     sonde.send(logs_request(res, [log_record(time.time_ns(), "quiet", severity_number=9),
                                   log_record(time.time_ns(), "loud", severity_number=17)]))
-    wait(browser, lambda d: [m for *_, m in log_view(d)][:1] == ["loud"], what="the filtered live line")
-    assert "quiet" not in [m for *_, m in log_view(browser)]
+    wait(browser, lambda d: messages(d)[:1] == ["loud"], what="the filtered live line")
+    assert "quiet" not in messages(browser)
 
     pause = browser.find_element(By.CSS_SELECTOR, "button.live-pause")
     pause.click()
     sonde.send(logs_request(res, [log_record(time.time_ns(), "held while paused", severity_number=17)]))
     wait(browser, lambda d: pause.text == "Resume (1 new)", what="the held line to be counted")
-    assert "held while paused" not in [m for *_, m in log_view(browser)]
+    assert "held while paused" not in messages(browser)
     pause.click()
-    assert [m for *_, m in log_view(browser)][:2] == ["held while paused", "loud"]
+    assert messages(browser)[:2] == ["held while paused", "loud"]
     browser.find_element(By.CSS_SELECTOR, "button.live-toggle").click()
-    assert live(browser) == "off"
+    assert live(browser) == "off" and "live=1" not in browser.current_url
+
+    # a link with live=1 opens following, with the link's filters
+    open_ui(browser, sonde, "/models/m1/deployments/d3?window=15m&min_level=ERROR&live=1")
+    wait(browser, lambda d: live(d) == "live", what="the stream a link asks for")
+    assert messages(browser)[:2] == ["held while paused", "loud"]
+    sonde.send(logs_request(res, [log_record(time.time_ns(), "info, not shown", severity_number=9),
+                                  log_record(time.time_ns(), "after the link", severity_number=17)]))
+    wait(browser, lambda d: messages(d)[:1] == ["after the link"], what="the link's live line")
+    assert "info, not shown" not in messages(browser)
+    browser.find_element(By.CSS_SELECTOR, "button.live-toggle").click()
 
 
 @pytest.mark.e2e
@@ -476,7 +442,7 @@ def test_custom_range_is_in_the_address_and_drawn_from_the_api(browser, sonde):
     assert browser.current_url.endswith(f"?from={minute(frm)}&to={minute(to)}")
     got = charts(browser)["requests"]
     assert (got["start"], got["end"]) == (minute(frm), minute(to))
-    expected = api_series(sonde, got)
+    expected = deployment_series(sonde, got)
     for s in got["series"]:
         assert approx([p[1] for p in s["points"]], [p[1] for p in expected[s["key"]]]), s["key"]
     assert not browser.find_element(By.ID, "auto-refresh").is_selected()
@@ -485,104 +451,4 @@ def test_custom_range_is_in_the_address_and_drawn_from_the_api(browser, sonde):
     wait(browser, lambda d: loads(d, ".charts") >= 1, what="the charts after a reload")
     again = charts(browser)["requests"]
     assert (again["start"], again["end"]) == (minute(frm), minute(to)) and again["series"] == got["series"]
-    browser.execute_script("document.querySelector('.toolbar').scrollIntoView()")
-    browser.save_screenshot(os.path.join(SHOTS, "custom-range.png"))
-
-
-def _job_resource(rank: int) -> dict:
-    return {"sonde.training_project_id": "p1", "sonde.training_job_id": "j1", "sonde.node_rank": str(rank),
-            "sonde.node_id": f"node-{rank}"}
-
-
-def _drawn(chart: dict) -> dict[str, list[float]]:
-    return {s["key"]: [p[1] for p in s["points"]] for s in chart["series"]}
-
-
-@pytest.mark.e2e
-def test_entity_pages_draw_the_apis_numbers(browser, sonde):
-    """Training job (per node), chains and a chainlet's logs, a trainer, and the LLM panels
-    of a deployment whose server reports them: each page against the API's own answer."""
-    t0 = (time.time_ns() // MIN - 5) * MIN
-    for rank in (0, 1):
-        sonde.send(metrics_request(_job_resource(rank), [
-            gauge("hw.gpu.utilization", [number(t0 + k * MIN, 0.25 * (rank + 1), attrs={"hw.gpu.index": 0})
-                                         for k in range(5)], unit="1"),
-            sum_metric("process.cpu.time", [number(t0 + k * MIN, 30.0 * (rank + 1) * (k + 1), start=t0 - MIN)
-                                            for k in range(5)], unit="s"),
-            gauge("process.memory.usage", [number(t0 + k * MIN, float(2**30 * (rank + 1))) for k in range(5)],
-                  unit="By")]))
-    sonde.send(logs_request(_job_resource(0), [log_record(t0, "epoch 1 loss=0.5", severity_number=9)]))
-    chainlet = {"sonde.chain_id": "c1", "sonde.chain_deployment_id": "cd1", "sonde.chainlet_id": "pre"}
-    sonde.send(logs_request(chainlet, [log_record(t0, "chainlet line", severity_number=13)]))
-    loops = {"sonde.loops_deployment_id": "lp1", "sonde.node_rank": "0", "sonde.node_id": "node-0"}
-    sonde.send(metrics_request(loops, [gauge("process.memory.usage", [number(t0 + k * MIN, 3.0 * 2**30)
-                                                                     for k in range(5)], unit="By")]))
-    llm = _resource("r0001", "d-llm")
-    sonde.send(metrics_request(llm, [
-        gauge("vllm:kv_cache_usage_perc", [number(t0 + k * MIN, 0.1 * (k + 1)) for k in range(5)], unit="1"),
-        gauge("vllm:num_requests_running", [number(t0 + k * MIN, float(k)) for k in range(5)])]))
-    os.makedirs(SHOTS, exist_ok=True)
-
-    # the training job: per-node charts equal the metrics API's per-node values
-    open_ui(browser, sonde, "/training/p1/jobs/j1?window=15m")
-    wait(browser, lambda d: loads(d, ".charts") >= 1 and loads(d, "section.logs") >= 1, what="the job page")
-    got = charts(browser)
-    assert {"gpu-utilization", "cpu", "memory"} <= set(got)
-    end, start = got["cpu"]["end"], got["cpu"]["start"]
-    api = sonde.api.get("/v1/training_projects/p1/jobs/j1/metrics",
-                        params={"start_epoch_millis": start, "end_epoch_millis": end}).json()
-    for node in api["per_node_metrics"]:
-        m = node["metrics"]
-        assert _drawn(got["cpu"])[node["node_id"]] == [p["value"] for p in m["cpu_usage"]]
-        assert _drawn(got["memory"])[node["node_id"]] == [p["value"] for p in m["cpu_memory_usage_bytes"]]
-        assert _drawn(got["gpu-utilization"])[f"{node['node_id']}/0"] == [p["value"] for p in m["gpu_utilization"]["0"]]
-    assert sorted(_drawn(got["memory"])) == ["node-0", "node-1"]
-    assert [m for *_, m in log_view(browser)] == ["epoch 1 loss=0.5"]
-    assert not browser.find_elements(By.NAME, "search_pattern")  # the job's logs API takes the level only
-    # the job's logs follow live
-    browser.find_element(By.CSS_SELECTOR, "button.live-toggle").click()
-    wait(browser, lambda d: d.execute_script("return document.querySelector('section.logs').dataset.live") == "live",
-         what="the job's stream")
-    sonde.send(logs_request(_job_resource(1), [log_record(time.time_ns(), "epoch 2 loss=0.4", severity_number=9)]))
-    wait(browser, lambda d: [m for *_, m in log_view(d)][:1] == ["epoch 2 loss=0.4"], what="the job's live line")
-    browser.save_screenshot(os.path.join(SHOTS, "training-job.png"))
-    browser.find_element(By.CSS_SELECTOR, "button.live-toggle").click()
-
-    open_ui(browser, sonde, "/training")
-    wait(browser, lambda d: loads(d, ".entity-body") >= 1, what="the training list")
-    row = browser.find_element(By.CSS_SELECTOR, "tr[data-job='j1']")
-    assert "RUNNING" in row.text
-    browser.save_screenshot(os.path.join(SHOTS, "training.png"))
-
-    # chains: the chainlet seen in telemetry, and its logs
-    open_ui(browser, sonde, "/chains")
-    wait(browser, lambda d: loads(d, ".entity-body") >= 1, what="the chains")
-    browser.save_screenshot(os.path.join(SHOTS, "chains.png"))
-    browser.find_element(By.CSS_SELECTOR, "tr[data-chainlet='pre'] a").click()
-    wait(browser, lambda d: loads(d, "section.logs") >= 1, what="the chainlet's logs")
-    assert [m for *_, m in log_view(browser)] == ["chainlet line"]
-
-    # the trainer: its memory per node equals the loops metrics API's
-    open_ui(browser, sonde, "/loops/lp1?window=15m")
-    wait(browser, lambda d: loads(d, ".charts") >= 1, what="the trainer page")
-    got = charts(browser)
-    api = sonde.api.post("/v1/loops/deployments/lp1/metrics", json={
-        "start_epoch_millis": got["memory"]["start"], "end_epoch_millis": got["memory"]["end"]}).json()["metrics"]
-    assert _drawn(got["memory"])["node-0"] == [p["value"] for p in api["per_node_metrics"][0]["cpu_memory_usage_bytes"]]
-    browser.save_screenshot(os.path.join(SHOTS, "loops.png"))
-
-    # the LLM panels appear where the metrics exist, with the deployment metrics API's values
-    open_ui(browser, sonde, "/models/m1/deployments/d-llm?window=15m")
-    wait(browser, lambda d: loads(d, ".charts") >= 1, what="the LLM deployment")
-    got = charts(browser)
-    assert {"kv-cache", "queue"} <= set(got) and "ttft" not in got
-    body = sonde.api.get("/v1/models/m1/deployments/d-llm/metrics", params={
-        "mode": "SERIES", "start_epoch_millis": got["kv-cache"]["start"], "end_epoch_millis": got["kv-cache"]["end"],
-        "metrics": "sonde_llm_kv_cache_usage_ratio,baseten_llm_num_requests"}).json()
-    names = [d["name"] for d in body["metric_descriptors"]]
-    kv = [mv["values"][names.index("sonde_llm_kv_cache_usage_ratio")][0] for mv in body["metric_values"]]
-    running = [mv["values"][names.index("baseten_llm_num_requests")][0] for mv in body["metric_values"]]
-    assert approx(values(got["kv-cache"])["r0001"], [v for v in kv if v is not None])
-    assert approx(values(got["queue"])["running"], [v for v in running if v is not None])
-    browser.execute_script("document.querySelector(\"figure[data-chart='kv-cache']\").scrollIntoView()")
-    browser.save_screenshot(os.path.join(SHOTS, "llm.png"))
+    shoot(browser, "custom-range", ".toolbar")

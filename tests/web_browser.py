@@ -1,5 +1,6 @@
-"""A real headless Chromium for the dashboard's tests (tests/test_web.py), and what they
-read from its pages.
+"""A real headless Chromium for the dashboard's tests (tests/test_web.py,
+tests/test_web_pages.py), the live server they feed over OTLP, and what they read from
+its pages.
 
 Chromium and chromedriver come from the system: Debian's ``chromium`` and
 ``chromium-driver`` (``./run test`` installs them when missing), or ``SONDE_CHROMIUM`` /
@@ -9,10 +10,18 @@ Chromium and chromedriver come from the system: Debian's ``chromium`` and
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import urllib.parse
 
+import httpx
 import pytest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest, ExportLogsServiceResponse
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
+
+from live_server import LiveServer
+from otlp_build import post
 
 try:
     from selenium import webdriver
@@ -26,6 +35,46 @@ except ImportError as exc:  # reported by start(), as a failure; the module stil
 
 CHROMIUM = os.environ.get("SONDE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = os.environ.get("SONDE_CHROMEDRIVER") or shutil.which("chromedriver") or "/usr/bin/chromedriver"
+#: screenshots of the pages, to look at (SONDE_SHOTS to keep them elsewhere)
+SHOTS = os.environ.get("SONDE_SHOTS", "/tmp/sonde-shots")
+
+
+class Site:
+    """A live ``sonde serve`` and clients holding its management and ingest keys."""
+
+    def __init__(self, data_dir: str):
+        self.server = LiveServer(data_dir).start()
+        self.url = self.server.url
+        self.key = self.server.creds["management_key"]
+        self.api = httpx.Client(base_url=self.url, headers=self.server.headers("management_key"), timeout=30)
+        self.ingest = httpx.Client(base_url=self.url, headers=self.server.headers("ingest_key"), timeout=30)
+
+    def send(self, req) -> None:
+        """POST an OTLP request; every point or record must be accepted."""
+        r = post(self.ingest, req)
+        assert r.status_code == 200, r.content
+        answer = (ExportLogsServiceResponse if isinstance(req, ExportLogsServiceRequest)
+                  else ExportMetricsServiceResponse).FromString(r.content)
+        assert not answer.HasField("partial_success"), answer  # nothing rejected
+
+    def close(self) -> None:
+        self.api.close()
+        self.ingest.close()
+        self.server.stop()
+
+
+def open_ui(driver, site: Site, route: str = "/", key: str | None = None) -> None:
+    """Open ``route`` with the key in the fragment, as the URL ``sonde demo`` prints."""
+    k = urllib.parse.quote(key or site.key, safe="")
+    driver.get(f"{site.url}/ui/#key={k}&{route}")
+
+
+def shoot(driver, name: str, selector: str | None = None) -> None:
+    """A screenshot into SHOTS, scrolled to ``selector`` first when given."""
+    os.makedirs(SHOTS, exist_ok=True)
+    if selector:
+        driver.execute_script("document.querySelector(arguments[0]).scrollIntoView()", selector)
+    driver.save_screenshot(os.path.join(SHOTS, f"{name}.png"))
 
 
 def start(profile_dir: str):
@@ -45,6 +94,40 @@ def start(profile_dir: str):
                 "--no-first-run", "--window-size=1400,1000", f"--user-data-dir={profile_dir}"):
         options.add_argument(arg)
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+@contextlib.contextmanager
+def chromium(tmp_path_factory):
+    """start() on a fresh profile, quit at the end (a module's browser fixture)."""
+    driver = start(str(tmp_path_factory.mktemp("chromium-profile")))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def api_series(api: httpx.Client, path: str, chart: dict, names: list[str], rates=()) -> dict[str, list]:
+    """The deployment metrics API's SERIES for the chart's window, shaped as the page draws
+    it: one point mid-step per value, a counter's (``rates``) increase divided by the
+    step's length; series keyed as the page keys them, ``name{label=value,...}``, those
+    without a value left out (as the page leaves them out)."""
+    body = api.get(f"{path}/metrics", params={"mode": "SERIES", "start_epoch_millis": chart["start"],
+                                               "end_epoch_millis": chart["end"], "metrics": ",".join(names)})
+    assert body.status_code == 200, body.text
+    body = body.json()
+    out: dict[str, list] = {}
+    for i, d in enumerate(body["metric_descriptors"]):
+        for j, labels in enumerate(d["label_sets"]):
+            key = ",".join(f"{k}={v}" for k, v in labels.items())
+            pts = []
+            for mv in body["metric_values"]:
+                length = min(body["step_seconds"] * 1000, body["end_epoch_millis"] - mv["start_epoch_millis"])
+                v = mv["values"][i][j]
+                if v is not None:
+                    pts.append((mv["start_epoch_millis"] + length / 2, v / (length / 1000) if d["name"] in rates else v))
+            if pts:
+                out[f"{d['name']}{{{key}}}" if key else d["name"]] = pts
+    return out
 
 
 def wait(driver, predicate, timeout: float = 20, what: str = "the page"):
@@ -107,7 +190,9 @@ def log_view(driver) -> list[tuple[str, str, str, str]]:
 def set_filters(driver, **fields) -> None:
     """Fill the log form (every text field not named is cleared) and apply it."""
     form = driver.find_element(By.CSS_SELECTOR, "form.log-filters")
-    for name in ("search_pattern", "includes", "excludes", "replica", "request_id"):
+    for name in ("search_pattern", "includes", "excludes", "replica", "request_id", "component"):
+        if not form.find_elements(By.NAME, name):
+            continue
         box = form.find_element(By.NAME, name)
         box.clear()
         if fields.get(name):
@@ -118,3 +203,12 @@ def set_filters(driver, **fields) -> None:
     for name, value in selects.items():
         driver.execute_script("arguments[0].value = arguments[1];", form.find_element(By.NAME, name), value)
     after_load(driver, "section.logs", lambda: form.find_element(By.XPATH, ".//button[.='Apply']").click())
+
+
+def live(driver) -> str:
+    """The log viewer's stream state: off, live, reconnecting or error."""
+    return driver.execute_script("return document.querySelector('section.logs').dataset.live")
+
+
+def messages(driver) -> list[str]:
+    return [m for *_, m in log_view(driver)]

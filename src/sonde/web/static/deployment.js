@@ -1,13 +1,13 @@
 // One deployment: its record, a window picker, SERIES charts refreshed every 10 s, and
 // its logs.
 
-import {api, deploymentPath} from "./api.js";
+import {api, deploymentPath, enc} from "./api.js";
 import {lineChart} from "./chart.js";
 import {errorBox, h, showError} from "./dom.js";
 import {clock} from "./format.js";
 import {logViewer} from "./logs.js";
+import {rangePicker} from "./range.js";
 import {requestsPanel} from "./requests.js";
-import {WINDOWS} from "./windows.js";
 
 const REFRESH_MS = 10_000;
 
@@ -38,7 +38,9 @@ const CHARTS = [
   // the GenAI conventions; docs/model-servers.md), left out silently elsewhere
   {id: "ttft", title: "Time to first token", unit: "seconds", caption: "p50, p95, p99", llm: true,
     parts: [{metric: "sonde_llm_time_to_first_token_seconds", label: (ls) => LATENCY[ls.quantile] ?? null}]},
-  {id: "tokens", title: "Output tokens", unit: "count", caption: "tokens per second, per replica", llm: true,
+  {id: "tpot", title: "Time per output token", unit: "seconds", caption: "p50, p95, p99", llm: true,
+    parts: [{metric: "sonde_llm_time_per_output_token_seconds", label: (ls) => LATENCY[ls.quantile] ?? null}]},
+  {id: "tokens", title: "Output tokens", unit: "per_s", caption: "tokens per second, per replica", llm: true,
     parts: [{metric: "baseten_llm_output_tokens_total", label: byReplica, rate: true}]},
   {id: "kv-cache", title: "KV cache", unit: "ratio", caption: "in use, per replica", llm: true,
     parts: [{metric: "sonde_llm_kv_cache_usage_ratio", label: byReplica}]},
@@ -84,93 +86,45 @@ function stepText(seconds) {
 }
 
 function detail(label, value) {
-  return h("div", {class: "detail"}, h("dt", {text: label}), h("dd", {text: value ?? "–"}));
-}
-
-/** A custom range from the address (`?from=MS&to=MS`), or null when it is not one. */
-function customFrom(params) {
-  const from = Number(params.get("from"));
-  const to = Number(params.get("to"));
-  return Number.isFinite(from) && Number.isFinite(to) && from > 0 && to > from
-    ? {id: "custom", label: "custom", ms: to - from, from, to} : null;
-}
-
-// <input type="datetime-local"> speaks local wall time without a zone
-function localInput(ms) {
-  const d = new Date(ms - new Date(ms).getTimezoneOffset() * 60e3);
-  return d.toISOString().slice(0, 16);
+  return h("div", {class: "detail"}, h("dt", {text: label}), h("dd", {}, value ?? "–"));
 }
 
 export function deploymentView(model, deployment, params) {
   const base = deploymentPath(model, deployment);
-  let win = customFrom(params) || WINDOWS.find((w) => w.id === params.get("window")) || WINDOWS[1];
-  // The window as [start, end) in ms: a preset ends now, a custom range where it was set.
-  const range = () => {
-    if (win.id === "custom") return {start: win.from, end: win.to};
-    const end = Date.now();
-    return {start: end - win.ms, end};
-  };
   let timer = null;
   let generation = 0;
 
   const title = h("h1", {}, deployment);
   const details = h("dl", {class: "details"});
   const error = errorBox();
-  const picker = h("fieldset", {class: "window-picker"}, h("legend", {}, "Window: last"),
-    WINDOWS.map((w) => h("label", {},
-      h("input", {type: "radio", name: "window", value: w.id, checked: w === win,
-        onchange: () => { win = w; remember(); refresh(); logs.reload(); }}),
-      h("span", {text: w.label}))));
-  const now = Date.now();
-  const fromInput = h("input", {type: "datetime-local", name: "from", "aria-label": "From",
-    value: localInput(win.id === "custom" ? win.from : now - win.ms)});
-  const toInput = h("input", {type: "datetime-local", name: "to", "aria-label": "To",
-    value: localInput(win.id === "custom" ? win.to : now)});
-  const custom = h("form", {class: "custom-range", "aria-label": "Custom range"},
-    h("span", {text: "or from"}), fromInput, h("span", {text: "to"}), toInput,
-    h("button", {type: "submit"}, "Show"));
-  custom.addEventListener("submit", (e) => {
-    e.preventDefault();
-    const from = new Date(fromInput.value).getTime();
-    const to = new Date(toInput.value).getTime();
-    if (!(to > from)) {
-      showError(error, {message: "The custom range's end must be after its start."});
-      return;
-    }
-    win = {id: "custom", label: "custom", ms: to - from, from, to};
-    picker.querySelectorAll("input").forEach((i) => { i.checked = false; });
-    auto.checked = false; // a fixed range does not move: nothing new to refresh
+  const picker = rangePicker(params, (w) => {
+    // a fixed range does not move: nothing new to refresh
+    if (w.id === "custom") auto.checked = false;
     schedule();
-    remember();
     refresh();
     logs.reload();
-  });
+  }, error);
   const auto = h("input", {type: "checkbox", id: "auto-refresh", checked: true, onchange: () => schedule()});
-  if (win.id === "custom") auto.checked = false;
+  if (picker.win().id === "custom") auto.checked = false;
   const updated = h("p", {class: "updated", "aria-live": "polite"});
   const charts = h("div", {class: "charts", "data-loads": "0", "aria-busy": "true"});
-  const logs = logViewer(`${base}/logs`, range);
+  const logs = logViewer(`${base}/logs`, picker.range, {params});
   const requests = requestsPanel(base);
   const el = h("div", {class: "deployment-view"},
     h("nav", {class: "crumbs", "aria-label": "Breadcrumb"},
       h("a", {href: "#/"}, "Models"), " / ", h("span", {text: model}), " / ", h("span", {text: deployment})),
     title, details,
-    h("div", {class: "toolbar"}, picker, custom,
+    h("div", {class: "toolbar"}, picker.el,
       h("label", {class: "toggle", for: "auto-refresh"}, auto, "Auto refresh every 10 s"), updated),
     error, charts, requests.el, logs.el);
-
-  function remember() {
-    // The window is part of the address, so a reload or a shared link keeps it; replace,
-    // not push: a window change is not a page to go back to.
-    const state = win.id === "custom" ? `from=${win.from}&to=${win.to}` : `window=${win.id}`;
-    history.replaceState(null, "", `#/models/${encodeURIComponent(model)}/deployments/` +
-      `${encodeURIComponent(deployment)}?${state}`);
-  }
 
   function showDeployment(d) {
     title.textContent = d.name && d.name !== d.id ? `${d.name} (${d.id})` : d.id;
     details.replaceChildren(
-      detail("Status", d.status), detail("Environment", d.environment),
+      detail("Status", d.status),
+      // an environment's logs span every deployment that sent it
+      detail("Environment", d.environment ? h("a", {href: `#/models/${enc(model)}/environments/${enc(d.environment)}`,
+        text: d.environment}) : null),
       detail("Active replicas", String(d.active_replica_count)), detail("Instance type", d.instance_type_name),
       detail("Production", d.is_production ? "yes" : "no"));
   }
@@ -193,7 +147,7 @@ export function deploymentView(model, deployment, params) {
 
   async function refresh() {
     const g = ++generation;
-    const {start, end} = range();
+    const {start, end} = picker.range();
     charts.setAttribute("aria-busy", "true");
     try {
       const [d, resp] = await Promise.all([

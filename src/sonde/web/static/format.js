@@ -40,6 +40,7 @@ export function formatValue(v, unit) {
     case "ratio": return `${trim(v * 100, Math.abs(v) < 0.1 ? 1 : 0)}%`;
     case "bytes": return bytes(v);
     case "mib": return bytes(v * 1048576);
+    case "per_s": return `${count(v)}/s`;
     case "cores": return `${trim(v, Math.abs(v) < 1 ? 3 : 2)} cores`;
     default: return count(v);
   }

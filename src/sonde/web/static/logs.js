@@ -5,11 +5,17 @@
 import {api} from "./api.js";
 import {errorBox, h, showError} from "./dom.js";
 import {dateTime, isoTime, logTime} from "./format.js";
+import {setQuery} from "./range.js";
 import {liveTail} from "./stream.js";
 
 const LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"];
 const PAGE_SIZES = [20, 50, 100, 200, 500];
 const MAX_LIMIT = 1000; // the API's
+const DEFAULT_PAGE = "100";
+// The form's fields, named as the API's parameters and kept under those names in the
+// address (includes and excludes as typed, comma-separated), so a shared link repeats
+// the search.
+const TEXT_FIELDS = ["search_pattern", "includes", "excludes", "replica", "request_id", "component"];
 
 function field(label, control, hint) {
   return h("label", {class: "field"}, h("span", {class: "field-label", text: label}), control,
@@ -25,9 +31,9 @@ function msOf(ns) {
 }
 
 /** The logs of `path` (any logs route); range(): the page's window {start, end} in ms, the
- * viewer shows [start, end). lineFilters: false for training-job and loops logs, whose API
- * takes the level only. */
-export function logViewer(path, range, {lineFilters = true} = {}) {
+ * viewer shows [start, end). lineFilters: false for loops logs, whose API takes the level
+ * only. params: the address's query, where the filters (and live=1) start from. */
+export function logViewer(path, range, {lineFilters = true, params: initial = new URLSearchParams()} = {}) {
   const ctl = {
     min_level: h("select", {name: "min_level"}, h("option", {value: ""}, "any level"),
       LEVELS.map((l) => h("option", {value: l}, `${l} and above`))),
@@ -37,15 +43,22 @@ export function logViewer(path, range, {lineFilters = true} = {}) {
     excludes: h("input", {name: "excludes", type: "text", spellcheck: "false"}),
     replica: h("input", {name: "replica", type: "text", spellcheck: "false"}),
     request_id: h("input", {name: "request_id", type: "text", spellcheck: "false"}),
+    component: h("input", {name: "component", type: "text", spellcheck: "false"}),
     limit: h("select", {name: "limit"}, PAGE_SIZES.map((n) => h("option", {value: String(n)}, String(n)))),
   };
-  ctl.limit.value = "100";
+  ctl.limit.value = DEFAULT_PAGE;
+  for (const name of ["min_level", "limit", ...(lineFilters ? TEXT_FIELDS : [])]) {
+    const v = initial.get(name);
+    if (v !== null) ctl[name].value = v;
+  }
+  if (!ctl.limit.value) ctl.limit.value = DEFAULT_PAGE; // not one of the sizes offered
   const lineFields = lineFilters ? [
     field("Search (RE2)", ctl.search_pattern),
     field("Includes", ctl.includes, "all of, comma-separated"),
     field("Excludes", ctl.excludes, "none of, comma-separated"),
     field("Replica", ctl.replica),
     field("Request ID", ctl.request_id),
+    field("Component", ctl.component),
   ] : [];
   const form = h("form", {class: "log-filters", "aria-label": "Log filters"},
     field("Level", ctl.min_level),
@@ -53,7 +66,7 @@ export function logViewer(path, range, {lineFilters = true} = {}) {
     field("Lines per page", ctl.limit),
     h("div", {class: "actions"},
       h("button", {type: "submit", class: "primary"}, "Apply"),
-      h("button", {type: "button", onclick: () => { form.reset(); ctl.limit.value = "100"; reload(); }}, "Clear")),
+      h("button", {type: "button", onclick: () => clear()}, "Clear")),
   );
   const error = errorBox();
   const status = h("p", {class: "log-status", "aria-live": "polite"});
@@ -61,7 +74,7 @@ export function logViewer(path, range, {lineFilters = true} = {}) {
   const older = h("button", {type: "button", class: "load-older", hidden: true, onclick: () => loadOlder()},
     "Load older");
   const liveButton = h("button", {type: "button", class: "live-toggle", "aria-pressed": "false",
-    onclick: () => (tail ? stopLive() : startLive())}, "Live");
+    onclick: () => (tail ? endLive() : startLive())}, "Live");
   const pauseButton = h("button", {type: "button", class: "live-pause", hidden: true,
     onclick: () => togglePause()}, "Pause");
   const liveState = h("span", {class: "live-state", "aria-live": "polite"});
@@ -76,6 +89,11 @@ export function logViewer(path, range, {lineFilters = true} = {}) {
   let lines = [];
   let done = false;
   let generation = 0;
+  // live: the open stream, whether Pause holds new lines (in `held`), how many came live
+  let tail = null;
+  let paused = false;
+  let held = [];
+  let liveCount = 0;
 
   function params() {
     const {start, end} = range();
@@ -86,6 +104,7 @@ export function logViewer(path, range, {lineFilters = true} = {}) {
       excludes: terms(ctl.excludes.value),
       replica: ctl.replica.value.trim(),
       request_id: ctl.request_id.value.trim(),
+      component: ctl.component.value.trim(),
       start_epoch_millis: start,
       end_epoch_millis: end,
       pageSize: Number(ctl.limit.value),
@@ -94,7 +113,8 @@ export function logViewer(path, range, {lineFilters = true} = {}) {
 
   function lineItem(ln) {
     const level = ln.level || "none";
-    const rid = ln.request_id
+    // a request id narrows the viewer to its lines where the API filters by it
+    const rid = ln.request_id && !lineFilters ? h("span", {class: "rid", text: ln.request_id}) : ln.request_id
       ? h("button", {type: "button", class: "rid", title: "Show only this request's lines",
         onclick: () => { ctl.request_id.value = ln.request_id; reload(); }}, ln.request_id)
       : null;
@@ -107,14 +127,31 @@ export function logViewer(path, range, {lineFilters = true} = {}) {
     h("span", {class: "msg", text: ln.message}));
   }
 
-  function render(added) {
-    list.append(...added.map(lineItem));
-    older.hidden = done || lines.length === 0;
-    const span = `${dateTime(query.start_epoch_millis)} – ${dateTime(query.end_epoch_millis)}`;
+  function showStatus() {
+    const span = `${dateTime(query.start_epoch_millis)} – ${dateTime(query.end_epoch_millis)}` +
+      (liveCount ? `, then ${liveCount} live` : "");
     status.textContent = lines.length === 0
       ? `No lines match in ${span}.`
       : `${lines.length} line${lines.length === 1 ? "" : "s"}, newest first (${span})` +
         (done ? ". No older lines in this window." : ".");
+  }
+
+  function render(added) {
+    list.append(...added.map(lineItem));
+    older.hidden = done || lines.length === 0;
+    showStatus();
+  }
+
+  function remember() {
+    const state = {min_level: ctl.min_level.value, limit: ctl.limit.value === DEFAULT_PAGE ? null : ctl.limit.value};
+    if (lineFilters) for (const name of TEXT_FIELDS) state[name] = ctl[name].value.trim();
+    setQuery(state);
+  }
+
+  function clear() {
+    form.reset();
+    ctl.limit.value = DEFAULT_PAGE;
+    reload();
   }
 
   async function fetchPage(end, limit) {
@@ -132,7 +169,9 @@ export function logViewer(path, range, {lineFilters = true} = {}) {
   async function reload() {
     const g = ++generation;
     query = params();
+    remember();
     lines = [];
+    liveCount = 0;
     done = false;
     list.replaceChildren();
     older.hidden = true;
@@ -183,10 +222,6 @@ export function logViewer(path, range, {lineFilters = true} = {}) {
   }
 
   // --- live ---------------------------------------------------------------------------
-  let tail = null;
-  let paused = false;
-  let held = [];
-  let liveCount = 0;
 
   const keyOf = (ln) => JSON.stringify([ln.timestamp, ln.message, ln.replica, ln.request_id, ln.level]);
 
@@ -195,6 +230,7 @@ export function logViewer(path, range, {lineFilters = true} = {}) {
     list.prepend(lineItem(ln));
     liveCount += 1;
     el.dataset.liveLines = String(liveCount);
+    if (query) showStatus();
   }
 
   function setLiveState(state, err) {
@@ -209,8 +245,11 @@ export function logViewer(path, range, {lineFilters = true} = {}) {
 
   function startLive() {
     const q = query || params();
-    const filters = {min_level: q.min_level, search_pattern: q.search_pattern, includes: q.includes,
-      excludes: q.excludes, replica: q.replica, request_id: q.request_id};
+    const filters = {min_level: q.min_level};
+    if (lineFilters) {
+      Object.assign(filters, {search_pattern: q.search_pattern, includes: q.includes, excludes: q.excludes,
+        replica: q.replica, request_id: q.request_id, component: q.component});
+    }
     // From the newest line shown, skipping the lines of its millisecond already on the
     // page: nothing stored between the last load and the stream's start is missed.
     const newest = lines.length ? msOf(lines[0].timestamp) : null;
@@ -234,6 +273,7 @@ export function logViewer(path, range, {lineFilters = true} = {}) {
     liveButton.textContent = "Stop live";
     pauseButton.hidden = false;
     pauseButton.textContent = "Pause";
+    setQuery({live: "1"});
   }
 
   function stopLive(keepState) {
@@ -246,6 +286,11 @@ export function logViewer(path, range, {lineFilters = true} = {}) {
     liveButton.textContent = "Live";
     pauseButton.hidden = true;
     if (!keepState) setLiveState("off");
+  }
+
+  function endLive() {
+    stopLive();
+    setQuery({live: null});
   }
 
   function togglePause() {
@@ -266,5 +311,12 @@ export function logViewer(path, range, {lineFilters = true} = {}) {
     await reload();
     if (wasLive) startLive(); // the new filters apply to the stream too
   });
-  return {el, reload, stop: () => stopLive()};
+  // A shared link with live=1 opens following, once the first page is in.
+  let follow = initial.get("live") === "1";
+  async function load() {
+    await reload();
+    if (follow && !tail) startLive();
+    follow = false;
+  }
+  return {el, reload: load, stop: () => stopLive()};
 }

@@ -1,14 +1,18 @@
-// Models and their deployments: the dashboard's front page.
+// Models and their deployments: the dashboard's front page; and a model's environment,
+// whose logs span every deployment that sent it (an environment has no record of its own).
 
 import {api, enc} from "./api.js";
 import {errorBox, h, showError} from "./dom.js";
+import {windowedView} from "./pages.js";
+
+const envHref = (model, env) => `#/models/${enc(model)}/environments/${enc(env)}`;
 
 function deploymentRow(model, d) {
   const href = `#/models/${enc(model.id)}/deployments/${enc(d.id)}`;
   return h("tr", {"data-deployment": d.id},
     h("th", {scope: "row"}, h("a", {href}, d.name && d.name !== d.id ? `${d.name} (${d.id})` : d.id)),
     h("td", {}, h("span", {class: `status status-${String(d.status).toLowerCase()}`, text: d.status})),
-    h("td", {text: d.environment || "–"}),
+    h("td", {}, d.environment ? h("a", {href: envHref(model.id, d.environment), text: d.environment}) : "–"),
     h("td", {class: "num", text: String(d.active_replica_count)}),
     h("td", {text: d.instance_type_name || "–"}),
     h("td", {text: d.id === model.production_deployment_id ? "production" : ""}));
@@ -48,4 +52,16 @@ export function modelsView() {
     el.dataset.state = "done";
   })();
   return {el, dispose() {}};
+}
+
+export function environmentView(model, env, params) {
+  return windowedView([h("a", {href: "#/"}, "Models"), ` / ${model} / environment `, h("span", {text: env})],
+    `${model} · ${env}`, params, `/v1/models/${enc(model)}/environments/${enc(env)}/logs`,
+    async (body) => {
+      const {deployments} = await api(`/v1/models/${enc(model)}/deployments`);
+      const here = deployments.filter((d) => d.environment === env);
+      body.replaceChildren(h("p", {class: "env-deployments"}, "Deployments in this environment: ",
+        ...(here.length ? here.flatMap((d, i) => [i ? ", " : "",
+          h("a", {href: `#/models/${enc(model)}/deployments/${enc(d.id)}`, text: d.id})]) : ["none now"])));
+    });
 }
