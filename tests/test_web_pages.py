@@ -11,6 +11,7 @@ SHOTS (``tests/web_browser.py``).
 
 from __future__ import annotations
 
+import contextlib
 import time
 import urllib.parse
 from datetime import datetime
@@ -85,7 +86,8 @@ def _feed(site: Site) -> None:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    s = Site(str(tmp_path_factory.mktemp("web-pages")))
+    # one live stream per key, so the test can meet the limit's 429 with two
+    s = Site(str(tmp_path_factory.mktemp("web-pages")), env={"SONDE_STREAM_LIMIT_PER_KEY": "1"})
     _feed(s)
     yield s
     s.close()
@@ -197,6 +199,39 @@ def test_chains_and_a_chainlet(browser, site):
     assert messages(browser) == ["tokenized 12 inputs"]
     assert browser.find_element(By.NAME, "component").get_attribute("value") == "tokenizer"
     shoot(browser, "chainlet")
+
+    # a stream over the key's limit: the page shows the API's 429 message and stops
+    stream_path = "/v1/chains/c1/deployments/cd1/chainlets/pre/logs/stream"
+    with hold_stream(site, stream_path):
+        refused = site.api.get(stream_path)
+        assert refused.status_code == 429
+        browser.find_element(By.CSS_SELECTOR, "button.live-toggle").click()
+        wait(browser, lambda d: live(d) == "error", what="the refusal")
+        assert browser.find_element(By.CSS_SELECTOR, "section.logs .error-message").text == refused.json()["message"]
+        assert browser.find_element(By.CSS_SELECTOR, "button.live-toggle").text == "Live"
+    # once the server has let the held one go, Live follows again
+    deadline = time.monotonic() + 10
+    while True:
+        browser.find_element(By.CSS_SELECTOR, "button.live-toggle").click()
+        wait(browser, lambda d: live(d) in ("live", "error"), what="the stream's answer")
+        if live(browser) == "live" or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert live(browser) == "live"
+    browser.find_element(By.CSS_SELECTOR, "button.live-toggle").click()
+
+
+@contextlib.contextmanager
+def hold_stream(site: Site, path: str):
+    """Holds the key's one stream; waits while a closed one's slot is still being released."""
+    deadline = time.monotonic() + 10
+    while True:
+        with site.api.stream("GET", path) as r:
+            if r.status_code == 200:
+                yield r
+                return
+        assert r.status_code == 429 and time.monotonic() < deadline, r.status_code
+        time.sleep(0.2)
 
 
 @pytest.mark.e2e

@@ -42,8 +42,8 @@ SHOTS = os.environ.get("SONDE_SHOTS", "/tmp/sonde-shots")
 class Site:
     """A live ``sonde serve`` and clients holding its management and ingest keys."""
 
-    def __init__(self, data_dir: str):
-        self.server = LiveServer(data_dir).start()
+    def __init__(self, data_dir: str, env: dict | None = None):
+        self.server = LiveServer(data_dir, env=env).start()
         self.url = self.server.url
         self.key = self.server.creds["management_key"]
         self.api = httpx.Client(base_url=self.url, headers=self.server.headers("management_key"), timeout=30)

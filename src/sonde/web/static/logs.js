@@ -235,7 +235,8 @@ export function logViewer(path, range, {lineFilters = true, params: initial = ne
 
   function setLiveState(state, err) {
     el.dataset.live = state;
-    liveState.textContent = {live: paused ? "paused" : "live", reconnecting: "reconnecting…", error: "stopped",
+    liveState.textContent = {live: paused ? "paused" : "live", connecting: "connecting…",
+      reconnecting: "reconnecting…", error: "stopped",
       off: ""}[state] || "";
     if (state === "error") {
       showError(error, err);
@@ -257,6 +258,7 @@ export function logViewer(path, range, {lineFilters = true, params: initial = ne
     if (newest !== null) filters.start_epoch_millis = String(newest);
     paused = false;
     held = [];
+    setLiveState("connecting");
     tail = liveTail(path, filters, {
       onLine: (ln) => {
         if (shown.size && msOf(ln.timestamp) === newest && shown.delete(keyOf(ln))) return;
