@@ -112,8 +112,9 @@ def main() -> None:
     gen_s = time.perf_counter() - t
     wire.check(fleet)
     # the sweep's deployments: the last 48 minutes (inside Prometheus' appendable hour)
-    sweep_scale = dataclasses.replace(scale, name="sweep", deployments=1, replicas=2 if args.scale == "tiny" else 8,
-                                      hours=0.8)
+    tiny = args.scale == "tiny"
+    sweep_scale = dataclasses.replace(scale, name="sweep", deployments=1, replicas=2 if tiny else 8,
+                                      hours=0.25 if tiny else 0.8)
     sweep_fleet = Fleet(sweep_scale, args.seed, end_ns)
     load_avg = os.getloadavg()
     _say(f"{scale}: {sum(fleet.samples(r, 0, scale.steps) for r in reps):,} samples generated in {gen_s:.1f} s;"

@@ -53,7 +53,7 @@ class Scale:
 
 SCALES = {
     # CI smoke: every number produced within 60 s on 2 cores, not a measurement
-    "tiny": Scale("tiny", 2, 2, 2, 2, 3),
+    "tiny": Scale("tiny", 2, 2, 2, 1, 3),
     # what fits ~15 minutes of this 2-core machine for all four servers together
     # (Sonde's ingest, ~20-40k samples/s here, is what limits it)
     "small": Scale("small", 4, 4, 8, 24, 30),
