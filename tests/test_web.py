@@ -360,9 +360,12 @@ def test_latency_step_to_its_slowest_request_and_its_logs(browser, sonde):
     assert r.status_code == 200, r.content
     sonde.send(logs_request(_resource("r0001"), records))
 
-    open_ui(browser, sonde, "/models/m1/deployments/d1?window=15m")
+    # A range of whole minutes, so its steps are too: the three requests (5 to 7 s into
+    # their minute) share one step whatever the clock says when the test runs.
+    frm = (sonde.times[0] - 5 * SEC) // 10**6 - 4 * 60_000
+    open_ui(browser, sonde, f"/models/m1/deployments/d1?from={frm}&to={frm + 10 * 60_000}")
     wait(browser, lambda d: loads(d, ".charts") >= 1, what="the charts")
-    browser.find_element(By.ID, "auto-refresh").click()
+    assert not browser.find_element(By.ID, "auto-refresh").is_selected()  # a fixed range
     t_ms = t // 10**6
     # click 1, a real click on the latency chart at the requests' step: it lists them, slowest first
     over = browser.find_element(By.CSS_SELECTOR, "figure[data-chart='latency'] .u-over")

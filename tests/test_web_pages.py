@@ -317,3 +317,22 @@ def test_llm_panels_and_the_environment(browser, site):
     api = site.api.get("/v1/models/m1/environments/production/logs").json()["logs"]
     assert [ln["message"] for ln in api] == messages(browser)
     shoot(browser, "environment")
+
+
+@pytest.mark.e2e
+def test_live_tail_resumes_across_a_server_restart(browser, site):
+    """Runs last: it restarts the module's server. The page reconnects with Last-Event-ID
+    and shows the line sent after the restart, with no line lost or shown twice."""
+    open_ui(browser, site, "/models/m1/deployments/d-llm?window=15m&live=1")
+    wait(browser, lambda d: live(d) == "live", what="the stream")
+    site.send(logs_request(LLM, [log_record(time.time_ns(), "before the restart", severity_number=9)]))
+    wait(browser, lambda d: messages(d)[:1] == ["before the restart"], what="the line before the restart")
+    site.server.kill9()
+    wait(browser, lambda d: live(d) == "reconnecting", what="the page to see the drop")
+    site.server.start()
+    site.send(logs_request(LLM, [log_record(time.time_ns(), "after the restart", severity_number=9)]))
+    wait(browser, lambda d: messages(d)[:1] == ["after the restart"], timeout=30, what="the line after the restart")
+    assert messages(browser) == ["after the restart", "before the restart", "engine ready"]
+    assert live(browser) == "live"
+    shoot(browser, "live-resumed", "section.logs")
+    browser.find_element(By.CSS_SELECTOR, "button.live-toggle").click()
