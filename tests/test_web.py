@@ -174,7 +174,7 @@ def test_charts_draw_what_was_sent(browser, sonde):
     shoot(browser, "deployment")
 
     assert list(got) == ["requests", "latency", "replicas", "cpu", "memory", "gpu-utilization"]
-    note = browser.find_element(By.CSS_SELECTOR, ".charts > .note").text
+    note = browser.find_element(By.CSS_SELECTOR, ".charts > .note.gpu").text
     assert "GPU memory" in note and "GPU utilisation" not in note
     for chart in got.values():
         assert chart["end"] - chart["start"] == 15 * 60_000 and chart["step"] == 60_000 and not chart["empty"]

@@ -133,6 +133,7 @@ def test_training_job_page(browser, site):
     open_ui(browser, site, f"/training/p1/jobs/j1?from={frm_ms}&to={to_ms}&search_pattern=loss%3D0%5C.5")
     wait(browser, lambda d: loads(d, ".charts") >= 1 and loads(d, "section.logs") >= 1, what="the job page")
     assert section(browser) == "Training"
+    shoot(browser, "training-job-top")
     got = charts(browser)
     assert list(got) == ["gpu-utilization", "gpu-memory", "cpu", "memory", "ephemeral", "cache"]
     assert all((c["start"], c["end"]) == (frm_ms, to_ms) for c in got.values())
@@ -280,8 +281,13 @@ def test_llm_panels_and_the_environment(browser, site):
     wait(browser, lambda d: loads(d, ".charts") >= 1, what="the LLM deployment")
     browser.find_element(By.ID, "auto-refresh").click()  # no redraw mid-read
     assert section(browser) == "Models"
+    shoot(browser, "llm-top")
     got = charts(browser)
     assert set(LLM_CHARTS) <= set(got)
+    # the service charts it has no data for are named in a line, not drawn empty above the panels
+    assert "requests" not in got and "cpu" not in got
+    assert browser.find_element(By.CSS_SELECTOR, ".charts > .note.blank").text == \
+        "No data in this window: Requests, End-to-end latency, CPU, Memory."
     for chart_id, names in LLM_CHARTS.items():
         chart = got[chart_id]
         expected = api_series(site.api, "/v1/models/m1/deployments/d-llm", chart, names,

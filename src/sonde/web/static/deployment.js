@@ -131,17 +131,24 @@ export function deploymentView(model, deployment, params) {
 
   function showCharts(resp) {
     const gpuless = [];
+    const blank = [];
     const figures = [];
     for (const chart of CHARTS) {
       const series = seriesFor(chart, resp);
-      if (chart.gpu && !series.length) { gpuless.push(chart.title); continue; }
-      if (chart.llm && !series.length) continue;
+      // Empty axes would push the charts that have data down the page (an LLM server
+      // reporting no HTTP metrics): one line names what is missing instead.
+      if (!series.length) {
+        if (chart.gpu) gpuless.push(chart.title);
+        else if (!chart.llm) blank.push(chart.title);
+        continue;
+      }
       figures.push(lineChart({id: chart.id, title: chart.title, unit: chart.unit,
         caption: `${chart.caption} · ${stepText(resp.step_seconds)} steps`, series,
         start: resp.start_epoch_millis, end: resp.end_epoch_millis, step: resp.step_seconds * 1000,
         onStep: chart.id === "latency" ? requests.showStep : undefined}));
     }
-    if (gpuless.length) figures.push(h("p", {class: "note"}, `No GPU telemetry in this window (${gpuless.join(", ")}).`));
+    if (blank.length) figures.push(h("p", {class: "note blank"}, `No data in this window: ${blank.join(", ")}.`));
+    if (gpuless.length) figures.push(h("p", {class: "note gpu"}, `No GPU telemetry in this window (${gpuless.join(", ")}).`));
     charts.replaceChildren(...figures);
   }
 

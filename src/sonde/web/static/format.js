@@ -41,7 +41,7 @@ export function formatValue(v, unit) {
     case "bytes": return bytes(v);
     case "mib": return bytes(v * 1048576);
     case "per_s": return `${count(v)}/s`;
-    case "cores": return `${trim(v, Math.abs(v) < 1 ? 3 : 2)} cores`;
+    case "cores": return `${trim(v, Math.abs(v) < 1 ? 3 : 2)} ${v === 1 ? "core" : "cores"}`;
     default: return count(v);
   }
 }
