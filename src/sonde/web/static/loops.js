@@ -5,7 +5,7 @@
 import {api, enc} from "./api.js";
 import {lineChart} from "./chart.js";
 import {h} from "./dom.js";
-import {nodeCharts, page, pts, statusBadge, table, windowedView} from "./pages.js";
+import {nodeCharts, page, pts, statusBadge, table, when, windowedView} from "./pages.js";
 
 const at = (iso) => Date.parse(iso);
 
@@ -15,7 +15,7 @@ export function loopsListView() {
     body.replaceChildren(deployments.length
       ? table(["Deployment", "Status", "Created"], deployments.map((d) => h("tr", {"data-loops": d.id},
         h("th", {scope: "row"}, h("a", {href: `#/loops/${enc(d.id)}`, text: d.id})),
-        h("td", {}, d.status ? statusBadge(d.status) : "–"), h("td", {text: d.created_at || "–"}))))
+        h("td", {}, d.status ? statusBadge(d.status) : "–"), h("td", {text: when(d.created_at)}))))
       : h("p", {class: "note"}, "No trainer deployments yet."));
   });
   run();

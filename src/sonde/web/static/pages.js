@@ -4,11 +4,14 @@
 
 import {lineChart} from "./chart.js";
 import {errorBox, h, showError} from "./dom.js";
+import {dateTime} from "./format.js";
 import {logViewer} from "./logs.js";
 import {rangePicker} from "./range.js";
 
 export const named = (x) => (x.name && x.name !== x.id ? `${x.name} (${x.id})` : x.id);
 const at = (iso) => Date.parse(iso);
+// the API's ISO instants, in the browser's time zone as every other time on the page
+export const when = (iso) => (iso ? dateTime(Date.parse(iso)) : "–");
 export const pts = (points) => (points || []).map((p) => [at(p.timestamp), p.value]);
 
 export function table(columns, rows) {

@@ -3,7 +3,7 @@
 
 import {api, enc} from "./api.js";
 import {h} from "./dom.js";
-import {details, named, nodeCharts, page, statusBadge, table, windowedView} from "./pages.js";
+import {details, named, nodeCharts, page, statusBadge, table, when, windowedView} from "./pages.js";
 
 export function trainingView() {
   const {el, run} = page([], "Training", async (body) => {
@@ -14,7 +14,7 @@ export function trainingView() {
         table(["Job", "Status", "Error", "Created"], lists[i].training_jobs.map((j) => h("tr", {"data-job": j.id},
           h("th", {scope: "row"}, h("a", {href: `#/training/${enc(p.id)}/jobs/${enc(j.id)}`, text: j.id})),
           h("td", {}, statusBadge(j.current_status)),
-          h("td", {text: j.error_message || ""}), h("td", {text: j.created_at}))))))
+          h("td", {text: j.error_message || ""}), h("td", {text: when(j.created_at)}))))))
       : [h("p", {class: "note"}, "No training projects yet.")]));
   });
   run();
