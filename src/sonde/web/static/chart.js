@@ -30,15 +30,20 @@ export function lineChart({id, title, unit, caption, series, start, end, step, o
   h("figcaption", {}, h("span", {class: "chart-title", text: title}), h("span", {class: "chart-unit", text: caption})),
   plot, empty ? h("p", {class: "empty", text: "No data in this window"}) : null);
 
+  // uPlot paints on a canvas, which CSS cannot reach: the axes take the palette's colours
+  // (light or dark) from the stylesheet's variables when drawn.
+  const css = getComputedStyle(document.documentElement);
+  const muted = css.getPropertyValue("--muted").trim() || "#475569";
+  const grid = {stroke: css.getPropertyValue("--line").trim() || "#dde2e8", width: 1};
   const opts = {
     width: WIDTH,
     height: HEIGHT,
     scales: {x: {time: true, range: () => [start / 1000, end / 1000]},
       y: {range: (u, lo, hi) => [Math.min(0, lo ?? 0), Math.max(hi ?? 1, Math.min(0, lo ?? 0) + 1e-9)]}},
     axes: [
-      {values: (u, ticks) => ticks.map((t) => axisTime(t * 1000, end - start)), stroke: "#475569"},
+      {values: (u, ticks) => ticks.map((t) => axisTime(t * 1000, end - start)), stroke: muted, grid, ticks: grid},
       // as wide as its longest label ("0.15 cores"), measured in characters of the 12px font
-      {values: (u, ticks) => ticks.map((v) => formatValue(v, unit)), stroke: "#475569",
+      {values: (u, ticks) => ticks.map((v) => formatValue(v, unit)), stroke: muted, grid, ticks: grid,
         size: (u, values) => 24 + 7 * Math.max(4, ...(values || []).map((v) => String(v).length))},
     ],
     cursor: {points: {size: 7}},
