@@ -47,7 +47,7 @@ TARGETS = {
     "chainlet": LogTarget(("chain_id", "chain_deployment_id", "chainlet_id"),
                           "/v1/chains/{chain_id}/deployments/{chain_deployment_id}/chainlets/{chainlet_id}/logs", True),
     "job": LogTarget(("training_project_id", "training_job_id"),
-                     "/v1/training_projects/{training_project_id}/jobs/{training_job_id}/logs", False),
+                     "/v1/training_projects/{training_project_id}/jobs/{training_job_id}/logs", True),
     "loops": LogTarget(("deployment_id",), "/v1/loops/deployments/{deployment_id}/logs", False),
 }
 
