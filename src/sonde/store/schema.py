@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from .._exceptions import StoreError
+from .arrowtypes import arrow_type
 from .base import Executor
 # the views, and names of theirs that callers read here (query/, tests)
 from .views import (GPU_INDEX, ROLLUP_FROM_SEQ, ROLLUP_LEVELS_S, ROLLUP_METRICS, TOTALS_SELECT,  # noqa: F401
@@ -354,47 +355,6 @@ def require(ex: Executor, db: str, version: int = SCHEMA_VERSION) -> None:
     if have != version:
         hint = "run `sonde migrate`" if have < version else "upgrade Sonde"
         raise StoreError(f"store {db!r} is at schema version {have}; this build needs {version}: {hint}")
-
-
-#: the Arrow type ingest builds a column of each ClickHouse type with; wrappers are
-#: unwrapped by :func:`arrow_type` (LowCardinality and an aggregate's function only
-#: change how ClickHouse stores the values, Enum8 columns are written by label)
-_ARROW = {
-    "String": pa.string(), "Bool": pa.bool_(), "Float64": pa.float64(),
-    "Int8": pa.int8(), "Int32": pa.int32(), "Int64": pa.int64(),
-    "UInt8": pa.uint8(), "UInt16": pa.uint16(), "UInt32": pa.uint32(), "UInt64": pa.uint64(),
-    _TS: pa.timestamp("ns", tz="UTC"), _MS: pa.timestamp("ms", tz="UTC"),
-    "DateTime('UTC')": pa.timestamp("s", tz="UTC"),
-}
-
-
-def _args(inner: str) -> list[str]:
-    """Top-level arguments of a type: ``"LowCardinality(String), String"`` -> two."""
-    out, depth, begin = [], 0, 0
-    for i, ch in enumerate(inner):
-        depth += (ch == "(") - (ch == ")")
-        if ch == "," and depth == 0:
-            out.append(inner[begin:i].strip())
-            begin = i + 1
-    return [*out, inner[begin:].strip()]
-
-
-def arrow_type(ch_type: str) -> pa.DataType:
-    if ch_type in _ARROW:
-        return _ARROW[ch_type]
-    head, _, rest = ch_type.partition("(")
-    if head.startswith("Enum"):
-        return pa.string()
-    args = _args(rest.removesuffix(")"))
-    if head == "LowCardinality":
-        return arrow_type(args[0])
-    if head == "SimpleAggregateFunction":
-        return arrow_type(args[1])
-    if head == "Array":
-        return pa.list_(arrow_type(args[0]))
-    if head == "Map":
-        return pa.map_(arrow_type(args[0]), arrow_type(args[1]))
-    raise ValueError(f"no Arrow type for the ClickHouse type {ch_type!r}: add it to schema._ARROW")
 
 
 def arrow_schema(table: str) -> pa.Schema:
