@@ -256,7 +256,9 @@ def test_trainer_page(browser, site):
     for st in ("2xx", "5xx"):
         same(by_status[st], points([{"timestamp": p["timestamp"], "value": p[f"status_{st}"]} for p in vol]), st)
     # a rate per second: a minute's requests over 60
-    assert approx([v * 60 for _, v in by_status["2xx"]], [6.0 + k for k in STEPS])
+    # the steps still inside the 15-minute window (a slow run reaches this test minutes after the feed)
+    ok = [v * 60 for _, v in by_status["2xx"]]
+    assert ok and approx(ok, [6.0 + k for k in STEPS][-len(ok):])
     for q in ("p50", "p95", "p99"):
         same(drawn(got["latency"])[q], points([{"timestamp": p["timestamp"], "value": p[q]}
                                                for p in api["response_time_stats"]]), q)
@@ -299,8 +301,8 @@ def test_llm_panels_and_the_environment(browser, site):
     assert [s["label"] for s in got["ttft"]["series"]] == ["p50", "p95", "p99"]
     assert [s["label"] for s in got["queue"]["series"]] == ["running", "waiting"]
     # 600 tokens a minute: 10 per second
-    assert approx([v for _, v in drawn(got["tokens"])["baseten_llm_output_tokens_total{replica=r0001}"]][1:],
-                  [10.0] * (len(STEPS) - 1))
+    rates = [v for _, v in drawn(got["tokens"])["baseten_llm_output_tokens_total{replica=r0001}"]][1:]
+    assert rates and approx(rates, [10.0] * len(rates))  # the steps still in the window
     # hovering a point shows its time and value in the chart's legend (uPlot's cursor)
     t, v = drawn(got["kv-cache"])["sonde_llm_kv_cache_usage_ratio{replica=r0001}"][2]
     fig = browser.find_element(By.CSS_SELECTOR, "figure[data-chart='kv-cache']")
