@@ -26,7 +26,6 @@ from web_browser import (By, Site, after_load, api_series, approx, charts, chrom
 MIN = 60 * SEC
 GIB = 2**30
 BOUNDS = [0.05, 0.1, 0.2, 0.4]
-T0 = (time.time_ns() // MIN - 6) * MIN  # six whole minutes ago: inside every window of the module
 STEPS = range(5)
 
 
@@ -42,6 +41,9 @@ LOOPS = {"sonde.loops_deployment_id": "lp1", "sonde.node_rank": "0", "sonde.node
 
 
 def _feed(site: Site) -> None:
+    # six whole minutes before the feed, not before the import: xdist imports every module
+    # at the start of the run, and a slow run reaches these tests many minutes later
+    site.t0 = T0 = (time.time_ns() // MIN - 6) * MIN
     at = [T0 + k * MIN + 5 * SEC for k in STEPS]
     for rank in (0, 1):
         fs = [gauge("system.filesystem.usage", [number(t, (20 + rank + k) * GIB, attrs={"sonde.mount": "ephemeral"})
@@ -128,7 +130,7 @@ def section(driver) -> str:
 
 @pytest.mark.e2e
 def test_training_job_page(browser, site):
-    frm_ms, to_ms = (T0 - 2 * MIN) // 10**6, (T0 + 8 * MIN) // 10**6
+    frm_ms, to_ms = (site.t0 - 2 * MIN) // 10**6, (site.t0 + 8 * MIN) // 10**6
     # a shared link: a custom range and a log search, both from the address
     open_ui(browser, site, f"/training/p1/jobs/j1?from={frm_ms}&to={to_ms}&search_pattern=loss%3D0%5C.5")
     wait(browser, lambda d: loads(d, ".charts") >= 1 and loads(d, "section.logs") >= 1, what="the job page")
