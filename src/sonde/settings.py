@@ -45,6 +45,11 @@ SETTINGS: tuple[Setting, ...] = (
             " replicas share the store), 'auto' (process on chDB, store otherwise).", ("auto", "process", "store")),
     Setting("key_cache_seconds", 5.0, "How long a replica trusts an API key lookup; a revoked key stops"
             " working everywhere within this time."),
+    Setting("rate_limit_per_key", 60_000, "Requests one API key may make per minute on one API replica, every"
+            " route counted together (each key has one scope, so ingest and reads are separate budgets);"
+            " beyond: 429 with Retry-After (docs/reliability.md#keys-and-rate-limits).", minimum=1),
+    Setting("rate_limit_burst", 2_000, "Requests one key may make at once before rate_limit_per_key paces it;"
+            " the bucket refills at rate_limit_per_key a minute.", minimum=1),
     Setting("metrics_rate_limit", 60, "Requests to GET /metrics a key may make per minute; beyond: 429 with"
             " Retry-After (docs/export.md).", minimum=1),
     Setting("alert_eval_seconds", 30.0, "Seconds between two evaluations of the alert rules (at least 1;"
@@ -82,6 +87,8 @@ class Config:
     auto_migrate: str = _BY_NAME["auto_migrate"].default
     state_sync: str = _BY_NAME["state_sync"].default
     key_cache_seconds: float = _BY_NAME["key_cache_seconds"].default
+    rate_limit_per_key: int = _BY_NAME["rate_limit_per_key"].default
+    rate_limit_burst: int = _BY_NAME["rate_limit_burst"].default
     metrics_rate_limit: int = _BY_NAME["metrics_rate_limit"].default
     alert_eval_seconds: float = _BY_NAME["alert_eval_seconds"].default
     stream_limit_per_key: int = _BY_NAME["stream_limit_per_key"].default

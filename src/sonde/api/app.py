@@ -18,6 +18,7 @@ from ..store.alerts import AlertDocs
 from ..store.inventory import Inventory
 from . import (admin, alerts, chains, errors, export, inventory, logs, loops, metrics, openapi, otlp, remote_write,
                requests, stream, training)
+from .ratelimit import RateLimiter
 
 log = logging.getLogger("sonde")
 
@@ -75,7 +76,9 @@ def _wire(app: FastAPI, store: Store, config: Config) -> None:
     app.state.accounts = Accounts(store, cache_ttl=config.key_cache_seconds)
     app.state.inventory = Inventory(store)
     app.state.ingestor = Ingestor.for_store(store, app.state.inventory, config.state_sync)
-    app.state.export_limiter = export.RateLimiter(config.metrics_rate_limit)
+    app.state.export_limiter = RateLimiter(config.metrics_rate_limit, what="requests to /metrics",
+                                           setting="metrics_rate_limit")
+    app.state.key_limiter = RateLimiter(config.rate_limit_per_key, config.rate_limit_burst)
     app.state.streams = stream.Streams(store, config)
     app.state.alert_docs = AlertDocs(store)
     app.state.evaluator = Evaluator(store, interval_s=config.alert_eval_seconds,

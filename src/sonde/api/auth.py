@@ -1,7 +1,8 @@
 """Who is calling: ``Authorization: Bearer <key>`` or ``Authorization: Api-Key <key>``.
 
-Missing or unknown key: 401. Known key without the route's scope: 403. Everything a
-key reads or writes is confined to its workspace; resources elsewhere are 404.
+Missing or unknown key: 401. Known key without the route's scope: 403. A key over its
+request rate (``rate_limit_per_key``, ``api/ratelimit.py``): 429 with Retry-After. Everything
+a key reads or writes is confined to its workspace; resources elsewhere are 404.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ def require(*scopes: str) -> Callable[[Request], ApiKey]:
             raise Unauthorized("unknown or revoked API key", field="Authorization")
         if key.scope not in scopes:
             raise Forbidden(f"a {key.scope} key cannot do this; it needs scope {' or '.join(scopes)}", field="Authorization")
+        # after the scope check, so refused calls of a wrong key do not spend its budget
+        request.app.state.key_limiter.check(key.id)
         return key
 
     dependency.__name__ = f"require_{'_'.join(scopes)}"

@@ -3,55 +3,26 @@
 The families come from :mod:`sonde.query.export`; ``prometheus_client`` writes them in
 the format the scraper's Accept header asks for (text 0.0.4, or OpenMetrics), so the
 output is what every Prometheus parser expects, escaping included. Each key may scrape
-``metrics_rate_limit`` times a minute: an export reads every series of the workspace,
-so a misconfigured scraper polling every second must not take the store with it.
+``metrics_rate_limit`` times a minute (``api/ratelimit.py``, built in ``api/app.py``): an
+export reads every series of the workspace, so a misconfigured scraper polling every
+second must not take the store with it.
 """
 
 from __future__ import annotations
 
 import math
-import threading
-import time
-from collections import deque
 
 from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import choose_encoder
 from starlette.concurrency import run_in_threadpool
 
-from .._exceptions import RateLimited
 from ..query.catalogue import COUNTER, HISTOGRAM
 from ..query.export import Family, Hist, finished, workspace_families
 from ..store.accounts import ApiKey
 from . import auth
 
 router = APIRouter(tags=["export"])
-
-WINDOW_S = 60.0
-
-
-class RateLimiter:
-    """At most ``limit`` calls per key in any sliding minute, counted in this process
-    (each API replica counts its own: a scraper talks to one replica at a time)."""
-
-    def __init__(self, limit: int, clock=time.monotonic):
-        self.limit = limit
-        self.clock = clock
-        self._calls: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def check(self, key_id: str) -> None:
-        now = self.clock()
-        with self._lock:
-            calls = self._calls.setdefault(key_id, deque())
-            while calls and calls[0] <= now - WINDOW_S:
-                calls.popleft()
-            if len(calls) >= self.limit:
-                wait = max(1, math.ceil(calls[0] + WINDOW_S - now))
-                raise RateLimited(f"more than {self.limit} requests to /metrics in a minute with this key;"
-                                  f" retry in {wait} s (setting metrics_rate_limit)", retry_after=wait)
-            calls.append(now)
-
 
 class _Families:
     """The collector ``prometheus_client``'s writers read."""
