@@ -10,7 +10,7 @@
     +-- Conflict                 409 the request contradicts stored state
     +-- RetryLater               (abstract) answered with ``Retry-After: retry_after``
     |   +-- RateLimited          429 over the key's request rate
-    |   +-- Overloaded           503 ingest queue full
+    |   +-- Overloaded           503 ingest queue full, or requests in flight at their bound
     +-- StoreError               500 the store refused a statement
 """
 

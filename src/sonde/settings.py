@@ -37,6 +37,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("flush_interval_ms", 100, "Longest a row waits before its group commit starts."),
     Setting("batch_max_rows", 50_000, "Rows that start a group commit at once."),
     Setting("max_pending_rows", 2_000_000, "Rows waiting for commit past which ingest answers 503."),
+    Setting("max_inflight_ingest", 64, "Ingest requests (OTLP, remote write) one replica serves at once; one more"
+            " is answered 503 with Retry-After before its body is read (docs/reliability.md#load).", minimum=1),
+    Setting("max_inflight_reads", 32, "Other API requests (queries, inventory, /metrics) one replica serves at"
+            " once; one more: 503 with Retry-After. Live streams are bounded by stream_limit_per_key.", minimum=1),
     Setting("auto_migrate", "embedded", "Whether `sonde serve` applies schema migrations at start: 'embedded'"
             " (on chDB only; a ClickHouse store is migrated once with `sonde migrate`), 'always' or 'never'.",
             ("embedded", "always", "never")),
@@ -84,6 +88,8 @@ class Config:
     flush_interval_ms: int = _BY_NAME["flush_interval_ms"].default
     batch_max_rows: int = _BY_NAME["batch_max_rows"].default
     max_pending_rows: int = _BY_NAME["max_pending_rows"].default
+    max_inflight_ingest: int = _BY_NAME["max_inflight_ingest"].default
+    max_inflight_reads: int = _BY_NAME["max_inflight_reads"].default
     auto_migrate: str = _BY_NAME["auto_migrate"].default
     state_sync: str = _BY_NAME["state_sync"].default
     key_cache_seconds: float = _BY_NAME["key_cache_seconds"].default

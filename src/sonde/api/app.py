@@ -16,8 +16,8 @@ from ..store import Store, open_store
 from ..store.accounts import Accounts, bootstrap
 from ..store.alerts import AlertDocs
 from ..store.inventory import Inventory
-from . import (admin, alerts, chains, errors, export, inventory, logs, loops, metrics, openapi, otlp, remote_write,
-               requests, stream, training)
+from . import (admin, admission, alerts, chains, errors, export, inventory, logs, loops, metrics, openapi, otlp,
+               remote_write, requests, stream, training)
 from .ratelimit import RateLimiter
 
 log = logging.getLogger("sonde")
@@ -53,6 +53,8 @@ def create_app(config: Config | None = None, *, store: Store | None = None) -> F
     if store is not None:
         _wire(app, store, config)
     errors.install(app)
+    app.add_middleware(admission.Admission, max_inflight_ingest=config.max_inflight_ingest,
+                       max_inflight_reads=config.max_inflight_reads)
     openapi.install(app)
     app.include_router(admin.router)
     app.include_router(inventory.router)
