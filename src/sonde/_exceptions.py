@@ -11,6 +11,7 @@
     +-- RetryLater               (abstract) answered with ``Retry-After: retry_after``
     |   +-- RateLimited          429 over the key's request rate
     |   +-- Overloaded           503 ingest queue full, or requests in flight at their bound
+    |       +-- StorageFull      503 no room on the store's disk (store/disk.py)
     +-- StoreError               500 the store refused a statement
 """
 
@@ -80,6 +81,10 @@ class RateLimited(RetryLater):
 class Overloaded(RetryLater):
     status = 503
     code = "overloaded"
+
+
+class StorageFull(Overloaded):
+    code = "storage_full"
 
 
 class StoreError(SondeError):

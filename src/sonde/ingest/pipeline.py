@@ -51,6 +51,7 @@ class Ingestor:
         return cls(store, inventory, shared_state=store.shared(state_sync))
 
     def metrics(self, ws: str, req) -> Queued:
+        self.store.require_space()  # before the registrar writes inventory of its own
         walk = MetricsWalk(ws, self.cache, self.registrar).walk(req)
         message = walk.rejects.message("data points")
         blocks = [b for b in walk.blocks.values() if len(b)]
@@ -84,6 +85,7 @@ class Ingestor:
         return Queued(future, n, walk.rejects.count, message)
 
     def logs(self, ws: str, req) -> Queued:
+        self.store.require_space()
         walk = LogsWalk(ws, self.registrar, now_ns=time.time_ns()).walk(req)
         message = walk.rejects.message("log records")
         n = walk.rows
@@ -97,6 +99,7 @@ class Ingestor:
 
 
     def traces(self, ws: str, req) -> Queued:
+        self.store.require_space()
         walk = TracesWalk(ws, self.registrar).walk(req)
         message = walk.rejects.message("spans")
         n = walk.rows

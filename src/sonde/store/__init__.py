@@ -15,9 +15,10 @@ from collections.abc import Callable
 
 import pyarrow as pa
 
-from .._exceptions import BadRequest
+from .._exceptions import BadRequest, StorageFull
 from .base import Executor
 from . import schema
+from .disk import DiskGuard
 from .schema import ARROW_SCHEMAS
 from .writer import BatchWriter
 
@@ -44,6 +45,7 @@ class Store:
         flush_interval_ms: int = 100,
         batch_max_rows: int = 50_000,
         max_pending_rows: int = 2_000_000,
+        min_free_disk_mb: int = 0,
         migrate: bool = True,
     ):
         """``migrate``: bring the schema up to date; otherwise refuse a store whose
@@ -51,6 +53,7 @@ class Store:
         ``sonde migrate``, not by every replica at start)."""
         self.ex = executor
         self.db = db
+        self.disk = DiskGuard(executor.local_path, min_free_disk_mb * 2**20)
         if migrate:
             schema.migrate(executor, db, retention_days)
         else:
@@ -101,6 +104,11 @@ class Store:
             self._open[first] = time.monotonic()
             return first
 
+    def require_space(self) -> None:
+        """Raise :class:`~sonde._exceptions.StorageFull` (503) while the disk has no room
+        for ingest; called before a request writes anything (store/disk.py)."""
+        self.disk.check()
+
     def submit(self, rows: dict[str, pa.Table], *, seq: int | None = None):
         """Queue rows keyed by bare table name; returns a future resolved on commit.
 
@@ -114,7 +122,12 @@ class Store:
             raise
         if seq is not None:
             fut.add_done_callback(lambda _: self._release(seq))
+        fut.add_done_callback(self._space_failure)
         return fut
+
+    def _space_failure(self, fut) -> None:
+        if not fut.cancelled() and isinstance(fut.exception(), StorageFull):
+            self.disk.failed()
 
     def _release(self, first: int) -> None:
         with self._seq_lock:

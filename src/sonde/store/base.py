@@ -17,6 +17,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from .._exceptions import SondeError, StoreError
+from .disk import is_space_error, storage_full
+
 
 class Executor(ABC):
     #: the ClickHouse cluster the schema is spread over (``ON CLUSTER``, Distributed
@@ -25,6 +28,9 @@ class Executor(ABC):
     #: whether this process is the store's only writer (chDB's rule), so ingest may
     #: keep cumulative-to-delta state in memory between requests
     exclusive: bool = False
+    #: the directory on this machine the data lives in (the embedded engine's), whose
+    #: free space ingest checks (store/disk.py); None when the engine is elsewhere
+    local_path: str | None = None
 
     @abstractmethod
     def command(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
@@ -43,3 +49,10 @@ class Executor(ABC):
 
     def close(self) -> None:  # pragma: no cover - backends without resources
         pass
+
+
+def refused(exc: BaseException) -> SondeError:
+    """What a statement the engine refused raises: :class:`StorageFull` (503, retried
+    later by the client) when it found no room on disk, else :class:`StoreError`."""
+    message = str(exc).strip()
+    return storage_full(message) if is_space_error(message) else StoreError(message)

@@ -15,7 +15,7 @@ import pyarrow as pa
 from chdb import session as chdb_session
 
 from .._exceptions import StoreError
-from .base import Executor
+from .base import Executor, refused
 
 _lock = threading.Lock()
 _open_paths: dict[str, "ChdbExecutor"] = {}
@@ -49,7 +49,7 @@ class ChdbExecutor(Executor):
     exclusive = True
 
     def __init__(self, path: str):
-        self.path = path
+        self.path = self.local_path = path
         self._session = chdb_session.Session(path)
         # chDB's embedded engine keeps per-call state (query parameters among it) that
         # concurrent calls overwrite, even from separate connections: one call at a
@@ -82,7 +82,7 @@ class ChdbExecutor(Executor):
                     return self._session.query(sql, fmt, params=bound)
                 return self._session.query(sql, fmt)
         except Exception as exc:  # chDB raises a bare RuntimeError-like type
-            raise StoreError(str(exc).strip()) from exc
+            raise refused(exc) from exc
 
     def command(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         self._run(sql, "CSV", params)
@@ -98,7 +98,7 @@ class ChdbExecutor(Executor):
             with self._calls:
                 self._session.query(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM Python(sonde_rows)", "CSV")
         except Exception as exc:
-            raise StoreError(str(exc).strip()) from exc
+            raise refused(exc) from exc
 
     def close(self) -> None:
         with _lock:

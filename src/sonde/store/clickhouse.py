@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import pyarrow as pa
 
 from .._exceptions import BadRequest, StoreError
-from .base import Executor
+from .base import Executor, refused
 
 #: what the URL's query string may not override: the durability rule depends on them
 _FIXED = {"async_insert": 0}
@@ -112,7 +112,7 @@ class ClickHouseExecutor(Executor):
         except StoreError:
             raise
         except Exception as exc:
-            raise StoreError(str(exc).strip()) from exc
+            raise refused(exc) from exc
 
     def query_arrow(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
         try:
@@ -120,7 +120,7 @@ class ClickHouseExecutor(Executor):
         except StoreError:
             raise
         except Exception as exc:
-            raise StoreError(str(exc).strip()) from exc
+            raise refused(exc) from exc
 
     def insert_arrow(self, table: str, data: pa.Table) -> None:
         try:
@@ -128,7 +128,7 @@ class ClickHouseExecutor(Executor):
         except StoreError:
             raise
         except Exception as exc:
-            raise StoreError(str(exc).strip()) from exc
+            raise refused(exc) from exc
 
     def close(self) -> None:
         self._client.close()
