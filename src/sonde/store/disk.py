@@ -24,6 +24,9 @@ _SPACE_ERRORS = ("NOT_ENOUGH_SPACE", "not enough space", "No space left on devic
 
 #: seconds a client is told to wait; the agent's spool retries after it
 RETRY_AFTER_S = 5
+#: seconds ingest is refused without a try after a write failed for space: the next
+#: write would fail the same way until someone frees space, and that takes a moment
+HOLD_S = 1.0
 
 
 def is_space_error(message: str) -> bool:
@@ -44,8 +47,7 @@ class DiskGuard:
         self.min_free = min_free_bytes
         self._clock = clock
         self._lock = threading.Lock()
-        #: when a write last failed for space: refused without a try for RETRY_AFTER_S,
-        #: since the next write would fail the same way until someone frees space
+        #: when a write last failed for space
         self._failed_at: float | None = None
 
     def free_bytes(self) -> int | None:
@@ -58,7 +60,7 @@ class DiskGuard:
         """Raise :class:`StorageFull` while the store has no room for ingest."""
         with self._lock:
             failed_at = self._failed_at
-        if failed_at is not None and self._clock() - failed_at < RETRY_AFTER_S:
+        if failed_at is not None and self._clock() - failed_at < HOLD_S:
             raise storage_full("a write just failed for lack of space")
         if self.min_free > 0:
             free = self.free_bytes()
