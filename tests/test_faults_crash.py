@@ -42,7 +42,7 @@ class Client:
     without an answer (the server died); ``other``: any other answer (none expected)."""
 
     def __init__(self, t0: int):
-        self.t0 = t0
+        self.t0 = self.last_t = t0
         self.acked = {s: [] for s in SIGNALS}
         self.lost = {s: [] for s in SIGNALS}
         self.other: list[tuple[str, int, int, str]] = []
@@ -53,7 +53,8 @@ class Client:
         self.url = self.key = ""
 
     def batch(self, signal: str, i: int):
-        t = self.t0 + i * 1_000_000  # 1 ms apart
+        # now, and after the last batch: the counter stays inside GET /metrics' 5-minute lookback
+        t = self.last_t = max(time.time_ns(), self.last_t + 1_000_000)
         if signal == "metrics":
             return metrics_request(RESOURCE, [
                 gauge("crash.g", [number(t + j, float(i), attrs={"id": i * POINTS + j}) for j in range(POINTS)]),
@@ -101,7 +102,7 @@ class Client:
 def crash_loop(tmp_path, kills: int) -> dict:
     fast = {"SONDE_FLUSH_INTERVAL_MS": "5"}  # many commits: many moments to die in
     server = LiveServer(tmp_path, env=fast).start()
-    client = Client(t0=(time.time_ns() // SEC - 60) * SEC)  # inside GET /metrics' 5-minute lookback
+    client = Client(t0=(time.time_ns() // SEC - 60) * SEC)
     client.url, client.key = server.url, server.creds["ingest_key"]
     thread = threading.Thread(target=client.run, daemon=True)
     client.up.set()

@@ -32,7 +32,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("port", 8080, "Port the HTTP server listens on."),
     Setting("store", "chdb", "Store URL: 'chdb' (embedded, in data_dir) or"
             " clickhouse://user:password@host:8123/db?cluster=NAME (docs/scale-out.md)."),
-    Setting("retention_days", 30, "Days telemetry is kept before ClickHouse's TTL drops it."),
+    Setting("retention_days", 30, "Days telemetry is kept: the server drops each day partition once it is wholly"
+            " older, every retention_check_seconds (ClickHouse's TTL is the backstop).", minimum=1),
+    Setting("retention_check_seconds", 3600.0, "Seconds between two passes dropping partitions older than"
+            " retention_days (the first a minute after start, or sooner if this is shorter).", minimum=1),
     Setting("max_body_bytes", 16 * 1024 * 1024, "Largest OTLP or remote-write request body, after gzip or snappy is undone; larger: 413."),
     Setting("flush_interval_ms", 100, "Longest a row waits before its group commit starts."),
     Setting("batch_max_rows", 50_000, "Rows that start a group commit at once."),
@@ -87,6 +90,7 @@ class Config:
     port: int = _BY_NAME["port"].default
     store: str = _BY_NAME["store"].default
     retention_days: int = _BY_NAME["retention_days"].default
+    retention_check_seconds: float = _BY_NAME["retention_check_seconds"].default
     max_body_bytes: int = _BY_NAME["max_body_bytes"].default
     flush_interval_ms: int = _BY_NAME["flush_interval_ms"].default
     batch_max_rows: int = _BY_NAME["batch_max_rows"].default

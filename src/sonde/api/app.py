@@ -37,7 +37,7 @@ def create_app(config: Config | None = None, *, store: Store | None = None) -> F
                 auto_migrate=config.auto_migrate,
                 retention_days=config.retention_days, flush_interval_ms=config.flush_interval_ms,
                 batch_max_rows=config.batch_max_rows, max_pending_rows=config.max_pending_rows,
-                min_free_disk_mb=config.min_free_disk_mb,
+                min_free_disk_mb=config.min_free_disk_mb, retention_check_seconds=config.retention_check_seconds,
             )
         _wire(app, app.state.store, config)
         app.state.evaluator.start()

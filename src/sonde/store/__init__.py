@@ -19,6 +19,7 @@ from .._exceptions import BadRequest, StorageFull
 from .base import Executor
 from . import schema
 from .disk import DiskGuard
+from .retention import Retention
 from .schema import ARROW_SCHEMAS
 from .writer import BatchWriter
 
@@ -46,11 +47,14 @@ class Store:
         batch_max_rows: int = 50_000,
         max_pending_rows: int = 2_000_000,
         min_free_disk_mb: int = 0,
+        retention_check_seconds: float | None = None,
         migrate: bool = True,
     ):
         """``migrate``: bring the schema up to date; otherwise refuse a store whose
         schema version is not this build's (a cluster is migrated once, by
-        ``sonde migrate``, not by every replica at start)."""
+        ``sonde migrate``, not by every replica at start). ``retention_check_seconds``:
+        drop partitions older than ``retention_days`` this often (store/retention.py);
+        None: never (the server passes it; tests and tools opening a store do not)."""
         self.ex = executor
         self.db = db
         self.disk = DiskGuard(executor.local_path, min_free_disk_mb * 2**20)
@@ -71,6 +75,9 @@ class Store:
         self._seq = self._max_seq()
         self._open: dict[int, float] = {}  # first seq of a reservation -> when it was made
         self._listeners: list[CommitListener] = []
+        self.retention = Retention(executor, db, retention_days, retention_check_seconds or 0)
+        if retention_check_seconds is not None:
+            self.retention.start()
 
     def shared(self, state_sync: str) -> bool:
         """Whether other API replicas write this store too, as the ``state_sync`` setting
@@ -166,6 +173,7 @@ class Store:
 
     def close(self, *, executor: bool = True) -> None:
         """Commit what is pending and stop; ``executor=False`` leaves a shared one open."""
+        self.retention.stop()
         self.writer.close()
         if executor:
             self.ex.close()
