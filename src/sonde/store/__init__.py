@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from .._exceptions import BadRequest, StorageFull
 from .base import Executor
-from . import schema
+from . import schema, views
 from .disk import DiskGuard
 from .retention import Retention
 from .schema import ARROW_SCHEMAS
@@ -60,6 +60,8 @@ class Store:
         self.disk = DiskGuard(executor.local_path, min_free_disk_mb * 2**20)
         if migrate:
             schema.migrate(executor, db, retention_days)
+            if executor.exclusive:  # nothing else writes: the totals a crash left short are made whole
+                executor.command(views.totals_repair(db))
         else:
             schema.require(executor, db)
         self.writer = BatchWriter(

@@ -70,6 +70,26 @@ FROM (
 )
 GROUP BY ws, entity, series, layout"""
 
+
+
+def totals_repair(db: str) -> str:
+    """An INSERT adding to ``series_totals`` the recent points it lacks.
+
+    An INSERT into metric_points commits the points' part and then the view's: a process
+    killed between the two (kill -9, power) leaves points that no total counts, and the
+    crash drill saw it (docs/reliability.md, Faults). Per series, a point newer than the
+    total's ``last_ts`` is not in it, and one not newer is (a counter's points are stored
+    in time order: cumulative ones newer than the last seen, or dropped at ingest), so
+    the repair never counts a point twice. Recent: yesterday's and today's partitions
+    hold whatever a commit in flight at a crash held, except points sent days late.
+    """
+    src = (f"(SELECT p.* FROM {db}.metric_points AS p LEFT JOIN (SELECT ws, entity, series, max(last_ts) AS lt"
+           f" FROM {db}.series_totals GROUP BY ws, entity, series) AS t"
+           " ON p.ws = t.ws AND p.entity = t.entity AND p.series = t.series"
+           " WHERE p.ts >= now() - INTERVAL 1 DAY AND p.ts > t.lt)")
+    return f"INSERT INTO {db}.series_totals " + TOTALS_SELECT.format(src=src)
+
+
 VIEWS: tuple[View, ...] = (View("training_rollup_mv", "training_rollup", _ROLLUP_SELECT),
                            View("series_totals_mv", "series_totals", TOTALS_SELECT))
 VIEWS_BY_NAME = {v.name: v for v in VIEWS}
