@@ -180,25 +180,38 @@ def test_crash_loop_kill_9_twenty_five_times(tmp_path):
     print(crash_loop(tmp_path, kills=25))
 
 
-def test_totals_a_crash_left_short_are_made_whole_when_the_store_opens(store):
-    """What the drill found: the points' part committed, the totals view's not (killed
-    between the two). Simulated by inserting with the view detached."""
+
+# a point each view counts, and how to read the view's sum of the series back
+VIEWED = {
+    "series_totals_mv": ("deployment", "c", "sum", 1, "SELECT sum(total) AS t FROM {db}.series_totals WHERE series = 7"),
+    "training_rollup_mv": ("training_job", "process.memory.usage", "gauge", 0,
+                           "SELECT sum(total) AS t FROM {db}.training_rollup FINAL WHERE series = 7 AND res = 86400"),
+}
+
+
+@pytest.mark.parametrize("view", sorted(VIEWED))
+def test_views_a_crash_left_short_are_made_whole_when_the_store_opens(store, view):
+    """What the drill found: the points' part committed, a view's not (killed between
+    the two). Simulated by inserting with the view detached."""
     if not store.ex.exclusive:
         pytest.skip("the repair runs where one process owns the store (chDB)")
     db, now = store.db, time.time_ns()
+    scope, metric, kind, monotonic, read = VIEWED[view]
 
     def insert(value: float, ago_s: int) -> None:
         store.ex.command(f"INSERT INTO {db}.metric_points (ws, scope, entity, metric, kind, monotonic, series, ts, value)"
-                         " VALUES ('w', 'deployment', 'd', 'c', 'sum', 1, 7, fromUnixTimestamp64Nano({ts:Int64}), {v:Float64})",
-                         {"ts": now - ago_s * SEC, "v": value})
+                         " VALUES ('w', {scope:String}, 'd', {metric:String}, {kind:String}, {mono:UInt8}, 7,"
+                         " fromUnixTimestamp64Nano({ts:Int64}), {v:Float64})",
+                         {"scope": scope, "metric": metric, "kind": kind, "mono": monotonic,
+                          "ts": now - ago_s * SEC, "v": value})
 
     def total() -> list:
-        return [r["t"] for r in store.ex.query(f"SELECT sum(total) AS t FROM {db}.series_totals WHERE series = 7")]
+        return [r["t"] for r in store.ex.query(read.format(db=db))]
 
     insert(3, 120)
-    store.ex.command(f"DETACH TABLE {db}.series_totals_mv")
+    store.ex.command(f"DETACH TABLE {db}.{view}")
     insert(2, 60)
-    store.ex.command(f"ATTACH TABLE {db}.series_totals_mv")
+    store.ex.command(f"ATTACH TABLE {db}.{view}")
     assert total() == [3]
     for _ in range(2):  # and a second open adds nothing more
         Store(store.ex, db).close(executor=False)

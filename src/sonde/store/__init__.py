@@ -60,8 +60,9 @@ class Store:
         self.disk = DiskGuard(executor.local_path, min_free_disk_mb * 2**20)
         if migrate:
             schema.migrate(executor, db, retention_days)
-            if executor.exclusive:  # nothing else writes: the totals a crash left short are made whole
-                executor.command(views.totals_repair(db))
+            if executor.exclusive:  # nothing else writes: what a crash left the views short of is added
+                for v in views.VIEWS:
+                    executor.command(views.repair(v, db))
         else:
             schema.require(executor, db)
         self.writer = BatchWriter(

@@ -29,6 +29,8 @@ class View:
     target: str
     #: SELECT with ``{src}`` where the source table goes
     select: str
+    #: the newest point the target counted of a series, from the target's own columns
+    newest: str
 
 
 #: a GPU point's label: the semantic conventions' index, else the ``gpu`` label (DCGM
@@ -72,26 +74,29 @@ GROUP BY ws, entity, series, layout"""
 
 
 
-def totals_repair(db: str) -> str:
-    """An INSERT adding to ``series_totals`` the recent points it lacks.
-
-    An INSERT into metric_points commits the points' part and then the view's: a process
-    killed between the two (kill -9, power) leaves points that no total counts, and the
-    crash drill saw it (docs/reliability.md, Faults). Per series, a point newer than the
-    total's ``last_ts`` is not in it, and one not newer is (a counter's points are stored
-    in time order: cumulative ones newer than the last seen, or dropped at ingest), so
-    the repair never counts a point twice. Recent: yesterday's and today's partitions
-    hold whatever a commit in flight at a crash held, except points sent days late.
-    """
-    src = (f"(SELECT p.* FROM {db}.metric_points AS p LEFT JOIN (SELECT ws, entity, series, max(last_ts) AS lt"
-           f" FROM {db}.series_totals GROUP BY ws, entity, series) AS t"
-           " ON p.ws = t.ws AND p.entity = t.entity AND p.series = t.series"
-           " WHERE p.ts >= now() - INTERVAL 1 DAY AND p.ts > t.lt)")
-    return f"INSERT INTO {db}.series_totals " + TOTALS_SELECT.format(src=src)
-
-
-VIEWS: tuple[View, ...] = (View("training_rollup_mv", "training_rollup", _ROLLUP_SELECT),
-                           View("series_totals_mv", "series_totals", TOTALS_SELECT))
+VIEWS: tuple[View, ...] = (
+    View("training_rollup_mv", "training_rollup", _ROLLUP_SELECT, "fromUnixTimestamp64Nano(max(last_ns))"),
+    View("series_totals_mv", "series_totals", TOTALS_SELECT, "max(last_ts)"),
+)
 VIEWS_BY_NAME = {v.name: v for v in VIEWS}
 
 
+
+
+def repair(v: View, db: str) -> str:
+    """An INSERT adding to the view's target the recent points it lacks.
+
+    An INSERT into metric_points commits the points' part and then each view's: a
+    process killed between them (kill -9, power) leaves points that the totals or the
+    rollup do not count, and the crash drill saw it (docs/reliability.md, Faults). Per
+    series, a point newer than the newest the target counted is not in it, and one not
+    newer is (a series' points are stored in time order: a counter's newer than the last
+    seen, or dropped at ingest; the agent's samples in the order taken), so a repair
+    never counts a point twice. Recent: yesterday's and today's partitions hold what a
+    commit in flight at a crash held, unless it held points sent days late.
+    """
+    src = (f"(SELECT p.* FROM {db}.metric_points AS p LEFT JOIN (SELECT ws, entity, series, {v.newest} AS newest"
+           f" FROM {db}.{v.target} GROUP BY ws, entity, series) AS t"
+           " ON p.ws = t.ws AND p.entity = t.entity AND p.series = t.series"
+           " WHERE p.ts >= now() - INTERVAL 1 DAY AND p.ts > t.newest)")
+    return f"INSERT INTO {db}.{v.target} " + v.select.format(src=src)
