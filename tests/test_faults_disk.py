@@ -116,6 +116,8 @@ def test_full_disk_refuses_ingest_with_503_keeps_reads_and_resumes(small_disk):
             send_ok(c, 3)  # resumed: no restart, no wait
     finally:
         assert server.stop() == 0
+    told = (data / f"server-{server.port}.log").read_text()
+    assert "store disk full" in told and "room again" in told, told[-2000:]  # the operator hears of it
 
     # 2. no floor: the write itself finds no room (ClickHouse's NOT_ENOUGH_SPACE), still a 503
     server = LiveServer(data, env={"SONDE_MIN_FREE_DISK_MB": "0"}).start()

@@ -12,12 +12,15 @@ every request, so ingest resumes by itself once space is freed.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
 from collections.abc import Callable
 
 from .._exceptions import StorageFull
+
+log = logging.getLogger(__name__)
 
 #: what ClickHouse (and the OS under it) says when a write finds no room
 _SPACE_ERRORS = ("NOT_ENOUGH_SPACE", "not enough space", "No space left on device", "errno: 28,", "ENOSPC")
@@ -49,6 +52,8 @@ class DiskGuard:
         self._lock = threading.Lock()
         #: when a write last failed for space
         self._failed_at: float | None = None
+        #: refusing now: the operator hears of a streak once when it starts and once when it ends
+        self._full = False
 
     def free_bytes(self) -> int | None:
         if self.path is None:
@@ -60,13 +65,22 @@ class DiskGuard:
         """Raise :class:`StorageFull` while the store has no room for ingest."""
         with self._lock:
             failed_at = self._failed_at
+        why = None
         if failed_at is not None and self._clock() - failed_at < HOLD_S:
-            raise storage_full("a write just failed for lack of space")
-        if self.min_free > 0:
+            why = "a write just failed for lack of space"
+        elif self.min_free > 0:
             free = self.free_bytes()
             if free is not None and free < self.min_free:
-                raise storage_full(f"{free // 2**20} MiB free on the data directory's filesystem, under the"
-                                   f" min_free_disk_mb floor of {self.min_free // 2**20} MiB")
+                why = (f"{free // 2**20} MiB free on the data directory's filesystem, under the"
+                       f" min_free_disk_mb floor of {self.min_free // 2**20} MiB")
+        if why is not None:
+            if not self._full:
+                log.warning("store disk full, ingest refused with 503 until space is freed: %s", why)
+            self._full = True
+            raise storage_full(why)
+        if self._full:
+            log.warning("store disk has room again; ingest resumed")
+            self._full = False
 
     def failed(self) -> None:
         """A write failed for lack of space."""
