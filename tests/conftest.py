@@ -18,6 +18,7 @@ deployments use. A test whose subject is per-process memory says so with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -192,6 +193,7 @@ class Server:
         self._ex, self._db = store.ex, store.db
         self._lock = threading.Lock()
         self._served = False
+        self._holding = False
         self._turn = 0
         self._stores: list[Store] = []
         if mode == "steady":
@@ -217,9 +219,20 @@ class Server:
         self.apps = [self._open()]
         self.current = self.apps[0]
 
+    @contextlib.contextmanager
+    def held(self):
+        """No restart between the requests made inside (a restart follows the block): for
+        feeding a test's data when its subject is what the store answers, not how ingest
+        state survives restarts (tests/test_ingest_state.py is about that)."""
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+
     def _pick(self):
         with self._lock:
-            if self.mode == "restart" and self._served:
+            if self.mode == "restart" and self._served and not self._holding:
                 self.restart()
             elif self.mode == "replicas":
                 self.current = self.apps[self._turn]

@@ -281,7 +281,7 @@ def vllm_registry() -> tuple[CollectorRegistry, dict]:
     return r, m
 
 
-def test_a_prometheus_client_server_scraped_in_openmetrics():
+def test_a_prometheus_client_server_scraped_as_vllm_serves_it():
     r, m = vllm_registry()
     m["running"].labels("llama", "0").set(4)
     m["kv"].labels("llama", "0").set(0.25)
@@ -301,7 +301,7 @@ def test_a_prometheus_client_server_scraped_in_openmetrics():
         labels = {"model_name": "llama", "engine": "0"}
         assert by["vllm:num_requests_running"].value == 4 and by["vllm:num_requests_running"].attrs == labels
         assert by["vllm:kv_cache_usage_perc"].value == 0.25
-        prompt = by["vllm:prompt_tokens_total"]  # the colon kept: OpenMetrics asked with escaping=allow-utf-8
+        prompt = by["vllm:prompt_tokens_total"]  # the colon kept (text 0.0.4 negotiated, _created read as gauges)
         assert prompt.kind == "counter" and prompt.value == 120
         assert 0 < prompt.start_ns <= ts1 and prompt.start_ns == {p.name: p for p in first}[prompt.name].start_ns
         ttft = by["vllm:time_to_first_token_seconds"]

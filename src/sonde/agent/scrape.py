@@ -1,8 +1,8 @@
 """Scrape Prometheus ``/metrics`` pages (``--scrape URL``) and send them as the agent's points.
 
 Each target has its own thread and schedule, so a slow or hung target delays only
-itself: never the sampler, never another target. A scrape is one GET (OpenMetrics
-preferred, text 0.0.4 accepted), bounded in time (``timeout`` for the whole
+itself: never the sampler, never another target. A scrape is one GET (text 0.0.4
+preferred, OpenMetrics accepted), bounded in time (``timeout`` for the whole
 answer, not only per read) and in size (:data:`MAX_BODY_BYTES`), parsed by
 ``prometheus_client``'s parsers (the one the answer's Content-Type names), converted
 by :class:`Converter`, and handed to the exporter stamped with the scrape's time.
@@ -33,17 +33,22 @@ import prometheus_client.openmetrics.parser as _om_parser
 import prometheus_client.parser as _text_parser
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
+from prometheus_client.samples import Sample
 
 from ..promtypes import explicit_histogram, unit_of
 from .model import SYSTEM_CLOCK, Clock, Counter, Point
 
 log = logging.getLogger("sonde.agent")
 
-# Prometheus's own order of preference. ``escaping=allow-utf-8`` keeps names such as
-# ``vllm:num_requests_running`` as they are: without it prometheus_client's
-# OpenMetrics writer replaces the colon in sample names (not in family names).
-ACCEPT = ("application/openmetrics-text;version=1.0.0;escaping=allow-utf-8,"
-          "application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
+# Text 0.0.4 first, OpenMetrics after: both carry what the agent keeps (prometheus_client
+# prints ``_created`` as gauges in text, read below), and prometheus_client's OpenMetrics
+# parser costs twice the CPU per page (bench/bench_scrape.py; issue 11's budget is 2% of a
+# core for 5,000 series every 15 s). Servers pick the first type they speak, in order.
+# ``escaping=allow-utf-8`` keeps names such as ``vllm:num_requests_running`` as they are
+# where OpenMetrics is answered: without it prometheus_client's OpenMetrics writer
+# replaces the colon in sample names.
+ACCEPT = ("text/plain;version=0.0.4,application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,"
+          "application/openmetrics-text;version=0.0.1;q=0.4,*/*;q=0.1")
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_SERIES_LIMIT = 10_000
 #: a page larger than this is refused unread: 10,000 series are ~2 MB of text
@@ -55,28 +60,66 @@ class ScrapeError(Exception):
     pass
 
 
-def _memoize_label_parsing(size: int = 4 * DEFAULT_SERIES_LIMIT) -> None:
-    """Both parsers call ``parse_labels`` (a pure function of the text between the
-    braces) for every sample, and it is two thirds of their time; a page repeats the
-    same label sets scrape after scrape, only the values change. So the parsers look
-    it up here first: same parsers, same results (a fresh dict each call, as before),
-    a third of the CPU. Installed once, in this module's process (the agent)."""
-    original = _text_parser.parse_labels
+def _memoize_series(module, rest: Callable[[str], tuple], size: int = 4 * DEFAULT_SERIES_LIMIT) -> None:
+    """Most of a parser's time goes to finding the end of each sample's labels, one
+    character at a time in Python, and reading them; yet a page repeats the same series
+    (name and labels) scrape after scrape, and only the values change. So ``module``'s
+    ``_parse_sample`` first looks the series part of the line up here, parsed by the
+    parser itself the first time it is seen, and only the part after it is read per
+    sample, by the parser's own function for it (``rest``). Lines this shortcut cannot
+    split safely (no labels, an exemplar, no space after the labels) go to the parser
+    whole. Same parser, same samples, a fraction of the CPU (bench/bench_scrape.py).
+    Installed once, in this module's process (the agent)."""
+    original = module._parse_sample
     if getattr(original, "memoized", False):
         return
 
     @functools.lru_cache(maxsize=size)
-    def parsed(text: str, openmetrics: bool) -> dict[str, str]:
-        return original(text, openmetrics)
+    def series(head: str) -> tuple[str, dict[str, str]]:
+        sample = original(head + " 0")
+        return sample.name, sample.labels
 
-    def parse_labels(labels_string: str, openmetrics: bool = False) -> dict[str, str]:
-        return dict(parsed(labels_string, openmetrics))
+    def parse_sample(text: str):
+        # values and timestamps hold no brace, so the last one closes the labels
+        end = text.rfind("}") + 1
+        if not end or text[end:end + 1] != " " or " # " in text:
+            return original(text)
+        name, labels = series(text[:end])
+        return Sample(name, dict(labels), *rest(text[end + 1:]))
 
-    parse_labels.memoized = True  # type: ignore[attr-defined]
-    _text_parser.parse_labels = _om_parser.parse_labels = parse_labels
+    parse_sample.memoized = True  # type: ignore[attr-defined]
+    module._parse_sample = parse_sample
 
 
-_memoize_label_parsing()
+def _memoize_native_histogram_check(size: int = 4 * DEFAULT_SERIES_LIMIT) -> None:
+    """The OpenMetrics parser first asks of every histogram line whether it holds a
+    native histogram, scanning it as slowly again. A classic sample's answer depends on
+    its series part alone (a native one has a ``{`` after its labels), so it is kept per
+    series, as above; a line with a ``{`` after its last ``}`` is asked whole."""
+    original = _om_parser._parse_nh_sample
+    if getattr(original, "memoized", False):
+        return
+
+    @functools.lru_cache(maxsize=size)
+    def classic(head: str, suffixes: tuple) -> bool:
+        try:
+            return original(head + " 0", suffixes) is None
+        except ValueError:
+            return False  # the whole line is asked, and raises as the parser would
+
+    def parse_nh_sample(text: str, suffixes: tuple):
+        end = text.rfind("}") + 1
+        if end and "{" not in text[end:] and classic(text[:end], suffixes):
+            return None
+        return original(text, suffixes)
+
+    parse_nh_sample.memoized = True  # type: ignore[attr-defined]
+    _om_parser._parse_nh_sample = parse_nh_sample
+
+
+_memoize_series(_text_parser, _text_parser._parse_value_and_timestamp)
+_memoize_series(_om_parser, _om_parser._parse_remaining_text)
+_memoize_native_histogram_check()
 
 
 def redact(url: str) -> str:
