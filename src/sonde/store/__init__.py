@@ -60,9 +60,6 @@ class Store:
         self.disk = DiskGuard(executor.local_path, min_free_disk_mb * 2**20)
         if migrate:
             schema.migrate(executor, db, retention_days)
-            if executor.exclusive:  # nothing else writes: what a crash left the views short of is added
-                for v in views.VIEWS:
-                    executor.command(views.repair(v, db))
         else:
             schema.require(executor, db)
         self.writer = BatchWriter(
@@ -162,6 +159,13 @@ class Store:
                 return others_until
             return mine if others_until is None else min(mine, others_until)
 
+    def repair_views(self) -> None:
+        """Add to the materialized views' targets the recent points a crash left them
+        short of (store/views.repair). Only where this process is the store's only
+        writer, before it takes any: ``open_store`` calls it as the server starts."""
+        for v in views.VIEWS:
+            self.ex.command(views.repair(v, self.db))
+
     def on_commit(self, listener: CommitListener) -> None:
         """Call ``listener`` (on the writer's thread) after every group commit."""
         self._listeners.append(listener)
@@ -203,7 +207,10 @@ def open_store(url: str, data_dir: str, *, db: str = "sonde", auto_migrate: str 
     ex, named = open_executor(url, data_dir)
     migrate = auto_migrate == "always" or (auto_migrate == "embedded" and ex.exclusive)
     try:
-        return Store(ex, named or db, migrate=migrate, **kwargs)
+        store = Store(ex, named or db, migrate=migrate, **kwargs)
+        if ex.exclusive:
+            store.repair_views()
+        return store
     except Exception:
         ex.close()
         raise
