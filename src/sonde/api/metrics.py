@@ -37,6 +37,14 @@ def get_deployment_metrics(
     # Parameters first: a malformed request is a 400 whether or not the deployment exists.
     window = windows.resolve(mode, start_epoch_millis, end_epoch_millis)
     store = request.app.state.store
-    wanted = parse_names(metrics, lambda names: sent_metrics(store, key.ws, deployment_id, names))
-    request.app.state.inventory.get(key.ws, "deployment", deployment_id, parent=model_id)
+    inventory = request.app.state.inventory
+
+    def sent(names: list[str]) -> dict:
+        # A name outside the catalogue is valid only if the deployment sent it: where the
+        # workspace has no such deployment the answer is its 404, as for any other id.
+        inventory.get(key.ws, "deployment", deployment_id, parent=model_id)
+        return sent_metrics(store, key.ws, deployment_id, names)
+
+    wanted = parse_names(metrics, sent)
+    inventory.get(key.ws, "deployment", deployment_id, parent=model_id)
     return deployment_metrics(store, key.ws, deployment_id, window, wanted)
