@@ -40,6 +40,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("flush_interval_ms", 100, "Longest a row waits before its group commit starts."),
     Setting("batch_max_rows", 50_000, "Rows that start a group commit at once."),
     Setting("max_pending_rows", 2_000_000, "Rows waiting for commit past which ingest answers 503."),
+    Setting("max_series_per_workspace", 1_000_000, "Distinct metric series one workspace may hold; points of a"
+            " new series beyond it are rejected (OTLP partial_success, remote write X-Sonde-Rejected), known"
+            " series go on. Counted per API replica (docs/reliability.md#hostile-input).", minimum=1),
     Setting("min_free_disk_mb", 256, "Free space on the embedded store's filesystem under which ingest answers"
             " 503 with Retry-After (reads go on; ingest resumes once space is freed; 0: only a write that"
             " finds no room is refused; docs/reliability.md#faults).", minimum=0),
@@ -95,6 +98,7 @@ class Config:
     flush_interval_ms: int = _BY_NAME["flush_interval_ms"].default
     batch_max_rows: int = _BY_NAME["batch_max_rows"].default
     max_pending_rows: int = _BY_NAME["max_pending_rows"].default
+    max_series_per_workspace: int = _BY_NAME["max_series_per_workspace"].default
     min_free_disk_mb: int = _BY_NAME["min_free_disk_mb"].default
     max_inflight_ingest: int = _BY_NAME["max_inflight_ingest"].default
     max_inflight_reads: int = _BY_NAME["max_inflight_reads"].default

@@ -78,7 +78,8 @@ def _wire(app: FastAPI, store: Store, config: Config) -> None:
         return
     app.state.accounts = Accounts(store, cache_ttl=config.key_cache_seconds)
     app.state.inventory = Inventory(store)
-    app.state.ingestor = Ingestor.for_store(store, app.state.inventory, config.state_sync)
+    app.state.ingestor = Ingestor.for_store(store, app.state.inventory, config.state_sync,
+                                             max_series=config.max_series_per_workspace)
     app.state.export_limiter = RateLimiter(config.metrics_rate_limit, what="requests to /metrics",
                                            setting="metrics_rate_limit")
     app.state.key_limiter = RateLimiter(config.rate_limit_per_key, config.rate_limit_burst)

@@ -100,6 +100,6 @@ def decode(body: bytes, encoding: Encoding, signal: str) -> Message:
         msg = json_format.ParseDict(doc, generated(), ignore_unknown_fields=True)
         return view.FromString(msg.SerializeToString())
     except DecodeError as exc:
-        raise BadRequest(f"body does not decode as a protobuf {name}: {exc or 'malformed'}", field="body") from None
+        raise BadRequest(f"body does not decode as a protobuf {name}: {proto.why_not(exc)}", field="body") from None
     except (json_format.ParseError, ValueError, RecursionError, binascii.Error) as exc:
         raise BadRequest(f"body does not decode as an OTLP/JSON {name}: {exc}", field="body") from None

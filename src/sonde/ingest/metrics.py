@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import operator
+import time
 from collections import Counter
 from collections.abc import Callable
 
@@ -20,10 +21,14 @@ from .columns import MAX_TS, Block, Group, SeriesCache, SeriesGroup
 from .exemplars import Exemplars
 from .proto import kv_pairs
 from .resource import Placement, place
+from .series_limit import SeriesLimit
 
 DELTA, CUMULATIVE = 1, 2
 _KINDS = {"gauge": "gauge", "sum": "sum", "histogram": "histogram", "exponential_histogram": "exp_histogram"}
 _NAN = float("nan")
+#: how far ahead of this server's clock a point may be: clock skew, not a date years out,
+#: whose one point would make every later point of its series a duplicate (and outlive retention)
+MAX_AHEAD_NS = 3600 * 10**9
 
 _BOUNDS: dict[tuple, tuple] = {}
 
@@ -68,11 +73,13 @@ def _point_count(rm) -> int:
     return n
 
 
-def _time_reason(t: int, s: int) -> str | None:
+def _time_reason(t: int, s: int, latest: int) -> str | None:
     if t == 0:
         return "time_unix_nano is 0"
     if t > MAX_TS:
         return "time_unix_nano is after the year 2262"
+    if t > latest:
+        return "time_unix_nano is more than 1 hour ahead of the server's clock"
     if s > t:
         return "start_time_unix_nano is after time_unix_nano"
     return None
@@ -82,10 +89,13 @@ class MetricsWalk:
     """One request's points as blocks; ``placer(ws, placement)`` returns the row parent
     (and registers the entity)."""
 
-    def __init__(self, ws: str, cache: SeriesCache, placer: Callable[[str, Placement], str]):
+    def __init__(self, ws: str, cache: SeriesCache, placer: Callable[[str, Placement], str],
+                 limit: SeriesLimit | None = None):
         self.ws = ws
         self.cache = cache
         self.placer = placer
+        self.limit = limit
+        self.latest = min(MAX_TS, time.time_ns() + MAX_AHEAD_NS)
         self.blocks = {f: Block(f) for f in ("number", "hist", "exp")}
         self.rejects = Rejects()
         self.exemplars = Exemplars()
@@ -166,17 +176,23 @@ class MetricsWalk:
         keys = [tuple(p.attributes) for p in dps]
         flagged = any([p.flags & 1 for p in dps])
         unset = [j for j, v in enumerate(vals) if not v and dps[j].WhichOneof("value") is None] if 0 in vals else ()
-        clean = (not flagged and not unset and min(ts) > 0 and max(ts) <= MAX_TS
+        clean = (not flagged and not unset and min(ts) > 0 and max(ts) <= self.latest
                  and all(map(math.isfinite, vals)) and (not any(st) or all(map(operator.le, st, ts))))
         if not clean:
             keep = self._check_numbers(dps, ts, st, vals, set(unset), label)
             ts, st, vals, keys = ([x for x, k in zip(col, keep) if k] for col in (ts, st, vals, keys))
             if not ts:
                 return
+        g, ents = self._entries(ident, extra, keys)
+        keep = self._admit(ents, label)
+        if keep is not None:
+            ts, st, vals, ents = ([x for x, k in zip(col, keep) if k] for col in (ts, st, vals, ents))
+            if not ts:
+                return
         b = self.blocks["number"]
         r0 = len(b)
         b.add_group(group, len(ts))
-        self._attach(b, r0, ident, extra, keys)
+        self._attach(b, r0, g, ents)
         b.ts += ts
         b.start += st
         b.value += vals
@@ -189,7 +205,7 @@ class MetricsWalk:
             if p.flags & 1:  # FLAG_NO_RECORDED_VALUE: nothing to store, nothing wrong
                 keep.append(False)
                 continue
-            reason = _time_reason(ts[j], st[j])
+            reason = _time_reason(ts[j], st[j], self.latest)
             if reason is None and j in unset:
                 reason = "data point has no value"
             if reason is None and not math.isfinite(vals[j]):
@@ -200,7 +216,7 @@ class MetricsWalk:
         return keep
 
     def _common(self, p) -> str | None:
-        reason = _time_reason(p.time_unix_nano, p.start_time_unix_nano)
+        reason = _time_reason(p.time_unix_nano, p.start_time_unix_nano, self.latest)
         if reason:
             return reason
         for field in ("sum", "min", "max"):
@@ -218,19 +234,25 @@ class MetricsWalk:
         opt = {f: ([p.HasField(f) for p in dps], [getattr(p, f) for p in dps]) for f in ("sum", "min", "max")}
         keys = [tuple(p.attributes) for p in dps]
         flagged = any([p.flags & 1 for p in dps])
-        clean = (not flagged and min(ts) > 0 and max(ts) <= MAX_TS and (not any(st) or all(map(operator.le, st, ts)))
+        clean = (not flagged and min(ts) > 0 and max(ts) <= self.latest and (not any(st) or all(map(operator.le, st, ts)))
                  and all(all(map(math.isfinite, raw)) for _, raw in opt.values())
                  and not any(self._bounds_reason(x) for x in {id(x): x for x in bounds}.values())
                  and all(len(c) == len(x) + 1 for c, x in zip(counts, bounds))
                  and list(map(sum, counts)) == cnt)
+        cols = [ts, st, cnt, counts, bounds, keys, *(c for pair in opt.values() for c in pair)]
         if not clean:
             keep = [self._hist_reason(p, c, x, label) is None for p, c, x in zip(dps, counts, bounds)]
-            ts, st, cnt, counts, bounds, keys = (
-                [v for v, k in zip(col, keep) if k] for col in (ts, st, cnt, counts, bounds, keys))
-            opt = {f: ([v for v, k in zip(has, keep) if k], [v for v, k in zip(raw, keep) if k])
-                   for f, (has, raw) in opt.items()}
-            if not ts:
+            cols = [[v for v, k in zip(col, keep) if k] for col in cols]
+            if not cols[0]:
                 return
+        g, cols[5] = self._entries(ident, extra, cols[5])  # keys -> series entries
+        keep = self._admit(cols[5], label)
+        if keep is not None:
+            cols = [[v for v, k in zip(col, keep) if k] for col in cols]
+            if not cols[0]:
+                return
+        ts, st, cnt, counts, bounds, ents = cols[:6]
+        opt = {f: (cols[6 + 2 * i], cols[7 + 2 * i]) for i, f in enumerate(opt)}
         b = self.blocks["hist"]
         r0 = len(b)
         b.ts += ts
@@ -241,7 +263,7 @@ class MetricsWalk:
         b.max += [v if h else _NAN for h, v in zip(*opt["max"])]
         b.bounds += bounds
         b.buckets += counts
-        self._finish(b, r0, ident, group, mode, extra, keys)
+        self._finish(b, r0, group, mode, g, ents)
 
     def _hist_reason(self, p, counts: list[int], bounds: tuple, label: str) -> str | None:
         if p.flags & 1:
@@ -268,9 +290,7 @@ class MetricsWalk:
         return reason
 
     def _exponential(self, dps, ident, group, mode, extra, label) -> None:
-        b = self.blocks["exp"]
-        r0 = len(b)
-        keys = []
+        good, keys = [], []
         for p in dps:
             if p.flags & 1:
                 continue
@@ -285,6 +305,17 @@ class MetricsWalk:
                 self.rejects.add(1, f"{label}: {reason}")
                 continue
             keys.append(tuple(p.attributes))
+            good.append((p, pc, nc))
+        if not good:
+            return
+        g, ents = self._entries(ident, extra, keys)
+        keep = self._admit(ents, label)
+        if keep is not None:
+            good, ents = ([x for x, k in zip(col, keep) if k] for col in (good, ents))
+        b = self.blocks["exp"]
+        r0 = len(b)
+        for p, pc, nc in good:
+            pos, neg = p.positive, p.negative
             b.ts.append(p.time_unix_nano)
             b.start.append(p.start_time_unix_nano)
             b.count.append(p.count)
@@ -297,17 +328,25 @@ class MetricsWalk:
             b.pos.append(pc)
             b.neg_off.append(neg.offset)
             b.neg.append(nc)
-        self._finish(b, r0, ident, group, mode, extra, keys)
+        self._finish(b, r0, group, mode, g, ents)
 
-    def _attach(self, b: Block, r0: int, ident, extra, keys) -> None:
-        g, ents = self._entries(ident, extra, keys)
+    def _admit(self, ents: list, label: str) -> list[bool] | None:
+        """Which points the workspace's series limit lets in; None: all of them."""
+        if self.limit is None:
+            return None
+        keep = self.limit.admit(self.ws, [e[0] for e in ents])
+        if keep is not None:
+            self.rejects.add(keep.count(False), f"{label}: {self.limit.reason()}")
+        return keep
+
+    def _attach(self, b: Block, r0: int, g: SeriesGroup, ents: list) -> None:
         b.ents += ents
         b.segments.append((g, r0, r0 + len(ents)))
 
-    def _finish(self, b: Block, r0: int, ident, group, mode, extra, keys) -> None:
-        if not keys:
+    def _finish(self, b: Block, r0: int, group, mode, g: SeriesGroup, ents: list) -> None:
+        if not ents:
             return
-        b.add_group(group, len(keys))
-        self._attach(b, r0, ident, extra, keys)
+        b.add_group(group, len(ents))
+        self._attach(b, r0, g, ents)
         if mode:
             b.stateful.append((r0, len(b), mode))

@@ -21,6 +21,7 @@ from .cumulative import SeriesState
 from .logs import LogsWalk
 from .metrics import MetricsWalk
 from .registrar import Registrar
+from .series_limit import SeriesLimit
 from .traces import TracesWalk
 
 
@@ -35,24 +36,25 @@ class Queued:
 
 
 class Ingestor:
-    def __init__(self, store: Store, inventory, *, shared_state: bool = False):
+    def __init__(self, store: Store, inventory, *, shared_state: bool = False, max_series: int | None = None):
         self.store = store
         self.registrar = Registrar(inventory, remember_hardware=not shared_state)
         self.cache = SeriesCache()
         self.state = SeriesState(store, shared=shared_state)
+        self.series_limit = SeriesLimit.from_store(store, max_series) if max_series else None
 
     @classmethod
-    def for_store(cls, store: Store, inventory, state_sync: str) -> Ingestor:
+    def for_store(cls, store: Store, inventory, state_sync: str, max_series: int | None = None) -> Ingestor:
         """The ingestor the ``state_sync`` setting asks for: ``process`` keeps cumulative
         state in memory (this process is the store's only writer), ``store`` reads it from
         the store for every request (API replicas share the store), ``auto`` the first
         on a store only this process can open (chDB's executor is ``exclusive``), else
         the second. Loading the in-memory state reads the store: call it once it is open."""
-        return cls(store, inventory, shared_state=store.shared(state_sync))
+        return cls(store, inventory, shared_state=store.shared(state_sync), max_series=max_series)
 
     def metrics(self, ws: str, req) -> Queued:
         self.store.require_space()  # before the registrar writes inventory of its own
-        walk = MetricsWalk(ws, self.cache, self.registrar).walk(req)
+        walk = MetricsWalk(ws, self.cache, self.registrar, self.series_limit).walk(req)
         message = walk.rejects.message("data points")
         blocks = [b for b in walk.blocks.values() if len(b)]
         if not blocks:
