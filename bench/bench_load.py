@@ -1,6 +1,6 @@
 """Load benchmark: mixed ingest and queries at rising rates, until past saturation.
 
-    .venv/bin/python bench/bench_load.py                          # rates 25..800 requests/s, 10 s each
+    .venv/bin/python bench/bench_load.py                          # rates 25..400 requests/s, 10 s each
     .venv/bin/python bench/bench_load.py --rates 50,100,200 --seconds 20
 
 Not a test (CI never runs it). A real ``sonde serve`` (chDB, default settings) on
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import os
 import pathlib
 import random
 import sys
@@ -83,6 +84,8 @@ class Stage:
         self.timeouts = 0
         self.errors = 0
         self.rss_peak = 0
+        self.server_cpu = 0.0  # seconds of CPU, children (none today) included
+        self.client_cpu = 0.0
 
 
 class Load:
@@ -167,6 +170,11 @@ def _rss(pid: int) -> int:
         return 0
 
 
+def _cpu(pid: int) -> float:
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
+
+
 def _pct(xs: list[float], q: float) -> str:
     if not xs:
         return "-"
@@ -176,7 +184,7 @@ def _pct(xs: list[float], q: float) -> str:
 
 async def main_async(args) -> list[Stage]:
     with tempfile.TemporaryDirectory(prefix="sonde-load-") as tmp:
-        server = LiveServer(tmp).start()
+        server = LiveServer(tmp, env={f"SONDE_{k.upper()}": v for k, v in args.set}).start()
         try:
             admin = httpx.Client(base_url=server.url, headers=server.headers("admin_key"), timeout=30)
             keys = [server.creds["management_key"]]
@@ -207,7 +215,9 @@ async def main_async(args) -> list[Stage]:
 
                     sampler = threading.Thread(target=sample, daemon=True)
                     sampler.start()
+                    cpu0, me0 = _cpu(server.proc.pid), _cpu(os.getpid())
                     st = await load.stage(client, rate, args.seconds)
+                    st.server_cpu, st.client_cpu = _cpu(server.proc.pid) - cpu0, _cpu(os.getpid()) - me0
                     done.set()
                     sampler.join()
                     st.rss_peak = peak[0]
@@ -228,7 +238,8 @@ def _row(st: Stage, seconds: float) -> None:
     other = sum(v for c, v in st.codes.items() if c >= 300 and c not in (429, 503))
     print(f"| {st.rate:.0f} | {st.sent} | {ok / seconds:.0f} | {st.codes[429]} | {st.codes[503]} | "
           f"{other + st.errors} | {st.timeouts} | {_pct(st.latency, 0.5)} | {_pct(st.latency, 0.99)} | "
-          f"{_pct(st.shed_latency, 0.5)} | {st.rss_peak / 2**20:.0f} |", flush=True)
+          f"{_pct(st.shed_latency, 0.5)} | {st.rss_peak / 2**20:.0f} | {st.server_cpu / seconds:.2f} | "
+          f"{st.client_cpu / seconds:.2f} |", flush=True)
     if other:
         print(f"  (other answers: {dict((c, v) for c, v in st.codes.items() if c >= 300 and c not in (429, 503))})",
               file=sys.stderr)
@@ -236,13 +247,15 @@ def _row(st: Stage, seconds: float) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rates", default="25,50,100,200,400,800",
+    ap.add_argument("--rates", default="25,50,100,200,400",
                     type=lambda s: [float(x) for x in s.split(",")], help="offered requests/s per stage")
     ap.add_argument("--seconds", type=float, default=10.0, help="length of each stage")
+    ap.add_argument("--set", action="append", default=[], type=lambda s: tuple(s.split("=", 1)),
+                    metavar="NAME=VALUE", help="a server setting for the run (docs/settings.md), repeatable")
     args = ap.parse_args()
     print("| offered req/s | sent | served/s | 429 | 503 | other errors | timeouts | p50 ms | p99 ms "
-          "| shed p50 ms | peak RSS MiB |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| shed p50 ms | peak RSS MiB | server cores | client cores |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     stages = asyncio.run(main_async(args))
     print("\nserved latency by kind, p50 / p99 ms:\n")
     print("| offered req/s | " + " | ".join(k for k, _ in MIX) + " |")
