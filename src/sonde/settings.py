@@ -46,9 +46,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("min_free_disk_mb", 256, "Free space on the embedded store's filesystem under which ingest answers"
             " 503 with Retry-After (reads go on; ingest resumes once space is freed; 0: only a write that"
             " finds no room is refused; docs/reliability.md#faults).", minimum=0),
-    Setting("max_inflight_ingest", 64, "Ingest requests (OTLP, remote write) one replica serves at once; one more"
+    Setting("max_inflight_ingest", 32, "Ingest requests (OTLP, remote write) one replica serves at once; one more"
             " is answered 503 with Retry-After before its body is read (docs/reliability.md#load).", minimum=1),
-    Setting("max_inflight_reads", 32, "Other API requests (queries, inventory, /metrics) one replica serves at"
+    Setting("max_inflight_reads", 16, "Other API requests (queries, inventory, /metrics) one replica serves at"
             " once; one more: 503 with Retry-After. Live streams are bounded by stream_limit_per_key.", minimum=1),
     Setting("auto_migrate", "embedded", "Whether `sonde serve` applies schema migrations at start: 'embedded'"
             " (on chDB only; a ClickHouse store is migrated once with `sonde migrate`), 'always' or 'never'.",
