@@ -250,6 +250,7 @@ def test_custom_metrics_under_the_names_as_sent(app, client, creds, served):
     assert d["kind"] == "HISTOGRAM" and d["unit_hint"] == "SECONDS" and len(labels) == 5
     assert values[4] == pytest.approx(sum(served["ttft"]) / len(served["ttft"]), rel=1e-9)
     # a name never sent, or sent only by another deployment: 400 naming the field
+    assert client.put(f"/v1/models/{MODEL}/deployments/dcgm", json={}).status_code == 200  # one that sent none
     for names, url in ((["vllm:never_sent"], URL),
                        (["vllm:request_success_total"], f"/v1/models/{MODEL}/deployments/dcgm/metrics")):
         err = query(client, names, url=url, status=400)

@@ -53,7 +53,7 @@ def _summary(server: LiveServer, start_ms: int) -> dict[str, tuple[str, dict]]:
     r = httpx.get(server.url + URL, headers=server.headers(), timeout=30, params={
         "mode": "SUMMARY", "metrics": ",".join(NAMES), "start_epoch_millis": start_ms,
         "end_epoch_millis": time.time_ns() // 10**6 + 1000})
-    if r.status_code == 400:  # a name not sent yet
+    if r.status_code in (400, 404):  # the deployment, or a name, not sent yet
         return {}
     assert r.status_code == 200, r.text
     body = r.json()
