@@ -12,6 +12,7 @@ primary figure is therefore samples per *server* CPU-second, not per wall second
 
 from __future__ import annotations
 
+import os
 import statistics
 import threading
 import time
@@ -21,6 +22,8 @@ import httpx
 
 import wire
 from workload import Fleet, ReplicaData
+
+CPU_TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 
 ENCODERS = {"otlp": (wire.otlp, wire.OTLP_HEADERS), "remote-write": (wire.remote_write, wire.RW_HEADERS)}
 
@@ -69,8 +72,12 @@ def load(server, fleet: Fleet, reps: list[ReplicaData], encoding: str, *, steps:
     server.settle(longest=settle_s)
     cpu = server.cpu() - cpu0
     lat = sorted(latencies)
+    # CPU times come in clock ticks: a load too small to use one (a tiny sweep point to a
+    # fast peer) reads 0, and its rate is then a lower bound, at one tick
+    below_tick = cpu < CPU_TICK_S
     return {"samples": counted[0], "requests": counted[1], "wall_s": wall, "cpu_s": cpu,
-            "per_s": counted[0] / wall, "per_cpu_s": counted[0] / cpu if cpu > 0 else float("nan"),
+            "per_s": counted[0] / wall, "per_cpu_s": counted[0] / max(cpu, CPU_TICK_S),
+            "per_cpu_s_is_bound": below_tick,
             "batch": counted[0] / max(counted[1], 1), "p50_ms": statistics.median(lat) * 1000,
             "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000}
 
