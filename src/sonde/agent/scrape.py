@@ -19,7 +19,6 @@ receiver shares, so a series lands on the same rows by either road.
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import re
@@ -29,13 +28,11 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-import prometheus_client.openmetrics.parser as _om_parser
-import prometheus_client.parser as _text_parser
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
-from prometheus_client.samples import Sample
 
 from ..promtypes import explicit_histogram, unit_of
+from . import promparse
 from .model import SYSTEM_CLOCK, Clock, Counter, Point
 
 log = logging.getLogger("sonde.agent")
@@ -51,6 +48,7 @@ ACCEPT = ("text/plain;version=0.0.4,application/openmetrics-text;version=1.0.0;e
           "application/openmetrics-text;version=0.0.1;q=0.4,*/*;q=0.1")
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_SERIES_LIMIT = 10_000
+promparse.install(4 * DEFAULT_SERIES_LIMIT)  # the parser memos (agent/promparse.py), once per process
 #: a page larger than this is refused unread: 10,000 series are ~2 MB of text
 MAX_BODY_BYTES = 32 << 20
 _COUNTER_LIKE = ("counter", "histogram", "summary")
@@ -60,66 +58,6 @@ class ScrapeError(Exception):
     pass
 
 
-def _memoize_series(module, rest: Callable[[str], tuple], size: int = 4 * DEFAULT_SERIES_LIMIT) -> None:
-    """Most of a parser's time goes to finding the end of each sample's labels, one
-    character at a time in Python, and reading them; yet a page repeats the same series
-    (name and labels) scrape after scrape, and only the values change. So ``module``'s
-    ``_parse_sample`` first looks the series part of the line up here, parsed by the
-    parser itself the first time it is seen, and only the part after it is read per
-    sample, by the parser's own function for it (``rest``). Lines this shortcut cannot
-    split safely (no labels, an exemplar, no space after the labels) go to the parser
-    whole. Same parser, same samples, a fraction of the CPU (bench/bench_scrape.py).
-    Installed once, in this module's process (the agent)."""
-    original = module._parse_sample
-    if getattr(original, "memoized", False):
-        return
-
-    @functools.lru_cache(maxsize=size)
-    def series(head: str) -> tuple[str, dict[str, str]]:
-        sample = original(head + " 0")
-        return sample.name, sample.labels
-
-    def parse_sample(text: str):
-        # values and timestamps hold no brace, so the last one closes the labels
-        end = text.rfind("}") + 1
-        if not end or text[end:end + 1] != " " or " # " in text:
-            return original(text)
-        name, labels = series(text[:end])
-        return Sample(name, dict(labels), *rest(text[end + 1:]))
-
-    parse_sample.memoized = True  # type: ignore[attr-defined]
-    module._parse_sample = parse_sample
-
-
-def _memoize_native_histogram_check(size: int = 4 * DEFAULT_SERIES_LIMIT) -> None:
-    """The OpenMetrics parser first asks of every histogram line whether it holds a
-    native histogram, scanning it as slowly again. A classic sample's answer depends on
-    its series part alone (a native one has a ``{`` after its labels), so it is kept per
-    series, as above; a line with a ``{`` after its last ``}`` is asked whole."""
-    original = _om_parser._parse_nh_sample
-    if getattr(original, "memoized", False):
-        return
-
-    @functools.lru_cache(maxsize=size)
-    def classic(head: str, suffixes: tuple) -> bool:
-        try:
-            return original(head + " 0", suffixes) is None
-        except ValueError:
-            return False  # the whole line is asked, and raises as the parser would
-
-    def parse_nh_sample(text: str, suffixes: tuple):
-        end = text.rfind("}") + 1
-        if end and "{" not in text[end:] and classic(text[:end], suffixes):
-            return None
-        return original(text, suffixes)
-
-    parse_nh_sample.memoized = True  # type: ignore[attr-defined]
-    _om_parser._parse_nh_sample = parse_nh_sample
-
-
-_memoize_series(_text_parser, _text_parser._parse_value_and_timestamp)
-_memoize_series(_om_parser, _om_parser._parse_remaining_text)
-_memoize_native_histogram_check()
 
 
 def redact(url: str) -> str:
