@@ -43,16 +43,12 @@ class Admission:
         self.app = app
         self.limits = {INGEST: max_inflight_ingest, READ: max_inflight_reads}
         self.inflight = {INGEST: 0, READ: 0}
-        #: requests shed since start, per class (served on the server's own /metrics would
-        #: need a registry; the load benchmark reads the 503s it got instead)
-        self.shed = {INGEST: 0, READ: 0}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = request_class(scope["path"]) if scope["type"] == "http" else None
         if kind is None:
             return await self.app(scope, receive, send)
         if self.inflight[kind] >= self.limits[kind]:
-            self.shed[kind] += 1
             return await self._refuse(kind, scope, receive, send)
         self.inflight[kind] += 1
         try:
