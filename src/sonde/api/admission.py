@@ -16,6 +16,7 @@ the dashboard's static files, and ``/openapi.json``.
 
 from __future__ import annotations
 
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .._exceptions import Overloaded
@@ -60,9 +61,8 @@ class Admission:
         f = errors.classify(Overloaded(
             f"server at capacity: {self.limits[kind]} {kind} requests in flight on this replica"
             f" (setting {_SETTING[kind]}); retry after the Retry-After seconds"))
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
         protobuf = kind == INGEST and scope["path"].startswith("/v1/otlp/") and \
-            otlp_http.encoding(headers.get("content-type")) is Encoding.PROTOBUF
+            otlp_http.encoding(Headers(scope=scope).get("content-type")) is Encoding.PROTOBUF
         response = otlp_http.status_response(f) if protobuf else errors.json_response(f)
         # the connection cannot be reused with an unread body in it
         response.headers["Connection"] = "close"
