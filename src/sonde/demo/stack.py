@@ -134,8 +134,8 @@ class Stack:
         """``sonde serve``; returns credentials.json once the API answers with its keys."""
         server = self._spawn("server", [self.python, "-m", "sonde", "serve", "--data-dir", self.data_dir,
                                         "--port", str(self.port), "--log-level", "warning"],
-                             # alerts every 10 s: the demo's rules fire while a short run lasts
-                             env={**os.environ, "SONDE_ALERT_EVAL_SECONDS": os.environ.get("SONDE_ALERT_EVAL_SECONDS", "10")},
+                             # alerts every 5 s: the demo's rules fire while a short run lasts
+                             env={**os.environ, "SONDE_ALERT_EVAL_SECONDS": os.environ.get("SONDE_ALERT_EVAL_SECONDS", "5")},
                              log="server.log", stop_signal=signal.SIGINT, stop_timeout=30.0)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
