@@ -37,7 +37,7 @@ from live_server import LiveServer  # noqa: E402
 from sonde.agent import otlp  # noqa: E402
 from sonde.agent.export import Exporter  # noqa: E402
 from sonde.agent.model import LogRecord, Point  # noqa: E402
-from sonde.agent.spool import Spool  # noqa: E402
+from sonde.spool import Spool  # noqa: E402
 
 TICK_POINTS = 16
 LOG_LINES = 50

@@ -7,7 +7,7 @@ import sys
 from click.testing import CliRunner
 
 from sonde.agent.gpu import probe
-from sonde.agent.spool import Spool
+from sonde.spool import Spool
 from sonde.cli.main import cli
 
 from test_agent_samplers import h200
@@ -61,7 +61,7 @@ def test_two_agents_cannot_share_a_spool(tmp_path):
     try:
         r = invoke("run", "--deployment-id", "d", "--spool-dir", str(tmp_path), "--", sys.executable, "-c", "pass",
                    env={"SONDE_API_KEY": "k"})
-        assert r.exit_code == 1 and "in use by another sonde agent" in r.output
+        assert r.exit_code == 1 and "in use by another process (another sonde agent?)" in r.output
     finally:
         held.close()
 

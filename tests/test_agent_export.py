@@ -13,9 +13,9 @@ import time
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
-from sonde.agent.export import Exporter, retry_after
+from sonde.agent.export import Exporter
 from sonde.agent.model import LogRecord, Point
-from sonde.agent.spool import Spool
+from sonde.spool import Spool, retry_after
 
 from live_server import free_port
 

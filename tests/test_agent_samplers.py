@@ -24,7 +24,7 @@ from sonde.agent.gpu import GpuSampler
 from sonde.agent.model import Counter
 from sonde.agent.node import NodeSampler
 from sonde.agent.process import ProcessTreeSampler
-from sonde.agent.spool import Spool
+from sonde.spool import Spool
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "agent"
 MiB = 1024 * 1024

@@ -12,7 +12,7 @@ import click
 
 # Only what the options need at import: ``sonde`` loads this group for every command,
 # and the agent's runtime (protobuf classes, psutil, NVML) is imported when it runs.
-from .spool import DEFAULT_MAX_BYTES
+from ..spool import DEFAULT_MAX_BYTES
 
 log = logging.getLogger("sonde.agent")
 
@@ -64,6 +64,10 @@ def _target(placement: dict[str, str]) -> str:
     if placement.get("sonde.node_id") or placement.get("sonde.node_rank"):
         name += "-node-" + (placement.get("sonde.node_id") or placement["sonde.node_rank"])
     return name
+
+
+def _spool_dir(opts: dict) -> str:
+    return opts["spool_dir"] or _default_spool_dir(opts)
 
 
 def _default_spool_dir(opts: dict) -> str:
@@ -159,17 +163,17 @@ def _build(opts: dict, pid_source, restarts):
     from .model import SYSTEM_CLOCK
     from .node import NodeSampler
     from .process import ProcessTreeSampler
-    from .spool import Spool, SpoolBusy
+    from ..spool import Spool, SpoolBusy
 
     logging.basicConfig(level=opts["log_level"].upper(), format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per POST otherwise
     placement = _placement(opts)
     key = _key(opts["key_file"])
-    spool_dir = opts["spool_dir"] or _default_spool_dir(opts)
+    spool_dir = _spool_dir(opts)
     try:
         spool = Spool(spool_dir, opts["spool_max_bytes"])
     except SpoolBusy as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise click.ClickException(f"{exc} (another sonde agent?); give this one its own --spool-dir") from exc
     replica = replica_id(opts["replica"], spool_dir)
     clock = SYSTEM_CLOCK
     start_ns = clock.time_ns()
@@ -256,6 +260,9 @@ def run(cmd, restart_policy, restart_backoff, restart_backoff_max, stop_timeout,
         state=the_agent.state, restarts=restarts, ready_url=opts["ready_url"], restart=restart_policy,
         backoff_initial=restart_backoff, backoff_max=max(restart_backoff, restart_backoff_max),
         backoff_reset=max(60.0, restart_backoff_max), stop_timeout=stop_timeout, echo=echo,
+        # The process's own OpenTelemetry spans and log records (sonde.instrument.configure)
+        # wait beside the agent's batches while the server is away.
+        env={"SONDE_SPOOL_DIR": os.path.join(_spool_dir(opts), "sdk"), **os.environ},
     )
     _on_signals(sup.stop)
     the_agent.start()

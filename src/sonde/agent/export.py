@@ -21,7 +21,6 @@ nothing. 413 splits a replay run; a single batch over the server's limit is drop
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import random
 import threading
@@ -34,36 +33,9 @@ import httpx
 
 from . import otlp
 from .model import SYSTEM_CLOCK, Clock, LogRecord, Point
-from .spool import Spool
+from ..spool import BACKOFF_MAX_S, BACKOFF_MIN_S, Outcome, Spool, outcome_of
 
 log = logging.getLogger("sonde.agent")
-
-BACKOFF_MIN_S, BACKOFF_MAX_S = 0.5, 30.0
-AUTH_RETRY_S = 30.0
-MAX_RETRY_AFTER_S = 300.0
-
-
-def retry_after(value: str | None, now_epoch: float) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return min(MAX_RETRY_AFTER_S, max(0.0, float(value)))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError):
-        return None
-    return min(MAX_RETRY_AFTER_S, max(0.0, when - now_epoch))
-
-
-@dataclass
-class Outcome:
-    status: str                 # ok | retry | drop | too_large
-    delay: float | None = None  # for retry: the server's Retry-After, if any
-    detail: str = ""
 
 
 @dataclass
@@ -294,7 +266,8 @@ class Exporter:
             return Outcome("retry", None, self.stats.last_error)
         code = r.status_code
         self.stats.by_status[code] = self.stats.by_status.get(code, 0) + 1
-        if 200 <= code < 300:
+        outcome = outcome_of(code, r.headers.get("Retry-After"), r.text, self.clock.time_ns() / 1e9)
+        if outcome.status == "ok":
             n, message = otlp.rejected(kind, r.content)
             if n:
                 self.stats.rejected_items += n
@@ -304,17 +277,12 @@ class Exporter:
                                self._failures, len(self.spool))
                 self._failures = 0
             self._backoff = BACKOFF_MIN_S
-            return Outcome("ok")
-        detail = f"{code}: {r.text[:200]}"
-        self.stats.last_error = detail
-        if code in (429, 503) or code >= 500 or code == 408:
-            return Outcome("retry", retry_after(r.headers.get("Retry-After"), self.clock.time_ns() / 1e9), detail)
+            return outcome
+        self.stats.last_error = outcome.detail
         if code in (401, 403):
-            self._log.error("sonde agent: the server refuses the ingest key (%s); keeping data in the spool", detail)
-            return Outcome("retry", AUTH_RETRY_S, detail)
-        if code == 413:
-            return Outcome("too_large", None, detail)
-        return Outcome("drop", None, detail)
+            self._log.error("sonde agent: the server refuses the ingest key (%s); keeping data in the spool",
+                            outcome.detail)
+        return outcome
 
     def _schedule_retry(self, outcome: Outcome) -> None:
         self._retry_told = outcome.delay is not None

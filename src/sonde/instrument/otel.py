@@ -68,6 +68,7 @@ class SondeTelemetry:
     log_handler: logging.Handler | None = None
     resource: object | None = None
     tracer_provider: object | None = None
+    shipper: object | None = None  # with a spool directory: the spans' and log records' sender
     _root_handler: bool = field(default=False, repr=False)
 
     def _providers(self) -> list:
@@ -76,6 +77,8 @@ class SondeTelemetry:
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         results = [p.force_flush(timeout_millis) for p in self._providers()]
+        if self.shipper is not None:  # and what waits in the spool, if the server takes it now
+            results.append(self.shipper.drain(timeout_millis / 1000))
         return all(results)
 
     def shutdown(self) -> None:
@@ -111,6 +114,7 @@ def configure(
     attach_to_root_logger: bool = True,
     set_global: bool = True,
     timeout_s: float = 10.0,
+    spool_dir: str | None = None,
 ) -> SondeTelemetry:
     """Set up OpenTelemetry to report to Sonde, and return the providers.
 
@@ -139,6 +143,11 @@ def configure(
     telemetry starts recording HTTP metrics and server spans then too, hence
     ``FastAPI(telemetry={"metrics": False, "tracing": False})`` next to SondeMiddleware
     (docs/instrument.md).
+
+    With ``spool_dir`` (or ``SONDE_SPOOL_DIR``, which ``sonde agent run`` sets for its
+    process), spans and log records the server cannot take wait in an on-disk spool
+    there and are replayed in order when it is back (`sonde.instrument.durable`);
+    without, the SDK's exporters retry in memory for a few seconds and then drop them.
     """
     # Imported here: the exporters pull in requests and protobuf, which an app that only
     # uses the middleware on its own provider does not need to load.
@@ -180,42 +189,54 @@ def configure(
     if set_global:
         metrics.set_meter_provider(meter_provider)
     telemetry = SondeTelemetry(meter_provider=meter_provider, resource=resource)
+    spool_dir = (spool_dir or os.environ.get("SONDE_SPOOL_DIR")) if traces or logs else None
+    span_exporter, log_exporter = _exporters(telemetry, otlp, headers, timeout_s, spool_dir)
     if traces:
-        _configure_traces(telemetry, otlp, headers, timeout_s, set_global)
+        _configure_traces(telemetry, span_exporter(), set_global)
     if logs:
-        _configure_logs(telemetry, otlp, headers, timeout_s, log_level, attach_to_root_logger, set_global)
+        _configure_logs(telemetry, log_exporter(), log_level, attach_to_root_logger, set_global)
     return telemetry
 
 
-def _configure_traces(telemetry: SondeTelemetry, otlp: str, headers: dict, timeout_s: float,
-                      set_global: bool) -> None:
-    from opentelemetry import trace
+def _exporters(telemetry: SondeTelemetry, otlp: str, headers: dict, timeout_s: float,
+               spool_dir: str | None) -> tuple:
+    """The span and log exporters' makers: the SDK's OTLP/HTTP ones, or with a spool
+    directory the spooling ones, which share one spool and one sender."""
+    if spool_dir:
+        from .durable import Shipper, SpoolingLogExporter, SpoolingSpanExporter, open_slot
+
+        shipper = telemetry.shipper = Shipper(otlp, headers, open_slot(spool_dir), timeout_s=timeout_s)
+        return lambda: SpoolingSpanExporter(shipper), lambda: SpoolingLogExporter(shipper)
+
     from opentelemetry.exporter.otlp.proto.http import Compression
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return (lambda: OTLPSpanExporter(endpoint=f"{otlp}/v1/traces", headers=headers, timeout=timeout_s,
+                                     compression=Compression.Gzip),
+            lambda: OTLPLogExporter(endpoint=f"{otlp}/v1/logs", headers=headers, timeout=timeout_s,
+                                    compression=Compression.Gzip))
+
+
+def _configure_traces(telemetry: SondeTelemetry, exporter, set_global: bool) -> None:
+    from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     provider = TracerProvider(resource=telemetry.resource)
-    provider.add_span_processor(BatchSpanProcessor(
-        OTLPSpanExporter(endpoint=f"{otlp}/v1/traces", headers=headers, timeout=timeout_s,
-                         compression=Compression.Gzip)))
+    provider.add_span_processor(BatchSpanProcessor(exporter))
     if set_global:
         trace.set_tracer_provider(provider)
     telemetry.tracer_provider = provider
 
 
-def _configure_logs(telemetry: SondeTelemetry, otlp: str, headers: dict, timeout_s: float, level: int,
-                    attach: bool, set_global: bool) -> None:
+def _configure_logs(telemetry: SondeTelemetry, exporter, level: int, attach: bool, set_global: bool) -> None:
     from opentelemetry._logs import set_logger_provider
-    from opentelemetry.exporter.otlp.proto.http import Compression
-    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
     from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
     from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 
     provider = LoggerProvider(resource=telemetry.resource)
-    provider.add_log_record_processor(BatchLogRecordProcessor(
-        OTLPLogExporter(endpoint=f"{otlp}/v1/logs", headers=headers, timeout=timeout_s,
-                        compression=Compression.Gzip)))
+    provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
     if set_global:
         set_logger_provider(provider)
     with warnings.catch_warnings():
@@ -224,9 +245,10 @@ def _configure_logs(telemetry: SondeTelemetry, otlp: str, headers: dict, timeout
         warnings.simplefilter("ignore", DeprecationWarning)
         handler = LoggingHandler(level=level, logger_provider=provider)
     handler.addFilter(RequestIdFilter())
-    # The exporter's own complaints (server down) cannot be exported and would only
+    # The exporters' own complaints (server down) cannot be exported and would only
     # feed back into the queue that is failing; other handlers still show them.
-    handler.addFilter(lambda record: not record.name.startswith("opentelemetry"))
+    handler.addFilter(lambda record: not record.name.startswith(("opentelemetry", "sonde.instrument.durable",
+                                                                 "sonde.spool")))
     telemetry.logger_provider, telemetry.log_handler = provider, handler
     if attach:
         root = logging.getLogger()

@@ -11,7 +11,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 
 from sonde.agent import otlp
 from sonde.agent.model import LogRecord
-from sonde.agent.spool import Spool, SpoolBusy
+from sonde.spool import Spool, SpoolBusy
 
 
 def body(tag: str, size: int = 100) -> bytes:
@@ -65,7 +65,7 @@ def test_survives_reopen_and_keeps_numbering(tmp_path):
 
 
 def test_bounded_oldest_dropped_first_counted_and_warned(tmp_path, caplog):
-    caplog.set_level(logging.WARNING, "sonde.agent")
+    caplog.set_level(logging.WARNING, "sonde.spool")
     now = [0.0]
     s = Spool(str(tmp_path), max_bytes=1000, monotonic=lambda: now[0])
     for i in range(10):

@@ -1,10 +1,12 @@
 """Bounded on-disk spool of serialized OTLP requests, replayed in order.
 
-One file per batch, ``<seq>-<kind>.otlp.gz``, holding the gzipped request body exactly
+Shared by the two producers that must not lose telemetry while the server is away:
+the agent (`agent/export.py`) and the OpenTelemetry SDK exporters of
+`instrument/durable.py`. One file per batch, ``<seq>-<kind>.otlp.gz``, holding the gzipped request body exactly
 as it would have been POSTed. A batch is written to ``<name>.tmp``, fsync'd, renamed
-and the directory fsync'd, so after a crash of the agent (or the machine) a batch is
+and the directory fsync'd, so after a crash of the process (or the machine) a batch is
 either whole in the spool or absent; leftover ``.tmp`` files are removed on open.
-Reopening the directory resumes where the previous agent stopped.
+Reopening the directory resumes where the previous process stopped.
 
 Order: sequence numbers increase across restarts; :meth:`peek` hands out the oldest
 batches of one kind (metrics and logs go to different endpoints, and only the order
@@ -17,10 +19,14 @@ twice. Nothing is ever dropped silently.
 Bound: ``max_bytes`` (default 1 GiB). An append that would exceed it drops the oldest
 batches first, counted in ``dropped_batches``/``dropped_bytes`` and logged (at most
 every 10 s, with the running totals).
+
+Replay timing is shared too: `outcome_of` classifies the server's answer to a batch
+(sent, retry later, never), and `retry_after` reads a ``Retry-After`` header.
 """
 
 from __future__ import annotations
 
+import email.utils
 import fcntl
 import logging
 import os
@@ -30,15 +36,61 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-log = logging.getLogger("sonde.agent")
+log = logging.getLogger("sonde.spool")
 
 DEFAULT_MAX_BYTES = 1 << 30
 _NAME = re.compile(r"^(\d{16})-([a-z]+)\.otlp\.gz$")
 _WARN_EVERY_S = 10.0
 
+BACKOFF_MIN_S, BACKOFF_MAX_S = 0.5, 30.0
+AUTH_RETRY_S = 30.0
+MAX_RETRY_AFTER_S = 300.0
+
+
+def retry_after(value: str | None, now_epoch: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return min(MAX_RETRY_AFTER_S, max(0.0, float(value)))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+    return min(MAX_RETRY_AFTER_S, max(0.0, when - now_epoch))
+
+
+@dataclass
+class Outcome:
+    status: str                 # ok | retry | drop | too_large
+    delay: float | None = None  # for retry: the server's Retry-After (or the wait for a key fix), if any
+    detail: str = ""
+
+
+def outcome_of(code: int, retry_after_header: str | None, text: str, now_epoch: float) -> Outcome:
+    """What a sender does with the server's answer to a batch.
+
+    2xx: durable, done. 408, 429 and 5xx (503 for a full disk or overload): the server
+    may take it later, after ``Retry-After`` if it said. 401/403 (a wrong or revoked
+    key): keep it and retry slowly, so fixing the key loses nothing. 413: too large (a
+    replay run splits). Any other 4xx: the server will never take it."""
+    if 200 <= code < 300:
+        return Outcome("ok")
+    detail = f"{code}: {text[:200]}"
+    if code in (408, 429) or code >= 500:
+        return Outcome("retry", retry_after(retry_after_header, now_epoch), detail)
+    if code in (401, 403):
+        return Outcome("retry", AUTH_RETRY_S, detail)
+    if code == 413:
+        return Outcome("too_large", None, detail)
+    return Outcome("drop", None, detail)
+
 
 class SpoolBusy(RuntimeError):
-    """Another agent holds this spool directory."""
+    """Another process (an agent, an SDK exporter) holds this spool directory."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,20 +125,20 @@ class Spool:
         self.dropped_bytes = 0
         self._last_warn = float("-inf")
         os.makedirs(self.dir, exist_ok=True)
-        # Two agents appending to and deleting from one directory would send each
+        # Two processes appending to and deleting from one directory would send each
         # other's batches twice or lose them: the first one holds an exclusive lock.
         self._lock_fd = os.open(os.path.join(self.dir, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(self._lock_fd)
-            raise SpoolBusy(f"spool {self.dir} is in use by another sonde agent; give this one its own --spool-dir")
+            raise SpoolBusy(f"spool {self.dir} is in use by another process")
         self._dir_fd = os.open(self.dir, os.O_RDONLY)
         found: list[Entry] = []
         for name in os.listdir(self.dir):
             path = os.path.join(self.dir, name)
             if name.endswith(".tmp"):
-                os.unlink(path)  # an append the previous agent did not finish: never acknowledged to anyone
+                os.unlink(path)  # an append the previous process did not finish: never acknowledged to anyone
                 continue
             m = _NAME.match(name)
             if m:
@@ -167,8 +219,8 @@ class Spool:
         if now - self._last_warn >= _WARN_EVERY_S:
             self._last_warn = now
             self._log.warning(
-                "sonde agent: spool full (%d bytes max): dropped %s; %d batches (%d bytes) dropped so far",
-                self.max_bytes, what, self.dropped_batches, self.dropped_bytes,
+                "sonde: spool full (%d bytes max, %s): dropped %s; %d batches (%d bytes) dropped so far",
+                self.max_bytes, self.dir, what, self.dropped_batches, self.dropped_bytes,
             )
 
     # -- replay -------------------------------------------------------------------------
