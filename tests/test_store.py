@@ -108,3 +108,39 @@ def test_cancelled_waiter_does_not_stop_the_writer(store):
     assert b.result(10) == 1
     w.close()
     assert store.ex.query(f"SELECT count() AS n FROM {table}")[0]["n"] == 2
+
+
+def test_inventory_reads_stay_exact_across_objects_threads_and_caller_edits(store):
+    """On chDB (exclusive) inventory records are kept in memory per executor: two
+    `Inventory` objects on one store (two apps in a process) see each other's writes at
+    once; a reader racing writers never ends on a stale record; editing what a read
+    returned changes nothing stored."""
+    from sonde.store.inventory import Inventory
+
+    a, b = Inventory(store), Inventory(store)
+    a.put("ws1", "model", "m1", "", {"name": "first"})
+    assert b.get("ws1", "model", "m1")["doc"]["name"] == "first"  # now kept by b's cache
+    a.put("ws1", "model", "m1", "", {"name": "second"})
+    assert b.get("ws1", "model", "m1")["doc"]["name"] == "second"
+    b.get("ws1", "model", "m1")["doc"]["name"] = "edited by a caller"
+    assert a.get("ws1", "model", "m1")["doc"]["name"] == "second"
+    assert b.find("ws1", "model", "absent") is None and b.find("ws2", "model", "m1") is None
+
+    stop = threading.Event()
+    seen: list[str] = []
+
+    def read():
+        while not stop.is_set():
+            seen.append(b.get("ws1", "model", "m1")["doc"]["name"])
+
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    for t in readers:
+        t.start()
+    for i in range(30):
+        a.put("ws1", "model", "m1", "", {"name": f"v{i}"})
+    stop.set()
+    for t in readers:
+        t.join()
+    assert len(seen) > 30
+    assert b.get("ws1", "model", "m1")["doc"]["name"] == "v29"
+    assert Inventory(store).get("ws1", "model", "m1")["doc"]["name"] == "v29"

@@ -10,13 +10,22 @@ Telemetry also amends records (:meth:`Inventory.amend`): the instance type the a
 observed (``observed_*`` doc fields, read only where the written field is absent, and
 carried over by a PUT so a PUT never loses them) and a training job's end status. An
 amendment is written with the record's version + 1, so a PUT written after it wins.
+
+On a store only this process can open (chDB's executor is ``exclusive``) every write
+goes through this module, so the records read are kept in memory, exactly, one cache
+per executor (several apps in one process share it): a write drops its key, and a
+read that overlapped any write is not kept. Every API request
+looks up its model and deployment, and each lookup is a ClickHouse statement
+(~7 ms embedded). On a cluster another API replica may write, so nothing is kept.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 import time
+import weakref
 
 from .._exceptions import Conflict, NotFound
 from . import Store
@@ -27,8 +36,30 @@ OBSERVED = ("observed_instance_type", "observed_instance_types")
 KINDS = ("model", "deployment", "chain", "chain_deployment", "training_project", "training_job", "loops_deployment")
 
 
+#: records kept in memory at most (exclusive stores); past it the cache starts over
+CACHE_MAX = 100_000
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+class _Cache:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.rows: dict[tuple[str, str, str, str], dict] = {}  # (table, ws, kind, id) -> row
+        self.writes = 0  # writes begun or ended: a read during which this moved is not kept
+
+
+_CACHES: "weakref.WeakKeyDictionary[object, _Cache]" = weakref.WeakKeyDictionary()
+_CACHES_LOCK = threading.Lock()
+
+
+def _cache_of(executor) -> _Cache | None:
+    if not executor.exclusive:
+        return None
+    with _CACHES_LOCK:
+        return _CACHES.setdefault(executor, _Cache())
 
 
 class Inventory:
@@ -36,6 +67,8 @@ class Inventory:
         self.store = store
         self._known: set[tuple[str, str, str]] = set()
         self._lock = threading.Lock()
+        self._cache = _cache_of(store.ex)
+        self._table = store.t("inventory")
 
     def _select(self, where: str, params: dict) -> list[dict]:
         rows = self.store.ex.query(
@@ -51,14 +84,30 @@ class Inventory:
 
     def get(self, ws: str, kind: str, id: str, parent: str | None = None) -> dict:
         """The resource, or NotFound when absent or under another parent."""
-        rows = self._select("kind = {kind:String} AND id = {id:String}", {"ws": ws, "kind": kind, "id": id})
-        if not rows or (parent is not None and rows[0]["parent"] != parent):
+        row = self.find(ws, kind, id)
+        if row is None or (parent is not None and row["parent"] != parent):
             raise NotFound(f"{kind.replace('_', ' ')} {id!r} not found", field=f"{kind}_id")
-        return rows[0]
+        return row
 
     def find(self, ws: str, kind: str, id: str) -> dict | None:
-        rows = self._select("kind = {kind:String} AND id = {id:String}", {"ws": ws, "kind": kind, "id": id})
-        return rows[0] if rows else None
+        """The resource, or None; a copy the caller may change."""
+        cache, key = self._cache, (self._table, ws, kind, id)
+        if cache is None:
+            rows = self._select("kind = {kind:String} AND id = {id:String}", {"ws": ws, "kind": kind, "id": id})
+            return rows[0] if rows else None
+        with cache.lock:
+            row, writes = cache.rows.get(key), cache.writes
+        if row is None:
+            rows = self._select("kind = {kind:String} AND id = {id:String}", {"ws": ws, "kind": kind, "id": id})
+            if not rows:
+                return None  # absent ids are not kept: anyone may ask for any number of them
+            row = rows[0]
+            with cache.lock:
+                if cache.writes == writes:  # no write began or ended meanwhile: the row is current
+                    if len(cache.rows) >= CACHE_MAX:
+                        cache.rows.clear()
+                    cache.rows[key] = row
+        return {**row, "doc": copy.deepcopy(row["doc"])}
 
     def list(self, ws: str, kind: str, parent: str | None = None) -> list[dict]:
         if parent is None:
@@ -110,7 +159,21 @@ class Inventory:
                     _now_ms() if touch else row["updated_ms"], int(row["version"]) + 1)
         return doc
 
+    def _forget(self, ws: str, kind: str, id: str) -> None:
+        if self._cache is not None:
+            with self._cache.lock:
+                self._cache.writes += 1
+                self._cache.rows.pop((self._table, ws, kind, id), None)
+
     def _write(self, ws, kind, id, parent, doc, created_ms, updated_ms, version) -> None:
+        # Before and after: a read that overlapped the insert in any way is not kept.
+        self._forget(ws, kind, id)
+        try:
+            self._insert(ws, kind, id, parent, doc, created_ms, updated_ms, version)
+        finally:
+            self._forget(ws, kind, id)
+
+    def _insert(self, ws, kind, id, parent, doc, created_ms, updated_ms, version) -> None:
         self.store.ex.command(
             f"INSERT INTO {self.store.t('inventory')} (ws, kind, id, parent, doc, created_at, updated_at, version)"
             " VALUES ({ws:String}, {kind:String}, {id:String}, {parent:String}, {doc:String},"
