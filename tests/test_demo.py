@@ -1,6 +1,6 @@
 """``sonde demo``: its model server and load mix in process, then the whole demo end to end.
 
-End to end, ``python -m sonde demo --duration 60`` starts a real server, two real model servers
+End to end, ``python -m sonde demo`` starts a real server, two real model servers
 under real agents, a two-node training run, a two-chainlet chain, a two-node trainer
 (loops) deployment and the text-generation service (its agent scraping its vLLM-style
 ``/metrics``) under agents too, and the load generator. While it runs, the printed
@@ -8,7 +8,7 @@ under real agents, a two-node training run, a two-chainlet chain, a two-node tra
 they return data; then the deployment's metrics and logs, the training job, the chain,
 the loops deployment and the text-generation deployment's LLM metrics are checked
 through the API with the management key.
-After ``--duration`` the demo must exit 0 and leave no process of its tree behind.
+Then Ctrl-C (SIGINT) must end the demo with exit 0 and leave no process of its tree behind.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import logging
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -40,7 +41,11 @@ MODEL, DEPLOYMENT, REPLICAS = "demo-model", "demo-v1", ["r0001", "r0002"]
 PROJECT, JOB, CHAIN, CHAIN_DEPLOYMENT = "demo-project", "demo-job-1", "demo-chain", "demo-chain-v1"
 LOOPS, LOOPS_REPLICAS = "demo-loops-v1", {"l0001", "l0002"}
 TEXTGEN, TEXTGEN_DEPLOYMENT = "demo-textgen", "demo-textgen-v1"
-DURATION = 60  # sixteen processes start on two CPUs before the data can show (~30-45 s on CI)
+# Sixteen processes start on two CPUs before the data can show: 25-30 s alone, 50-65 s
+# beside another test worker. The test stops the demo with Ctrl-C (SIGINT), as the
+# printed text says, once everything is checked; --duration is only a ceiling.
+DURATION = 240
+CHECKS_S = 180  # for the data to show
 TRAINING_STEPS = 60  # at the default 0.25 s a step: 15 s, well inside the demo
 
 
@@ -417,7 +422,7 @@ def test_demo_end_to_end(tmp_path):
                 passed.append(f"{checks.pop(0)[0]} at {time.monotonic() - t0:.1f} s")
                 continue
             seen |= {p.pid for p in demo.tree()}
-            assert time.monotonic() - t0 < DURATION - 3, \
+            assert time.monotonic() - t0 < CHECKS_S, \
                 f"printed curls never showed the data: {[name for name, _ in checks]} (passed: {passed})\n" + \
                 demo.diagnostics()
             time.sleep(1.0)
@@ -500,7 +505,7 @@ def test_demo_end_to_end(tmp_path):
             if job["current_status"] == "COMPLETED" and len(finished) == 2:
                 break
             assert job["current_status"] in ("RUNNING", "COMPLETED"), job
-            assert time.monotonic() - t0 < DURATION, f"the training never completed: {job} {finished}\n" + \
+            assert time.monotonic() - t0 < CHECKS_S, f"the training never completed: {job} {finished}\n" + \
                 demo.diagnostics()
             time.sleep(1.0)
         assert job["instance_type"]["millicpu_limit"] > 0  # derived from the agents' hardware
@@ -563,8 +568,9 @@ def test_demo_end_to_end(tmp_path):
         assert all(ttft[k] is not None and ttft[k] > 0 for k in ("quantile=0.5", "quantile=0.99", "stat=avg")), ttft
         assert ttft["quantile=0.5"] <= ttft["quantile=0.99"]
 
-        # --duration ends it: exit 0, nothing of the tree left.
-        code = demo.proc.wait(timeout=DURATION + 40)
+        # Ctrl-C ends it: exit 0, nothing of the tree left.
+        demo.proc.send_signal(signal.SIGINT)
+        code = demo.proc.wait(timeout=60)
         assert code == 0, demo.diagnostics()
     finally:
         if demo.proc.poll() is None:  # a failed assertion above: do not leave the demo behind
