@@ -131,3 +131,32 @@ def test_a_400_drops_the_batch_and_a_401_keeps_it(tmp_path, caplog):
     finally:
         t.shutdown()
         rx.close()
+
+
+def test_a_process_forked_after_configure_leaves_the_parents_spool_alone(tmp_path):
+    """gunicorn --preload forks after configure(): the child must not append to, replay
+    or ack the spool its parent holds (it posts directly, and says so)."""
+    port = free_port()
+    t = _configure(f"http://127.0.0.1:{port}", tmp_path / "spool")  # nothing listens: the parent spools
+    try:
+        _spans(t, 0, 5)
+        assert len(_files(tmp_path / "spool")) == 1
+        pid = os.fork()
+        if pid == 0:  # the child: a batch of its own while the server is away, then exit
+            code = 1
+            try:
+                _spans(t, 5, 5)
+                t.shutdown()
+                code = 0 if len(_files(tmp_path / "spool")) == 1 else 3
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        rx = Receiver(port=port)
+        try:  # the parent's batch still waits for the parent, which replays it
+            assert t.force_flush(5_000)
+            assert _received_spans(rx) == [f"op {i:04d}" for i in range(5)]
+        finally:
+            rx.close()
+    finally:
+        t.shutdown()

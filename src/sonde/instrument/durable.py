@@ -22,7 +22,12 @@ carries the totals.
 
 Several processes of one app (uvicorn or gunicorn workers) may share ``spool_dir``:
 each takes the first free slot ``<spool_dir>/<n>`` (a spool is locked by one process),
-and a restarted worker replays what its predecessor left in its slot.
+and a restarted worker replays what its predecessor left in its slot. A process forked
+after `configure()` (gunicorn's ``--preload``) inherits the parent's spool, lock
+included, but not its replay thread: there the shipper leaves the spool alone, posts
+directly (a failed batch is lost, as with the SDK's exporter) and says so once; call
+`configure()` in each worker after the fork instead (gunicorn's ``post_fork``), as
+OpenTelemetry advises for its own exporters.
 """
 
 from __future__ import annotations
@@ -78,6 +83,8 @@ class Shipper:
         self.sent = self.spooled = self.replayed = self.dropped = 0
         self._thread = threading.Thread(target=self._replay_loop, name="sonde-spool-replay", daemon=True)
         self._thread.start()
+        self._owner = os.getpid()  # the process that holds the spool
+        self._warned_fork = False
         if len(spool):
             log.info("sonde: %d batches left in %s by an earlier process; replaying", len(spool), spool.dir)
             self._wake.set()
@@ -86,6 +93,8 @@ class Shipper:
     def send(self, kind: str, body: bytes) -> bool:
         """Hand over one serialized request; True once the server or the spool holds it."""
         gz = gzip.compress(body, compresslevel=1)
+        if os.getpid() != self._owner:
+            return self._send_forked(kind, gz)
         with self._lock:
             if self._closed:
                 return False
@@ -104,8 +113,21 @@ class Shipper:
         self._wake.set()
         return True
 
+    def _send_forked(self, kind: str, gz: bytes) -> bool:
+        """In a child forked after configure(): the spool is the parent's, so no spool."""
+        if not self._warned_fork:
+            self._warned_fork = True
+            log.warning("sonde: this process was forked after configure(); its spans and log records are sent"
+                        " without the spool %s (call configure() after the fork)", self.spool.dir)
+        outcome = self._post(kind, gz)
+        if outcome.status != "ok":
+            self._drop(kind, outcome)
+        return outcome.status == "ok"
+
     def drain(self, timeout: float | None = None) -> bool:
         """Replay the spool oldest first, now, retry time or not; True once it is empty."""
+        if os.getpid() != self._owner:
+            return False  # the parent's spool: its own process replays it
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             with self._lock:
@@ -178,6 +200,10 @@ class Shipper:
         closes (what is left stays on disk for the next process)."""
         self._users -= 1
         if self._users > 0 or self._closed:
+            return
+        if os.getpid() != self._owner:  # a forked child: the spool and its lock are the parent's
+            self._closed = True
+            self._http.close()
             return
         self.drain(timeout)
         with self._lock:
