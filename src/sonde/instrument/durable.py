@@ -81,10 +81,10 @@ class Shipper:
         self._users = 0
         self._closed = False
         self.sent = self.spooled = self.replayed = self.dropped = 0
+        self._owner = os.getpid()  # the process that holds the spool
+        self._forked_http: httpx.Client | None = None
         self._thread = threading.Thread(target=self._replay_loop, name="sonde-spool-replay", daemon=True)
         self._thread.start()
-        self._owner = os.getpid()  # the process that holds the spool
-        self._warned_fork = False
         if len(spool):
             log.info("sonde: %d batches left in %s by an earlier process; replaying", len(spool), spool.dir)
             self._wake.set()
@@ -114,12 +114,13 @@ class Shipper:
         return True
 
     def _send_forked(self, kind: str, gz: bytes) -> bool:
-        """In a child forked after configure(): the spool is the parent's, so no spool."""
-        if not self._warned_fork:
-            self._warned_fork = True
+        """In a child forked after configure(): the spool is the parent's, so no spool,
+        and a client of its own (the parent's pooled connections are the parent's)."""
+        if self._forked_http is None:
+            self._forked_http = httpx.Client(timeout=self._http.timeout, headers=self._http.headers)
             log.warning("sonde: this process was forked after configure(); its spans and log records are sent"
                         " without the spool %s (call configure() after the fork)", self.spool.dir)
-        outcome = self._post(kind, gz)
+        outcome = self._post(kind, gz, http=self._forked_http)
         if outcome.status != "ok":
             self._drop(kind, outcome)
         return outcome.status == "ok"
@@ -157,13 +158,13 @@ class Shipper:
             if len(self.spool) and time.monotonic() >= self._retry_at:
                 self.drain()
 
-    def _post(self, kind: str, gz: bytes, deadline: float | None = None) -> Outcome:
+    def _post(self, kind: str, gz: bytes, deadline: float | None = None, http: httpx.Client | None = None) -> Outcome:
         kw = {}
         if deadline is not None:
             left = max(0.2, deadline - time.monotonic())
             kw["timeout"] = httpx.Timeout(left, connect=min(left, 3.0))
         try:
-            r = self._http.post(f"{self.url}/v1/{kind}", content=gz, **kw)
+            r = (http or self._http).post(f"{self.url}/v1/{kind}", content=gz, **kw)
         except httpx.TransportError as exc:  # refused, reset, timed out: the server may come back
             return Outcome("retry", None, f"{type(exc).__name__}: {exc}")
         outcome = outcome_of(r.status_code, r.headers.get("Retry-After"), r.text, time.time())
@@ -201,9 +202,10 @@ class Shipper:
         self._users -= 1
         if self._users > 0 or self._closed:
             return
-        if os.getpid() != self._owner:  # a forked child: the spool and its lock are the parent's
+        if os.getpid() != self._owner:  # a forked child: the spool, its lock and the pool are the parent's
             self._closed = True
-            self._http.close()
+            if self._forked_http is not None:
+                self._forked_http.close()
             return
         self.drain(timeout)
         with self._lock:
