@@ -160,3 +160,21 @@ def test_a_process_forked_after_configure_leaves_the_parents_spool_alone(tmp_pat
             rx.close()
     finally:
         t.shutdown()
+
+
+def test_its_requests_leave_no_line_in_the_apps_logs(tmp_path, caplog):
+    """httpx logs every request at INFO; the app's INFO logs (which an agent ships) must
+    not gain a line per batch, while the app's own httpx requests still log."""
+    caplog.set_level(logging.INFO, "httpx")
+    rx = Receiver()
+    t = _configure(rx.url, tmp_path / "spool")
+    try:
+        _spans(t, 0, 3)
+        assert _received_spans(rx) == ["op 0000", "op 0001", "op 0002"]
+        import httpx
+        httpx.get(rx.url + "/elsewhere", timeout=5)  # the app's own request: still logged
+        lines = [r.getMessage() for r in caplog.records if r.name == "httpx"]
+        assert not [ln for ln in lines if "/v1/otlp/" in ln] and [ln for ln in lines if "/elsewhere" in ln]
+    finally:
+        t.shutdown()
+        rx.close()

@@ -141,3 +141,57 @@ def test_job_exit_rules(client, creds):
     # a status the agent does not send changes nothing
     send_exit(client, creds, "j4", 0, "EXPLODED")
     assert status(client, "j4") == ("RUNNING", None)
+
+
+CHILD_GATED = textwrap.dedent('''
+    import os, sys, time
+    print("INFO step=0 loss=1.000", flush=True)
+    while not os.path.exists(sys.argv[1]):
+        time.sleep(0.05)
+    print("INFO training finished", flush=True)
+''')
+
+
+@pytest.mark.e2e
+def test_a_job_that_ends_while_the_server_is_away_still_reaches_completed(tmp_path):
+    """The job's end is in the agent's last batches and no later agent replays its spool:
+    it keeps trying (docs/agent.md, FINAL_FLUSH_S) through the server's restart."""
+    (tmp_path / "data").mkdir()
+    server = LiveServer(tmp_path / "data").start()
+    gate = tmp_path / "gate"
+    (tmp_path / "j-late.py").write_text(CHILD_GATED)
+    (tmp_path / "ingest.key").write_text(server.creds["ingest_key"])
+    cmd = [sys.executable, "-m", "sonde", "agent", "run", "--server", server.url,
+           "--key-file", str(tmp_path / "ingest.key"), "--training-project-id", "p-e2e",
+           "--training-job-id", "j-late", "--node-id", "node-a", "--node-rank", "0", "--interval", "1",
+           "--spool-dir", str(tmp_path / "spool"), "--no-echo", "--", sys.executable, str(tmp_path / "j-late.py"),
+           str(gate)]
+    env = {k: v for k, v in os.environ.items() if k != "SONDE_API_KEY"}
+    err = open(tmp_path / "agent.stderr", "wb")
+    agent = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while get_job_or_none(server, "j-late") is None:
+            assert time.monotonic() < deadline and agent.poll() is None, "the agent never registered the job"
+            time.sleep(0.2)
+        assert server.stop() == 0
+        gate.write_text("")  # the job ends while the server is down
+        time.sleep(3)
+        assert agent.poll() is None, "the agent gave up while the server was away"
+        server.start()
+        assert agent.wait(90) == 0
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+        err.close()
+    try:
+        job = get_job(server, "j-late")
+        assert job["current_status"] == "COMPLETED", job
+        assert not [n for n in os.listdir(tmp_path / "spool") if n.endswith(".otlp.gz")]
+    finally:
+        assert server.stop() == 0
+
+
+def get_job_or_none(server: LiveServer, job: str) -> dict | None:
+    r = httpx.get(f"{server.url}/v1/training_projects/p-e2e/jobs/{job}", headers=server.headers(), timeout=30)
+    return r.json()["training_job"] if r.status_code == 200 else None

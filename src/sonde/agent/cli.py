@@ -66,6 +66,10 @@ def _target(placement: dict[str, str]) -> str:
     return name
 
 
+#: seconds a finished process's agent keeps sending what it holds before it exits
+FINAL_FLUSH_S = 60.0
+
+
 def _spool_dir(opts: dict) -> str:
     return opts["spool_dir"] or _default_spool_dir(opts)
 
@@ -271,7 +275,13 @@ def run(cmd, restart_policy, restart_backoff, restart_backoff_max, stop_timeout,
         if training and not sup.stopping:  # ended by itself, not stopped by a signal to the agent
             the_agent.emit_job_exit(code, last_error.line(code, sup.failure))
     finally:
-        the_agent.stop()
+        # A process that ended by itself (a training job's end) leaves no agent to
+        # replay this spool later, and its last batches carry the job's final status:
+        # keep trying through a slow or restarting server. A signal asks for speed.
+        if sup.stopping:
+            the_agent.stop()
+        else:
+            the_agent.stop(flush_timeout=FINAL_FLUSH_S, keep_trying=True)
     sys.exit(code)
 
 

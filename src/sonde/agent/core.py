@@ -196,8 +196,9 @@ class Agent:
                     next_at = now + self.interval
             self._wake.wait(next_at - now)
 
-    def stop(self, flush_timeout: float = 5.0) -> None:
-        """Last sample, then flush (to the server, or the spool for what it cannot take)."""
+    def stop(self, flush_timeout: float = 5.0, keep_trying: bool = False) -> None:
+        """Last sample, then flush (to the server, or the spool for what it cannot take);
+        with ``keep_trying``, retry the server until ``flush_timeout`` (Exporter.close)."""
         if self.scraper is not None:  # before the exporter closes: nothing may arrive after
             self.scraper.stop()
         if self._thread.is_alive():
@@ -205,7 +206,7 @@ class Agent:
             self._wake.set()
             self._thread.join()
             self.tick()
-        self.exporter.close(flush_timeout)
+        self.exporter.close(flush_timeout, keep_trying)
         for sampler in self.samplers:
             close = getattr(sampler, "close", None)
             if close:

@@ -104,6 +104,7 @@ class Exporter:
         self._failures = 0  # failed attempts in the current outage
         self._next_flush = clock.monotonic() + flush_interval
         self._close_deadline = float("inf")
+        self._keep_trying = False
         self._thread = threading.Thread(target=self._run, name="sonde-agent-export", daemon=True)
         self._warned_overflow = False
 
@@ -137,10 +138,14 @@ class Exporter:
             self._queue.append((otlp.METRICS, body, len(points)))
             self._cond.notify()
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Flush: send what is buffered, spool what cannot be sent within ``timeout``."""
+    def close(self, timeout: float = 5.0, keep_trying: bool = False) -> None:
+        """Flush: send what is buffered, spool what cannot be sent within ``timeout``.
+
+        With ``keep_trying``, replay the spool again at each retry time until it is empty
+        or ``timeout`` has passed (nobody will replay it later); else one last try."""
         with self._cond:
             self._stopping = True
+            self._keep_trying = keep_trying
             self._close_deadline = self.clock.monotonic() + timeout
             if not self._retry_told:
                 # Our own backoff may have put the next try far out: the server may well be
@@ -188,8 +193,12 @@ class Exporter:
                 self._replay(deadline=self._close_deadline if stopping else self.clock.monotonic() + 1.0)
             if stopping:
                 with self._cond:
-                    if not self._queue and not self._logs:
+                    if self._queue or self._logs:
+                        continue
+                    left = self._close_deadline - self.clock.monotonic()
+                    if not (self._keep_trying and len(self.spool) and left > 0):
                         return
+                    self._cond.wait(max(0.01, min(left, self._retry_at - self.clock.monotonic())))
 
     def _logs_due(self) -> bool:
         return bool(self._logs) and (

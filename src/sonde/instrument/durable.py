@@ -64,6 +64,19 @@ def open_slot(directory: str, max_bytes: int = DEFAULT_MAX_BYTES) -> Spool:
     raise SpoolBusy(f"all {MAX_SLOTS} spool slots under {directory} are in use")
 
 
+class _NotOurRequests(logging.Filter):
+    """httpx logs each request at INFO: an app that shows INFO would print a line per
+    batch sent (and its agent ship those lines back as telemetry)."""
+
+    def __init__(self, url: str):
+        super().__init__()
+        self.url = url
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        return not (isinstance(args, tuple) and len(args) > 1 and str(args[1]).startswith(self.url))
+
+
 class Shipper:
     """One process's sender of OTLP request bodies (``traces``, ``logs``) to a Sonde
     server, through a spool while the server cannot take them."""
@@ -83,6 +96,8 @@ class Shipper:
         self.sent = self.spooled = self.replayed = self.dropped = 0
         self._owner = os.getpid()  # the process that holds the spool
         self._forked_http: httpx.Client | None = None
+        self._quiet = _NotOurRequests(self.url)
+        logging.getLogger("httpx").addFilter(self._quiet)
         self._thread = threading.Thread(target=self._replay_loop, name="sonde-spool-replay", daemon=True)
         self._thread.start()
         if len(spool):
@@ -208,6 +223,7 @@ class Shipper:
                 self._forked_http.close()
             return
         self.drain(timeout)
+        logging.getLogger("httpx").removeFilter(self._quiet)
         with self._lock:
             self._closed = True
         self._wake.set()
