@@ -2,8 +2,8 @@
 
 Shared by the two producers that must not lose telemetry while the server is away:
 the agent (`agent/export.py`) and the OpenTelemetry SDK exporters of
-`instrument/durable.py`. One file per batch, ``<seq>-<kind>.otlp.gz``, holding the gzipped request body exactly
-as it would have been POSTed. A batch is written to ``<name>.tmp``, fsync'd, renamed
+`instrument/durable.py`. One file per batch, ``<seq>-<kind>.otlp.gz``, holding the
+gzipped request body exactly as it would have been POSTed. A batch is written to ``<name>.tmp``, fsync'd, renamed
 and the directory fsync'd, so after a crash of the process (or the machine) a batch is
 either whole in the spool or absent; leftover ``.tmp`` files are removed on open.
 Reopening the directory resumes where the previous process stopped.
@@ -20,8 +20,9 @@ Bound: ``max_bytes`` (default 1 GiB). An append that would exceed it drops the o
 batches first, counted in ``dropped_batches``/``dropped_bytes`` and logged (at most
 every 10 s, with the running totals).
 
-Replay timing is shared too: `outcome_of` classifies the server's answer to a batch
-(sent, retry later, never), and `retry_after` reads a ``Retry-After`` header.
+Reading the server's answer is shared too: `outcome_of` classifies it (sent, retry
+later, never), `retry_after` reads a ``Retry-After`` header, and `rejected` the items a
+2xx's ``partial_success`` says were not stored.
 """
 
 from __future__ import annotations
@@ -87,6 +88,26 @@ def outcome_of(code: int, retry_after_header: str | None, text: str, now_epoch: 
     if code == 413:
         return Outcome("too_large", None, detail)
     return Outcome("drop", None, detail)
+
+
+def rejected(kind: str, response_body: bytes) -> tuple[int, str]:
+    """(points, records or spans rejected, message) from the ``partial_success`` of an
+    OTLP response to a ``kind`` (metrics, logs, traces) request."""
+    if not response_body:
+        return 0, ""
+    # Imported here: the agent's CLI imports this module for every `sonde` command.
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+    message, field = {"metrics": (ExportMetricsServiceResponse, "rejected_data_points"),
+                      "logs": (ExportLogsServiceResponse, "rejected_log_records"),
+                      "traces": (ExportTraceServiceResponse, "rejected_spans")}[kind]
+    try:
+        ps = message.FromString(response_body).partial_success
+    except Exception:  # a JSON answer or a proxy's page on a 2xx: nothing to report
+        return 0, ""
+    return getattr(ps, field), ps.error_message
 
 
 class SpoolBusy(RuntimeError):

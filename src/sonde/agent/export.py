@@ -33,7 +33,7 @@ import httpx
 
 from . import otlp
 from .model import SYSTEM_CLOCK, Clock, LogRecord, Point
-from ..spool import BACKOFF_MAX_S, BACKOFF_MIN_S, Outcome, Spool, outcome_of
+from ..spool import BACKOFF_MAX_S, BACKOFF_MIN_S, Outcome, Spool, outcome_of, rejected
 
 log = logging.getLogger("sonde.agent")
 
@@ -277,7 +277,7 @@ class Exporter:
         self.stats.by_status[code] = self.stats.by_status.get(code, 0) + 1
         outcome = outcome_of(code, r.headers.get("Retry-After"), r.text, self.clock.time_ns() / 1e9)
         if outcome.status == "ok":
-            n, message = otlp.rejected(kind, r.content)
+            n, message = rejected(kind, r.content)
             if n:
                 self.stats.rejected_items += n
                 self._log.warning("sonde agent: server rejected %d %s: %s", n, kind, message)

@@ -14,14 +14,8 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
-    ExportLogsServiceRequest,
-    ExportLogsServiceResponse,
-)
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-    ExportMetricsServiceRequest,
-    ExportMetricsServiceResponse,
-)
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord as PbLogRecord
 from opentelemetry.proto.metrics.v1.metrics_pb2 import (
@@ -134,20 +128,6 @@ def compress(raw: bytes) -> bytes:
 def concat(bodies: Iterable[bytes]) -> bytes:
     """Gzipped bodies of one request type -> one gzipped body carrying all of them, in order."""
     return compress(b"".join(gzip.decompress(b) for b in bodies))
-
-
-def rejected(kind: str, response_body: bytes) -> tuple[int, str]:
-    """(points or records rejected, message) from an OTLP response's ``partial_success``."""
-    if not response_body:
-        return 0, ""
-    try:
-        if kind == METRICS:
-            r = ExportMetricsServiceResponse.FromString(response_body)
-            return r.partial_success.rejected_data_points, r.partial_success.error_message
-        r = ExportLogsServiceResponse.FromString(response_body)
-        return r.partial_success.rejected_log_records, r.partial_success.error_message
-    except Exception:  # a JSON answer or an empty body: nothing to report
-        return 0, ""
 
 
 def count_items(kind: str, gz_body: bytes) -> int:

@@ -46,7 +46,8 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from ..spool import BACKOFF_MAX_S, BACKOFF_MIN_S, DEFAULT_MAX_BYTES, Outcome, Spool, SpoolBusy, outcome_of
+from ..spool import (BACKOFF_MAX_S, BACKOFF_MIN_S, DEFAULT_MAX_BYTES, Outcome, Spool, SpoolBusy, outcome_of,
+                     rejected)
 
 log = logging.getLogger("sonde.instrument.durable")
 
@@ -93,7 +94,6 @@ class Shipper:
         self._failures = 0
         self._users = 0
         self._closed = False
-        self.sent = self.spooled = self.replayed = self.dropped = 0
         self._owner = os.getpid()  # the process that holds the spool
         self._forked_http: httpx.Client | None = None
         self._quiet = _NotOurRequests(self.url)
@@ -116,7 +116,6 @@ class Shipper:
             if not len(self.spool) and time.monotonic() >= self._retry_at:
                 outcome = self._post(kind, gz)
                 if outcome.status == "ok":
-                    self.sent += 1
                     return True
                 if outcome.status != "retry":
                     self._drop(kind, outcome)
@@ -124,7 +123,6 @@ class Shipper:
                 self._schedule(outcome)
             if self.spool.append(kind, gz) is None:
                 return False  # larger than the whole spool: counted and logged there
-            self.spooled += 1
         self._wake.set()
         return True
 
@@ -157,9 +155,7 @@ class Shipper:
                 if outcome.status == "retry":
                     self._schedule(outcome)
                     return False
-                if outcome.status == "ok":
-                    self.replayed += 1
-                else:
+                if outcome.status != "ok":
                     self._drop(entry.kind, outcome)
                 self.spool.ack([entry])
 
@@ -188,7 +184,9 @@ class Shipper:
                 log.info("sonde: server back after %d failed attempts; %d batches to replay",
                          self._failures, len(self.spool))
             self._failures, self._backoff = 0, BACKOFF_MIN_S
-            _warn_rejected(kind, r.content)
+            n, message = rejected(kind, r.content)
+            if n:
+                log.warning("sonde: server rejected %d of a %s batch: %s", n, kind, message)
         return outcome
 
     def _schedule(self, outcome: Outcome) -> None:
@@ -203,7 +201,6 @@ class Shipper:
                 "sonde: server unavailable (%s); spooling to %s, retry in %.1f s", outcome.detail, self.spool.dir, delay)
 
     def _drop(self, kind: str, outcome: Outcome) -> None:
-        self.dropped += 1
         log.error("sonde: server refused a %s batch, dropped (%s)", kind, outcome.detail)
 
     # -- life -----------------------------------------------------------------------------
@@ -230,24 +227,6 @@ class Shipper:
         self._thread.join(timeout)
         self._http.close()
         self.spool.close()
-
-
-def _warn_rejected(kind: str, content: bytes) -> None:
-    """Log a 2xx's partial_success (spans or records the server would not store)."""
-    if not content:
-        return
-    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
-
-    msg = (ExportTraceServiceResponse if kind == "traces" else ExportLogsServiceResponse)()
-    try:
-        msg.ParseFromString(content)
-    except Exception:  # a proxy's HTML page on a 2xx: nothing to report from it
-        return
-    ps = msg.partial_success
-    n = ps.rejected_spans if kind == "traces" else ps.rejected_log_records
-    if n:
-        log.warning("sonde: server rejected %d of a %s batch: %s", n, kind, ps.error_message)
 
 
 class _Spooling:

@@ -13,10 +13,10 @@ amendment is written with the record's version + 1, so a PUT written after it wi
 
 On a store only this process can open (chDB's executor is ``exclusive``) every write
 goes through this module, so the records read are kept in memory, exactly, one cache
-per executor (several apps in one process share it): a write drops its key, and a
-read that overlapped any write is not kept. Every API request
-looks up its model and deployment, and each lookup is a ClickHouse statement
-(~7 ms embedded). On a cluster another API replica may write, so nothing is kept.
+per executor (several apps in one process share it): a write drops its key, and a read
+that overlapped any write is not kept. Every API request looks up its model and
+deployment, and each lookup is a ClickHouse statement (~7 ms embedded). On a cluster
+another API replica may write, so nothing is kept.
 """
 
 from __future__ import annotations
@@ -92,15 +92,14 @@ class Inventory:
     def find(self, ws: str, kind: str, id: str) -> dict | None:
         """The resource, or None; a copy the caller may change."""
         cache, key = self._cache, (self._table, ws, kind, id)
-        if cache is None:
-            rows = self._select("kind = {kind:String} AND id = {id:String}", {"ws": ws, "kind": kind, "id": id})
-            return rows[0] if rows else None
-        with cache.lock:
-            row, writes = cache.rows.get(key), cache.writes
+        row = writes = None
+        if cache is not None:
+            with cache.lock:
+                row, writes = cache.rows.get(key), cache.writes
         if row is None:
             rows = self._select("kind = {kind:String} AND id = {id:String}", {"ws": ws, "kind": kind, "id": id})
-            if not rows:
-                return None  # absent ids are not kept: anyone may ask for any number of them
+            if not rows or cache is None:
+                return rows[0] if rows else None  # absent ids are not kept: anyone may ask for any number
             row = rows[0]
             with cache.lock:
                 if cache.writes == writes:  # no write began or ended meanwhile: the row is current
@@ -166,18 +165,15 @@ class Inventory:
                 self._cache.rows.pop((self._table, ws, kind, id), None)
 
     def _write(self, ws, kind, id, parent, doc, created_ms, updated_ms, version) -> None:
-        # Before and after: a read that overlapped the insert in any way is not kept.
+        # Forgotten before and after: a read that overlapped the insert in any way is not kept.
         self._forget(ws, kind, id)
         try:
-            self._insert(ws, kind, id, parent, doc, created_ms, updated_ms, version)
+            self.store.ex.command(
+                f"INSERT INTO {self._table} (ws, kind, id, parent, doc, created_at, updated_at, version)"
+                " VALUES ({ws:String}, {kind:String}, {id:String}, {parent:String}, {doc:String},"
+                " fromUnixTimestamp64Milli({c:Int64}), fromUnixTimestamp64Milli({u:Int64}), {v:UInt64})",
+                {"ws": ws, "kind": kind, "id": id, "parent": parent, "doc": json.dumps(doc, sort_keys=True),
+                 "c": created_ms, "u": updated_ms, "v": version},
+            )
         finally:
             self._forget(ws, kind, id)
-
-    def _insert(self, ws, kind, id, parent, doc, created_ms, updated_ms, version) -> None:
-        self.store.ex.command(
-            f"INSERT INTO {self.store.t('inventory')} (ws, kind, id, parent, doc, created_at, updated_at, version)"
-            " VALUES ({ws:String}, {kind:String}, {id:String}, {parent:String}, {doc:String},"
-            " fromUnixTimestamp64Milli({c:Int64}), fromUnixTimestamp64Milli({u:Int64}), {v:UInt64})",
-            {"ws": ws, "kind": kind, "id": id, "parent": parent, "doc": json.dumps(doc, sort_keys=True),
-             "c": created_ms, "u": updated_ms, "v": version},
-        )
