@@ -59,6 +59,19 @@ def test_a_new_migration_applies_once_and_survives_being_rerun(executor, db):
     assert "trace_id" in {c["name"] for c in cols}
 
 
+def test_spans_of_a_store_made_before_migration_7_get_its_merge_setting(executor, db):
+    assert schema.migrate(executor, db, 30, schema.MIGRATIONS[:6]) == (0, 6)
+    # a table as migration 3 made it before spans carried the setting
+    executor.command(f"ALTER TABLE {db}.spans RESET SETTING merge_selector_base")
+
+    def ddl() -> str:
+        return executor.query(f"SHOW CREATE TABLE {db}.spans")[0]["statement"]
+
+    assert "merge_selector_base" not in ddl()
+    assert schema.migrate(executor, db, 30) == (6, schema.SCHEMA_VERSION)
+    assert schema.SPANS_MERGES in ddl()
+
+
 def test_a_store_behind_this_build_is_refused_without_migrate(executor, db):
     with pytest.raises(StoreError, match="schema version 0.*sonde migrate"):
         Store(executor, db, migrate=False)

@@ -48,6 +48,9 @@ SETTINGS: tuple[Setting, ...] = (
             " finds no room is refused; docs/reliability.md#faults).", minimum=0),
     Setting("max_inflight_ingest", 32, "Ingest requests (OTLP, remote write) one replica serves at once; one more"
             " is answered 503 with Retry-After before its body is read (docs/reliability.md#load).", minimum=1),
+    Setting("ingest_decoders", 1, "Ingest requests decoded into rows at once; the others wait their turn, bodies"
+            " read. Decoding is Python holding the GIL: more at once only contend for it (docs/benchmarks.md,"
+            " requests).", minimum=1),
     Setting("max_inflight_reads", 16, "Other API requests (queries, inventory, /metrics) one replica serves at"
             " once; one more: 503 with Retry-After. Live streams are bounded by stream_limit_per_key.", minimum=1),
     Setting("auto_migrate", "embedded", "Whether `sonde serve` applies schema migrations at start: 'embedded'"
@@ -101,6 +104,7 @@ class Config:
     max_series_per_workspace: int = _BY_NAME["max_series_per_workspace"].default
     min_free_disk_mb: int = _BY_NAME["min_free_disk_mb"].default
     max_inflight_ingest: int = _BY_NAME["max_inflight_ingest"].default
+    ingest_decoders: int = _BY_NAME["ingest_decoders"].default
     max_inflight_reads: int = _BY_NAME["max_inflight_reads"].default
     auto_migrate: str = _BY_NAME["auto_migrate"].default
     state_sync: str = _BY_NAME["state_sync"].default

@@ -3,6 +3,7 @@ the routes on the store (accounts, inventory, the ingestor), built once the stor
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
 
@@ -40,6 +41,7 @@ def create_app(config: Config | None = None, *, store: Store | None = None) -> F
                 min_free_disk_mb=config.min_free_disk_mb, retention_check_seconds=config.retention_check_seconds,
             )
         _wire(app, app.state.store, config)
+        app.state.decoders = asyncio.Semaphore(config.ingest_decoders)  # one per event loop: a test may run several
         app.state.evaluator.start()
         try:
             yield
@@ -83,6 +85,7 @@ def _wire(app: FastAPI, store: Store, config: Config) -> None:
     app.state.export_limiter = RateLimiter(config.metrics_rate_limit, what="requests to /metrics",
                                            setting="metrics_rate_limit")
     app.state.key_limiter = RateLimiter(config.rate_limit_per_key, config.rate_limit_burst)
+    app.state.decoders = asyncio.Semaphore(config.ingest_decoders)
     app.state.streams = stream.Streams(store, config)
     app.state.alert_docs = AlertDocs(store)
     app.state.evaluator = Evaluator(store, interval_s=config.alert_eval_seconds,

@@ -55,7 +55,8 @@ async def _export(request: Request, key: ApiKey, signal: str) -> Response:
     def work():
         return getattr(ingestor, signal)(key.ws, decode(body, enc, signal))
 
-    queued = await run_in_threadpool(work)
+    async with request.app.state.decoders:
+        queued = await run_in_threadpool(work)
     # shield: a cancelled request must not cancel the writer's future under it
     await asyncio.shield(asyncio.wrap_future(queued.future))
     response, rejected_field = _RESPONSES[signal]

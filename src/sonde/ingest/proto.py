@@ -104,8 +104,17 @@ def any_to_str(v) -> str:
         return repr(v.double_value)
     if which is None:
         return ""
+    if which == "array_value":  # the common array, of strings (HTTP header attributes), without the detour
+        items = v.array_value.values
+        if all(x.WhichOneof("value") == "string_value" for x in items):
+            return "[" + ",".join([_json_str(x.string_value) for x in items]) + "]"
     value = any_to_py(v)
-    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), sort_keys=True)
+    return value if isinstance(value, str) else _JSON.encode(value)
+
+
+#: one encoder, not one per call (json.dumps with options builds a new one each time)
+_JSON = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
+_json_str = json.encoder.encode_basestring_ascii  # a string as _JSON writes it (ensure_ascii)
 
 
 #: the deepest nesting of messages protobuf's parser (upb) reads; a body nesting deeper is a 400.

@@ -5,6 +5,7 @@ from one value per group."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import chain
 
 import numpy as np
 import pyarrow as pa
@@ -40,11 +41,29 @@ class AttrRows:
             self.vals.extend(attrs[k] for k in keys)
         self.offsets.append(len(self.keys))
 
+    @staticmethod
+    def sorted_pairs(attrs: dict[str, str]) -> tuple[list[str], list[str]]:
+        """A map as :func:`map_column` takes it: keys sorted, values in their order."""
+        keys = sorted(attrs)
+        return keys, [attrs[k] for k in keys]
+
     def to_arrow(self, type_: pa.MapType) -> pa.Array:
-        return pa.MapArray.from_arrays(
-            pa.array(np.array(self.offsets, dtype=np.int32)),
-            pa.array(self.keys, type_.key_type), pa.array(self.vals, type_.item_type),
-        ).cast(type_)
+        return _map_array(np.array(self.offsets, dtype=np.int32), self.keys, self.vals, type_)
+
+
+def map_column(rows: Sequence[tuple[list[str], list[str]]], type_: pa.MapType) -> pa.Array:
+    """One map per row from ``(keys, values)`` pairs (:meth:`AttrRows.sorted_pairs`); rows
+    may share a pair: the flat lists are made here, in C, not row by row in Python."""
+    offsets = np.zeros(len(rows) + 1, np.int32)
+    np.cumsum(np.fromiter((len(k) for k, _ in rows), np.int32, len(rows)), out=offsets[1:])
+    keys = list(chain.from_iterable(k for k, _ in rows))
+    vals = list(chain.from_iterable(v for _, v in rows))
+    return _map_array(offsets, keys, vals, type_)
+
+
+def _map_array(offsets: np.ndarray, keys: list[str], vals: list[str], type_: pa.MapType) -> pa.Array:
+    return pa.MapArray.from_arrays(
+        pa.array(offsets), pa.array(keys, type_.key_type), pa.array(vals, type_.item_type)).cast(type_)
 
 
 def expand_groups(groups: Sequence[tuple], gidx: Sequence[int], fields: Sequence[str],
@@ -52,3 +71,13 @@ def expand_groups(groups: Sequence[tuple], gidx: Sequence[int], fields: Sequence
     """Group columns for every row: one value per group, taken by each row's group index."""
     take = pa.array(np.array(gidx, dtype=np.int32))
     return {name: pa.array([g[j] for g in groups], types[name]).take(take) for j, name in enumerate(fields)}
+
+
+def hex_strings(ids: list[bytes]) -> pa.Array:
+    """Binary ids as one Arrow string column of lower-case hex: one ``bytes.hex`` over
+    all of them, not a Python string per id (an empty id is an empty string)."""
+    lengths = np.fromiter(map(len, ids), np.int64, len(ids))
+    offsets = np.zeros(len(ids) + 1, np.int32)
+    np.cumsum(lengths * 2, out=offsets[1:])
+    data = b"".join(ids).hex().encode()
+    return pa.Array.from_buffers(pa.string(), len(ids), [None, pa.py_buffer(offsets), pa.py_buffer(data)])

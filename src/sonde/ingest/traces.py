@@ -23,7 +23,7 @@ from .columns import MAX_TS
 from .metrics import Rejects
 from .proto import kv_pairs
 from .resource import Placement, place
-from .rows import AttrRows, expand_groups
+from .rows import AttrRows, expand_groups, hex_strings, map_column
 
 SCHEMA = ARROW_SCHEMAS["spans"]
 _TYPE = {f.name: f.type for f in SCHEMA}
@@ -53,6 +53,11 @@ def _status(attrs: dict[str, str]) -> int:
     return int(text) if text.isdigit() and int(text) < 65536 else 0
 
 
+#: what the walk keeps per span, in this order: one tuple a span, made columns at the end
+_FIELDS = ("ts", "duration_ns", "trace_id", "span_id", "parent_span_id", "name", "kind", "status_code",
+           "status_message", "http_status", "route", "request_id", "attrs")
+
+
 class TracesWalk:
     def __init__(self, ws: str, placer: Callable[[str, Placement], str]):
         self.ws = ws
@@ -60,14 +65,12 @@ class TracesWalk:
         self.rejects = Rejects()
         self.groups: list[SpanGroup] = []
         self.gidx: list[int] = []
-        self.cols: dict[str, list] = {name: [] for name in (
-            "ts", "duration_ns", "trace_id", "span_id", "parent_span_id", "name", "kind", "status_code",
-            "status_message", "http_status", "route", "request_id")}
-        self.attrs = AttrRows()
+        self.spans: list[tuple] = []
+        self.attrs = AttrRows()  # the cache of decoded KeyValues
 
     @property
     def rows(self) -> int:
-        return len(self.cols["ts"])
+        return len(self.spans)
 
     def walk(self, req) -> "TracesWalk":
         for rs in req.resource_spans:
@@ -98,14 +101,14 @@ class TracesWalk:
         return "end_time_unix_nano is before start_time_unix_nano"
 
     def _spans(self, spans, group: SpanGroup, extra: dict) -> None:
-        # The hot loop of span ingest: each field read once, the columns' appends bound
-        # to locals, and the common valid span checked in one expression.
-        c, rows = self.cols, self.attrs
-        n_before = self.rows
-        ts, dur, tid, sid, pid = (c[k].append for k in ("ts", "duration_ns", "trace_id", "span_id", "parent_span_id"))
-        name, kind, code, msg = (c[k].append for k in ("name", "kind", "status_code", "status_message"))
-        http, route, rid = (c[k].append for k in ("http_status", "route", "request_id"))
-        decode, add_attrs = rows.decode, rows.append
+        # The hot loop of span ingest: each field read once, one tuple kept a span (made
+        # columns once, in to_arrow), the common valid span checked in one expression,
+        # and what a span's attributes give (its map, HTTP status, route, request id)
+        # worked out once per distinct attribute list of the call: the child spans of one
+        # kind repeat theirs. Ids stay bytes here (hex_strings converts them all at once).
+        keep = self.spans.append
+        n_before = len(self.spans)
+        seen: dict[tuple, tuple] = {}
         for s in spans:
             start, end, trace_b, span_b, parent_b = (s.start_time_unix_nano, s.end_time_unix_nano, s.trace_id,
                                                       s.span_id, s.parent_span_id)
@@ -113,41 +116,33 @@ class TracesWalk:
                     and 0 < start <= end <= MAX_TS):
                 self.rejects.add(1, f"span {s.name[:100]!r}: {self._reason(s)}")
                 continue
-            attrs = decode(s.attributes)
-            trace = trace_b.hex()
+            raws = tuple(s.attributes)
+            got = seen.get(raws)
+            if got is None:
+                got = seen[raws] = self._attr_facts(raws, extra)
+            status_v, route_v, rid_v, pairs = got
             k = s.kind
             status = s.status
-            ts(start)
-            dur(end - start)
-            tid(trace)
-            sid(span_b.hex())
-            pid(parent_b.hex())
-            name(s.name)
-            kind(k)
-            code(status.code)
-            msg(status.message)
-            if attrs:
-                http(_status(attrs))
-                route(_first(attrs, _ROUTE))
-                rid(_first(attrs, _REQUEST_ID) or (trace if k == SERVER else ""))
-                if extra:
-                    attrs.update(extra)
-            else:
-                http(0)
-                route("")
-                rid(trace if k == SERVER else "")
-                if extra:
-                    attrs = dict(extra)
-            add_attrs(attrs)
-        added = self.rows - n_before
+            keep((start, end - start, trace_b, span_b, parent_b, s.name, k, status.code, status.message, status_v,
+                  route_v, rid_v or (trace_b.hex() if k == SERVER else ""), pairs))
+        added = len(self.spans) - n_before
         if added:
             self.groups.append(group)
             self.gidx.extend([len(self.groups) - 1] * added)
 
+    def _attr_facts(self, raws: tuple, extra: dict) -> tuple:
+        """One attribute list's HTTP status, route, request id and sorted map."""
+        attrs = self.attrs.decode(raws)
+        facts = (_status(attrs), _first(attrs, _ROUTE), _first(attrs, _REQUEST_ID)) if attrs else (0, "", "")
+        attrs.update(extra)
+        return (*facts, AttrRows.sorted_pairs(attrs))
+
     def to_arrow(self, first_seq: int) -> pa.Table:
         n = self.rows
         cols = expand_groups(self.groups, self.gidx, SpanGroup._fields, _TYPE)
-        cols.update(self.cols)
+        cols.update(zip(_FIELDS, zip(*self.spans)) if n else ((f, ()) for f in _FIELDS))
+        for ids in ("trace_id", "span_id", "parent_span_id"):
+            cols[ids] = hex_strings(cols[ids])
         cols["seq"] = np.arange(first_seq, first_seq + n, dtype=np.uint64)
-        cols["attrs"] = self.attrs.to_arrow(_TYPE["attrs"])
+        cols["attrs"] = map_column(cols["attrs"], _TYPE["attrs"])
         return pa.Table.from_arrays([pa.array(cols[f.name], f.type) for f in SCHEMA], schema=SCHEMA)

@@ -41,7 +41,7 @@ from .views import (GPU_INDEX, ROLLUP_FROM_SEQ, ROLLUP_LEVELS_S, ROLLUP_METRICS,
                     VIEWS, VIEWS_BY_NAME, View)
 
 #: the newest entry of MIGRATIONS; a store at an older version needs ``sonde migrate``
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 LOGS_SEQ_INDEX = "seq_idx seq TYPE minmax GRANULARITY 1"
 
@@ -99,6 +99,10 @@ _ATTRS = f"Map({_LC}, String)"
 _TIME = "DoubleDelta, ZSTD(1)"
 _FLOAT = "Gorilla, ZSTD(1)"
 _Z = "ZSTD(1)"
+#: Spans come in the largest numbers of any table, a part per group commit; merging more
+#: parts at once than ClickHouse's default (5) halves the merge work of span ingest, for
+#: a few more parts alive at a time (docs/benchmarks.md, "Requests").
+SPANS_MERGES = "merge_selector_base = 20"
 _U64 = "UInt64"
 
 
@@ -186,7 +190,7 @@ TABLES: tuple[Table, ...] = (
         Column("request_id", "String", _Z), Column("attrs", _ATTRS, _Z), Column("seq", _U64, "Delta, ZSTD(1)"),
     ), "(ws, scope, entity, kind, ts, seq)", "cityHash64(ws, entity)", telemetry=True,
         indexes=("span_request_idx request_id TYPE bloom_filter(0.01) GRANULARITY 4",
-                 "span_trace_idx trace_id TYPE bloom_filter(0.01) GRANULARITY 4")),
+                 "span_trace_idx trace_id TYPE bloom_filter(0.01) GRANULARITY 4"), settings=SPANS_MERGES),
     # Histogram exemplars with a trace id: the request a latency sample came from (a chart step -> its requests).
     Table("exemplars", (
         *_group(f"ws {_LC}", f"scope {_LC}", "entity String", f"metric {_LC}", f"replica {_LC}"),
@@ -309,6 +313,11 @@ def _v6(db: str, retention_days: int, cluster: str | None) -> list[str]:
             f"ALTER TABLE {local}{_on(cluster)} MATERIALIZE INDEX seq_idx"]
 
 
+def _v7(db: str, retention_days: int, cluster: str | None) -> list[str]:
+    local = f"{db}.spans_local" if cluster else f"{db}.spans"
+    return [f"ALTER TABLE {local}{_on(cluster)} MODIFY SETTING {SPANS_MERGES}"]
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "workspaces, keys, inventory, metric points, series state, logs", _v1),
     Migration(2, "training rollup: per-bucket summaries of training-job metrics, filled at insert", _v2),
@@ -316,6 +325,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "alert rules, receivers and alert state", _v4),
     Migration(5, "running totals of deployment counters and histograms (GET /metrics)", _v5),
     Migration(6, "an index of log lines by arrival, for the live tail", _v6),
+    Migration(7, "spans merge more parts at once (less merge work per span ingested)", _v7),
 )
 
 
