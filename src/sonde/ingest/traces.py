@@ -39,6 +39,9 @@ def _first(attrs: dict[str, str], keys: tuple[str, ...]) -> str:
         v = attrs.get(k)
         if v:
             if v.startswith("["):  # header attributes are string arrays, stored as JSON
+                inner = v[2:-2]
+                if len(v) >= 4 and v.startswith('["') and v.endswith('"]') and '"' not in inner and "\\" not in inner:
+                    return inner  # one string without escapes: what json.loads would give, without it
                 try:
                     items = json.loads(v)
                     v = str(items[0]) if items else ""
