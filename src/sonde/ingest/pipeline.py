@@ -22,7 +22,7 @@ from .logs import LogsWalk
 from .metrics import MetricsWalk
 from .registrar import Registrar
 from .series_limit import SeriesLimit
-from .traces import TracesWalk
+from .traces import SpanRows, TracesWalk
 
 
 @dataclass
@@ -101,15 +101,17 @@ class Ingestor:
 
 
     def traces(self, ws: str, req) -> Queued:
+        return self.spans(ws, TracesWalk(ws).walk(req).result())
+
+    def spans(self, ws: str, rows: SpanRows) -> Queued:
+        """Walked spans (here or in a decoding process, :mod:`.offload`) placed and queued."""
         self.store.require_space()
-        walk = TracesWalk(ws, self.registrar).walk(req)
-        message = walk.rejects.message("spans")
-        n = walk.rows
-        if n == 0:
-            return Queued(_done(), 0, walk.rejects.count, message)
-        first = self.store.next_seq(n)
-        future = self.store.submit({"spans": walk.to_arrow(first)}, seq=first)
-        return Queued(future, n, walk.rejects.count, message)
+        if rows.n == 0:
+            return Queued(_done(), 0, rows.rejected, rows.message)
+        parents = [self.registrar(ws, pl) for pl in rows.placements]
+        first = self.store.next_seq(rows.n)
+        future = self.store.submit({"spans": rows.finish(parents, first)}, seq=first)
+        return Queued(future, rows.n, rows.rejected, rows.message)
 
 
 def _done() -> Future:

@@ -7,13 +7,17 @@ entity's requests (docs/api.md#requests): a request's id is its ``X-Request-ID``
 (``http.request.header.x-request-id``, or a ``request_id`` attribute) where present,
 else its trace id. The HTTP status and route come from the stable or the older
 semantic conventions.
+
+The walk needs nothing of the server: placing a resource's spans under their parent
+(the registrar, which writes inventory) is left to whoever takes the walk's
+:class:`SpanRows`, so the walk may run in another process (:mod:`.offload`).
 """
 
 from __future__ import annotations
 
 import json
 from collections import namedtuple
-from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -27,7 +31,8 @@ from .rows import AttrRows, expand_groups, hex_strings, map_column
 
 SCHEMA = ARROW_SCHEMAS["spans"]
 _TYPE = {f.name: f.type for f in SCHEMA}
-SpanGroup = namedtuple("SpanGroup", group_columns("spans"))
+#: the group columns the walk fills (``parent`` is :meth:`SpanRows.finish`'s)
+SpanGroup = namedtuple("SpanGroup", [c for c in group_columns("spans") if c != "parent"])
 SERVER = 2  # Span.SpanKind.SPAN_KIND_SERVER
 _REQUEST_ID = ("http.request.header.x-request-id", "request_id", "sonde.request_id")
 _STATUS = ("http.response.status_code", "http.status_code")
@@ -61,12 +66,35 @@ _FIELDS = ("ts", "duration_ns", "trace_id", "span_id", "parent_span_id", "name",
            "status_message", "http_status", "route", "request_id", "attrs")
 
 
+@dataclass
+class SpanRows:
+    """A walk's rows but for ``parent`` and ``seq``: what :meth:`finish` adds once the
+    resources' placements are resolved. Picklable: it crosses from a decoding process."""
+
+    columns: pa.Table | None  # every column of the spans schema except parent and seq; None: no rows
+    placements: list[Placement]  # per group, the resource placement its parent comes from
+    group: np.ndarray  # per row, its group
+    rejected: int
+    message: str
+
+    @property
+    def n(self) -> int:
+        return 0 if self.columns is None else self.columns.num_rows
+
+    def finish(self, parents: list[str], first_seq: int) -> pa.Table:
+        """The rows to commit: ``parents`` per group (placements' order), ``seq`` from ``first_seq``."""
+        cols = dict(zip(self.columns.column_names, self.columns.columns))
+        cols["parent"] = pa.array(parents, _TYPE["parent"]).take(pa.array(self.group))
+        cols["seq"] = pa.array(np.arange(first_seq, first_seq + self.n, dtype=np.uint64))
+        return pa.Table.from_arrays([cols[f.name] for f in SCHEMA], schema=SCHEMA)
+
+
 class TracesWalk:
-    def __init__(self, ws: str, placer: Callable[[str, Placement], str]):
+    def __init__(self, ws: str):
         self.ws = ws
-        self.placer = placer
         self.rejects = Rejects()
         self.groups: list[SpanGroup] = []
+        self.placements: list[Placement] = []
         self.gidx: list[int] = []
         self.spans: list[tuple] = []
         self.attrs = AttrRows()  # the cache of decoded KeyValues
@@ -81,8 +109,7 @@ class TracesWalk:
             if isinstance(pl, str):
                 self.rejects.add(sum(len(ss.spans) for ss in rs.scope_spans), pl)
                 continue
-            group = SpanGroup(ws=self.ws, scope=pl.scope, entity=pl.entity, parent=self.placer(self.ws, pl),
-                              replica=pl.replica)
+            group = (SpanGroup(ws=self.ws, scope=pl.scope, entity=pl.entity, replica=pl.replica), pl)
             extra = {"sonde.node_id": pl.node_id} if pl.node_id else {}
             for ss in rs.scope_spans:
                 if ss.spans:
@@ -103,7 +130,7 @@ class TracesWalk:
             return "a span time is after the year 2262"
         return "end_time_unix_nano is before start_time_unix_nano"
 
-    def _spans(self, spans, group: SpanGroup, extra: dict) -> None:
+    def _spans(self, spans, group: tuple[SpanGroup, Placement], extra: dict) -> None:
         # The hot loop of span ingest: each field read once, one tuple kept a span (made
         # columns once, in to_arrow), the common valid span checked in one expression,
         # and what a span's attributes give (its map, HTTP status, route, request id)
@@ -130,7 +157,8 @@ class TracesWalk:
                   route_v, rid_v or (trace_b.hex() if k == SERVER else ""), pairs))
         added = len(self.spans) - n_before
         if added:
-            self.groups.append(group)
+            self.groups.append(group[0])
+            self.placements.append(group[1])
             self.gidx.extend([len(self.groups) - 1] * added)
 
     def _attr_facts(self, raws: tuple, extra: dict) -> tuple:
@@ -140,12 +168,16 @@ class TracesWalk:
         attrs.update(extra)
         return (*facts, AttrRows.sorted_pairs(attrs))
 
-    def to_arrow(self, first_seq: int) -> pa.Table:
+    def result(self) -> SpanRows:
         n = self.rows
-        cols = expand_groups(self.groups, self.gidx, SpanGroup._fields, _TYPE)
-        cols.update(zip(_FIELDS, zip(*self.spans)) if n else ((f, ()) for f in _FIELDS))
-        for ids in ("trace_id", "span_id", "parent_span_id"):
-            cols[ids] = hex_strings(cols[ids])
-        cols["seq"] = np.arange(first_seq, first_seq + n, dtype=np.uint64)
-        cols["attrs"] = map_column(cols["attrs"], _TYPE["attrs"])
-        return pa.Table.from_arrays([pa.array(cols[f.name], f.type) for f in SCHEMA], schema=SCHEMA)
+        columns = None
+        if n:
+            cols = expand_groups(self.groups, self.gidx, SpanGroup._fields, _TYPE)
+            cols.update(zip(_FIELDS, zip(*self.spans)))
+            for ids in ("trace_id", "span_id", "parent_span_id"):
+                cols[ids] = hex_strings(cols[ids])
+            cols["attrs"] = map_column(cols["attrs"], _TYPE["attrs"])
+            columns = pa.Table.from_arrays([pa.array(cols[f.name], f.type) for f in SCHEMA if f.name in cols],
+                                           names=[f.name for f in SCHEMA if f.name in cols])
+        return SpanRows(columns, self.placements, np.array(self.gidx, dtype=np.int32), self.rejects.count,
+                        self.rejects.message("spans"))

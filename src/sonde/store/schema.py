@@ -102,7 +102,7 @@ _Z = "ZSTD(1)"
 #: Spans come in the largest numbers of any table, a part per group commit; merging more
 #: parts at once than ClickHouse's default (5) halves the merge work of span ingest, for
 #: a few more parts alive at a time (docs/benchmarks.md, "Requests").
-SPANS_MERGES = "merge_selector_base = 20"
+SPANS_MERGES = "merge_selector_base = 50"
 _U64 = "UInt64"
 
 
