@@ -29,6 +29,17 @@ class SondeError(Exception):
         if code is not None:
             self.code = code
 
+    def __reduce__(self):
+        # keyword arguments and class attributes set per instance survive pickling: an
+        # error raised in a decoding process reaches the client as it was (ingest/offload.py)
+        return _rebuild, (type(self), self.args), self.__dict__
+
+
+def _rebuild(cls: type[SondeError], args: tuple) -> SondeError:
+    err = cls.__new__(cls)
+    err.args = args
+    return err
+
 
 class BadRequest(SondeError):
     status = 400

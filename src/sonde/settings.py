@@ -51,6 +51,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ingest_decoders", 1, "Ingest requests decoded into rows at once; the others wait their turn, bodies"
             " read. Decoding is Python holding the GIL: more at once only contend for it (docs/benchmarks.md,"
             " requests).", minimum=1),
+    Setting("ingest_processes", 0, "Processes that decode OTLP span requests beside the server's own (0: the"
+            " server decodes them itself). Each takes span decoding off the server's GIL: for span volume"
+            " past what one core decodes (docs/benchmarks.md, requests).", minimum=0),
     Setting("max_inflight_reads", 16, "Other API requests (queries, inventory, /metrics) one replica serves at"
             " once; one more: 503 with Retry-After. Live streams are bounded by stream_limit_per_key.", minimum=1),
     Setting("auto_migrate", "embedded", "Whether `sonde serve` applies schema migrations at start: 'embedded'"
@@ -105,6 +108,7 @@ class Config:
     min_free_disk_mb: int = _BY_NAME["min_free_disk_mb"].default
     max_inflight_ingest: int = _BY_NAME["max_inflight_ingest"].default
     ingest_decoders: int = _BY_NAME["ingest_decoders"].default
+    ingest_processes: int = _BY_NAME["ingest_processes"].default
     max_inflight_reads: int = _BY_NAME["max_inflight_reads"].default
     auto_migrate: str = _BY_NAME["auto_migrate"].default
     state_sync: str = _BY_NAME["state_sync"].default

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from .. import web
 from ..alerts.evaluator import Evaluator
+from ..ingest.offload import SpanDecoders
 from ..ingest.pipeline import Ingestor
 from ..settings import Config
 from ..store import Store, open_store
@@ -47,6 +48,7 @@ def create_app(config: Config | None = None, *, store: Store | None = None) -> F
             yield
         finally:
             app.state.evaluator.stop()
+            app.state.span_decoders.close()
             if owned:
                 app.state.store.close()
 
@@ -86,6 +88,7 @@ def _wire(app: FastAPI, store: Store, config: Config) -> None:
                                            setting="metrics_rate_limit")
     app.state.key_limiter = RateLimiter(config.rate_limit_per_key, config.rate_limit_burst)
     app.state.decoders = asyncio.Semaphore(config.ingest_decoders)
+    app.state.span_decoders = SpanDecoders(config.ingest_processes)
     app.state.streams = stream.Streams(store, config)
     app.state.alert_docs = AlertDocs(store)
     app.state.evaluator = Evaluator(store, interval_s=config.alert_eval_seconds,

@@ -16,6 +16,7 @@ from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
 from ..ingest.decode import Encoding, decode
+from ..ingest.offload import SpanDecoders
 from ..ingest.pipeline import Ingestor
 from ..ingest.proto import LogsResponse, MetricsResponse, TracesResponse
 from ..store.accounts import ApiKey
@@ -51,12 +52,17 @@ async def _export(request: Request, key: ApiKey, signal: str) -> Response:
         content_encoding=request.headers.get("content-encoding"),
     )
     ingestor: Ingestor = request.app.state.ingestor
+    offload: SpanDecoders = request.app.state.span_decoders
+    if signal == "traces" and offload.processes:
+        decoded = offload.submit(key.ws, body, enc)
+        await asyncio.wait([asyncio.wrap_future(decoded)])
+        queued = await run_in_threadpool(lambda: ingestor.spans(key.ws, offload.rows(decoded)))
+    else:
+        def work():
+            return getattr(ingestor, signal)(key.ws, decode(body, enc, signal))
 
-    def work():
-        return getattr(ingestor, signal)(key.ws, decode(body, enc, signal))
-
-    async with request.app.state.decoders:
-        queued = await run_in_threadpool(work)
+        async with request.app.state.decoders:
+            queued = await run_in_threadpool(work)
     # shield: a cancelled request must not cancel the writer's future under it
     await asyncio.shield(asyncio.wrap_future(queued.future))
     response, rejected_field = _RESPONSES[signal]
