@@ -3,8 +3,8 @@ the routes on the store (accounts, inventory, the ingestor), built once the stor
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import threading
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -42,7 +42,6 @@ def create_app(config: Config | None = None, *, store: Store | None = None) -> F
                 min_free_disk_mb=config.min_free_disk_mb, retention_check_seconds=config.retention_check_seconds,
             )
         _wire(app, app.state.store, config)
-        app.state.decoders = asyncio.Semaphore(config.ingest_decoders)  # one per event loop: a test may run several
         app.state.evaluator.start()
         try:
             yield
@@ -87,7 +86,8 @@ def _wire(app: FastAPI, store: Store, config: Config) -> None:
     app.state.export_limiter = RateLimiter(config.metrics_rate_limit, what="requests to /metrics",
                                            setting="metrics_rate_limit")
     app.state.key_limiter = RateLimiter(config.rate_limit_per_key, config.rate_limit_burst)
-    app.state.decoders = asyncio.Semaphore(config.ingest_decoders)
+    # a thread's semaphore, taken in the worker thread: the app may serve several event loops
+    app.state.decoders = threading.BoundedSemaphore(config.ingest_decoders)
     app.state.span_decoders = SpanDecoders(config.ingest_processes)
     app.state.streams = stream.Streams(store, config)
     app.state.alert_docs = AlertDocs(store)

@@ -59,10 +59,10 @@ async def _export(request: Request, key: ApiKey, signal: str) -> Response:
         queued = await run_in_threadpool(lambda: ingestor.spans(key.ws, offload.rows(decoded)))
     else:
         def work():
-            return getattr(ingestor, signal)(key.ws, decode(body, enc, signal))
+            with request.app.state.decoders:  # in the thread: any event loop may call this app
+                return getattr(ingestor, signal)(key.ws, decode(body, enc, signal))
 
-        async with request.app.state.decoders:
-            queued = await run_in_threadpool(work)
+        queued = await run_in_threadpool(work)
     # shield: a cancelled request must not cancel the writer's future under it
     await asyncio.shield(asyncio.wrap_future(queued.future))
     response, rejected_field = _RESPONSES[signal]

@@ -87,10 +87,10 @@ async def write(request: Request, key: ApiKey = Depends(auth.ingest)) -> Respons
     ingestor = request.app.state.ingestor
 
     def work() -> remote_write.Written:
-        return remote_write.write(ingestor, key.ws, unsnappy(body, limit))
+        with request.app.state.decoders:
+            return remote_write.write(ingestor, key.ws, unsnappy(body, limit))
 
-    async with request.app.state.decoders:
-        written = await run_in_threadpool(work)
+    written = await run_in_threadpool(work)
     # shield: a cancelled request must not cancel the writer's future under it
     await asyncio.shield(asyncio.wrap_future(written.queued.future))
     headers = {}
