@@ -52,8 +52,8 @@ SETTINGS: tuple[Setting, ...] = (
             " read. Decoding is Python holding the GIL: more at once only contend for it (docs/benchmarks.md,"
             " requests).", minimum=1),
     Setting("ingest_processes", 0, "Processes that decode OTLP span requests beside the server's own (0: the"
-            " server decodes them itself). Each takes span decoding off the server's GIL: for span volume"
-            " past what one core decodes (docs/benchmarks.md, requests).", minimum=0),
+            " server decodes them itself). Each takes span decoding off the server's GIL: set 1 past ~40k"
+            " spans/s (docs/benchmarks.md, requests).", minimum=0),
     Setting("max_inflight_reads", 16, "Other API requests (queries, inventory, /metrics) one replica serves at"
             " once; one more: 503 with Retry-After. Live streams are bounded by stream_limit_per_key.", minimum=1),
     Setting("auto_migrate", "embedded", "Whether `sonde serve` applies schema migrations at start: 'embedded'"
