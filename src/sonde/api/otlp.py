@@ -55,7 +55,7 @@ async def _export(request: Request, key: ApiKey, signal: str) -> Response:
     offload: SpanDecoders = request.app.state.span_decoders
     if signal == "traces" and offload.processes:
         decoded = offload.submit(key.ws, body, enc)
-        await asyncio.wait([asyncio.wrap_future(decoded)])
+        await asyncio.wait([asyncio.wrap_future(decoded.future)])
         queued = await run_in_threadpool(lambda: ingestor.spans(key.ws, offload.rows(decoded)))
     else:
         def work():

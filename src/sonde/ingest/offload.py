@@ -17,6 +17,7 @@ import multiprocessing
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import NamedTuple
 
 from .._exceptions import Overloaded
 from .decode import Encoding, decode
@@ -28,6 +29,11 @@ def walk_spans(ws: str, body: bytes, encoding: str) -> SpanRows:
     return TracesWalk(ws).walk(decode(body, Encoding(encoding), "traces")).result()
 
 
+class Decoding(NamedTuple):
+    pool: ProcessPoolExecutor
+    future: Future  # of SpanRows
+
+
 class SpanDecoders:
     """A pool of ``processes`` span decoders, started at the first :meth:`submit`."""
 
@@ -37,8 +43,8 @@ class SpanDecoders:
         self._pool: ProcessPoolExecutor | None = None
         self._closed = False
 
-    def submit(self, ws: str, body: bytes, encoding: Encoding) -> Future:
-        """A future of :class:`SpanRows`; raises Overloaded when the pool broke or is closing."""
+    def submit(self, ws: str, body: bytes, encoding: Encoding) -> Decoding:
+        """A body on its way to :class:`SpanRows`; raises Overloaded when the pool broke or is closing."""
         with self._lock:
             if self._closed:
                 raise Overloaded("server is shutting down", retry_after=5)
@@ -46,20 +52,18 @@ class SpanDecoders:
                 self._pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"))
             pool = self._pool
         try:
-            return pool.submit(walk_spans, ws, body, encoding.value)
+            return Decoding(pool, pool.submit(walk_spans, ws, body, encoding.value))
         except BrokenProcessPool:
             self._discard(pool)
             raise Overloaded("a span decoding process ended; retry", retry_after=1) from None
 
-    def rows(self, future: Future) -> SpanRows:
-        """The future's rows; a child that died while holding it is a 503 (the pool is renewed)."""
+    def rows(self, decoding: Decoding) -> SpanRows:
+        """The rows once decoded; a child that died holding them is a 503, and its pool is
+        dropped (only that one: another request may already have started the next)."""
         try:
-            return future.result()
+            return decoding.future.result()
         except BrokenProcessPool:
-            with self._lock:
-                pool = self._pool
-            if pool is not None:
-                self._discard(pool)
+            self._discard(decoding.pool)
             raise Overloaded("a span decoding process ended; retry", retry_after=1) from None
 
     def _discard(self, pool: ProcessPoolExecutor) -> None:

@@ -132,7 +132,7 @@ class TracesWalk:
 
     def _spans(self, spans, group: tuple[SpanGroup, Placement], extra: dict) -> None:
         # The hot loop of span ingest: each field read once, one tuple kept a span (made
-        # columns once, in to_arrow), the common valid span checked in one expression,
+        # columns once, in result), the common valid span checked in one expression,
         # and what a span's attributes give (its map, HTTP status, route, request id)
         # worked out once per distinct attribute list of the call: the child spans of one
         # kind repeat theirs. Ids stay bytes here (hex_strings converts them all at once).
