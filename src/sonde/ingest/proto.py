@@ -106,10 +106,9 @@ def any_to_str(v) -> str:
         return ""
     if which == "array_value":  # the common array, of strings (HTTP header attributes), without the detour
         items = v.array_value.values
-        if len(items) == 1 and items[0].WhichOneof("value") == "string_value":
-            return "[" + _json_str(items[0].string_value) + "]"
-        if all(x.WhichOneof("value") == "string_value" for x in items):
-            return "[" + ",".join([_json_str(x.string_value) for x in items]) + "]"
+        strs = [x.string_value for x in items if x.WhichOneof("value") == "string_value"]
+        if len(strs) == len(items):
+            return "[" + ",".join(map(_json_str, strs)) + "]"
     value = any_to_py(v)
     return value if isinstance(value, str) else _JSON.encode(value)
 
