@@ -97,6 +97,21 @@ def test_state_is_rebuilt_from_points_when_the_state_rows_were_lost(server):
     assert deltas(server.store)[-1] == (T0 + 30 * SEC, 2.0)
 
 
+def test_a_request_of_many_points_a_series_keeps_only_the_newest_state_and_replays_it(server):
+    body = metrics_request(DEPLOYMENT, [sum_metric("c", [number(T0 + i * 10 * SEC, 10 + i, start=S0)
+                                                          for i in (2, 0, 1)])])  # out of order, too
+    assert post(server.ingest, body).status_code == 200
+    carried = server.store.ex.query(f"SELECT toUnixTimestamp64Nano(ts) AS t, cum_state != '' AS has"
+                                    f" FROM {server.store.t('metric_points')} WHERE metric = 'c' ORDER BY ts")
+    assert [(r["t"], r["has"]) for r in carried] == [(T0, False), (T0 + 10 * SEC, False), (T0 + 20 * SEC, True)]
+    # the state rows lost (a crash between the two inserts): the newest point's cum_state is enough
+    server.store.ex.command(f"TRUNCATE TABLE {rows_of(server.store, 'series_state')} SYNC")
+    server.restart()
+    assert post(server.ingest, counter(T0 + 30 * SEC, 20)).status_code == 200
+    assert post(server.ingest, counter(T0 + 20 * SEC, 12)).status_code == 200  # a retry: a duplicate
+    assert deltas(server.store) == [(T0, 10.0), (T0 + 10 * SEC, 1.0), (T0 + 20 * SEC, 1.0), (T0 + 30 * SEC, 8.0)]
+
+
 def test_a_failed_commit_does_not_eat_the_retry(server):
     store = server.store
     assert post(server.ingest, counter(T0, 10)).status_code == 200

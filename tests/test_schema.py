@@ -72,6 +72,23 @@ def test_spans_of_a_store_made_before_migration_7_get_its_merge_setting(executor
     assert schema.SPANS_MERGES in ddl()
 
 
+def test_metric_values_of_a_store_made_before_migration_8_get_its_codec(executor, db):
+    assert schema.migrate(executor, db, 30, schema.MIGRATIONS[:7]) == (0, 7)
+    for table, columns in schema.FLOAT_COLUMNS.items():  # as migrations 1 and 3 made them
+        executor.command(f"ALTER TABLE {db}.{table} "
+                         + ", ".join(f"MODIFY COLUMN {c} CODEC(Gorilla, ZSTD(1))" for c in columns))
+
+    def codecs() -> set[tuple[str, str, str]]:
+        return {(r["table"], r["name"], r["compression_codec"]) for r in executor.query(
+            "SELECT table, name, compression_codec FROM system.columns WHERE database = {d:String}"
+            " AND type = 'Float64' AND table IN ('metric_points', 'exemplars')", {"d": db})}
+
+    old = {(t, c, "CODEC(Gorilla(8), ZSTD(1))") for t, cs in schema.FLOAT_COLUMNS.items() for c in cs}
+    assert codecs() == old
+    assert schema.migrate(executor, db, 30) == (7, schema.SCHEMA_VERSION)
+    assert codecs() == {(t, c, "CODEC(ZSTD(3))") for t, c, _ in old}
+
+
 def test_a_store_behind_this_build_is_refused_without_migrate(executor, db):
     with pytest.raises(StoreError, match="schema version 0.*sonde migrate"):
         Store(executor, db, migrate=False)
@@ -88,7 +105,7 @@ def test_embedded_ddl_is_one_statement_per_table_with_ttl_and_codecs():
     ddl = schema.create_table(schema.BY_NAME["metric_points"], "db", 7)
     assert len(ddl) == 1
     assert "ENGINE = MergeTree()" in ddl[0] and "TTL toDateTime(ts) + INTERVAL 7 DAY" in ddl[0]
-    assert "CODEC(Gorilla, ZSTD(1))" in ddl[0] and "ON CLUSTER" not in ddl[0]
+    assert "value Float64 CODEC(ZSTD(3))" in ddl[0] and "ON CLUSTER" not in ddl[0]
 
 
 @pytest.mark.parametrize("table", schema.TABLES, ids=lambda t: t.name)

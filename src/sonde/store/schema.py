@@ -5,7 +5,7 @@ table of type mappings), so the two cannot drift apart.
 Telemetry tables are MergeTree, partitioned by day, ordered so the API's reads are
 range scans: (workspace, scope, entity, metric, series, time) for samples and
 (workspace, scope, entity, time, arrival) for logs. Time columns use DoubleDelta,
-values Gorilla, text ZSTD. TTL drops telemetry after ``retention_days``.
+metric values ZSTD(3), text ZSTD. TTL drops telemetry after ``retention_days``.
 
 Small mutable state (workspaces, keys, inventory, counter state) lives in
 ReplacingMergeTree tables read with FINAL, so every API replica sees the same state
@@ -41,7 +41,7 @@ from .views import (GPU_INDEX, ROLLUP_FROM_SEQ, ROLLUP_LEVELS_S, ROLLUP_METRICS,
                     VIEWS, VIEWS_BY_NAME, View)
 
 #: the newest entry of MIGRATIONS; a store at an older version needs ``sonde migrate``
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 LOGS_SEQ_INDEX = "seq_idx seq TYPE minmax GRANULARITY 1"
 
@@ -97,7 +97,13 @@ _TS = "DateTime64(9, 'UTC')"
 _MS = "DateTime64(3, 'UTC')"
 _ATTRS = f"Map({_LC}, String)"
 _TIME = "DoubleDelta, ZSTD(1)"
-_FLOAT = "Gorilla, ZSTD(1)"
+#: Plain ZSTD(3), not Gorilla: GPU utilisations (ratios, noisy mantissas) took 7.1
+#: bytes a value with Gorilla + ZSTD(1) and 3.0 with ZSTD(3); memory in 2 MiB blocks
+#: 1.9 and 2.0, histogram sums 5.4 and 4.5 (bench/peers' week of one deployment;
+#: docs/benchmarks.md, "Disk").
+_FLOAT = "ZSTD(3)"
+#: the columns declared with _FLOAT, per table (migration 8 moves older stores to it)
+FLOAT_COLUMNS = {"metric_points": ("value", "sum", "min", "max"), "exemplars": ("value",)}
 _Z = "ZSTD(1)"
 #: Spans come in the largest numbers of any table, a part per group commit; merging more
 #: parts at once than ClickHouse's default (base 5) took the merge work of span ingest
@@ -319,6 +325,13 @@ def _v7(db: str, retention_days: int, cluster: str | None) -> list[str]:
     return [f"ALTER TABLE {local}{_on(cluster)} MODIFY SETTING {SPANS_MERGES}"]
 
 
+def _v8(db: str, retention_days: int, cluster: str | None) -> list[str]:
+    # Metadata only: parts written from now on, and every part a merge rewrites, use it.
+    return [f"ALTER TABLE {db}.{table}{'_local' if cluster else ''}{_on(cluster)} "
+            + ", ".join(f"MODIFY COLUMN {c} CODEC({_FLOAT})" for c in columns)
+            for table, columns in FLOAT_COLUMNS.items()]
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "workspaces, keys, inventory, metric points, series state, logs", _v1),
     Migration(2, "training rollup: per-bucket summaries of training-job metrics, filled at insert", _v2),
@@ -327,6 +340,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "running totals of deployment counters and histograms (GET /metrics)", _v5),
     Migration(6, "an index of log lines by arrival, for the live tail", _v6),
     Migration(7, "spans merge more parts at once (less merge work per span ingested)", _v7),
+    Migration(8, "metric values compressed with ZSTD(3) instead of Gorilla (about half the bytes)", _v8),
 )
 
 
