@@ -549,3 +549,26 @@ def test_filesystem_gauges_by_replica_and_mount(client, creds):
     labels, values = metric(body, "sonde_filesystem_limit_bytes")
     assert values[0] == pytest.approx([1e11, 1e11], rel=1e-12)
     assert [x["mount"] for x in labels] == ["ephemeral", "ephemeral"]
+
+
+def test_one_source_metrics_skip_the_discovery_and_answer_alike(client, creds, store, monkeypatch):
+    statements = []
+    run = store.ex.query_arrow
+
+    def counted(sql, *args, **kwargs):
+        statements.append(sql)
+        return run(sql, *args, **kwargs)
+
+    monkeypatch.setattr(store.ex, "query_arrow", counted)
+    # only after the window (its look-around reads them): present there, no value inside
+    name = "baseten_concurrent_requests"
+    send(client, creds, res("ra"), [gauge("http.server.active_requests", [number(W1 + 5 * SEC, 2.0)])])
+    assert query(client, [name])["metric_descriptors"] == []
+    send(client, creds, res("ra"), [gauge("http.server.active_requests", [number(W1 - 65 * SEC, 3.0)])])
+    labels, values = metric(query(client, [name]), name)
+    assert labels == [{}] and values[-2:] == [[3.0], [3.0]] and values[-3] == [None]
+    # concurrent requests have one source: no statement asked which sources sent data
+    assert statements and not any("groupUniqArray" in s for s in statements)
+    # request totals have two (the stable and the older HTTP conventions): the discovery runs
+    query(client, ["baseten_inference_requests_total"])
+    assert any("groupUniqArray" in s for s in statements)

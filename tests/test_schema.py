@@ -74,9 +74,9 @@ def test_spans_of_a_store_made_before_migration_7_get_its_merge_setting(executor
 
 def test_metric_values_of_a_store_made_before_migration_8_get_its_codec(executor, db):
     assert schema.migrate(executor, db, 30, schema.MIGRATIONS[:7]) == (0, 7)
-    for table, columns in schema.FLOAT_COLUMNS.items():  # as migrations 1 and 3 made them
+    for table, names in schema.FLOAT_COLUMNS.items():  # as migrations 1 and 3 made them
         executor.command(f"ALTER TABLE {db}.{table} "
-                         + ", ".join(f"MODIFY COLUMN {c} CODEC(Gorilla, ZSTD(1))" for c in columns))
+                         + ", ".join(f"MODIFY COLUMN {c} CODEC(Gorilla, ZSTD(1))" for c in names))
 
     def codecs() -> set[tuple[str, str, str]]:
         return {(r["table"], r["name"], r["compression_codec"]) for r in executor.query(

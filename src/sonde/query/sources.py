@@ -29,9 +29,12 @@ class Sources:
 def choose_sources(scan: Scan, metrics: Iterable[VendorMetric]) -> Sources:
     """One statement: which sources sent data, per replica, around and inside the
     window; then :func:`pick_sources`. Replica counts read any telemetry (their own
-    query), so they count as present."""
+    query), so they count as present. So does a metric with one source: it has no
+    alternative to leave out, and its own statement finds the same rows the discovery
+    would (a metric whose values are all null is left out of the answer either way),
+    so asking only for such metrics (GPU utilisation, say) costs no discovery."""
     metrics = list(metrics)
-    always = {vm.name for vm in metrics if vm.labels.replica_count}
+    always = {vm.name for vm in metrics if vm.labels.replica_count or len(vm.source_names) == 1}
     names = sorted({s for vm in metrics if vm.name not in always for s in vm.source_names})
     if not names:
         return Sources(frozenset(always))
