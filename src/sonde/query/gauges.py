@@ -20,6 +20,10 @@ the interval (``quantileExactLow(0.5)``, the lower median, of the gaps);
 make per-series then per-label-set means. This measured 1.5-2.5x faster than the same
 computation with window functions (``leadInFrame`` / ``OVER``), which sort every
 column they carry.
+A series' labels are worked out once per series, from ``any()`` of its replica, node
+rank and attributes (all three are part of the series key, so constant in it), not
+per row: evaluating the GPU index rule on every row's attribute map cost a fifth of
+a GPU utilisation query (docs/benchmarks.md, "Next to VictoriaMetrics and Prometheus").
 
 Gauge sources are OTel gauges and non-monotonic sums (UpDownCounters, whose stored
 value is the level); monotonic sums are counters and never feed a gauge.
@@ -57,7 +61,7 @@ def time_weighted(scan: Scan, vm: VendorMetric) -> list[dict]:
     select, names = label_columns(vm.labels), "l_host, l_device"
     combine = "avg" if vm.unit_hint == "RATIO" else "sum"
     # Innermost to outermost: each series' samples as time-sorted arrays (and its
-    # labels, constant per series); the interval and each sample's hold [a, b) clipped
+    # labels, from its key columns); the interval and each sample's hold [a, b) clipped
     # to the window; holds split over the steps they span; per (step, series) integral
     # and covered time; per (step, label set) the combined means.
     sql = f"""
@@ -77,19 +81,19 @@ def time_weighted(scan: Scan, vm: VendorMetric) -> list[dict]:
                            least(if(n = 0, t + gap, least(n, t + 2 * gap)), {{t1:Int64}}),
                            v), times, nexts, vals))) AS hold
                 FROM (
-                    SELECT series, l_host, l_device, times, vals,
+                    SELECT series, {select}, times, vals,
                            arrayPushBack(arrayPopFront(times), 0) AS nexts,
                            arrayFilter(d -> d > 0, arrayPopFront(arrayDifference(times))) AS gaps,
                            -- quantileExactLow of an empty array is 0, not NULL: test for it
                            if(empty(gaps), {{dgap:Int64}},
                               toInt64(arrayReduce('quantileExactLow(0.5)', gaps))) AS gap
                     FROM (
-                        SELECT series, any(l_host) AS l_host, any(l_device) AS l_device,
+                        SELECT series, any(replica) AS replica, any(node_rank) AS node_rank, any(attrs) AS attrs,
                                arraySort(x -> x.1,
                                          groupArray((toUnixTimestamp64Nano(ts), value * {factor}))) AS samples,
                                arrayMap(x -> x.1, samples) AS times, arrayMap(x -> x.2, samples) AS vals
                         FROM (
-                            SELECT series, {select}, ts, value, unit, metric FROM {scan.table} {where}
+                            SELECT series, replica, node_rank, attrs, ts, value, unit, metric FROM {scan.table} {where}
                               AND (kind = 'gauge' OR (kind = 'sum' AND NOT monotonic))
                         )
                         GROUP BY series
