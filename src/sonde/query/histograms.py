@@ -13,7 +13,8 @@ Two statements, both aggregating per step in ClickHouse:
    one step add element-wise with ``sumForEach``. Adding arrays beats exploding them
    into (index, count) rows (ARRAY JOIN + GROUP BY) or ``sumMap`` by about 3x here.
 
-Python then turns each step's merged buckets into quantiles (``quantiles.py``) and
+Python then turns each step's merged buckets into quantiles (``quantiles.py``: the
+steps holding one explicit layout all at once, the others one by one) and
 converts units (a unit factor per (metric, unit) group); ``avg`` is sum / count. A
 step whose points hold no observations is null.
 """
@@ -23,8 +24,10 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+import numpy as np
+
 from .catalogue import QUANTILES, VendorMetric
-from .quantiles import ExpBuckets, ExplicitBuckets, histogram_quantiles
+from .quantiles import ExpBuckets, ExplicitBuckets, histogram_quantiles, one_layout_quantiles
 from .scan import STEP, Scan
 
 
@@ -128,6 +131,7 @@ def quantile_steps(scan: Scan, vm: VendorMetric, groups: list[dict] | None = Non
     for r in groups:
         by_step[r["k"]].append(r)
     out: dict[int, list[Any]] = {}
+    one_layout: dict[tuple, list[tuple[int, list[dict], float | None, float | None]]] = defaultdict(list)
     for k, rows in by_step.items():
         n_obs = sum(r["n"] for r in rows)
         if n_obs == 0:
@@ -135,8 +139,22 @@ def quantile_steps(scan: Scan, vm: VendorMetric, groups: list[dict] | None = Non
         # min/max are facts about the data only when every merged point sent them.
         mn = min(r["mn"] * r["f"] for r in rows) if all(r["no_min"] == 0 for r in rows) else None
         mx = max(r["mx"] * r["f"] for r in rows) if all(r["no_max"] == 0 for r in rows) else None
+        out[k] = [None] * len(QUANTILES) + [sum(r["s"] * r["f"] for r in rows) / n_obs]
+        layouts = {(tuple(r["bounds"]), r["f"]) for r in rows}
+        if k not in exp and len(layouts) == 1 and all(r["kind"] == "histogram" for r in rows):
+            one_layout[layouts.pop()].append((k, rows, mn, mx))  # answered below, all steps at once
+            continue
         explicit = [ExplicitBuckets(r["f"], r["bounds"], r["buckets"]) for r in rows if r["kind"] == "histogram"]
         qs = histogram_quantiles(list(exp.get(k, {}).values()), explicit, QUANTILES, mn, mx)
-        avg = sum(r["s"] * r["f"] for r in rows) / n_obs
-        out[k] = (qs or [None] * len(QUANTILES)) + [avg]
+        out[k][:len(QUANTILES)] = qs or [None] * len(QUANTILES)
+    for (bounds, f), steps in one_layout.items():
+        counts = np.array([np.sum([r["buckets"] for r in rows], axis=0) for _, rows, _, _ in steps])
+        mn = np.array([np.nan if m is None else m for _, _, m, _ in steps])
+        mx = np.array([np.nan if m is None else m for _, _, _, m in steps])
+        qs, ok = one_layout_quantiles(np.asarray(bounds, dtype=np.float64) * f, counts, mn, mx, QUANTILES)
+        for (k, rows, lo, hi), q, done in zip(steps, qs.tolist(), ok):
+            if not done:  # a case of the per-step estimator (one_layout_quantiles says which)
+                q = histogram_quantiles([], [ExplicitBuckets(f, list(bounds), r["buckets"]) for r in rows],
+                                        QUANTILES, lo, hi) or [None] * len(QUANTILES)
+            out[k][:len(QUANTILES)] = q
     return out

@@ -155,6 +155,65 @@ def clamp(values: list[float] | None, mn: float | None, mx: float | None) -> lis
     return [float(min(max(v, lo), hi)) for v in values]
 
 
+def one_layout_quantiles(bounds: Sequence[float], counts: np.ndarray, mn: np.ndarray, mx: np.ndarray,
+                         qs: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`histogram_quantiles` for many steps at once where each step holds explicit
+    buckets of one layout only (the common case: one SDK's buckets on every replica).
+    ``bounds`` in the vendor's unit; ``counts`` is steps x buckets, each step's merged
+    counts; ``mn``/``mx`` its min and max (NaN: not known). Returns (steps x qs, NaN
+    for a step without observations; per step whether it was answered here).
+
+    The same numbers as the per-step estimator, operation for operation: one layout
+    makes the intervals contiguous, so the CDF at the breakpoints is the running count
+    and finding a quantile's breakpoint is one comparison per bucket. A step where a
+    counted bucket other than the +Inf one has no width (a point mass: a bucket
+    narrowed to [min, max]), or where two edges are within np.isclose of each other,
+    is left to :func:`histogram_quantiles`."""
+    b = np.asarray(bounds, dtype=np.float64)
+    c = np.asarray(counts, dtype=np.float64)
+    steps = len(c)
+    out = np.full((steps, len(qs)), np.nan)
+    if not len(b):
+        return out, np.zeros(steps, dtype=bool)
+    has_mn, has_mx = ~np.isnan(mn), ~np.isnan(mx)
+    first = np.where(has_mn, mn, 0.0 if b[0] > 0 else b[0])
+    last = np.where(has_mx, mx, b[-1])
+    inner = np.broadcast_to(b, (steps, len(b)))
+    lo = np.concatenate([np.minimum(first, b[0])[:, None], inner], axis=1)
+    hi = np.concatenate([inner, np.maximum(last, b[-1])[:, None]], axis=1)
+    clip_lo = np.where(has_mn, mn, -np.inf)[:, None]
+    clip_hi = np.where(has_mx, mx, np.inf)[:, None]
+    narrowed = (has_mn | has_mx)[:, None]
+    lo = np.where(narrowed, np.clip(lo, clip_lo, clip_hi), lo)
+    hi = np.where(narrowed, np.clip(hi, lo, clip_hi), hi)
+    cum = np.cumsum(c, axis=1)
+    n = cum[:, -1]
+    # Point masses: only the +Inf bucket's at the last bound (no max sent) is the same
+    # here, and only where no other counted edge is np.isclose to it (the per-step
+    # estimator finds a point mass's breakpoint with np.isclose).
+    counted = c > 0
+    mass = (hi <= lo) & counted
+    ok = ~np.any(mass[:, :-1], axis=1) & (n > 0)
+    at = lo[:, -1:]
+    edges = np.concatenate([lo, hi], axis=1)
+    near = (np.abs(edges - at) <= 1e-8 + 1e-5 * np.abs(at)) & (edges != at) & np.concatenate([counted, counted], axis=1)
+    ok &= ~(mass[:, -1] & np.any(near, axis=1))
+    rows = np.arange(steps)
+    first_kept = np.argmax(c > 0, axis=1)
+    for i, q in enumerate(qs):
+        r = q * n
+        reach = r - 1e-9 * n
+        j = np.argmax(cum >= reach[:, None], axis=1)  # the bucket whose end reaches r first
+        end, start = cum[rows, j], np.where(j > 0, cum[rows, j - 1], 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            inside = lo[rows, j] + (hi[rows, j] - lo[rows, j]) * (r - start) / (end - start)
+        v = np.where(r >= end, hi[rows, j], inside)
+        out[:, i] = np.where(reach <= 0, lo[rows, first_kept], v)
+    out = np.clip(out, clip_lo, clip_hi)
+    out[~ok] = np.nan
+    return out, ok
+
+
 def histogram_quantiles(exp: list[ExpBuckets], explicit: list[ExplicitBuckets], qs: Sequence[float],
                         mn: float | None, mx: float | None) -> list[float] | None:
     """Quantiles ``qs`` of one step's merged histograms, in the vendor's unit."""
