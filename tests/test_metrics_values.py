@@ -251,6 +251,9 @@ def test_requests_total_by_status_class(client, creds):
     _, got = metric(query(client, ["baseten_inference_requests_total"], mode="SUMMARY"),
                     "baseten_inference_requests_total")
     assert got == [[sum(row[i] or 0 for row in expected) for i in range(4)]]
+    # asked alone, totals read only counts; asked with the latency, the shared statement: same answer
+    both = query(client, ["baseten_inference_requests_total", "baseten_end_to_end_response_time_seconds"])
+    assert metric(both, "baseten_inference_requests_total") == (labels, metric(body, "baseten_inference_requests_total")[1])
 
 
 def test_value_counters_per_replica(client, creds):

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..store import Store
 from . import counters, gauges, histograms
-from .catalogue import COUNTER, HISTOGRAM_LABEL_SETS, STATUS_CLASSES, LabelKind, VendorMetric, gpu_key
+from .catalogue import COUNTER, HISTOGRAM, HISTOGRAM_LABEL_SETS, STATUS_CLASSES, LabelKind, VendorMetric, gpu_key
 from .scan import QUERY_TIMEOUT_S, Scan
 from .sources import choose_sources
 from .window import Window
@@ -87,11 +87,13 @@ def _counter_ratio(scan: Scan, vm: VendorMetric) -> Result:
 class _Request:
     """One metrics request: its scan, and the statements several metrics share (replica
     counts for active and starting; the duration histograms' totals for request totals
-    and latency, read once, split by status class when request totals are asked for)."""
+    and latency, read once, split by status class when request totals are asked for;
+    request totals without the latency read only counts)."""
 
     def __init__(self, scan: Scan, metrics: list[VendorMetric]):
         self.scan = scan
         self.status_split = {vm.source_names for vm in metrics if vm.labels is LabelKind.STATUS}
+        self.latency = {vm.source_names for vm in metrics if vm.kind == HISTOGRAM}
         self._replicas: list[dict] | None = None
         self._totals: dict[tuple, list[dict]] = {}
 
@@ -104,7 +106,10 @@ class _Request:
         excluded = sorted((m, tuple(r)) for m, r in self.scan.excluded.get(vm.name, {}).items())
         key = (vm.source_names, tuple(excluded))
         if key not in self._totals:
-            self._totals[key] = histograms.totals(self.scan, vm, by_status=vm.source_names in self.status_split)
+            if vm.kind != HISTOGRAM and vm.source_names not in self.latency:  # counts are all it needs
+                self._totals[key] = histograms.status_counts(self.scan, vm)
+            else:
+                self._totals[key] = histograms.totals(self.scan, vm, by_status=vm.source_names in self.status_split)
         return self._totals[key]
 
 
