@@ -33,18 +33,23 @@ def _num(v: Any) -> Any:
     return v
 
 
-def _matrix(scan: Scan, rows: list[dict], key: Callable[[dict], tuple] | list[tuple], label_sets: list[Labels],
+def _matrix(scan: Scan, rows: list[dict], row_keys: list[tuple], label_sets: list[Labels],
             keys: list[tuple], value: str = "v") -> Result:
-    """Lay rows {k, ..., value} out as steps x label sets (null where absent); ``key``
-    gives a row's label set, or is the list of them, one per row."""
+    """Lay rows {k, ..., value} out as steps x label sets (null where absent);
+    ``row_keys`` holds each row's label set, one per row."""
     n = scan.window.n_steps
     index = {k: i for i, k in enumerate(keys)}
     out: list[list[Any]] = [[None] * len(keys) for _ in range(n)]
-    for r, row_key in zip(rows, key if isinstance(key, list) else map(key, rows)):
+    for r, row_key in zip(rows, row_keys):
         i, k = index.get(row_key), r["k"]
         if i is not None and 0 <= k < n:
             out[k][i] = _num(r[value])
     return label_sets, out
+
+
+def _one_set(scan: Scan, rows: list[dict], value: str = "v") -> Result:
+    """Rows of a metric with a single, empty label set."""
+    return _matrix(scan, rows, [()] * len(rows), [{}], [()], value)
 
 
 def _gpu_order(key: tuple) -> tuple:
@@ -81,7 +86,7 @@ def _counter_ratio(scan: Scan, vm: VendorMetric) -> Result:
         increases.append({r["k"]: r["v"] for r in counters.value_increase(scan, part)})
     hits, total = increases
     rows = [{"k": k, "v": hits.get(k, 0.0) / n} for k, n in total.items() if n and n > 0]
-    return _matrix(scan, rows, lambda r: (), [{}], [()])
+    return _one_set(scan, rows)
 
 
 class _Request:
@@ -117,12 +122,12 @@ def _gauge(req: _Request, vm: VendorMetric) -> Result:
     scan = req.scan
     if vm.labels.replica_count:
         column = "active" if vm.labels is LabelKind.REPLICAS_ACTIVE else "starting"
-        return _matrix(scan, req.replicas(), lambda r: (), [{}], [()], value=column)
+        return _one_set(scan, req.replicas(), value=column)
     if vm.labels is LabelKind.COUNTER_RATIO:
         return _counter_ratio(scan, vm)
     rows = gauges.time_weighted(scan, vm)
     if vm.labels is LabelKind.PLAIN:
-        return _matrix(scan, rows, lambda r: (), [{}], [()])
+        return _one_set(scan, rows)
     return _by_labels(scan, vm, rows, _names(vm))
 
 
@@ -130,7 +135,7 @@ def _counter(req: _Request, vm: VendorMetric) -> Result:
     scan = req.scan
     if vm.labels is LabelKind.STATUS:
         rows = counters.requests_by_status(req.totals(vm))
-        return _matrix(scan, rows, lambda r: (r["l_status"],), [{"status": s} for s in STATUS_CLASSES],
+        return _matrix(scan, rows, [(r["l_status"],) for r in rows], [{"status": s} for s in STATUS_CLASSES],
                        [(s,) for s in STATUS_CLASSES])
     return _by_labels(scan, vm, counters.value_increase(scan, vm), _names(vm))
 

@@ -102,8 +102,6 @@ _TIME = "DoubleDelta, ZSTD(1)"
 #: 1.9 and 2.0, histogram sums 5.4 and 4.5 (bench/peers' week of one deployment;
 #: docs/benchmarks.md, "Disk").
 _FLOAT = "ZSTD(3)"
-#: the columns declared with _FLOAT, per table (migration 8 moves older stores to it)
-FLOAT_COLUMNS = {"metric_points": ("value", "sum", "min", "max"), "exemplars": ("value",)}
 _Z = "ZSTD(1)"
 #: Spans come in the largest numbers of any table, a part per group commit; merging more
 #: parts at once than ClickHouse's default (base 5) took the merge work of span ingest
@@ -323,6 +321,11 @@ def _v6(db: str, retention_days: int, cluster: str | None) -> list[str]:
 def _v7(db: str, retention_days: int, cluster: str | None) -> list[str]:
     local = f"{db}.spans_local" if cluster else f"{db}.spans"
     return [f"ALTER TABLE {local}{_on(cluster)} MODIFY SETTING {SPANS_MERGES}"]
+
+
+#: the float columns stores made before migration 8 hold, per table; fixed, as any
+#: migration's list is (a table added later is created with _FLOAT already)
+FLOAT_COLUMNS = {"metric_points": ("value", "sum", "min", "max"), "exemplars": ("value",)}
 
 
 def _v8(db: str, retention_days: int, cluster: str | None) -> list[str]:
