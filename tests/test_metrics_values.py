@@ -554,7 +554,8 @@ def test_filesystem_gauges_by_replica_and_mount(client, creds):
     assert [x["mount"] for x in labels] == ["ephemeral", "ephemeral"]
 
 
-def test_one_source_metrics_skip_the_discovery_and_answer_alike(client, creds, store, monkeypatch):
+def record_statements(store, monkeypatch) -> list[str]:
+    """The statements the store runs from now on, in order."""
     statements = []
     run = store.ex.query_arrow
 
@@ -563,6 +564,11 @@ def test_one_source_metrics_skip_the_discovery_and_answer_alike(client, creds, s
         return run(sql, *args, **kwargs)
 
     monkeypatch.setattr(store.ex, "query_arrow", counted)
+    return statements
+
+
+def test_one_source_metrics_skip_the_discovery_and_answer_alike(client, creds, store, monkeypatch):
+    statements = record_statements(store, monkeypatch)
     # only after the window (its look-around reads them): present there, no value inside
     name = "baseten_concurrent_requests"
     send(client, creds, res("ra"), [gauge("http.server.active_requests", [number(W1 + 5 * SEC, 2.0)])])
@@ -575,3 +581,44 @@ def test_one_source_metrics_skip_the_discovery_and_answer_alike(client, creds, s
     # request totals have two (the stable and the older HTTP conventions): the discovery runs
     query(client, ["baseten_inference_requests_total"])
     assert any("groupUniqArray" in s for s in statements)
+
+
+def test_gauges_choose_their_source_per_replica_in_their_own_statement(client, creds, store, monkeypatch):
+    """A gauge with several sources asked alone makes the discovery's choice itself: per
+    replica the first source in catalogue order that sent any point around the window,
+    of whatever kind. The answer equals the one where the discovery ran (asked beside
+    request totals, whose two sources need it)."""
+    statements = record_statements(store, monkeypatch)
+    times = [W0 + 30 * SEC + i * 60 * SEC for i in range(NSTEPS)]
+    gpu = {"hw.gpu.index": "0"}
+
+    def points(value, unit_scale=1.0):
+        return [number(t, value * unit_scale, attrs=gpu) for t in times]
+
+    # ra: the agent's NVML and a DCGM page: NVML wins. rb: DCGM alone (percent).
+    send(client, creds, res("ra"), [gauge("hw.gpu.utilization", points(0.5), unit="1"),
+                                    gauge("DCGM_FI_DEV_GPU_UTIL", [number(t, 90.0, attrs={"gpu": "0"})
+                                                                   for t in times], unit="%")])
+    send(client, creds, res("rb"), [gauge("DCGM_FI_DEV_GPU_UTIL", [number(t, 30.0, attrs={"gpu": "0"})
+                                                                   for t in times], unit="%")])
+    # rc: NVML's name sent as a monotonic sum (never a gauge's row) still takes the
+    # replica's choice from DCGM, as the discovery counts it: rc has no values.
+    send(client, creds, res("rc"), [sum_metric("hw.gpu.utilization", points(1.0), monotonic=True),
+                                    gauge("DCGM_FI_DEV_GPU_UTIL", [number(t, 70.0, attrs={"gpu": "0"})
+                                                                   for t in times], unit="%")])
+    # rd: NVML only just after the window (the look-around reads it), so NVML wins there too
+    send(client, creds, res("rd"), [gauge("hw.gpu.utilization", [number(W1 + 5 * SEC, 0.25, attrs=gpu)], unit="1"),
+                                    gauge("DCGM_FI_DEV_GPU_UTIL", [number(t, 10.0, attrs={"gpu": "0"})
+                                                                   for t in times[-3:]], unit="%")])
+    name = "baseten_gpu_utilization"
+    statements.clear()
+    alone = query(client, [name])
+    assert statements and not any("groupUniqArray" in s for s in statements)
+    labels, values = metric(alone, name)
+    # rc and rd: their chosen source has no gauge point inside the window, so no label set
+    assert labels == [{"replica": "ra", "gpu": "0"}, {"replica": "rb", "gpu": "0"}]
+    assert values == [pytest.approx([0.5, 0.3], rel=1e-12)] * NSTEPS
+    statements.clear()
+    beside = query(client, [name, "baseten_inference_requests_total"])
+    assert any("groupUniqArray" in s for s in statements)
+    assert metric(beside, name) == metric(alone, name)

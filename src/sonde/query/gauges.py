@@ -36,6 +36,8 @@ from ..store.schema import GPU_INDEX
 from .scan import STEP, Scan
 
 LOOK_AROUND_NS = 600 * 10**9
+# the rows that feed a gauge: OTel gauges and UpDownCounters
+_GAUGE_ROW = "(kind = 'gauge' OR (kind = 'sum' AND NOT monotonic))"
 DEFAULT_INTERVAL_NS = 60 * 10**9
 
 
@@ -60,6 +62,17 @@ def time_weighted(scan: Scan, vm: VendorMetric) -> list[dict]:
     factor, fparams = scan.factor(vm)
     select, names = label_columns(vm.labels), "l_host, l_device"
     combine = "avg" if vm.unit_hint == "RATIO" else "sum"
+    if len(vm.sources) == 1:
+        collect, gauge_arg, gauge_col, gauge_where, choice = "groupArray", "", "", f" AND {_GAUGE_ROW}", ""
+    else:
+        # The source choice (query/sources.py) made here, per series: a replica's series
+        # of a later source are left out when it has any point of an earlier one around
+        # the window, of whatever kind, as the discovery counts them.
+        collect, gauge_arg, gauge_col, gauge_where = "groupArrayIf", ", gauge_row", f", {_GAUGE_ROW} AS gauge_row", ""
+        rank = "indexOf({sources:Array(String)}, any(metric))"
+        # after the choice, series with no gauge row: no samples, no holds
+        choice = f" QUALIFY {rank} = min({rank}) OVER (PARTITION BY replica) AND notEmpty(samples)"
+        params["sources"] = list(vm.source_names)
     # Innermost to outermost: each series' samples as time-sorted arrays (and its
     # labels, from its key columns); the interval and each sample's hold [a, b) clipped
     # to the window; holds split over the steps they span; per (step, series) integral
@@ -90,13 +103,13 @@ def time_weighted(scan: Scan, vm: VendorMetric) -> list[dict]:
                     FROM (
                         SELECT series, any(replica) AS replica, any(node_rank) AS node_rank, any(attrs) AS attrs,
                                arraySort(x -> x.1,
-                                         groupArray((toUnixTimestamp64Nano(ts), value * {factor}))) AS samples,
+                                         {collect}((toUnixTimestamp64Nano(ts), value * {factor}){gauge_arg})) AS samples,
                                arrayMap(x -> x.1, samples) AS times, arrayMap(x -> x.2, samples) AS vals
                         FROM (
-                            SELECT series, replica, node_rank, attrs, ts, value, unit, metric FROM {scan.table} {where}
-                              AND (kind = 'gauge' OR (kind = 'sum' AND NOT monotonic))
+                            SELECT series, replica, node_rank, attrs, ts, value, unit, metric{gauge_col}
+                            FROM {scan.table} {where}{gauge_where}
                         )
-                        GROUP BY series
+                        GROUP BY series{choice}
                     )
                 )
             )

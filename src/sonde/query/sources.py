@@ -31,10 +31,15 @@ def choose_sources(scan: Scan, metrics: Iterable[VendorMetric]) -> Sources:
     window; then :func:`pick_sources`. Replica counts read any telemetry (their own
     query), so they count as present. So does a metric with one source: it has no
     alternative to leave out, and its own statement finds the same rows the discovery
-    would (a metric whose values are all null is left out of the answer either way),
-    so asking only for such metrics (GPU utilisation, say) costs no discovery."""
+    would (a metric whose values are all null is left out of the answer either way).
+    Time-weighted gauges make the same choice in their own statement
+    (``gauges.time_weighted``): asking only for those and one-source metrics (GPU
+    utilisation, say) costs no discovery. Where other metrics need it anyway, the
+    gauges stay in it, so that a gauge no replica sent costs no statement."""
     metrics = list(metrics)
     always = {vm.name for vm in metrics if vm.labels.replica_count or len(vm.source_names) == 1}
+    if all(_chooses(vm) for vm in metrics if vm.name not in always):
+        always |= {vm.name for vm in metrics}
     names = sorted({s for vm in metrics if vm.name not in always for s in vm.source_names})
     if not names:
         return Sources(frozenset(always))
@@ -50,6 +55,11 @@ def choose_sources(scan: Scan, metrics: Iterable[VendorMetric]) -> Sources:
     inside = {r["metric"]: set(r["inside"]) for r in rows}
     picked = pick_sources([vm for vm in metrics if vm.name not in always], around, inside)
     return Sources(picked.present | always, picked.excluded)
+
+
+def _chooses(vm: VendorMetric) -> bool:
+    """Whether the metric's own statement chooses its sources: a time-weighted gauge."""
+    return vm.kind == GAUGE and not vm.labels.replica_count and vm.labels is not LabelKind.COUNTER_RATIO
 
 
 def pick_sources(metrics: Iterable[VendorMetric], around: Mapping[str, set[str]],
