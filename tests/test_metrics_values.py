@@ -554,6 +554,10 @@ def test_filesystem_gauges_by_replica_and_mount(client, creds):
     assert [x["mount"] for x in labels] == ["ephemeral", "ephemeral"]
 
 
+# a metric with a source narrowed by attributes: asking for it runs the discovery
+NEEDS_DISCOVERY = "baseten_llm_input_tokens_per_request"
+
+
 def record_statements(store, monkeypatch) -> list[str]:
     """The statements the store runs from now on, in order."""
     statements = []
@@ -578,8 +582,8 @@ def test_one_source_metrics_skip_the_discovery_and_answer_alike(client, creds, s
     assert labels == [{}] and values[-2:] == [[3.0], [3.0]] and values[-3] == [None]
     # concurrent requests have one source: no statement asked which sources sent data
     assert statements and not any("groupUniqArray" in s for s in statements)
-    # request totals have two (the stable and the older HTTP conventions): the discovery runs
-    query(client, ["baseten_inference_requests_total"])
+    # a metric with a source narrowed by attributes needs the discovery
+    query(client, [NEEDS_DISCOVERY])
     assert any("groupUniqArray" in s for s in statements)
 
 
@@ -619,6 +623,54 @@ def test_gauges_choose_their_source_per_replica_in_their_own_statement(client, c
     assert labels == [{"replica": "ra", "gpu": "0"}, {"replica": "rb", "gpu": "0"}]
     assert values == [pytest.approx([0.5, 0.3], rel=1e-12)] * NSTEPS
     statements.clear()
-    beside = query(client, [name, "baseten_inference_requests_total"])
+    beside = query(client, [name, NEEDS_DISCOVERY])
     assert any("groupUniqArray" in s for s in statements)
     assert metric(beside, name) == metric(alone, name)
+
+
+def test_latency_requests_and_counters_choose_their_source_per_replica_in_their_own_statement(
+        client, creds, store, monkeypatch):
+    """Request totals, latency (exponential points, statement 2 reading only the kept
+    replicas) and value counters asked alone pick each replica's source in their own
+    statements: the same answer as a deployment sent only the chosen sources' points,
+    and as the discovery's choice."""
+    statements = record_statements(store, monkeypatch)
+    times = [W0 + 30 * SEC + i * 60 * SEC for i in range(NSTEPS)]
+
+    def stable(offset):  # seconds, exponential
+        return exp_histogram("http.server.request.duration", [
+            exp_point(t, scale=3, positive=(offset, [1, 2, 3]), start=t - STEP, sum=1.0,
+                      attrs={"http.response.status_code": 200}) for t in times], cumulative=False)
+
+    def older(offset, status):  # milliseconds, exponential, the older convention
+        return exp_histogram("http.server.duration", [
+            exp_point(t + SEC, scale=2, positive=(offset, [5, 1]), start=t - STEP, sum=9.0,
+                      attrs={"http.status_code": status}) for t in times], cumulative=False, unit="ms")
+
+    def cpu(name, per_step):
+        return sum_metric(name, [number(t, per_step * (i + 1), start=W0 - 60 * SEC) for i, t in enumerate(times)],
+                          unit="s")
+
+    sent = {  # replica: (points of both conventions, the points the choice keeps)
+        "ra": ([stable(-4), older(20, 500), cpu("process.cpu.time", 2.0), cpu("container.cpu.time", 7.0)],
+               [stable(-4), cpu("process.cpu.time", 2.0)]),
+        "rb": ([older(24, 404), cpu("container.cpu.time", 3.0)], [older(24, 404), cpu("container.cpu.time", 3.0)]),
+    }
+    for replica, (both, chosen) in sent.items():
+        send(client, creds, res(replica, "dup"), both)
+        send(client, creds, res(replica, "chosen"), chosen)
+    names = ["baseten_inference_requests_total", "baseten_end_to_end_response_time_seconds"]
+    cpu_name = "baseten_container_cpu_usage_seconds_total"
+    for asked in (names, names[:1], names[1:], [cpu_name]):
+        statements.clear()
+        dup = query(client, asked, url="/v1/models/m1/deployments/dup/metrics")
+        assert not any("groupUniqArray" in s for s in statements), asked
+        chosen = query(client, asked, url="/v1/models/m1/deployments/chosen/metrics")
+        discovered = query(client, [*asked, NEEDS_DISCOVERY], url="/v1/models/m1/deployments/dup/metrics")
+        assert any("groupUniqArray" in s for s in statements), asked
+        for name in asked:
+            assert metric(dup, name) == metric(chosen, name) == metric(discovered, name), name
+    labels, values = metric(dup, cpu_name)
+    assert labels == [{"replica": "ra"}, {"replica": "rb"}] and values[3] == pytest.approx([2.0, 3.0])
+    labels, values = metric(query(client, names[:1], url="/v1/models/m1/deployments/dup/metrics"), names[0])
+    assert values[0] == [6, None, 6, None]  # ra's stable 2xx, rb's older 4xx; ra's older 5xx left out

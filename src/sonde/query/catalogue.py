@@ -100,6 +100,14 @@ class VendorMetric:
     def source_names(self) -> tuple[str, ...]:
         return tuple(s.metric for s in self.sources)
 
+    @property
+    def chooses_in_statement(self) -> bool:
+        """Several sources, none narrowed by attributes, read by a statement that keeps
+        ``replica``: that statement picks each replica's source itself
+        (``Scan.first_source``), as the discovery would (query/sources.py)."""
+        return (len(self.sources) > 1 and not any(s.match for s in self.sources)
+                and not self.labels.replica_count and self.labels is not LabelKind.COUNTER_RATIO)
+
     def factor_of(self, unit: str, source: Source) -> float:
         table = DIMENSIONS[self.dimension]
         if not table:

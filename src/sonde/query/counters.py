@@ -19,16 +19,35 @@ from .gauges import label_columns
 from .scan import STEP, Scan
 
 
+_COUNTER_ROW = "kind = 'sum' AND monotonic"
+
+
 def value_increase(scan: Scan, vm: VendorMetric) -> list[dict]:
     """Rows ``{k, l_host, l_device, v}`` for a counter, by the label columns of its
     label kind (``gauges.label_columns``)."""
     where, params = scan.where(vm.source_names, vm=vm)
     factor, fparams = scan.factor(vm)
-    sql = f"""
-    SELECT {STEP} AS k, {label_columns(vm.labels)}, sum(value * {factor}) AS v
-    FROM {scan.table} {where} AND kind = 'sum' AND monotonic
-    GROUP BY k, l_host, l_device
-    """
+    if vm.chooses_in_statement:
+        # per replica and source first, to keep each replica's first source (of
+        # whatever kind, as the discovery counts them), then per label set
+        first, sparams = scan.first_source(vm)
+        sql = f"""
+        SELECT k, l_host, l_device, sum(v) AS v FROM (
+            SELECT {STEP} AS k, {label_columns(vm.labels)}, metric, replica,
+                   sumIf(value * {factor}, {_COUNTER_ROW}) AS v, countIf({_COUNTER_ROW}) AS points
+            FROM {scan.table} {where}
+            GROUP BY k, l_host, l_device, metric, replica
+            QUALIFY {first} AND points > 0
+        )
+        GROUP BY k, l_host, l_device
+        """
+        params.update(sparams)
+    else:
+        sql = f"""
+        SELECT {STEP} AS k, {label_columns(vm.labels)}, sum(value * {factor}) AS v
+        FROM {scan.table} {where} AND {_COUNTER_ROW}
+        GROUP BY k, l_host, l_device
+        """
     return scan.run(sql, {**scan.params(), **params, **fparams}).to_pylist()
 
 

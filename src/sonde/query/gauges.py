@@ -62,17 +62,17 @@ def time_weighted(scan: Scan, vm: VendorMetric) -> list[dict]:
     factor, fparams = scan.factor(vm)
     select, names = label_columns(vm.labels), "l_host, l_device"
     combine = "avg" if vm.unit_hint == "RATIO" else "sum"
-    if len(vm.sources) == 1:
+    if not vm.chooses_in_statement:
         collect, gauge_arg, gauge_col, gauge_where, choice = "groupArray", "", "", f" AND {_GAUGE_ROW}", ""
     else:
         # The source choice (query/sources.py) made here, per series: a replica's series
         # of a later source are left out when it has any point of an earlier one around
         # the window, of whatever kind, as the discovery counts them.
         collect, gauge_arg, gauge_col, gauge_where = "groupArrayIf", ", gauge_row", f", {_GAUGE_ROW} AS gauge_row", ""
-        rank = "indexOf({sources:Array(String)}, any(metric))"
+        first, sparams = scan.first_source(vm, "any(metric)")
         # after the choice, series with no gauge row: no samples, no holds
-        choice = f" QUALIFY {rank} = min({rank}) OVER (PARTITION BY replica) AND notEmpty(samples)"
-        params["sources"] = list(vm.source_names)
+        choice = f" QUALIFY {first} AND notEmpty(samples)"
+        params.update(sparams)
     # Innermost to outermost: each series' samples as time-sorted arrays (and its
     # labels, from its key columns); the interval and each sample's hold [a, b) clipped
     # to the window; holds split over the steps they span; per (step, series) integral

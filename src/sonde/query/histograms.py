@@ -41,22 +41,50 @@ def status_class_sql(vm: VendorMetric) -> tuple[str, dict]:
     return f"intDiv(toUInt16OrZero({code}), 100)", {f"sa{i}": a for i, a in enumerate(attrs)}
 
 
+_HISTOGRAM_ROW = "kind IN ('histogram', 'exp_histogram')"
+# statement 1's columns: per group, then (when the groups are per replica) merged
+_TOTALS = (("sum(count)", "sum(i_n)", "n"), ("sum(sum)", "sum(i_s)", "s"),
+           ("minIf(min, NOT isNaN(min))", "min(i_mn)", "mn"), ("maxIf(max, NOT isNaN(max))", "max(i_mx)", "mx"),
+           ("countIf(isNaN(min))", "sum(i_no_min)", "no_min"), ("countIf(isNaN(max))", "sum(i_no_max)", "no_max"),
+           ("sum(zero_count)", "sum(i_zero)", "zero"),
+           ("countIf(notEmpty(pos_buckets))", "sum(i_with_pos)", "with_pos"),
+           ("minIf(pos_offset, notEmpty(pos_buckets))", "minIf(i_pos_lo, i_with_pos > 0)", "pos_lo"),
+           ("countIf(notEmpty(neg_buckets))", "sum(i_with_neg)", "with_neg"),
+           ("minIf(neg_offset, notEmpty(neg_buckets))", "minIf(i_neg_lo, i_with_neg > 0)", "neg_lo"),
+           ("sumForEach(buckets)", "sumForEach(i_buckets)", "buckets"))
+
+
 def totals(scan: Scan, vm: VendorMetric, by_status: bool = False) -> list[dict]:
     """Statement 1. Split by status class when ``by_status`` (request totals read the
-    same points: one scan can serve both, the quantiles merge the classes back)."""
+    same points: one scan can serve both, the quantiles merge the classes back).
+    Choosing the source in the statement, it groups per replica too, keeps each
+    replica's first source and merges the replicas; ``replicas`` then lists a group's
+    replicas, which statement 2 reads alone."""
     where, params = scan.where(vm.source_names, vm=vm)
     cls, cparams = status_class_sql(vm) if by_status else ("0", {})
-    sql = f"""
-    SELECT {STEP} AS k, toString(kind) AS kind, toString(metric) AS metric, toString(unit) AS unit, bounds, scale,
-           {cls} AS cls, sum(count) AS n, sum(sum) AS s,
-           minIf(min, NOT isNaN(min)) AS mn, maxIf(max, NOT isNaN(max)) AS mx,
-           countIf(isNaN(min)) AS no_min, countIf(isNaN(max)) AS no_max, sum(zero_count) AS zero,
-           countIf(notEmpty(pos_buckets)) AS with_pos, minIf(pos_offset, notEmpty(pos_buckets)) AS pos_lo,
-           countIf(notEmpty(neg_buckets)) AS with_neg, minIf(neg_offset, notEmpty(neg_buckets)) AS neg_lo,
-           sumForEach(buckets) AS buckets
-    FROM {scan.table} {where} AND kind IN ('histogram', 'exp_histogram')
-    GROUP BY k, kind, metric, unit, bounds, scale, cls
-    """
+    keys = f"{STEP} AS k, toString(kind) AS kind, toString(metric) AS metric, toString(unit) AS unit, bounds, scale"
+    if not vm.chooses_in_statement:
+        sql = f"""
+        SELECT {keys}, {cls} AS cls, {", ".join(f"{a} AS {name}" for a, _, name in _TOTALS)}
+        FROM {scan.table} {where} AND {_HISTOGRAM_ROW}
+        GROUP BY k, kind, metric, unit, bounds, scale, cls
+        """
+    else:
+        first, sparams = scan.first_source(vm)
+        params.update(sparams)
+        sql = f"""
+        SELECT k, kind, metric, unit, bounds, scale, cls, {", ".join(f"{b} AS {name}" for _, b, name in _TOTALS)},
+               groupArray(replica) AS replicas
+        FROM (
+            SELECT {keys}, {cls} AS cls, toString(replica) AS replica,
+                   {", ".join(f"{a} AS i_{name}" for a, _, name in _TOTALS)}
+            FROM {scan.table} {where}
+            GROUP BY k, kind, metric, unit, bounds, scale, cls, replica
+            QUALIFY {first}
+        )
+        WHERE {_HISTOGRAM_ROW}
+        GROUP BY k, kind, metric, unit, bounds, scale, cls
+        """
     return scan.run(sql, {**scan.params(), **params, **cparams}).to_pylist()
 
 
@@ -67,12 +95,26 @@ def status_counts(scan: Scan, vm: VendorMetric) -> list[dict]:
     time over a day of one deployment (docs/benchmarks.md)."""
     where, params = scan.where(vm.source_names, vm=vm)
     cls, cparams = status_class_sql(vm)
-    sql = f"""
-    SELECT k, {cls} AS cls, sum(count) AS n FROM (
-        SELECT {STEP} AS k, count, attrs FROM {scan.table} {where} AND kind IN ('histogram', 'exp_histogram')
-    )
-    GROUP BY k, cls
-    """
+    if not vm.chooses_in_statement:
+        sql = f"""
+        SELECT k, {cls} AS cls, sum(count) AS n FROM (
+            SELECT {STEP} AS k, count, attrs FROM {scan.table} {where} AND {_HISTOGRAM_ROW}
+        )
+        GROUP BY k, cls
+        """
+    else:  # per replica and source first, as in statement 1
+        first, sparams = scan.first_source(vm)
+        params.update(sparams)
+        sql = f"""
+        SELECT k, cls, sum(n) AS n FROM (
+            SELECT k, {cls} AS cls, metric, replica, sumIf(count, {_HISTOGRAM_ROW}) AS n,
+                   countIf({_HISTOGRAM_ROW}) AS points
+            FROM (SELECT {STEP} AS k, count, attrs, metric, replica, kind FROM {scan.table} {where})
+            GROUP BY k, cls, metric, replica
+            QUALIFY {first} AND points > 0
+        )
+        GROUP BY k, cls
+        """
     return scan.run(sql, {**scan.params(), **params, **cparams}).to_pylist()
 
 
@@ -86,8 +128,16 @@ def _downscaled(side: str) -> str:
             f" range(toUInt64(bitShiftRight(toInt64({off}) + length({arr}) - 1, d) - o + 1))))")
 
 
-def _exp_buckets(scan: Scan, vm: VendorMetric, side: str, min_scale: list[int], base: list[int]) -> list[dict]:
+def _exp_buckets(scan: Scan, vm: VendorMetric, side: str, min_scale: list[int], base: list[int],
+                 kept: dict[str, set[str]] | None = None) -> list[dict]:
+    """``kept``: when statement 1 chose the sources, the replicas it kept per source."""
     where, params = scan.where(vm.source_names, vm=vm)
+    if kept is not None:
+        pairs = []
+        for i, (metric, replicas) in enumerate(sorted(kept.items())):
+            pairs.append(f"(metric = {{km{i}:String}} AND replica IN {{kr{i}:Array(String)}})")
+            params[f"km{i}"], params[f"kr{i}"] = metric, sorted(replicas)
+        where += f" AND ({' OR '.join(pairs) or 'false'})"
     sql = f"""
     SELECT k, metric, unit,
            sumForEach(arrayConcat(arrayWithConstant(toUInt64(o - {{base:Array(Int64)}}[k + 1]), toUInt64(0)), b))
@@ -129,9 +179,14 @@ def quantile_steps(scan: Scan, vm: VendorMetric, groups: list[dict] | None = Non
         min_scale = [0] * n
         for k in {r["k"] for r in exp_rows}:
             min_scale[k] = min(r["scale"] for r in exp_rows if r["k"] == k)
+        kept: dict[str, set[str]] | None = None
+        if vm.chooses_in_statement:
+            kept = defaultdict(set)
         for r in exp_rows:
             h = exp[r["k"]].setdefault(r["f"], ExpBuckets(r["f"], min_scale[r["k"]]))
             h.zero += r["zero"]
+            if kept is not None:
+                kept[r["metric"]].update(r["replicas"])
         for side in ("pos", "neg"):
             rows = [r for r in exp_rows if r[f"with_{side}"]]
             if not rows:
@@ -139,7 +194,7 @@ def quantile_steps(scan: Scan, vm: VendorMetric, groups: list[dict] | None = Non
             base = [0] * n
             for k in {r["k"] for r in rows}:
                 base[k] = min(r[f"{side}_lo"] >> (r["scale"] - min_scale[k]) for r in rows if r["k"] == k)
-            for r in _exp_buckets(scan, vm, side, min_scale, base):
+            for r in _exp_buckets(scan, vm, side, min_scale, base, kept):
                 h = exp.get(r["k"], {}).get(factors.get((r["metric"], r["unit"])))
                 if h is not None:  # else: the group arrived after statement 1
                     h.add(side, base[r["k"]], r["counts"])

@@ -88,6 +88,13 @@ class Scan:
                " transform(metric, {fm:Array(String)}, {fd:Array(Float64)}, toFloat64(1)))")
         return sql, {"fu": list(table), "ff": list(table.values()), "fm": list(vm.source_names), "fd": defaults}
 
+    def first_source(self, vm: VendorMetric, metric: str = "metric") -> tuple[str, dict[str, Any]]:
+        """A window condition true for each replica's rows of its first source in
+        ``vm``'s order among those it sent: the discovery's choice (query/sources.py)
+        made inside a statement, over rows (or groups) that carry ``replica``."""
+        rank = f"indexOf({{sources:Array(String)}}, {metric})"
+        return f"{rank} = min({rank}) OVER (PARTITION BY replica)", {"sources": list(vm.source_names)}
+
     def run(self, sql: str, params: dict[str, Any]) -> pa.Table:
         # SETTINGS takes no bound parameters; the limit is an int of ours, never input.
         return self.store.ex.query_arrow(f"{sql} SETTINGS max_execution_time = {int(self.timeout_s)}", params)

@@ -18,6 +18,11 @@ from .catalogue import GAUGE, LabelKind, VendorMetric
 from .scan import Scan
 
 
+# Two metrics choosing in their statements cost at most one statement more than the
+# discovery would (when neither was sent), and save one when both were.
+IN_STATEMENT_AT_MOST = 2
+
+
 @dataclass(frozen=True)
 class Sources:
     #: names of the vendor metrics with any source data
@@ -32,14 +37,16 @@ def choose_sources(scan: Scan, metrics: Iterable[VendorMetric]) -> Sources:
     query), so they count as present. So does a metric with one source: it has no
     alternative to leave out, and its own statement finds the same rows the discovery
     would (a metric whose values are all null is left out of the answer either way).
-    Time-weighted gauges make the same choice in their own statement
-    (``gauges.time_weighted``): asking only for those and one-source metrics (GPU
-    utilisation, say) costs no discovery. Where other metrics need it anyway, the
-    gauges stay in it, so that a gauge no replica sent costs no statement."""
+    Metrics whose statements choose their sources themselves
+    (``VendorMetric.chooses_in_statement``) skip it too when there are at most
+    ``IN_STATEMENT_AT_MOST`` of them and nothing else needs it: asking for one
+    deployment's GPU utilisation or requests by status costs one statement. With more,
+    the discovery's one statement saves those a metric nobody sent would cost."""
     metrics = list(metrics)
     always = {vm.name for vm in metrics if vm.labels.replica_count or len(vm.source_names) == 1}
-    if all(_chooses(vm) for vm in metrics if vm.name not in always):
-        always |= {vm.name for vm in metrics}
+    rest = [vm for vm in metrics if vm.name not in always]
+    if len(rest) <= IN_STATEMENT_AT_MOST and all(vm.chooses_in_statement for vm in rest):
+        always |= {vm.name for vm in rest}
     names = sorted({s for vm in metrics if vm.name not in always for s in vm.source_names})
     if not names:
         return Sources(frozenset(always))
@@ -55,11 +62,6 @@ def choose_sources(scan: Scan, metrics: Iterable[VendorMetric]) -> Sources:
     inside = {r["metric"]: set(r["inside"]) for r in rows}
     picked = pick_sources([vm for vm in metrics if vm.name not in always], around, inside)
     return Sources(picked.present | always, picked.excluded)
-
-
-def _chooses(vm: VendorMetric) -> bool:
-    """Whether the metric's own statement chooses its sources: a time-weighted gauge."""
-    return vm.kind == GAUGE and not vm.labels.replica_count and vm.labels is not LabelKind.COUNTER_RATIO
 
 
 def pick_sources(metrics: Iterable[VendorMetric], around: Mapping[str, set[str]],
