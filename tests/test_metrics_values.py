@@ -625,6 +625,7 @@ def test_gauges_choose_their_source_per_replica_in_their_own_statement(client, c
     statements.clear()
     beside = query(client, [name, NEEDS_DISCOVERY])
     assert any("groupUniqArray" in s for s in statements)
+    assert not any("QUALIFY" in s for s in statements)
     assert metric(beside, name) == metric(alone, name)
 
 
@@ -666,8 +667,11 @@ def test_latency_requests_and_counters_choose_their_source_per_replica_in_their_
         dup = query(client, asked, url="/v1/models/m1/deployments/dup/metrics")
         assert not any("groupUniqArray" in s for s in statements), asked
         chosen = query(client, asked, url="/v1/models/m1/deployments/chosen/metrics")
+        statements.clear()
         discovered = query(client, [*asked, NEEDS_DISCOVERY], url="/v1/models/m1/deployments/dup/metrics")
         assert any("groupUniqArray" in s for s in statements), asked
+        # where the discovery chose, the statements do not choose again
+        assert not any("QUALIFY" in s for s in statements), asked
         for name in asked:
             assert metric(dup, name) == metric(chosen, name) == metric(discovered, name), name
     labels, values = metric(dup, cpu_name)

@@ -27,7 +27,7 @@ def value_increase(scan: Scan, vm: VendorMetric) -> list[dict]:
     label kind (``gauges.label_columns``)."""
     where, params = scan.where(vm.source_names, vm=vm)
     factor, fparams = scan.factor(vm)
-    if vm.chooses_in_statement:
+    if scan.chooses(vm):
         # per replica and source first, to keep each replica's first source (of
         # whatever kind, as the discovery counts them), then per label set
         first, sparams = scan.first_source(vm)

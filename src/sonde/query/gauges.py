@@ -62,7 +62,7 @@ def time_weighted(scan: Scan, vm: VendorMetric) -> list[dict]:
     factor, fparams = scan.factor(vm)
     select, names = label_columns(vm.labels), "l_host, l_device"
     combine = "avg" if vm.unit_hint == "RATIO" else "sum"
-    if not vm.chooses_in_statement:
+    if not scan.chooses(vm):
         collect, gauge_arg, gauge_col, gauge_where, choice = "groupArray", "", "", f" AND {_GAUGE_ROW}", ""
     else:
         # The source choice (query/sources.py) made here, per series: a replica's series

@@ -63,7 +63,7 @@ def totals(scan: Scan, vm: VendorMetric, by_status: bool = False) -> list[dict]:
     where, params = scan.where(vm.source_names, vm=vm)
     cls, cparams = status_class_sql(vm) if by_status else ("0", {})
     keys = f"{STEP} AS k, toString(kind) AS kind, toString(metric) AS metric, toString(unit) AS unit, bounds, scale"
-    if not vm.chooses_in_statement:
+    if not scan.chooses(vm):
         sql = f"""
         SELECT {keys}, {cls} AS cls, {", ".join(f"{a} AS {name}" for a, _, name in _TOTALS)}
         FROM {scan.table} {where} AND {_HISTOGRAM_ROW}
@@ -95,7 +95,7 @@ def status_counts(scan: Scan, vm: VendorMetric) -> list[dict]:
     time over a day of one deployment (docs/benchmarks.md)."""
     where, params = scan.where(vm.source_names, vm=vm)
     cls, cparams = status_class_sql(vm)
-    if not vm.chooses_in_statement:
+    if not scan.chooses(vm):
         sql = f"""
         SELECT k, {cls} AS cls, sum(count) AS n FROM (
             SELECT {STEP} AS k, count, attrs FROM {scan.table} {where} AND {_HISTOGRAM_ROW}
@@ -179,9 +179,8 @@ def quantile_steps(scan: Scan, vm: VendorMetric, groups: list[dict] | None = Non
         min_scale = [0] * n
         for k in {r["k"] for r in exp_rows}:
             min_scale[k] = min(r["scale"] for r in exp_rows if r["k"] == k)
-        kept: dict[str, set[str]] | None = None
-        if vm.chooses_in_statement:
-            kept = defaultdict(set)
+        # statement 1 chose the sources: statement 2 reads the replicas it kept
+        kept: dict[str, set[str]] | None = defaultdict(set) if scan.chooses(vm) else None
         for r in exp_rows:
             h = exp[r["k"]].setdefault(r["f"], ExpBuckets(r["f"], min_scale[r["k"]]))
             h.zero += r["zero"]

@@ -41,10 +41,18 @@ class Scan:
     # Per vendor metric: {source metric: replicas} to leave out because a preferred
     # source of the same replica sent data (decided by query/sources.py).
     excluded: Exclusions = field(default_factory=dict)
+    # vendor metrics whose sources the discovery already chose (query/sources.py)
+    discovered: frozenset[str] = frozenset()
 
-    def excluding(self, excluded: Exclusions) -> Scan:
-        """The same scan, leaving ``excluded`` out of every metric's reads."""
-        return dataclasses.replace(self, excluded=excluded)
+    def excluding(self, excluded: Exclusions, discovered: frozenset[str] = frozenset()) -> Scan:
+        """The same scan, leaving ``excluded`` out of every metric's reads; the
+        metrics in ``discovered`` had their sources chosen by the discovery."""
+        return dataclasses.replace(self, excluded=excluded, discovered=discovered)
+
+    def chooses(self, vm: VendorMetric) -> bool:
+        """Whether ``vm``'s statements pick each replica's source themselves
+        (:meth:`first_source`): they can, and the discovery has not already."""
+        return vm.chooses_in_statement and vm.name not in self.discovered
 
     @property
     def table(self) -> str:

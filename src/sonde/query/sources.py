@@ -29,6 +29,8 @@ class Sources:
     present: frozenset[str]
     #: per vendor metric, {source metric: replicas} its reads leave out
     excluded: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    #: the vendor metrics whose sources the discovery statement chose
+    discovered: frozenset[str] = frozenset()
 
 
 def choose_sources(scan: Scan, metrics: Iterable[VendorMetric]) -> Sources:
@@ -61,7 +63,7 @@ def choose_sources(scan: Scan, metrics: Iterable[VendorMetric]) -> Sources:
     around = {r["metric"]: set(r["around"]) for r in rows}
     inside = {r["metric"]: set(r["inside"]) for r in rows}
     picked = pick_sources([vm for vm in metrics if vm.name not in always], around, inside)
-    return Sources(picked.present | always, picked.excluded)
+    return Sources(picked.present | always, picked.excluded, frozenset(vm.name for vm in metrics) - always)
 
 
 def pick_sources(metrics: Iterable[VendorMetric], around: Mapping[str, set[str]],
