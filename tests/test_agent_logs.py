@@ -70,9 +70,11 @@ def test_uvicorn_access_line_without_level_prefix_has_no_level():
 ], ids=["one-token", "access-prefixes", "access-requests", "brackets", "timestamps", "tokens", "levels", "json-ish"])
 def test_long_hostile_lines_parse_in_linear_time(line):
     # lines are untrusted and up to 64 KiB: a backtracking regex here stalls the reader
-    # thread, the pipe fills, and the model server blocks on its next print
+    # thread, the pipe fills, and the model server blocks on its next print. A quadratic
+    # scan of 64 KiB is ~4e9 steps, many seconds; the bound is loose enough that a
+    # preempted test process on a loaded CI machine does not trip it.
     import time
 
     start = time.perf_counter()
     make_record(line, 0)
-    assert time.perf_counter() - start < 0.05
+    assert time.perf_counter() - start < 1.0
