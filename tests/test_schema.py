@@ -89,6 +89,29 @@ def test_metric_values_of_a_store_made_before_migration_8_get_its_codec(executor
     assert codecs() == {(t, c, "CODEC(ZSTD(3))") for t, c, _ in old}
 
 
+def test_metric_points_of_a_store_made_before_migration_9_get_their_gpu_label(executor, db):
+    assert schema.migrate(executor, db, 30, schema.MIGRATIONS[:8]) == (0, 8)
+    # one point per way a GPU is named (OTel, DCGM exporter's index, DCGM's and Triton's
+    # UUIDs), the first convention winning where a point has two, and a non-GPU point
+    attrs = [{"hw.gpu.index": "3"}, {"gpu": "5", "UUID": "GPU-a"}, {"UUID": "GPU-b"},
+             {"gpu_uuid": "GPU-c"}, {"hw.gpu.index": "1", "gpu": "7"}, {"cpu": "0"}]
+    executor.command(f"INSERT INTO {db}.metric_points (ws, scope, entity, metric, kind, series, attrs, ts, seq)"
+                     " SELECT 'w', 'deployment', 'd', 'm', 'gauge', number, {a:Array(Map(String, String))}[number + 1],"
+                     " now64(9), number FROM numbers(6)", {"a": attrs})
+    assert schema.migrate(executor, db, 30) == (8, schema.SCHEMA_VERSION)
+
+    def labels() -> list[str]:
+        return [r["gpu"] for r in executor.query(f"SELECT gpu FROM {db}.metric_points ORDER BY series")]
+
+    want = ["3", "5", "GPU-b", "GPU-c", "1", ""]
+    assert labels() == want  # parts written before: computed when read, then by the mutation
+    executor.command(f"OPTIMIZE TABLE {db}.metric_points FINAL")
+    assert labels() == want
+    executor.command(f"INSERT INTO {db}.metric_points (ws, scope, entity, metric, kind, series, attrs, ts, seq)"
+                     " VALUES ('w', 'deployment', 'd', 'm', 'gauge', 6, map('gpu', '2'), now64(9), 6)")
+    assert labels() == [*want, "2"]  # computed at insert
+
+
 def test_a_store_behind_this_build_is_refused_without_migrate(executor, db):
     with pytest.raises(StoreError, match="schema version 0.*sonde migrate"):
         Store(executor, db, migrate=False)
@@ -160,7 +183,11 @@ def test_ingest_builds_its_rows_to_the_shared_arrow_schemas():
 def test_the_store_as_created_matches_the_arrow_schema_rows_are_built_with(store, table):
     # the columns a migrated store has, in its order, against what ingest sends: a column
     # added by a migration but not to the spec (or the other way round) fails here
-    described = store.ex.query(f"DESCRIBE TABLE {store.t(table)}")
+    everything = store.ex.query(f"DESCRIBE TABLE {store.t(table)}")
+    # MATERIALIZED columns: computed by ClickHouse at insert, never sent by ingest
+    computed = [c["name"] for c in everything if c["default_type"] == "MATERIALIZED"]
+    assert computed == [c.name for c in schema.BY_NAME[table].columns if c.materialized]
+    described = [c for c in everything if c["name"] not in computed]
     arrow = ARROW_SCHEMAS[table]
     assert [c["name"] for c in described] == arrow.names
     assert [(c["name"], _arrow_for(c["type"])) for c in described] == [(f.name, f.type) for f in arrow]

@@ -32,7 +32,7 @@ value is the level); monotonic sums are counters and never feed a gauge.
 from __future__ import annotations
 
 from .catalogue import LabelKind, VendorMetric
-from ..store.schema import GPU_INDEX
+from ..store.schema import GPU_COLUMN
 from .scan import STEP, Scan
 
 LOOK_AROUND_NS = 600 * 10**9
@@ -49,10 +49,19 @@ def label_columns(kind: LabelKind) -> str:
         host = "''"
     else:
         host = "replica"
-    device = {"gpu": GPU_INDEX, "mount": "attrs['sonde.mount']"}.get(kind.device, "''")
+    device = {"gpu": GPU_COLUMN.name, "mount": "attrs['sonde.mount']"}.get(kind.device, "''")
     if kind is LabelKind.ATTRIBUTES:  # the point's own attributes, as a JSON object
         device = "toJSONString(mapSort(mapFilter((k, v) -> NOT startsWith(k, 'sonde.'), attrs)))"
     return f"{host} AS l_host, {device} AS l_device"
+
+
+def label_inputs(kind: LabelKind) -> str:
+    """The stored column :func:`label_columns` reads besides replica and node rank, if
+    any: the series' values carry only it (a point's attribute map is the costliest
+    column of a read, so a GPU question leaves it unread)."""
+    if kind is LabelKind.ATTRIBUTES or kind.device == "mount":
+        return "attrs"
+    return GPU_COLUMN.name if kind.device == "gpu" else ""
 
 
 def time_weighted(scan: Scan, vm: VendorMetric) -> list[dict]:
@@ -61,6 +70,8 @@ def time_weighted(scan: Scan, vm: VendorMetric) -> list[dict]:
         vm.source_names, scan.window.start_ns - LOOK_AROUND_NS, scan.window.end_ns + LOOK_AROUND_NS, vm)
     factor, fparams = scan.factor(vm)
     select, names = label_columns(vm.labels), "l_host, l_device"
+    labels_from = label_inputs(vm.labels)
+    carried, any_carried = (f", {labels_from}", f", any({labels_from}) AS {labels_from}") if labels_from else ("", "")
     combine = "avg" if vm.unit_hint == "RATIO" else "sum"
     if not scan.chooses(vm):
         collect, gauge_arg, gauge_col, gauge_where, choice = "groupArray", "", "", f" AND {_GAUGE_ROW}", ""
@@ -101,12 +112,12 @@ def time_weighted(scan: Scan, vm: VendorMetric) -> list[dict]:
                            if(empty(gaps), {{dgap:Int64}},
                               toInt64(arrayReduce('quantileExactLow(0.5)', gaps))) AS gap
                     FROM (
-                        SELECT series, any(replica) AS replica, any(node_rank) AS node_rank, any(attrs) AS attrs,
+                        SELECT series, any(replica) AS replica, any(node_rank) AS node_rank{any_carried},
                                arraySort(x -> x.1,
                                          {collect}((toUnixTimestamp64Nano(ts), value * {factor}){gauge_arg})) AS samples,
                                arrayMap(x -> x.1, samples) AS times, arrayMap(x -> x.2, samples) AS vals
                         FROM (
-                            SELECT series, replica, node_rank, attrs, ts, value, unit, metric{gauge_col}
+                            SELECT series, replica, node_rank{carried}, ts, value, unit, metric{gauge_col}
                             FROM {scan.table} {where}{gauge_where}
                         )
                         GROUP BY series{choice}

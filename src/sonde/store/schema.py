@@ -41,7 +41,7 @@ from .views import (GPU_INDEX, ROLLUP_FROM_SEQ, ROLLUP_LEVELS_S, ROLLUP_METRICS,
                     VIEWS, VIEWS_BY_NAME, View)
 
 #: the newest entry of MIGRATIONS; a store at an older version needs ``sonde migrate``
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 LOGS_SEQ_INDEX = "seq_idx seq TYPE minmax GRANULARITY 1"
 
@@ -68,9 +68,13 @@ class Column:
     #: constant over a group of rows (one resource's metric, one resource's log records):
     #: ingest keeps one value per group and expands it when building the Arrow table
     group: bool = False
+    #: computed by ClickHouse from the row's other columns at insert (MATERIALIZED):
+    #: ingest never builds it, and ``SELECT *`` leaves it out
+    materialized: str | None = None
 
     def ddl(self) -> str:
-        return f"{self.name} {self.type}" + (f" CODEC({self.codec})" if self.codec else "")
+        return (f"{self.name} {self.type}" + (f" MATERIALIZED {self.materialized}" if self.materialized else "")
+                + (f" CODEC({self.codec})" if self.codec else ""))
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,11 @@ _Z = "ZSTD(1)"
 #: requests queries stayed near 50 ms: docs/benchmarks.md, "Requests").
 SPANS_MERGES = "merge_selector_base = 50"
 _U64 = "UInt64"
+
+
+#: a GPU point's label, computed once at insert: GPU questions read it (a few bytes a
+#: part) instead of every point's attribute map, a quarter of their time (benchmarks.md)
+GPU_COLUMN = Column("gpu", _LC, materialized=GPU_INDEX)
 
 
 def _cols(*spec: str | Column) -> tuple[Column, ...]:
@@ -152,6 +161,7 @@ TABLES: tuple[Table, ...] = (
         Column("neg_offset", "Int32"), Column("neg_buckets", "Array(UInt64)", _Z),
         Column("cum_state", "String", "ZSTD(3)"),
         Column("seq", _U64, _TIME),
+        GPU_COLUMN,
     ), "(ws, scope, entity, metric, series, ts)", "cityHash64(ws, entity)", telemetry=True,
         indexes=("seq_idx seq TYPE minmax GRANULARITY 1",)),
     Table("series_state", _cols("ws String", "series UInt64", f"ts {_TS}", "state String", "seq UInt64"),
@@ -335,6 +345,13 @@ def _v8(db: str, retention_days: int, cluster: str | None) -> list[str]:
             for table, columns in FLOAT_COLUMNS.items()]
 
 
+def _v9(db: str, retention_days: int, cluster: str | None) -> list[str]:
+    # Older parts compute the column when read until the (background) mutation writes it.
+    tables = [f"{db}.metric_points_local", f"{db}.metric_points"] if cluster else [f"{db}.metric_points"]
+    return [*(f"ALTER TABLE {t}{_on(cluster)} ADD COLUMN IF NOT EXISTS {GPU_COLUMN.ddl()}" for t in tables),
+            f"ALTER TABLE {tables[0]}{_on(cluster)} MATERIALIZE COLUMN {GPU_COLUMN.name}"]
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "workspaces, keys, inventory, metric points, series state, logs", _v1),
     Migration(2, "training rollup: per-bucket summaries of training-job metrics, filled at insert", _v2),
@@ -344,6 +361,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "an index of log lines by arrival, for the live tail", _v6),
     Migration(7, "spans merge more parts at once (less merge work per span ingested)", _v7),
     Migration(8, "metric values compressed with ZSTD(3) instead of Gorilla (about half the bytes)", _v8),
+    Migration(9, "each metric point's GPU label as a column computed at insert", _v9),
 )
 
 
@@ -386,7 +404,7 @@ def require(ex: Executor, db: str, version: int = SCHEMA_VERSION) -> None:
 
 
 def arrow_schema(table: str) -> pa.Schema:
-    return pa.schema([(c.name, arrow_type(c.type)) for c in BY_NAME[table].columns])
+    return pa.schema([(c.name, arrow_type(c.type)) for c in BY_NAME[table].columns if not c.materialized])
 
 
 def group_columns(table: str) -> tuple[str, ...]:
