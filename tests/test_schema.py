@@ -89,27 +89,41 @@ def test_metric_values_of_a_store_made_before_migration_8_get_its_codec(executor
     assert codecs() == {(t, c, "CODEC(ZSTD(3))") for t, c, _ in old}
 
 
-def test_metric_points_of_a_store_made_before_migration_9_get_their_gpu_label(executor, db):
+def test_metric_points_of_a_store_made_before_migration_9_get_their_label_columns(executor, db):
     assert schema.migrate(executor, db, 30, schema.MIGRATIONS[:8]) == (0, 8)
     # one point per way a GPU is named (OTel, DCGM exporter's index, DCGM's and Triton's
-    # UUIDs), the first convention winning where a point has two, and a non-GPU point
-    attrs = [{"hw.gpu.index": "3"}, {"gpu": "5", "UUID": "GPU-a"}, {"UUID": "GPU-b"},
-             {"gpu_uuid": "GPU-c"}, {"hw.gpu.index": "1", "gpu": "7"}, {"cpu": "0"}]
+    # UUIDs), the first convention winning where a point has two, and a non-GPU point;
+    # the same for the HTTP status (stable and older conventions, a non-number)
+    attrs = [{"hw.gpu.index": "3", "http.response.status_code": "200"}, {"gpu": "5", "UUID": "GPU-a"},
+             {"UUID": "GPU-b", "http.status_code": "503"}, {"gpu_uuid": "GPU-c", "http.status_code": "x"},
+             {"hw.gpu.index": "1", "gpu": "7", "http.response.status_code": "429", "http.status_code": "500"},
+             {"cpu": "0"}]
     executor.command(f"INSERT INTO {db}.metric_points (ws, scope, entity, metric, kind, series, attrs, ts, seq)"
                      " SELECT 'w', 'deployment', 'd', 'm', 'gauge', number, {a:Array(Map(String, String))}[number + 1],"
                      " now64(9), number FROM numbers(6)", {"a": attrs})
     assert schema.migrate(executor, db, 30) == (8, schema.SCHEMA_VERSION)
 
-    def labels() -> list[str]:
-        return [r["gpu"] for r in executor.query(f"SELECT gpu FROM {db}.metric_points ORDER BY series")]
+    def labels() -> list[tuple[str, int]]:
+        return [(r["gpu"], r["http_status"]) for r in
+                executor.query(f"SELECT gpu, http_status FROM {db}.metric_points ORDER BY series")]
 
-    want = ["3", "5", "GPU-b", "GPU-c", "1", ""]
+    want = [("3", 200), ("5", 0), ("GPU-b", 503), ("GPU-c", 0), ("1", 429), ("", 0)]
     assert labels() == want  # parts written before: computed when read, then by the mutation
     executor.command(f"OPTIMIZE TABLE {db}.metric_points FINAL")
     assert labels() == want
     executor.command(f"INSERT INTO {db}.metric_points (ws, scope, entity, metric, kind, series, attrs, ts, seq)"
-                     " VALUES ('w', 'deployment', 'd', 'm', 'gauge', 6, map('gpu', '2'), now64(9), 6)")
-    assert labels() == [*want, "2"]  # computed at insert
+                     " VALUES ('w', 'deployment', 'd', 'm', 'gauge', 6, map('gpu', '2', 'http.status_code', '404'),"
+                     " now64(9), 6)")
+    assert labels() == [*want, ("2", 404)]  # computed at insert
+
+
+def test_the_request_sources_name_the_status_attributes_the_schema_computes_from():
+    from sonde.query.catalogue import CATALOGUE
+    from sonde.store.views import STATUS_ATTRS
+
+    named = {tuple(s.status_attr for s in vm.sources) for vm in CATALOGUE.values()
+             if any(s.status_attr for s in vm.sources)}
+    assert named == {STATUS_ATTRS}
 
 
 def test_a_store_behind_this_build_is_refused_without_migrate(executor, db):

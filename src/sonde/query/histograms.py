@@ -28,17 +28,13 @@ import numpy as np
 
 from .catalogue import QUANTILES, VendorMetric
 from .quantiles import ExpBuckets, ExplicitBuckets, histogram_quantiles, one_layout_quantiles
+from ..store.schema import STATUS_COLUMN
 from .scan import STEP, Scan
 
 
-def status_class_sql(vm: VendorMetric) -> tuple[str, dict]:
-    """SQL for a point's HTTP status class (2 for 2xx ... 0 when none or unparsable):
-    the first of the sources' status attributes the point carries."""
-    attrs = [s.status_attr for s in vm.sources]
-    code = f"attrs[{{sa{len(attrs) - 1}:String}}]"
-    for i in reversed(range(len(attrs) - 1)):
-        code = f"if(mapContains(attrs, {{sa{i}:String}}), attrs[{{sa{i}:String}}], {code})"
-    return f"intDiv(toUInt16OrZero({code}), 100)", {f"sa{i}": a for i, a in enumerate(attrs)}
+#: a point's HTTP status class (2 for 2xx ... 0 when none or unparsable), from the status
+#: code computed at insert: the first of the request sources' status attributes it carries
+STATUS_CLASS = f"intDiv({STATUS_COLUMN.name}, 100)"
 
 
 _HISTOGRAM_ROW = "kind IN ('histogram', 'exp_histogram')"
@@ -61,7 +57,7 @@ def totals(scan: Scan, vm: VendorMetric, by_status: bool = False) -> list[dict]:
     replica's first source and merges the replicas; ``replicas`` then lists a group's
     replicas, which statement 2 reads alone."""
     where, params = scan.where(vm.source_names, vm=vm)
-    cls, cparams = status_class_sql(vm) if by_status else ("0", {})
+    cls = STATUS_CLASS if by_status else "0"
     keys = f"{STEP} AS k, toString(kind) AS kind, toString(metric) AS metric, toString(unit) AS unit, bounds, scale"
     if not scan.chooses(vm):
         sql = f"""
@@ -85,7 +81,7 @@ def totals(scan: Scan, vm: VendorMetric, by_status: bool = False) -> list[dict]:
         WHERE {_HISTOGRAM_ROW}
         GROUP BY k, kind, metric, unit, bounds, scale, cls
         """
-    return scan.run(sql, {**scan.params(), **params, **cparams}).to_pylist()
+    return scan.run(sql, {**scan.params(), **params}).to_pylist()
 
 
 def status_counts(scan: Scan, vm: VendorMetric) -> list[dict]:
@@ -94,11 +90,11 @@ def status_counts(scan: Scan, vm: VendorMetric) -> list[dict]:
     histograms in the request), it reads no buckets, bounds or extremes: 3x less
     time over a day of one deployment (docs/benchmarks.md)."""
     where, params = scan.where(vm.source_names, vm=vm)
-    cls, cparams = status_class_sql(vm)
+    cls = STATUS_CLASS
     if not scan.chooses(vm):
         sql = f"""
         SELECT k, {cls} AS cls, sum(count) AS n FROM (
-            SELECT {STEP} AS k, count, attrs FROM {scan.table} {where} AND {_HISTOGRAM_ROW}
+            SELECT {STEP} AS k, count, {STATUS_COLUMN.name} FROM {scan.table} {where} AND {_HISTOGRAM_ROW}
         )
         GROUP BY k, cls
         """
@@ -109,13 +105,13 @@ def status_counts(scan: Scan, vm: VendorMetric) -> list[dict]:
         SELECT k, cls, sum(n) AS n FROM (
             SELECT k, {cls} AS cls, metric, replica, sumIf(count, {_HISTOGRAM_ROW}) AS n,
                    countIf({_HISTOGRAM_ROW}) AS points
-            FROM (SELECT {STEP} AS k, count, attrs, metric, replica, kind FROM {scan.table} {where})
+            FROM (SELECT {STEP} AS k, count, {STATUS_COLUMN.name}, metric, replica, kind FROM {scan.table} {where})
             GROUP BY k, cls, metric, replica
             QUALIFY {first} AND points > 0
         )
         GROUP BY k, cls
         """
-    return scan.run(sql, {**scan.params(), **params, **cparams}).to_pylist()
+    return scan.run(sql, {**scan.params(), **params}).to_pylist()
 
 
 def _downscaled(side: str) -> str:

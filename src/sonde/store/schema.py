@@ -37,7 +37,7 @@ from .._exceptions import StoreError
 from .arrowtypes import arrow_type
 from .base import Executor
 # the views, and names of theirs that callers read here (query/, tests)
-from .views import (GPU_INDEX, ROLLUP_FROM_SEQ, ROLLUP_LEVELS_S, ROLLUP_METRICS, TOTALS_SELECT,  # noqa: F401
+from .views import (GPU_INDEX, HTTP_STATUS, ROLLUP_FROM_SEQ, ROLLUP_LEVELS_S, ROLLUP_METRICS, TOTALS_SELECT,  # noqa: F401
                     VIEWS, VIEWS_BY_NAME, View)
 
 #: the newest entry of MIGRATIONS; a store at an older version needs ``sonde migrate``
@@ -115,9 +115,11 @@ SPANS_MERGES = "merge_selector_base = 50"
 _U64 = "UInt64"
 
 
-#: a GPU point's label, computed once at insert: GPU questions read it (a few bytes a
-#: part) instead of every point's attribute map, a quarter of their time (benchmarks.md)
-GPU_COLUMN = Column("gpu", _LC, materialized=GPU_INDEX)
+#: a point's GPU label and HTTP status code, computed once at insert: GPU and request
+#: questions read them (a few bytes a part) instead of every point's attribute map, a
+#: quarter of their time (benchmarks.md)
+LABEL_COLUMNS = (GPU_COLUMN := Column("gpu", _LC, materialized=GPU_INDEX),
+                 STATUS_COLUMN := Column("http_status", "UInt16", materialized=HTTP_STATUS))
 
 
 def _cols(*spec: str | Column) -> tuple[Column, ...]:
@@ -161,7 +163,7 @@ TABLES: tuple[Table, ...] = (
         Column("neg_offset", "Int32"), Column("neg_buckets", "Array(UInt64)", _Z),
         Column("cum_state", "String", "ZSTD(3)"),
         Column("seq", _U64, _TIME),
-        GPU_COLUMN,
+        *LABEL_COLUMNS,
     ), "(ws, scope, entity, metric, series, ts)", "cityHash64(ws, entity)", telemetry=True,
         indexes=("seq_idx seq TYPE minmax GRANULARITY 1",)),
     Table("series_state", _cols("ws String", "series UInt64", f"ts {_TS}", "state String", "seq UInt64"),
@@ -346,10 +348,11 @@ def _v8(db: str, retention_days: int, cluster: str | None) -> list[str]:
 
 
 def _v9(db: str, retention_days: int, cluster: str | None) -> list[str]:
-    # Older parts compute the column when read until the (background) mutation writes it.
+    # Older parts compute the columns when read until the (background) mutation writes them.
     tables = [f"{db}.metric_points_local", f"{db}.metric_points"] if cluster else [f"{db}.metric_points"]
-    return [*(f"ALTER TABLE {t}{_on(cluster)} ADD COLUMN IF NOT EXISTS {GPU_COLUMN.ddl()}" for t in tables),
-            f"ALTER TABLE {tables[0]}{_on(cluster)} MATERIALIZE COLUMN {GPU_COLUMN.name}"]
+    return [f"ALTER TABLE {t}{_on(cluster)} " + ", ".join(f"ADD COLUMN IF NOT EXISTS {c.ddl()}" for c in LABEL_COLUMNS)
+            for t in tables] + [f"ALTER TABLE {tables[0]}{_on(cluster)} "
+                                + ", ".join(f"MATERIALIZE COLUMN {c.name}" for c in LABEL_COLUMNS)]
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -361,7 +364,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "an index of log lines by arrival, for the live tail", _v6),
     Migration(7, "spans merge more parts at once (less merge work per span ingested)", _v7),
     Migration(8, "metric values compressed with ZSTD(3) instead of Gorilla (about half the bytes)", _v8),
-    Migration(9, "each metric point's GPU label as a column computed at insert", _v9),
+    Migration(9, "each metric point's GPU label and HTTP status as columns computed at insert", _v9),
 )
 
 

@@ -39,6 +39,14 @@ class View:
 GPU_INDEX = ("multiIf(mapContains(attrs, 'hw.gpu.index'), attrs['hw.gpu.index'], mapContains(attrs, 'gpu'),"
              " attrs['gpu'], mapContains(attrs, 'UUID'), attrs['UUID'], attrs['gpu_uuid'])")
 
+#: the HTTP status attributes of request points, in order of preference: the stable
+#: semantic conventions' and the older ones (query/catalogue.py's request sources name
+#: the same, a test holds them together)
+STATUS_ATTRS = ("http.response.status_code", "http.status_code")
+#: a request point's HTTP status code, 0 when it has none (or not a number)
+HTTP_STATUS = (f"toUInt16OrZero(if(mapContains(attrs, '{STATUS_ATTRS[0]}'), attrs['{STATUS_ATTRS[0]}'],"
+               f" attrs['{STATUS_ATTRS[1]}']))")
+
 _ROLLUP_SELECT = f"""SELECT ws, entity, res, metric, monotonic, series,
        toDateTime(intDiv(t_ns, res * 1000000000) * res, 'UTC') AS ts, unit, replica, node_rank, gpu, mount, node_id,
        count() AS n, sum(value) AS total, min(t_ns) AS first_ns, max(t_ns) AS last_ns
