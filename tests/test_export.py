@@ -17,7 +17,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from sonde.query.export import FIXED_BOUNDS
-from sonde.store import schema
+from sonde.store import migrations
 
 NOW = START = 0  # set per test: the export's staleness and "active" are read off the wall clock
 
@@ -143,7 +143,7 @@ def test_totals_outlive_the_points_and_an_upgrade(sent, client, store):
     store.ex.command(f"ALTER TABLE {store.t('meta')} DELETE WHERE key = 'schema_version' AND version > 4"
                      " SETTINGS mutations_sync = 2")
     store.ex.command(f"INSERT INTO {store.t('meta')} (key, value, version) VALUES ('schema_version', '4', 4)")
-    assert schema.migrate(store.ex, store.db, 30) == (4, schema.SCHEMA_VERSION)
+    assert migrations.migrate(store.ex, store.db, 30) == (4, migrations.SCHEMA_VERSION)
     assert totals() == (12, 7)
     # the points behind the totals go (as the TTL drops them); the totals stay
     store.ex.command(f"ALTER TABLE {store.t('metric_points')} DELETE WHERE ts < fromUnixTimestamp64Nano("

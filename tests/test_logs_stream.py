@@ -293,7 +293,7 @@ def test_two_replicas_on_one_store_the_cursor_is_the_clients(executor, tmp_path)
 
 
 def test_a_store_from_before_the_tail_gets_the_arrival_index(executor):
-    from sonde.store import schema
+    from sonde.store import migrations
 
     db = f"tail_mig_{time.time_ns()}"
     s = Store(executor, db)
@@ -307,10 +307,10 @@ def test_a_store_from_before_the_tail_gets_the_arrival_index(executor):
         executor.command(f"ALTER TABLE {db}.logs DROP INDEX seq_idx")
         executor.command(f"ALTER TABLE {db}.meta DELETE WHERE key = 'schema_version' AND version > 5"
                          " SETTINGS mutations_sync = 2")
-        assert indexes() == {"request_idx"} and schema.current_version(executor, db) == 5
-        assert schema.migrate(executor, db, 30) == (5, schema.SCHEMA_VERSION)
+        assert indexes() == {"request_idx"} and migrations.current_version(executor, db) == 5
+        assert migrations.migrate(executor, db, 30) == (5, migrations.SCHEMA_VERSION)
         assert "seq_idx" in indexes()
-        assert schema.migrate(executor, db, 30) == (schema.SCHEMA_VERSION, schema.SCHEMA_VERSION)
+        assert migrations.migrate(executor, db, 30) == (migrations.SCHEMA_VERSION, migrations.SCHEMA_VERSION)
     finally:
         s.close(executor=False)
         executor.command(f"DROP DATABASE IF EXISTS {db}")

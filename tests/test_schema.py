@@ -16,7 +16,7 @@ from live_server import LiveServer
 
 from sonde._exceptions import BadRequest, StoreError
 from sonde.ingest import columns, logs
-from sonde.store import ARROW_SCHEMAS, Store, open_executor, schema
+from sonde.store import ARROW_SCHEMAS, Store, migrations, open_executor, schema
 from sonde.store.clickhouse import ClickHouseURL
 
 _dbs = itertools.count()
@@ -34,23 +34,23 @@ def _tables(ex, db: str) -> set[str]:
 
 
 def test_migrate_creates_every_table_once_and_is_idempotent(executor, db):
-    assert schema.migrate(executor, db, 30) == (0, schema.SCHEMA_VERSION)
+    assert migrations.migrate(executor, db, 30) == (0, migrations.SCHEMA_VERSION)
     assert _tables(executor, db) == {t.name for t in schema.TABLES} | {v.name for v in schema.VIEWS}
-    assert schema.migrate(executor, db, 30) == (schema.SCHEMA_VERSION, schema.SCHEMA_VERSION)
-    assert schema.current_version(executor, db) == schema.SCHEMA_VERSION
+    assert migrations.migrate(executor, db, 30) == (migrations.SCHEMA_VERSION, migrations.SCHEMA_VERSION)
+    assert migrations.current_version(executor, db) == migrations.SCHEMA_VERSION
 
 
 def test_a_new_migration_applies_once_and_survives_being_rerun(executor, db):
-    schema.migrate(executor, db, 30)
+    migrations.migrate(executor, db, 30)
     ran = []
 
     def v2(d, retention_days, cluster):
         ran.append(d)
         return [f"ALTER TABLE {d}.logs ADD COLUMN IF NOT EXISTS trace_id String"]
 
-    later = (*schema.MIGRATIONS, schema.Migration(schema.SCHEMA_VERSION + 1, "trace ids on logs", v2))
-    assert schema.migrate(executor, db, 30, later) == (schema.SCHEMA_VERSION, schema.SCHEMA_VERSION + 1)
-    assert schema.migrate(executor, db, 30, later) == (schema.SCHEMA_VERSION + 1,) * 2
+    later = (*migrations.MIGRATIONS, migrations.Migration(migrations.SCHEMA_VERSION + 1, "trace ids on logs", v2))
+    assert migrations.migrate(executor, db, 30, later) == (migrations.SCHEMA_VERSION, migrations.SCHEMA_VERSION + 1)
+    assert migrations.migrate(executor, db, 30, later) == (migrations.SCHEMA_VERSION + 1,) * 2
     assert ran == [db]
     # a migration interrupted after its statements but before its version row: run again, no error
     for sql in v2(db, 30, None):
@@ -60,7 +60,7 @@ def test_a_new_migration_applies_once_and_survives_being_rerun(executor, db):
 
 
 def test_spans_of_a_store_made_before_migration_7_get_its_merge_setting(executor, db):
-    assert schema.migrate(executor, db, 30, schema.MIGRATIONS[:6]) == (0, 6)
+    assert migrations.migrate(executor, db, 30, migrations.MIGRATIONS[:6]) == (0, 6)
     # a table as migration 3 made it before spans carried the setting
     executor.command(f"ALTER TABLE {db}.spans RESET SETTING merge_selector_base")
 
@@ -68,13 +68,13 @@ def test_spans_of_a_store_made_before_migration_7_get_its_merge_setting(executor
         return executor.query(f"SHOW CREATE TABLE {db}.spans")[0]["statement"]
 
     assert "merge_selector_base" not in ddl()
-    assert schema.migrate(executor, db, 30) == (6, schema.SCHEMA_VERSION)
+    assert migrations.migrate(executor, db, 30) == (6, migrations.SCHEMA_VERSION)
     assert schema.SPANS_MERGES in ddl()
 
 
 def test_metric_values_of_a_store_made_before_migration_8_get_its_codec(executor, db):
-    assert schema.migrate(executor, db, 30, schema.MIGRATIONS[:7]) == (0, 7)
-    for table, names in schema.FLOAT_COLUMNS.items():  # as migrations 1 and 3 made them
+    assert migrations.migrate(executor, db, 30, migrations.MIGRATIONS[:7]) == (0, 7)
+    for table, names in migrations.FLOAT_COLUMNS.items():  # as migrations 1 and 3 made them
         executor.command(f"ALTER TABLE {db}.{table} "
                          + ", ".join(f"MODIFY COLUMN {c} CODEC(Gorilla, ZSTD(1))" for c in names))
 
@@ -83,14 +83,14 @@ def test_metric_values_of_a_store_made_before_migration_8_get_its_codec(executor
             "SELECT table, name, compression_codec FROM system.columns WHERE database = {d:String}"
             " AND type = 'Float64' AND table IN ('metric_points', 'exemplars')", {"d": db})}
 
-    old = {(t, c, "CODEC(Gorilla(8), ZSTD(1))") for t, cs in schema.FLOAT_COLUMNS.items() for c in cs}
+    old = {(t, c, "CODEC(Gorilla(8), ZSTD(1))") for t, cs in migrations.FLOAT_COLUMNS.items() for c in cs}
     assert codecs() == old
-    assert schema.migrate(executor, db, 30) == (7, schema.SCHEMA_VERSION)
+    assert migrations.migrate(executor, db, 30) == (7, migrations.SCHEMA_VERSION)
     assert codecs() == {(t, c, "CODEC(ZSTD(3))") for t, c, _ in old}
 
 
 def test_metric_points_of_a_store_made_before_migration_9_get_their_label_columns(executor, db):
-    assert schema.migrate(executor, db, 30, schema.MIGRATIONS[:8]) == (0, 8)
+    assert migrations.migrate(executor, db, 30, migrations.MIGRATIONS[:8]) == (0, 8)
     # one point per way a GPU is named (OTel, DCGM exporter's index, DCGM's and Triton's
     # UUIDs), the first convention winning where a point has two, and a non-GPU point;
     # the same for the HTTP status (stable and older conventions, a non-number)
@@ -101,7 +101,7 @@ def test_metric_points_of_a_store_made_before_migration_9_get_their_label_column
     executor.command(f"INSERT INTO {db}.metric_points (ws, scope, entity, metric, kind, series, attrs, ts, seq)"
                      " SELECT 'w', 'deployment', 'd', 'm', 'gauge', number, {a:Array(Map(String, String))}[number + 1],"
                      " now64(9), number FROM numbers(6)", {"a": attrs})
-    assert schema.migrate(executor, db, 30) == (8, schema.SCHEMA_VERSION)
+    assert migrations.migrate(executor, db, 30) == (8, migrations.SCHEMA_VERSION)
 
     def labels() -> list[tuple[str, int]]:
         return [(r["gpu"], r["http_status"]) for r in
@@ -129,13 +129,13 @@ def test_the_request_sources_name_the_status_attributes_the_schema_computes_from
 def test_a_store_behind_this_build_is_refused_without_migrate(executor, db):
     with pytest.raises(StoreError, match="schema version 0.*sonde migrate"):
         Store(executor, db, migrate=False)
-    schema.migrate(executor, db, 30)
+    migrations.migrate(executor, db, 30)
     s = Store(executor, db, migrate=False)
     s.close(executor=False)
-    with pytest.raises(StoreError, match=f"needs {schema.SCHEMA_VERSION + 1}: run `sonde migrate`"):
-        schema.require(executor, db, schema.SCHEMA_VERSION + 1)
+    with pytest.raises(StoreError, match=f"needs {migrations.SCHEMA_VERSION + 1}: run `sonde migrate`"):
+        migrations.require(executor, db, migrations.SCHEMA_VERSION + 1)
     with pytest.raises(StoreError, match="upgrade Sonde"):
-        schema.require(executor, db, schema.SCHEMA_VERSION - 1)
+        migrations.require(executor, db, migrations.SCHEMA_VERSION - 1)
 
 
 def test_embedded_ddl_is_one_statement_per_table_with_ttl_and_codecs():
@@ -254,11 +254,11 @@ def test_sonde_migrate_command_on_the_embedded_store(tmp_path):
 
     first = migrate()
     assert first.returncode == 0, first.stderr
-    assert first.stdout.splitlines() == [f"schema migrated from version 0 to {schema.SCHEMA_VERSION}",
+    assert first.stdout.splitlines() == [f"schema migrated from version 0 to {migrations.SCHEMA_VERSION}",
                                          f"first start: keys written to {tmp_path}/credentials.json"]
     creds = json.loads((tmp_path / "credentials.json").read_text())
     again = migrate()
-    assert again.stdout.strip() == f"schema is at version {schema.SCHEMA_VERSION}; nothing to do"
+    assert again.stdout.strip() == f"schema is at version {migrations.SCHEMA_VERSION}; nothing to do"
     # the server started afterwards finds the workspace and keys migrate created
     server = LiveServer(str(tmp_path)).start()
     try:
@@ -288,8 +288,8 @@ def test_migrate_on_a_real_clickhouse_server_or_cluster():
     db = f"mig_{os.getpid()}"
     on = f" ON CLUSTER '{ex.cluster}'" if ex.cluster else ""
     try:
-        assert schema.migrate(ex, db, 30) == (0, schema.SCHEMA_VERSION)
-        assert schema.migrate(ex, db, 30) == (schema.SCHEMA_VERSION,) * 2
+        assert migrations.migrate(ex, db, 30) == (0, migrations.SCHEMA_VERSION)
+        assert migrations.migrate(ex, db, 30) == (migrations.SCHEMA_VERSION,) * 2
         names = {t.name for t in schema.TABLES}
         expect = names | {f"{n}_local" for n in names} if ex.cluster else names
         assert _tables(ex, db) == expect | {v.name for v in schema.VIEWS}

@@ -21,7 +21,7 @@ from spec_schema import validate
 from sonde.query import training as tq
 from sonde.query import training_values as tv
 from sonde.query.window import Window, iso
-from sonde.store import schema
+from sonde.store import migrations, schema
 from test_metrics_values import tw_mean
 
 URL = "/v1/training_projects/pr/jobs/jr/metrics"
@@ -261,10 +261,10 @@ def test_migrating_a_store_with_points_marks_them_as_older_than_the_rollup(execu
     db = "rollup_mig"
     executor.command(f"DROP DATABASE IF EXISTS {db} SYNC")
     try:
-        assert schema.migrate(executor, db, 30, schema.MIGRATIONS[:1]) == (0, 1)
+        assert migrations.migrate(executor, db, 30, migrations.MIGRATIONS[:1]) == (0, 1)
         executor.command(f"INSERT INTO {db}.metric_points (ws, scope, entity, metric, kind, ts, value, seq)"
                          " VALUES ('w', 'training_job', 'j', 'hw.gpu.utilization', 'gauge', now64(9), 0.5, 123)")
-        assert schema.migrate(executor, db, 30) == (1, schema.SCHEMA_VERSION)
+        assert migrations.migrate(executor, db, 30) == (1, migrations.SCHEMA_VERSION)
         marks = executor.query(f"SELECT value FROM {db}.meta WHERE key = {{k:String}}", {"k": schema.ROLLUP_FROM_SEQ})
         assert [m["value"] for m in marks] == ["124"]
         # The view fills the rollup from the next insert on, at every level.

@@ -108,14 +108,14 @@ def migrate(data_dir, store, config_file) -> None:
       sonde migrate --store clickhouse://user:pass@ch:8123/sonde
     """
     from .._exceptions import SondeError
-    from ..store import Store, open_executor, schema
+    from ..store import Store, migrations, open_executor
     from ..store.accounts import Accounts, bootstrap
 
     config = _config(config_file=config_file, data_dir=data_dir, store=store)
     try:
         ex, db = open_executor(config.store, config.data_dir)
         try:
-            before, after = schema.migrate(ex, db or "sonde", config.retention_days)
+            before, after = migrations.migrate(ex, db or "sonde", config.retention_days)
             s = Store(ex, db or "sonde", migrate=False)
             try:
                 creds = bootstrap(Accounts(s), config.data_dir)

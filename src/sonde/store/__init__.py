@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from .._exceptions import BadRequest, StorageFull
 from .base import Executor
-from . import schema, views
+from . import migrations, views
 from .disk import DiskGuard
 from .retention import Retention
 from .schema import ARROW_SCHEMAS
@@ -59,9 +59,9 @@ class Store:
         self.db = db
         self.disk = DiskGuard(executor.local_path, min_free_disk_mb * 2**20)
         if migrate:
-            schema.migrate(executor, db, retention_days)
+            migrations.migrate(executor, db, retention_days)
         else:
-            schema.require(executor, db)
+            migrations.require(executor, db)
         self.writer = BatchWriter(
             executor,
             # flushed in this order: counter state after the points it follows from
