@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from .._exceptions import StoreError
 from .base import Executor
-from .schema import (_FLOAT, BY_NAME, LABEL_COLUMNS, LOGS_SEQ_INDEX, SPANS_MERGES, TABLES, _on, create_database,
-                     create_table, create_view)
+from .schema import (BY_NAME, FLOAT_CODEC, LABEL_COLUMNS, LOGS_SEQ_INDEX, SPANS_MERGES, TABLES, create_database,
+                     create_table, create_view, on_cluster)
 from .views import ROLLUP_FROM_SEQ, TOTALS_SELECT, VIEWS_BY_NAME
 
 #: the newest entry of MIGRATIONS; a store at an older version needs ``sonde migrate``
@@ -68,33 +68,35 @@ def _v6(db: str, retention_days: int, cluster: str | None) -> list[str]:
     # parts already written get it by the mutation (ClickHouse runs it in the background;
     # until it is done the tail reads those parts unpruned, correct and slower).
     local = f"{db}.logs_local" if cluster else f"{db}.logs"
-    return [f"ALTER TABLE {local}{_on(cluster)} ADD INDEX IF NOT EXISTS {LOGS_SEQ_INDEX}",
-            f"ALTER TABLE {local}{_on(cluster)} MATERIALIZE INDEX seq_idx"]
+    return [f"ALTER TABLE {local}{on_cluster(cluster)} ADD INDEX IF NOT EXISTS {LOGS_SEQ_INDEX}",
+            f"ALTER TABLE {local}{on_cluster(cluster)} MATERIALIZE INDEX seq_idx"]
 
 
 def _v7(db: str, retention_days: int, cluster: str | None) -> list[str]:
     local = f"{db}.spans_local" if cluster else f"{db}.spans"
-    return [f"ALTER TABLE {local}{_on(cluster)} MODIFY SETTING {SPANS_MERGES}"]
+    return [f"ALTER TABLE {local}{on_cluster(cluster)} MODIFY SETTING {SPANS_MERGES}"]
 
 
 #: the float columns stores made before migration 8 hold, per table; fixed, as any
-#: migration's list is (a table added later is created with _FLOAT already)
+#: migration's list is (a table added later is created with FLOAT_CODEC already)
 FLOAT_COLUMNS = {"metric_points": ("value", "sum", "min", "max"), "exemplars": ("value",)}
 
 
 def _v8(db: str, retention_days: int, cluster: str | None) -> list[str]:
     # Metadata only: parts written from now on, and every part a merge rewrites, use it.
-    return [f"ALTER TABLE {db}.{table}{'_local' if cluster else ''}{_on(cluster)} "
-            + ", ".join(f"MODIFY COLUMN {c} CODEC({_FLOAT})" for c in columns)
+    return [f"ALTER TABLE {db}.{table}{'_local' if cluster else ''}{on_cluster(cluster)} "
+            + ", ".join(f"MODIFY COLUMN {c} CODEC({FLOAT_CODEC})" for c in columns)
             for table, columns in FLOAT_COLUMNS.items()]
 
 
 def _v9(db: str, retention_days: int, cluster: str | None) -> list[str]:
     # Older parts compute the columns when read until the (background) mutation writes them.
     tables = [f"{db}.metric_points_local", f"{db}.metric_points"] if cluster else [f"{db}.metric_points"]
-    return [f"ALTER TABLE {t}{_on(cluster)} " + ", ".join(f"ADD COLUMN IF NOT EXISTS {c.ddl()}" for c in LABEL_COLUMNS)
-            for t in tables] + [f"ALTER TABLE {tables[0]}{_on(cluster)} "
-                                + ", ".join(f"MATERIALIZE COLUMN {c.name}" for c in LABEL_COLUMNS)]
+    add = ", ".join(f"ADD COLUMN IF NOT EXISTS {c.ddl()}" for c in LABEL_COLUMNS)
+    materialize = ", ".join(f"MATERIALIZE COLUMN {c.name}" for c in LABEL_COLUMNS)
+    # the local table first: the Distributed one reads its columns
+    return [*(f"ALTER TABLE {t}{on_cluster(cluster)} {add}" for t in tables),
+            f"ALTER TABLE {tables[0]}{on_cluster(cluster)} {materialize}"]
 
 
 MIGRATIONS: tuple[Migration, ...] = (

@@ -33,8 +33,8 @@ import pyarrow as pa
 
 from .arrowtypes import arrow_type
 # the views, and names of theirs that callers read here (query/, tests)
-from .views import (GPU_INDEX, HTTP_STATUS, ROLLUP_FROM_SEQ, ROLLUP_LEVELS_S, ROLLUP_METRICS, TOTALS_SELECT,  # noqa: F401
-                    VIEWS, VIEWS_BY_NAME, View)
+from .views import (GPU_INDEX, HTTP_STATUS, ROLLUP_FROM_SEQ, ROLLUP_LEVELS_S,  # noqa: F401
+                    ROLLUP_METRICS, TOTALS_SELECT, VIEWS, VIEWS_BY_NAME, View)
 
 LOGS_SEQ_INDEX = "seq_idx seq TYPE minmax GRANULARITY 1"
 
@@ -98,7 +98,7 @@ _TIME = "DoubleDelta, ZSTD(1)"
 #: bytes a value with Gorilla + ZSTD(1) and 3.0 with ZSTD(3); memory in 2 MiB blocks
 #: 1.9 and 2.0, histogram sums 5.4 and 4.5 (bench/peers' week of one deployment;
 #: docs/benchmarks.md, "Disk").
-_FLOAT = "ZSTD(3)"
+FLOAT_CODEC = "ZSTD(3)"
 _Z = "ZSTD(1)"
 #: Spans come in the largest numbers of any table, a part per group commit; merging more
 #: parts at once than ClickHouse's default (base 5) took the merge work of span ingest
@@ -148,8 +148,8 @@ TABLES: tuple[Table, ...] = (
         *_group(f"replica {_LC}", "node_rank Int32"),
         Column("attrs", _ATTRS, _Z),
         Column("ts", _TS, _TIME), Column("start_ts", _TS, _TIME),
-        Column("value", "Float64", _FLOAT), Column("count", _U64, "T64, ZSTD(1)"),
-        Column("sum", "Float64", _FLOAT), Column("min", "Float64", _FLOAT), Column("max", "Float64", _FLOAT),
+        Column("value", "Float64", FLOAT_CODEC), Column("count", _U64, "T64, ZSTD(1)"),
+        *(Column(name, "Float64", FLOAT_CODEC) for name in ("sum", "min", "max")),
         Column("bounds", "Array(Float64)", _Z), Column("buckets", "Array(UInt64)", _Z),
         Column("scale", "Int8"), Column("zero_count", _U64),
         Column("pos_offset", "Int32"), Column("pos_buckets", "Array(UInt64)", _Z),
@@ -204,7 +204,7 @@ TABLES: tuple[Table, ...] = (
     # Histogram exemplars with a trace id: the request a latency sample came from (a chart step -> its requests).
     Table("exemplars", (
         *_group(f"ws {_LC}", f"scope {_LC}", "entity String", f"metric {_LC}", f"replica {_LC}"),
-        Column("ts", _TS, _TIME), Column("value", "Float64", _FLOAT),
+        Column("ts", _TS, _TIME), Column("value", "Float64", FLOAT_CODEC),
         Column("trace_id", "String", _Z), Column("span_id", "String", _Z), Column("attrs", _ATTRS, _Z),
     ), "(ws, scope, entity, metric, ts)", "cityHash64(ws, entity)", telemetry=True),
     # Running totals of every deployment counter and histogram series since Sonde first
@@ -233,12 +233,12 @@ TABLES: tuple[Table, ...] = (
 )
 BY_NAME = {t.name: t for t in TABLES}
 
-def _on(cluster: str | None) -> str:
+def on_cluster(cluster: str | None) -> str:
     return f" ON CLUSTER '{cluster}'" if cluster else ""
 
 
 def create_database(db: str, cluster: str | None) -> str:
-    return f"CREATE DATABASE IF NOT EXISTS {db}{_on(cluster)}"
+    return f"CREATE DATABASE IF NOT EXISTS {db}{on_cluster(cluster)}"
 
 
 def create_table(t: Table, db: str, retention_days: int, cluster: str | None = None) -> list[str]:
@@ -249,7 +249,7 @@ def create_table(t: Table, db: str, retention_days: int, cluster: str | None = N
     args = [f"'/clickhouse/tables/{{shard}}/{db}/{local}'", "'{replica}'"] if cluster else []
     args += [t.version] if t.version else []
     body = ",\n    ".join([*(c.ddl() for c in t.columns), *(f"INDEX {i}" for i in t.indexes)])
-    parts = [f"CREATE TABLE IF NOT EXISTS {db}.{local}{_on(cluster)} (\n    {body}\n)",
+    parts = [f"CREATE TABLE IF NOT EXISTS {db}.{local}{on_cluster(cluster)} (\n    {body}\n)",
              f"ENGINE = {'Replicated' if cluster else ''}{engine}({', '.join(args)})"]
     if t.telemetry:
         parts.append("PARTITION BY toDate(ts)")
@@ -260,14 +260,14 @@ def create_table(t: Table, db: str, retention_days: int, cluster: str | None = N
         parts.append(f"SETTINGS {t.settings}")
     ddl = ["\n".join(parts)]
     if cluster:
-        ddl.append(f"CREATE TABLE IF NOT EXISTS {db}.{t.name}{_on(cluster)} AS {db}.{local}"
+        ddl.append(f"CREATE TABLE IF NOT EXISTS {db}.{t.name}{on_cluster(cluster)} AS {db}.{local}"
                    f" ENGINE = Distributed('{cluster}', '{db}', '{local}', {t.shard_by})")
     return ddl
 
 
 def create_view(v: View, db: str, cluster: str | None = None) -> str:
     suffix = "_local" if cluster else ""
-    return (f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{v.name}{_on(cluster)} TO {db}.{v.target}{suffix}"
+    return (f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{v.name}{on_cluster(cluster)} TO {db}.{v.target}{suffix}"
             f" AS {v.select.format(src=f'{db}.metric_points{suffix}')}")
 
 
