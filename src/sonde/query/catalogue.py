@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from .._exceptions import BadRequest
+from ..store.views import STATUS_ATTRS
 
 GAUGE, COUNTER, HISTOGRAM = "GAUGE", "COUNTER", "HISTOGRAM"
 
@@ -115,8 +116,9 @@ class VendorMetric:
         return table.get(unit, table.get(source.unit, 1.0))
 
 
-_HTTP_NEW = Source("http.server.request.duration", "s", "http.response.status_code")
-_HTTP_OLD = Source("http.server.duration", "ms", "http.status_code")
+# status attributes: the ones the store computes each point's status code from
+_HTTP_NEW = Source("http.server.request.duration", "s", STATUS_ATTRS[0])
+_HTTP_OLD = Source("http.server.duration", "ms", STATUS_ATTRS[1])
 
 def _srcs(*metrics: str, unit: str = "") -> tuple[Source, ...]:
     return tuple(Source(m, unit) for m in metrics)

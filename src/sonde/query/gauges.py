@@ -49,19 +49,22 @@ def label_columns(kind: LabelKind) -> str:
         host = "''"
     else:
         host = "replica"
-    device = {"gpu": GPU_COLUMN.name, "mount": "attrs['sonde.mount']"}.get(kind.device, "''")
-    if kind is LabelKind.ATTRIBUTES:  # the point's own attributes, as a JSON object
-        device = "toJSONString(mapSort(mapFilter((k, v) -> NOT startsWith(k, 'sonde.'), attrs)))"
-    return f"{host} AS l_host, {device} AS l_device"
+    return f"{host} AS l_host, {_device(kind)[0]} AS l_device"
 
 
 def label_inputs(kind: LabelKind) -> str:
     """The stored column :func:`label_columns` reads besides replica and node rank, if
     any: the series' values carry only it (a point's attribute map is the costliest
     column of a read, so a GPU question leaves it unread)."""
-    if kind is LabelKind.ATTRIBUTES or kind.device == "mount":
-        return "attrs"
-    return GPU_COLUMN.name if kind.device == "gpu" else ""
+    return _device(kind)[1]
+
+
+def _device(kind: LabelKind) -> tuple[str, str]:
+    """(SQL of ``l_device``, the stored column it reads; '' for none)."""
+    if kind is LabelKind.ATTRIBUTES:  # the point's own attributes, as a JSON object
+        return "toJSONString(mapSort(mapFilter((k, v) -> NOT startsWith(k, 'sonde.'), attrs)))", "attrs"
+    return {"gpu": (GPU_COLUMN.name, GPU_COLUMN.name),
+            "mount": ("attrs['sonde.mount']", "attrs")}.get(kind.device, ("''", ""))
 
 
 def time_weighted(scan: Scan, vm: VendorMetric) -> list[dict]:

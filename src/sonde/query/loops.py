@@ -153,7 +153,7 @@ def loops_metrics(store: Store, ws: str, deployment_id: str, window: Window, tim
     """The GetLoopsDeploymentMetricsResponseV1 body for one loops deployment."""
     scan = Scan(store, ws, "loops", deployment_id, window, timeout_s)
     sources = choose_sources(scan, [DURATION, CONCURRENT, *COMPUTE])
-    scan = scan.excluding(sources.excluded, sources.discovered)
+    scan = scan.with_sources(sources)
     metrics = _service(scan, time_divisor_s, sources.present)
     per_node = _compute(scan, sources.present)
     ids = nodes.node_ids(scan) if per_node else {}

@@ -159,7 +159,7 @@ def deployment_metrics(store: Store, ws: str, deployment_id: str, window: Window
     """The GetDeploymentMetricsResponseV1 body for one deployment."""
     scan = Scan(store, ws, "deployment", deployment_id, window, timeout_s)
     sources = choose_sources(scan, metrics)
-    req = _Request(scan.excluding(sources.excluded, sources.discovered), metrics)
+    req = _Request(scan.with_sources(sources), metrics)
     descriptors, columns = [], []
     for vm in metrics:
         if vm.name not in sources.present:

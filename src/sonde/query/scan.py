@@ -13,13 +13,16 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from ..store import Store
 from .catalogue import DIMENSIONS, VendorMetric
 from .window import Window
+
+if TYPE_CHECKING:
+    from .sources import Sources
 
 # Longest a metrics statement may run; a 7-day query takes well under a second.
 QUERY_TIMEOUT_S = 30
@@ -44,10 +47,10 @@ class Scan:
     # vendor metrics whose sources the discovery already chose (query/sources.py)
     discovered: frozenset[str] = frozenset()
 
-    def excluding(self, excluded: Exclusions, discovered: frozenset[str] = frozenset()) -> Scan:
-        """The same scan, leaving ``excluded`` out of every metric's reads; the
-        metrics in ``discovered`` had their sources chosen by the discovery."""
-        return dataclasses.replace(self, excluded=excluded, discovered=discovered)
+    def with_sources(self, sources: Sources) -> Scan:
+        """The same scan after the source choice: leaving ``sources.excluded`` out of
+        every metric's reads, and not choosing again for the metrics it chose for."""
+        return dataclasses.replace(self, excluded=sources.excluded, discovered=sources.discovered)
 
     def chooses(self, vm: VendorMetric) -> bool:
         """Whether ``vm``'s statements pick each replica's source themselves

@@ -136,7 +136,7 @@ def _statement_sets(scan: Scan, window: windows.Window):
     """(per label set its raw values, node ids) from the deployment metrics' building
     blocks, one statement per metric, each combining its label sets in ClickHouse."""
     sources = choose_sources(scan, METRICS)
-    scan = scan.excluding(sources.excluded, sources.discovered)
+    scan = scan.with_sources(sources)
     out: dict[Key, np.ndarray] = {}
     for i, vm in enumerate(METRICS):
         if vm.name not in sources.present:

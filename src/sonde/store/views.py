@@ -40,8 +40,7 @@ GPU_INDEX = ("multiIf(mapContains(attrs, 'hw.gpu.index'), attrs['hw.gpu.index'],
              " attrs['gpu'], mapContains(attrs, 'UUID'), attrs['UUID'], attrs['gpu_uuid'])")
 
 #: the HTTP status attributes of request points, in order of preference: the stable
-#: semantic conventions' and the older ones (query/catalogue.py's request sources name
-#: the same, a test holds them together)
+#: semantic conventions' and the older ones (query/catalogue.py's request sources)
 STATUS_ATTRS = ("http.response.status_code", "http.status_code")
 #: a request point's HTTP status code, 0 when it has none (or not a number)
 HTTP_STATUS = (f"toUInt16OrZero(if(mapContains(attrs, '{STATUS_ATTRS[0]}'), attrs['{STATUS_ATTRS[0]}'],"
