@@ -1,6 +1,7 @@
-"""``bench/peers/run --scale tiny``: Sonde, Prometheus and VictoriaMetrics (Debian's
-packages) started, loaded with the same samples and queried, in one child process.
-Checks that every number of every table is produced, not how fast anything is.
+"""``bench/peers/run --scale tiny --logs ...``: Sonde, Prometheus and VictoriaMetrics
+(Debian's packages) started, loaded with the same samples and queried, then the logs
+questions asked of a Sonde, chDB and grep, in one child process. Checks that every
+number of every table is produced, not how fast anything is.
 
 ``./run test`` installs ``prometheus`` and ``victoria-metrics`` when missing; without
 them this test fails, saying so, unless ``SONDE_SKIP_PROMETHEUS=1`` or
@@ -28,8 +29,9 @@ NUMBER = re.compile(r"^([<>]=)?-?[\d,]+(\.\d+)?$")
 def test_tiny_scale_produces_every_number(tmp_path):
     binary("prometheus", "SONDE_SKIP_PROMETHEUS")  # skips or fails as tests/peers.py does
     binary("victoria-metrics", "SONDE_SKIP_VICTORIA")
-    out = subprocess.run([str(ROOT / "bench" / "peers" / "run"), "--scale", "tiny", "--out", str(tmp_path)],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run([str(ROOT / "bench" / "peers" / "run"), "--scale", "tiny", "--out", str(tmp_path),
+                          "--logs", "40000", "--log-deployments", "2"],
+                         capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-4000:]
     tables, current = [], None  # each table: header, then rows
     for line in out.stdout.splitlines():
@@ -42,7 +44,8 @@ def test_tiny_scale_produces_every_number(tmp_path):
                 tables.append(current)
             else:
                 current.append(row)
-    assert [len(t) - 1 for t in tables] == [4, 7, 4 * 2], out.stdout  # systems, queries, sweep points
+    # systems, queries, sweep points, then the two logs questions' tools
+    assert [len(t) - 1 for t in tables] == [4, 7, 4 * 2, 3, 3], out.stdout
     for header, *rows in tables:
         for r in rows:
             assert len(r) == len(header), (header, r)
@@ -54,3 +57,5 @@ def test_tiny_scale_produces_every_number(tmp_path):
     assert len(samples) == 1 and samples.pop() > 0  # the same samples into every system
     for key, d in res["diffs"].items():
         assert d["pairs"] > 0, key  # Sonde and Prometheus both answered, and were compared
+    for q in res["logs"]["questions"]:  # the three tools found the same lines
+        assert q["lines"] > 0 and len({r["matches"] for r in q["rows"].values()}) == 1, q
