@@ -3,7 +3,7 @@
     bench/peers/run --scale tiny                 # CI smoke (< 60 s): every number produced
     bench/peers/run --scale small --out DIR      # 4 deployments x 4 replicas x 8 GPUs, 24 h
     bench/peers/run --scale week --out DIR       # 1 deployment x 4 x 8, 7 days
-    bench/peers/run --scale 24h --skip-remote-write --out DIR   # the 100 x 4 x 8, 24 h (~45 min here)
+    bench/peers/run --scale 24h --skip-remote-write --out DIR   # the 100 x 4 x 8, 24 h (~33 min here)
     bench/peers/run --scale tiny --logs 10000000 --log-deployments 50   # the logs questions (logs.py)
 
 One system at a time (so none competes with another for the cores): start it on
