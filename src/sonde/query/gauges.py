@@ -13,14 +13,16 @@ A label set fed by several series (deployment totals, or several attribute sets 
 replica) adds the series' means up; for RATIO gauges it averages them instead, since
 utilisations of one GPU do not add.
 
-Everything is one ClickHouse statement, three levels over the rows: per series, its samples
-become time-sorted arrays (``groupArray``), from which array functions give each
-sample's successor, the interval (``quantileExactLow(0.5)``, the lower median, of the
-gaps), the holds, and the holds cut at step edges; ``ARRAY JOIN`` and two GROUP BYs
-make per-series then per-label-set means. This measured 1.5-2.5x faster than the same
-computation with window functions (``leadInFrame`` / ``OVER``), which sort every
-column they carry, and 8-15% faster over 24 hours and 7 days than the same arrays
-taken apart over six nested levels (docs/benchmarks.md).
+Everything is one ClickHouse statement over the rows: per series, its samples become
+time-sorted arrays (``groupArray``), from which array functions give each sample's
+successor and the interval (``quantileExactLow(0.5)``, the lower median, of the gaps);
+one ``ARRAY JOIN`` makes a row per sample and its hold, a second a row per step the
+hold reaches, cut at the step's edges; two GROUP BYs make per-series then
+per-label-set means. This measured 1.5-2.5x faster than the same computation with
+window functions (``leadInFrame`` / ``OVER``), which sort every column they carry,
+8-15% faster over 24 hours and 7 days than the same arrays taken apart over six nested
+levels, and 2-9% faster than computing the holds and their pieces inside the arrays
+with nested lambdas (docs/benchmarks.md).
 A series' labels are worked out once per series, from ``any()`` of its replica, node
 rank and attributes (all three are part of the series key, so constant in it), not
 per row: evaluating the GPU index rule on every row's attribute map cost a fifth of
@@ -88,39 +90,39 @@ def time_weighted(scan: Scan, vm: VendorMetric) -> list[dict]:
         choice = f" QUALIFY {first} AND notEmpty(samples)"
         params.update(sparams)
     # Innermost to outermost: per series, its samples as time-sorted arrays (a time
-    # array and a value array: one array of pairs cost an eighth more over 7 days), the
-    # interval, each sample's hold [a, b) clipped to the window, and the holds cut at
-    # step edges into pieces (k, a, b, value); per (step, series) integral and covered
-    # time; per (step, label set) the combined means, labelled from the series' key
-    # columns.
+    # array and a value array: one array of pairs cost an eighth more over 7 days) and
+    # its interval; one row per sample with its hold [a, b) clipped to the window (ARRAY
+    # JOIN of the arrays side by side, each sample beside its successor); one row per
+    # step a hold reaches (ARRAY JOIN of the steps' range), where it is cut at the step's
+    # edges; per (step, series) integral and covered time; per (step, label set) the
+    # combined means, labelled from the series' key columns.
+    step_a = "greatest(a, {t0:Int64} + kk * {step:Int64})"
+    step_b = "least(b, {t0:Int64} + (kk + 1) * {step:Int64})"
     sql = f"""
     SELECT k, {label_columns(vm.labels)}, {combine}(integral / covered) AS v FROM (
-        SELECT piece.1 AS k, series, any(replica) AS replica, any(node_rank) AS node_rank{any_carried},
-               sum(piece.4 * (piece.3 - piece.2)) AS integral, sum(piece.3 - piece.2) AS covered
+        SELECT kk AS k, series, any(replica) AS replica, any(node_rank) AS node_rank{any_carried},
+               sum(hv * ({step_b} - {step_a})) AS integral, sum({step_b} - {step_a}) AS covered
         FROM (
-            SELECT series, any(replica) AS replica, any(node_rank) AS node_rank{any_carried},
-                   {collect}(toUnixTimestamp64Nano(ts){gauge_arg}) AS samples,
-                   arraySort(samples) AS times,
-                   arraySort((v, t) -> t, {collect}(value * {factor}{gauge_arg}), samples) AS vals,
-                   arrayFilter(d -> d > 0, arrayPopFront(arrayDifference(times))) AS gaps,
-                   -- quantileExactLow of an empty array is 0, not NULL: test for it
-                   if(empty(gaps), {{dgap:Int64}}, toInt64(arrayReduce('quantileExactLow(0.5)', gaps))) AS gap,
-                   arrayFilter(h -> h.2 > h.1, arrayMap((t, n, v) -> (
-                       greatest(t, {{t0:Int64}}),
-                       least(if(n = 0, t + gap, least(n, t + 2 * gap)), {{t1:Int64}}),
-                       v), times, arrayPushBack(arrayPopFront(times), 0), vals)) AS holds,
-                   arrayFlatten(arrayMap(h -> arrayMap(k -> (k,
-                       greatest(h.1, {{t0:Int64}} + k * {{step:Int64}}),
-                       least(h.2, {{t0:Int64}} + (k + 1) * {{step:Int64}}), h.3),
-                     range(intDiv(h.1 - {{t0:Int64}}, {{step:Int64}}), intDiv(h.2 - 1 - {{t0:Int64}}, {{step:Int64}}) + 1)),
-                     holds)) AS pieces
-            FROM (  -- the rows alone: the aggregates' aliases above shadow their columns
-                SELECT series, replica, node_rank{carried}, ts, value, unit, metric, kind, monotonic
-                FROM {scan.table} {where}{gauge_where}
+            SELECT series, replica, node_rank{carried}, hv, greatest(t, {{t0:Int64}}) AS a,
+                   least(if(n = 0, t + gap, least(n, t + 2 * gap)), {{t1:Int64}}) AS b
+            FROM (
+                SELECT series, any(replica) AS replica, any(node_rank) AS node_rank{any_carried},
+                       {collect}(toUnixTimestamp64Nano(ts){gauge_arg}) AS samples,
+                       arraySort(samples) AS times,
+                       arraySort((v, t) -> t, {collect}(value * {factor}{gauge_arg}), samples) AS vals,
+                       arrayFilter(d -> d > 0, arrayPopFront(arrayDifference(times))) AS gaps,
+                       -- quantileExactLow of an empty array is 0, not NULL: test for it
+                       if(empty(gaps), {{dgap:Int64}}, toInt64(arrayReduce('quantileExactLow(0.5)', gaps))) AS gap
+                FROM (  -- the rows alone: the aggregates' aliases above shadow their columns
+                    SELECT series, replica, node_rank{carried}, ts, value, unit, metric, kind, monotonic
+                    FROM {scan.table} {where}{gauge_where}
+                )
+                GROUP BY series{choice}
             )
-            GROUP BY series{choice}
+            ARRAY JOIN times AS t, arrayPushBack(arrayPopFront(times), 0) AS n, vals AS hv
+            WHERE b > a
         )
-        ARRAY JOIN pieces AS piece
+        ARRAY JOIN range(intDiv(a - {{t0:Int64}}, {{step:Int64}}), intDiv(b - 1 - {{t0:Int64}}, {{step:Int64}}) + 1) AS kk
         GROUP BY k, series
     )
     GROUP BY k, l_host, l_device
