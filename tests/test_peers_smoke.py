@@ -1,7 +1,8 @@
 """``bench/peers/run --scale tiny --logs ...``: Sonde, Prometheus and VictoriaMetrics
 (Debian's packages) started, loaded with the same samples and queried, then the logs
 questions asked of a Sonde, chDB and grep, in one child process. Checks that every
-number of every table is produced, not how fast anything is.
+number of every table is produced, not how fast anything is, and that the results of a
+run without the remote-write Sonde (``--skip-remote-write``) print as well.
 
 ``./run test`` installs ``prometheus`` and ``victoria-metrics`` when missing; without
 them this test fails, saying so, unless ``SONDE_SKIP_PROMETHEUS=1`` or
@@ -59,3 +60,11 @@ def test_tiny_scale_produces_every_number(tmp_path):
         assert d["pairs"] > 0, key  # Sonde and Prometheus both answered, and were compared
     for q in res["logs"]["questions"]:  # the three tools found the same lines
         assert q["lines"] > 0 and len({r["matches"] for r in q["rows"].values()}) == 1, q
+    # a run without the remote-write Sonde (--skip-remote-write) reports the other three
+    del res["systems"]["Sonde (remote write)"]
+    (tmp_path / "without-rw.json").write_text(json.dumps(res))
+    out = subprocess.run([str(ROOT / "bench" / "peers" / "run"), "--report", str(tmp_path / "without-rw.json"),
+                          "--out", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-4000:]
+    assert "Sonde (remote write)" not in out.stdout
+    assert out.stdout.count("| Sonde (OTLP) |") == 1 + 2  # ingest table, then the sweep's two points
