@@ -96,12 +96,12 @@ def time_weighted(scan: Scan, vm: VendorMetric) -> list[dict]:
     # step a hold reaches (ARRAY JOIN of the steps' range), where it is cut at the step's
     # edges; per (step, series) integral and covered time; per (step, label set) the
     # combined means, labelled from the series' key columns.
-    step_a = "greatest(a, {t0:Int64} + kk * {step:Int64})"
-    step_b = "least(b, {t0:Int64} + (kk + 1) * {step:Int64})"
     sql = f"""
     SELECT k, {label_columns(vm.labels)}, {combine}(integral / covered) AS v FROM (
         SELECT kk AS k, series, any(replica) AS replica, any(node_rank) AS node_rank{any_carried},
-               sum(hv * ({step_b} - {step_a})) AS integral, sum({step_b} - {step_a}) AS covered
+               sum((least(b, {{t0:Int64}} + (kk + 1) * {{step:Int64}})
+                    - greatest(a, {{t0:Int64}} + kk * {{step:Int64}})) AS piece) AS covered,
+               sum(hv * piece) AS integral
         FROM (
             SELECT series, replica, node_rank{carried}, hv, greatest(t, {{t0:Int64}}) AS a,
                    least(if(n = 0, t + gap, least(n, t + 2 * gap)), {{t1:Int64}}) AS b
