@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from .._exceptions import BadRequest
-from ..store.views import REQUEST_METRICS, STATUS_ATTRS
+from ..store.views import STATUS_ATTRS
 
 GAUGE, COUNTER, HISTOGRAM = "GAUGE", "COUNTER", "HISTOGRAM"
 
@@ -116,9 +116,9 @@ class VendorMetric:
         return table.get(unit, table.get(source.unit, 1.0))
 
 
-# the histograms and status attributes the store rolls request totals up from
-_HTTP_NEW = Source(REQUEST_METRICS[0], "s", STATUS_ATTRS[0])
-_HTTP_OLD = Source(REQUEST_METRICS[1], "ms", STATUS_ATTRS[1])
+# status attributes: the ones the store computes each point's status code from
+_HTTP_NEW = Source("http.server.request.duration", "s", STATUS_ATTRS[0])
+_HTTP_OLD = Source("http.server.duration", "ms", STATUS_ATTRS[1])
 
 def _srcs(*metrics: str, unit: str = "") -> tuple[Source, ...]:
     return tuple(Source(m, unit) for m in metrics)

@@ -75,14 +75,6 @@ class Scan:
         sql = ("WHERE ws = {ws:String} AND scope = {scope:String} AND entity = {entity:String}"
                " AND metric IN {metrics:Array(String)}"
                " AND ts >= fromUnixTimestamp64Nano({lo:Int64}) AND ts < fromUnixTimestamp64Nano({hi:Int64})")
-        more, more_params = self.exclusions(vm)
-        return sql + more, {**params, **more_params}
-
-    def exclusions(self, vm: VendorMetric | None) -> tuple[str, dict[str, Any]]:
-        """`` AND ...`` conditions leaving out ``vm``'s excluded (metric, replica) pairs and
-        the points its sources do not match, over rows with ``metric``, ``replica`` and
-        ``attrs``; the same in every statement of one request."""
-        sql, params = "", {}
         excluded = self.excluded.get(vm.name, {}) if vm else {}
         for i, (metric, replicas) in enumerate(sorted(excluded.items())):
             sql += f" AND NOT (metric = {{xm{i}:String}} AND replica IN {{xr{i}:Array(String)}})"

@@ -14,10 +14,10 @@ from .._exceptions import StoreError
 from .base import Executor
 from .schema import (BY_NAME, FLOAT_CODEC, LABEL_COLUMNS, LOGS_SEQ_INDEX, SPANS_MERGES, TABLES, create_database,
                      create_table, create_view, on_cluster)
-from .views import ROLLUP_FROM_SEQ, VIEWS_BY_NAME, View
+from .views import ROLLUP_FROM_SEQ, TOTALS_SELECT, VIEWS_BY_NAME
 
 #: the newest entry of MIGRATIONS; a store at an older version needs ``sonde migrate``
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 9
 
 
 @dataclass(frozen=True)
@@ -53,17 +53,14 @@ def _v4(db: str, retention_days: int, cluster: str | None) -> list[str]:
     return create_table(BY_NAME["alert_docs"], db, retention_days, cluster)
 
 
-def _filled_view(v: View, db: str, retention_days: int, cluster: str | None) -> list[str]:
+def _v5(db: str, retention_days: int, cluster: str | None) -> list[str]:
     # The view sees inserts from its creation on; the points already stored are added
     # once, here. Migrations run before ingest (at start embedded, `sonde migrate` on a
     # cluster), so no insert falls between the two. On a new store there is nothing to add.
     # On a cluster the Distributed tables read every shard and route each row to its own.
-    return [*create_table(BY_NAME[v.target], db, retention_days, cluster), create_view(v, db, cluster),
-            f"INSERT INTO {db}.{v.target} " + v.select.format(src=f"{db}.metric_points")]
-
-
-def _v5(db: str, retention_days: int, cluster: str | None) -> list[str]:
-    return _filled_view(VIEWS_BY_NAME["series_totals_mv"], db, retention_days, cluster)
+    return [*create_table(BY_NAME["series_totals"], db, retention_days, cluster),
+            create_view(VIEWS_BY_NAME["series_totals_mv"], db, cluster),
+            f"INSERT INTO {db}.series_totals " + TOTALS_SELECT.format(src=f"{db}.metric_points")]
 
 
 def _v6(db: str, retention_days: int, cluster: str | None) -> list[str]:
@@ -102,10 +99,6 @@ def _v9(db: str, retention_days: int, cluster: str | None) -> list[str]:
             f"ALTER TABLE {tables[0]}{on_cluster(cluster)} {materialize}"]
 
 
-def _v10(db: str, retention_days: int, cluster: str | None) -> list[str]:
-    return _filled_view(VIEWS_BY_NAME["request_rollup_mv"], db, retention_days, cluster)
-
-
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "workspaces, keys, inventory, metric points, series state, logs", _v1),
     Migration(2, "training rollup: per-bucket summaries of training-job metrics, filled at insert", _v2),
@@ -116,7 +109,6 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "spans merge more parts at once (less merge work per span ingested)", _v7),
     Migration(8, "metric values compressed with ZSTD(3) instead of Gorilla (about half the bytes)", _v8),
     Migration(9, "each metric point's GPU label and HTTP status as columns computed at insert", _v9),
-    Migration(10, "request totals per series and 1, 5 and 30-minute bucket, filled at insert", _v10),
 )
 
 

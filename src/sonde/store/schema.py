@@ -33,8 +33,8 @@ import pyarrow as pa
 
 from .arrowtypes import arrow_type
 # the views, and names of theirs that callers read here (query/, tests)
-from .views import (GPU_INDEX, HTTP_STATUS, REQUEST_LEVELS_S, REQUEST_METRICS, ROLLUP_FROM_SEQ,  # noqa: F401
-                    ROLLUP_LEVELS_S, ROLLUP_METRICS, TOTALS_SELECT, VIEWS, VIEWS_BY_NAME, View)
+from .views import (GPU_INDEX, HTTP_STATUS, ROLLUP_FROM_SEQ, ROLLUP_LEVELS_S,  # noqa: F401
+                    ROLLUP_METRICS, TOTALS_SELECT, VIEWS, VIEWS_BY_NAME, View)
 
 LOGS_SEQ_INDEX = "seq_idx seq TYPE minmax GRANULARITY 1"
 
@@ -187,19 +187,6 @@ TABLES: tuple[Table, ...] = (
           # small granules: a query reads one level, one metric or a few days of it
           "cityHash64(ws, entity)", telemetry=True, engine="AggregatingMergeTree",
           settings="index_granularity = 1024"),
-    # Request totals per series and bucket (REQUEST_LEVELS_S) of the HTTP duration
-    # histograms, filled by the materialized view of VIEWS inside every insert into
-    # metric_points; rows of one key add up at merges. Bucket start in ``ts`` (seconds);
-    # ``cls`` the status class (hundreds of the status code), ``n`` the observations of
-    # the bucket's histogram points, ``points`` how many (query/requests_rollup.py).
-    Table("request_rollup", (
-        *_cols(f"ws {_LC}", f"scope {_LC}", "entity String", "res UInt32", f"metric {_LC}"),
-        Column("ts", "DateTime('UTC')", "DoubleDelta, LZ4"),
-        *_cols("series UInt64", f"replica {_LC}", "cls UInt8", "n SimpleAggregateFunction(sum, UInt64)",
-               "points SimpleAggregateFunction(sum, UInt64)"),
-        Column("last_ns", "SimpleAggregateFunction(max, Int64)", "Delta, LZ4"),
-    ), "(ws, scope, entity, res, metric, ts, series, replica, cls)", "cityHash64(ws, entity)", telemetry=True,
-          engine="AggregatingMergeTree", settings="index_granularity = 1024"),
     # One row per OTLP span. Server spans (kind 2) are the entity's requests: request_id
     # is the request's X-Request-ID where the span carries one, else its trace id.
     # Ids in lower-case hex; ts is the start, duration in nanoseconds. kind is in the key:

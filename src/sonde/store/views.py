@@ -46,12 +46,6 @@ STATUS_ATTRS = ("http.response.status_code", "http.status_code")
 HTTP_STATUS = (f"toUInt16OrZero(if(mapContains(attrs, '{STATUS_ATTRS[0]}'), attrs['{STATUS_ATTRS[0]}'],"
                f" attrs['{STATUS_ATTRS[1]}']))")
 
-#: the HTTP duration histograms request totals count (query/catalogue.py's request
-#: sources, in the same order), and the bucket lengths (seconds) of their rollup: each
-#: divides the next and a day, so a day's buckets stay in that day's partition
-REQUEST_METRICS = ("http.server.request.duration", "http.server.duration")
-REQUEST_LEVELS_S = (60, 300, 1800)
-
 _ROLLUP_SELECT = f"""SELECT ws, entity, res, metric, monotonic, series,
        toDateTime(intDiv(t_ns, res * 1000000000) * res, 'UTC') AS ts, unit, replica, node_rank, gpu, mount, node_id,
        count() AS n, sum(value) AS total, min(t_ns) AS first_ns, max(t_ns) AS last_ns
@@ -65,20 +59,6 @@ FROM (
 )
 ARRAY JOIN [{", ".join(str(r) for r in ROLLUP_LEVELS_S)}] AS res
 GROUP BY ws, entity, res, metric, monotonic, series, ts, unit, replica, node_rank, gpu, mount, node_id"""
-
-# Per series and bucket: the observations of its histogram points (``n``) and how many
-# such points there were; points of another kind count for nothing but their presence,
-# as the raw statement's source choice sees them (query/histograms.status_counts).
-_REQUESTS_SELECT = f"""SELECT ws, scope, entity, res, metric, toDateTime(intDiv(t_ns, res * 1000000000) * res, 'UTC') AS ts,
-       series, replica, cls, sumIf(count, h) AS n, countIf(h) AS points, max(t_ns) AS last_ns
-FROM (
-    SELECT ws, scope, entity, metric, series, replica, intDiv({HTTP_STATUS}, 100) AS cls,
-           toUnixTimestamp64Nano(ts) AS t_ns, count, kind IN ('histogram', 'exp_histogram') AS h
-    FROM {{src}}
-    WHERE metric IN ({", ".join(f"'{m}'" for m in REQUEST_METRICS)})
-)
-ARRAY JOIN [{", ".join(str(r) for r in REQUEST_LEVELS_S)}] AS res
-GROUP BY ws, scope, entity, res, metric, ts, series, replica, cls"""
 
 # The inner SELECT renames the columns the outer one aggregates under their own names.
 TOTALS_SELECT = """SELECT ws, entity, series, layout, any(m) AS metric, any(k) AS kind, any(u) AS unit,
@@ -104,7 +84,6 @@ GROUP BY ws, entity, series, layout"""
 VIEWS: tuple[View, ...] = (
     View("training_rollup_mv", "training_rollup", _ROLLUP_SELECT, "fromUnixTimestamp64Nano(max(last_ns))"),
     View("series_totals_mv", "series_totals", TOTALS_SELECT, "max(last_ts)"),
-    View("request_rollup_mv", "request_rollup", _REQUESTS_SELECT, "fromUnixTimestamp64Nano(max(last_ns))"),
 )
 VIEWS_BY_NAME = {v.name: v for v in VIEWS}
 
