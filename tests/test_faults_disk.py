@@ -124,6 +124,7 @@ def test_full_disk_refuses_ingest_with_503_keeps_reads_and_resumes(small_disk):
     try:
         with httpx.Client(base_url=server.url, headers=server.headers("ingest_key"), timeout=30) as c:
             send_ok(c, 4)
+            assert len(logs_read(server)) == 5 * 3  # committed: a read commits the write-ahead log
             fill(small_disk, leave=0)
             logs, points = batches(5)
             first = post(c, logs)

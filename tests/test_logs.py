@@ -67,7 +67,7 @@ def row(ws, entity, ts, seq, *, scope="deployment", parent="m1", environment="pr
 
 
 def write(store, rows):
-    store.submit({"logs": pa.Table.from_pylist(rows, schema=ARROW_SCHEMAS["logs"])}).result()
+    store.submit({"logs": pa.Table.from_pylist(rows, schema=ARROW_SCHEMAS["logs"])}).committed.result()
 
 
 def dataset(ws: str, n: int = 3000, seed: int = 7) -> list[dict]:

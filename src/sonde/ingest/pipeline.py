@@ -27,7 +27,8 @@ from .traces import SpanRows, TracesWalk
 
 @dataclass
 class Queued:
-    """Rows queued for commit: ``future`` resolves when they are durable."""
+    """Rows queued for commit: ``future`` resolves when they are durable (in the
+    write-ahead log, or committed where there is none)."""
 
     future: Future
     rows: int
@@ -76,15 +77,15 @@ class Ingestor:
             rows = {"metric_points": table, **extra}
             if change is not None and change.new:
                 rows["series_state"] = state.rows(ws, change, first + n - 1)
-            future = self.store.submit(rows, seq=first)  # raises Overloaded before anything is queued
+            sub = self.store.submit(rows, seq=first)  # raises Overloaded before anything is queued
             if change is not None:
                 state.commit(change)
         if change is not None:
             # Outside the lock: a future already resolved runs the callback right here.
             # Registered before the request awaits it, so it runs first: a client hears
             # of a failed commit only once the state is settled.
-            future.add_done_callback(lambda f: state.settle(change) if f.exception() is not None else None)
-        return Queued(future, n, walk.rejects.count, message)
+            sub.committed.add_done_callback(lambda f: state.settle(change) if f.exception() is not None else None)
+        return Queued(sub.acknowledged, n, walk.rejects.count, message)
 
     def logs(self, ws: str, req) -> Queued:
         self.store.require_space()
@@ -94,7 +95,7 @@ class Ingestor:
         if n == 0:
             return Queued(_done(), 0, walk.rejects.count, message)
         first = self.store.next_seq(n)
-        future = self.store.submit({"logs": walk.to_arrow(first)}, seq=first)
+        future = self.store.submit({"logs": walk.to_arrow(first)}, seq=first).acknowledged
         for job_exit in walk.job_exits:
             self.registrar.job_exit(ws, *job_exit)
         return Queued(future, n, walk.rejects.count, message)
@@ -110,7 +111,7 @@ class Ingestor:
             return Queued(_done(), 0, rows.rejected, rows.message)
         parents = [self.registrar(ws, pl) for pl in rows.placements]
         first = self.store.next_seq(rows.n)
-        future = self.store.submit({"spans": rows.finish(parents, first)}, seq=first)
+        future = self.store.submit({"spans": rows.finish(parents, first)}, seq=first).acknowledged
         return Queued(future, rows.n, rows.rejected, rows.message)
 
 

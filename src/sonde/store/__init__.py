@@ -1,7 +1,8 @@
 """The store: one ClickHouse schema behind one narrow executor seam.
 
-``Store`` bundles an :class:`~sonde.store.base.Executor`, the database name, and the
-group-commit :class:`~sonde.store.writer.BatchWriter`. ``open_executor`` picks the
+``Store`` bundles an :class:`~sonde.store.base.Executor`, the database name, the
+group-commit :class:`~sonde.store.writer.BatchWriter` and, where this process is the
+store's only writer, its write-ahead log (store/wal.py). ``open_executor`` picks the
 executor from the ``store`` URL ('chdb' or ``clickhouse://...``).
 """
 
@@ -12,6 +13,8 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
+from typing import NamedTuple
 
 import pyarrow as pa
 
@@ -21,6 +24,7 @@ from . import migrations, views
 from .disk import DiskGuard
 from .retention import Retention
 from .schema import ARROW_SCHEMAS
+from .wal import FlushingExecutor, Wal, replay
 from .writer import BatchWriter
 
 __all__ = ["Store", "open_store", "open_executor", "Executor", "ARROW_SCHEMAS"]
@@ -34,6 +38,18 @@ STALE_RESERVATION_S = 60.0
 
 #: called after every group commit with the committed rows, by bare table name
 CommitListener = Callable[[dict[str, pa.Table]], None]
+
+#: the tables ingest writes, in the order a group commit flushes them: counter state
+#: after the points it follows from
+INGEST_TABLES = ("metric_points", "exemplars", "series_state", "logs", "spans")
+
+
+class Submitted(NamedTuple):
+    """``acknowledged``: resolves once the rows are durable, when the client may hear
+    so (with the log: at once); ``committed``: once queries can read them."""
+
+    acknowledged: Future
+    committed: Future
 
 
 class Store:
@@ -49,6 +65,7 @@ class Store:
         min_free_disk_mb: int = 0,
         retention_check_seconds: float | None = None,
         migrate: bool = True,
+        wal_dir: str | None = None,
     ):
         """``migrate``: bring the schema up to date; otherwise refuse a store whose
         schema version is not this build's (a cluster is migrated once, by
@@ -62,15 +79,20 @@ class Store:
             migrations.migrate(executor, db, retention_days)
         else:
             migrations.require(executor, db)
+        order = [self.t(t) for t in INGEST_TABLES]
+        wal = Wal(wal_dir) if wal_dir is not None else None
+        if wal is not None:
+            replay(wal, executor, order)  # before anything reads the store: the state, the sequence
         self.writer = BatchWriter(
-            executor,
-            # flushed in this order: counter state after the points it follows from
-            [self.t(t) for t in ("metric_points", "exemplars", "series_state", "logs", "spans")],
+            executor, order,
             flush_interval_ms=flush_interval_ms,
             batch_max_rows=batch_max_rows,
             max_pending_rows=max_pending_rows,
             on_commit=self._committed,
+            wal=wal,
         )
+        if wal is not None:
+            self.ex = FlushingExecutor(executor, self.writer.flush)
         self._seq_lock = threading.Lock()
         self._seq = self._max_seq()
         self._open: dict[int, float] = {}  # first seq of a reservation -> when it was made
@@ -116,8 +138,8 @@ class Store:
         for ingest; called before a request writes anything (store/disk.py)."""
         self.disk.check()
 
-    def submit(self, rows: dict[str, pa.Table], *, seq: int | None = None):
-        """Queue rows keyed by bare table name; returns a future resolved on commit.
+    def submit(self, rows: dict[str, pa.Table], *, seq: int | None = None) -> Submitted:
+        """Queue rows keyed by bare table name.
 
         ``seq``: the first number of the reservation these rows were numbered from; it
         stays open (holding back :meth:`committed_seq`) until the commit succeeds or fails."""
@@ -130,7 +152,11 @@ class Store:
         if seq is not None:
             fut.add_done_callback(lambda _: self._release(seq))
         fut.add_done_callback(self._space_failure)
-        return fut
+        if self.writer.wal is None:
+            return Submitted(fut, fut)
+        logged: Future = Future()
+        logged.set_result(sum(t.num_rows for t in rows.values()))
+        return Submitted(logged, fut)
 
     def _space_failure(self, fut) -> None:
         if not fut.cancelled() and isinstance(fut.exception(), StorageFull):
@@ -202,12 +228,20 @@ def open_executor(url: str, data_dir: str) -> tuple[Executor, str | None]:
                      field="store")
 
 
-def open_store(url: str, data_dir: str, *, db: str = "sonde", auto_migrate: str = "embedded", **kwargs) -> Store:
-    """Open the store for ``url``; ``auto_migrate`` is the setting of that name."""
+def open_store(url: str, data_dir: str, *, db: str = "sonde", auto_migrate: str = "embedded",
+               wal: str = "auto", wal_flush_interval_ms: int = 1000, **kwargs) -> Store:
+    """Open the store for ``url``; ``auto_migrate`` and ``wal`` are the settings of those names."""
     ex, named = open_executor(url, data_dir)
     migrate = auto_migrate == "always" or (auto_migrate == "embedded" and ex.exclusive)
+    if wal == "on" and not ex.exclusive:
+        ex.close()
+        raise BadRequest("wal=on needs the embedded store: with several API replicas writing one ClickHouse, a"
+                         " read on one replica cannot flush another's log", field="wal")
+    wal_dir = os.path.join(data_dir, "wal") if wal != "off" and ex.exclusive else None
+    if wal_dir is not None:
+        kwargs["flush_interval_ms"] = wal_flush_interval_ms
     try:
-        store = Store(ex, named or db, migrate=migrate, **kwargs)
+        store = Store(ex, named or db, migrate=migrate, wal_dir=wal_dir, **kwargs)
         if ex.exclusive:
             store.repair_views()
         return store

@@ -58,8 +58,9 @@ _CACHES_LOCK = threading.Lock()
 def _cache_of(executor) -> _Cache | None:
     if not executor.exclusive:
         return None
+    engine = getattr(executor, "inner", executor)  # a store's FlushingExecutor shares its engine's cache
     with _CACHES_LOCK:
-        return _CACHES.setdefault(executor, _Cache())
+        return _CACHES.setdefault(engine, _Cache())
 
 
 class Inventory:

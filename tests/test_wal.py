@@ -1,0 +1,134 @@
+"""The write-ahead log (store/wal.py): acknowledged before the commit, read after it,
+committed once after a crash, retried when the store refuses a commit."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import httpx
+import pyarrow as pa
+import pytest
+from live_server import LiveServer
+from otlp_build import SEC, gauge, log_record, logs_request, metrics_request, number, post
+from test_ingest_e2e import read_store
+
+from sonde.store import ARROW_SCHEMAS, Store
+from sonde.store.wal import Wal, read, replay
+from sonde.store.writer import BatchWriter
+
+T0 = (time.time_ns() // SEC - 3600) * SEC  # inside the retention, which TTL enforces
+
+
+def _logs(ws: str, seqs, entity: str = "d1") -> pa.Table:
+    return pa.Table.from_pylist([
+        dict(ws=ws, scope="deployment", entity=entity, parent="m1", environment="production", ts=T0 + i * SEC,
+             seq=s, replica="r", request_id="", component="", level=9, message=f"line {s}", attrs={})
+        for i, s in enumerate(seqs)], schema=ARROW_SCHEMAS["logs"])
+
+
+def _count(store: Store, where: str = "1") -> int:
+    return store.ex.query(f"SELECT count() AS n FROM {store.t('logs')} WHERE {where}")[0]["n"]
+
+
+@pytest.fixture
+def logged(store_executor, tmp_path):
+    """A store with a log whose commits wait a minute unless a read flushes them."""
+    from conftest import drop_database, new_db_name
+
+    s = Store(store_executor, new_db_name(), flush_interval_ms=60_000, wal_dir=str(tmp_path / "wal"))
+    yield s
+    s.close(executor=False)
+    drop_database(store_executor, s.db)
+
+
+def test_acknowledged_at_once_committed_on_read(logged):
+    first = logged.next_seq(5)
+    sub = logged.submit({"logs": _logs("ws1", range(first, first + 5))}, seq=first)
+    assert sub.acknowledged.done() and sub.acknowledged.result() == 5
+    assert not sub.committed.done()  # still waiting for its minute
+    assert logged.committed_seq() < first  # so a live tail does not read past it yet
+    files = logged.writer.wal.files()
+    assert len(files) == 1 and read(files[0])[logged.t("logs")].num_rows == 5
+    assert _count(logged) == 5  # the read flushed the log first
+    assert sub.committed.done() and logged.writer.wal.files() == []
+    assert logged.committed_seq() >= first + 4
+
+
+def test_replay_stores_each_row_once(store, tmp_path):
+    wal_dir = str(tmp_path / "wal")
+    wal = Wal(wal_dir)
+    # a crash after the first file's rows were committed and half of the second's
+    wal.append({store.t("logs"): _logs("ws1", range(1, 4))})
+    wal.append({store.t("logs"): _logs("ws1", range(4, 10))})
+    store.ex.insert_arrow(store.t("logs"), _logs("ws1", [1, 2, 3, 4, 5, 6]))
+    with open(os.path.join(wal_dir, "0000000000000099.wal.tmp"), "wb") as f:
+        f.write(b"half a file: the crash came before its rename, so never acknowledged")
+    assert replay(Wal(wal_dir), store.ex, [store.t("logs")]) == 3
+    assert store.ex.query(f"SELECT groupArraySorted(100)(seq) AS s FROM {store.t('logs')}")[0]["s"] == list(range(1, 10))
+    assert os.listdir(wal_dir) == ["rejected"]
+
+
+def test_damaged_file_is_set_aside_not_lost(store, tmp_path):
+    wal = Wal(str(tmp_path / "wal"))
+    path = wal.append({store.t("logs"): _logs("ws1", range(1, 4))})
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) - 40)
+    assert replay(Wal(str(tmp_path / "wal")), store.ex, [store.t("logs")]) == 0
+    assert os.listdir(tmp_path / "wal" / "rejected") == [os.path.basename(path)]
+
+
+def test_a_failed_commit_is_retried_until_the_table_takes_it(store, tmp_path):
+    table = f"{store.db}.later"
+    w = BatchWriter(store.ex, [table], flush_interval_ms=10, wal=Wal(str(tmp_path / "wal")), retry_s=(0.2,))
+    fut = w.submit({table: _logs("ws1", range(1, 4))})
+    deadline = time.monotonic() + 10
+    while w._failures == 0 and time.monotonic() < deadline:  # the store refused it once: no table yet
+        time.sleep(0.02)
+    assert w._failures >= 1 and not fut.done()
+    store.ex.command(f"CREATE TABLE {table} AS {store.t('logs')}")
+    assert fut.result(10) == 3
+    assert store.ex.query(f"SELECT count() AS n FROM {table}")[0]["n"] == 3
+    assert w.wal.files() == []
+    w.close()
+
+
+def test_a_request_the_store_refuses_is_set_aside_and_the_others_go_in(store, tmp_path):
+    missing = f"{store.db}.missing"
+    w = BatchWriter(store.ex, [store.t("logs"), missing], flush_interval_ms=200, wal=Wal(str(tmp_path / "wal")),
+                    retry_s=(0.05,))
+    good = w.submit({store.t("logs"): _logs("ws1", range(1, 4))})
+    bad = w.submit({missing: _logs("ws1", range(4, 6))})
+    assert good.result(15) == 3
+    with pytest.raises(Exception):
+        bad.result(15)
+    assert _count(store) == 3
+    assert w.wal.files() == [] and len(os.listdir(tmp_path / "wal" / "rejected")) == 1
+    w.close()
+
+
+def test_a_killed_server_keeps_what_it_acknowledged(tmp_path):
+    # commits wait ten minutes: every acknowledged row is only in the log when the kill comes
+    server = LiveServer(tmp_path, env={"SONDE_WAL_FLUSH_INTERVAL_MS": "600000"}).start()
+    resource = {"sonde.model_id": "m-wal", "sonde.deployment_id": "d-wal", "sonde.replica": "r1"}
+    t = time.time_ns()
+    with httpx.Client(base_url=server.url, headers=server.headers("ingest_key")) as c:
+        for i in range(3):
+            assert post(c, metrics_request(resource, [gauge("wal.g", [number(t + i, float(i))])])).status_code == 200
+            assert post(c, logs_request(resource, [log_record(t + i, f"wal line {i}")])).status_code == 200
+    assert len(os.listdir(tmp_path / "wal")) == 1 + 6  # rejected/ and six files
+    server.kill9()
+    points, lines = read_store(tmp_path, "SELECT count() AS n FROM sonde.metric_points WHERE metric = 'wal.g'",
+                               "SELECT count() AS n FROM sonde.logs WHERE message LIKE 'wal line%'")
+    assert points == [{"n": 0}] and lines == [{"n": 0}]  # nothing was committed before the kill
+    server.start()  # replays the log
+    try:
+        with httpx.Client(base_url=server.url, headers=server.headers()) as c:
+            r = c.get("/v1/models/m-wal/deployments/d-wal/logs",
+                      params={"start_epoch_millis": t // 1_000_000 - 60_000, "end_epoch_millis": t // 1_000_000 + 60_000})
+            assert r.status_code == 200, r.text
+            assert sorted(x["message"] for x in r.json()["logs"]) == [f"wal line {i}" for i in range(3)]
+    finally:
+        server.stop()
+    assert read_store(tmp_path, "SELECT count() AS n FROM sonde.metric_points WHERE metric = 'wal.g'")[0] == [{"n": 3}]
+    assert os.listdir(tmp_path / "wal") == ["rejected"]
