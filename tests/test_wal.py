@@ -36,7 +36,8 @@ def logged(store_executor, tmp_path):
     """A store with a log whose commits wait a minute unless a read flushes them."""
     from conftest import drop_database, new_db_name
 
-    s = Store(store_executor, new_db_name(), flush_interval_ms=60_000, wal_dir=str(tmp_path / "wal"))
+    s = Store(store_executor, new_db_name(), flush_interval_ms=5, wal_dir=str(tmp_path / "wal"),
+              wal_flush_interval_ms=60_000)
     yield s
     s.close(executor=False)
     drop_database(store_executor, s.db)
@@ -53,6 +54,18 @@ def test_acknowledged_at_once_committed_on_read(logged):
     assert _count(logged) == 5  # the read flushed the log first
     assert sub.committed.done() and logged.writer.wal.files() == []
     assert logged.committed_seq() >= first + 4
+
+
+def test_a_live_reader_makes_commits_prompt(logged):
+    logged.writer.watch(+1)  # what an open live tail does
+    try:
+        sub = logged.submit({"logs": _logs("ws1", range(1, 4))})
+        assert sub.committed.result(5) == 3  # not after the log's minute: flush_interval_ms
+    finally:
+        logged.writer.watch(-1)
+    sub = logged.submit({"logs": _logs("ws1", range(4, 6))})
+    time.sleep(0.3)
+    assert not sub.committed.done()  # nobody watching: the log's interval again
 
 
 def test_replay_stores_each_row_once(store, tmp_path):

@@ -37,15 +37,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("retention_check_seconds", 3600.0, "Seconds between two passes dropping partitions older than"
             " retention_days (the first a minute after start, or sooner if this is shorter).", minimum=1),
     Setting("max_body_bytes", 16 * 1024 * 1024, "Largest OTLP or remote-write request body, after gzip or snappy is undone; larger: 413."),
-    Setting("flush_interval_ms", 100, "Longest a row waits before its group commit starts, where ingest is"
-            " acknowledged on commit (no write-ahead log: see wal).", minimum=0),
+    Setting("flush_interval_ms", 100, "Longest a row waits before its group commit starts where ingest is"
+            " acknowledged on commit (no write-ahead log: see wal), and with the log while a live tail is open.",
+            minimum=0),
     Setting("wal", "auto", "Whether ingest is acknowledged once written to a write-ahead log in data_dir/wal and"
             " committed in larger batches every wal_flush_interval_ms, reads flushing it first ('on'; 'auto':"
             " on the embedded store), or acknowledged on its commit ('off'; always on a ClickHouse store,"
             " where a read on one API replica cannot flush another's log; docs/architecture.md#write-ahead-log).",
             ("auto", "on", "off")),
     Setting("wal_flush_interval_ms", 1000, "Longest an acknowledged row waits in the write-ahead log before its"
-            " group commit starts (a read commits what waits at once).", minimum=0),
+            " group commit starts (a read commits what waits at once; a live tail open: flush_interval_ms).",
+            minimum=0),
     Setting("batch_max_rows", 50_000, "Rows that start a group commit at once."),
     Setting("max_pending_rows", 2_000_000, "Rows waiting for commit past which ingest answers 503."),
     Setting("max_series_per_workspace", 1_000_000, "Distinct metric series one workspace may hold; points of a"

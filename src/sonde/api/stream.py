@@ -142,6 +142,7 @@ class Streams:
     async def _events(self, request: Request, key: ApiKey, tail: Tail,
                       recheck: Callable[[], ApiKey | None], release: Callable[[], None]) -> AsyncIterator[str]:
         token, rung = self.bell.subscribe(key.ws, tail.target.entity)
+        self.store.writer.watch(+1)
         try:
             # An opening comment: the client sees the stream is live before any line.
             yield ": sonde live tail\n\n"
@@ -172,5 +173,6 @@ class Streams:
                 except asyncio.TimeoutError:
                     pass
         finally:
+            self.store.writer.watch(-1)
             self.bell.unsubscribe(token)
             release()

@@ -66,12 +66,16 @@ class Store:
         retention_check_seconds: float | None = None,
         migrate: bool = True,
         wal_dir: str | None = None,
+        wal_flush_interval_ms: int = 1000,
     ):
         """``migrate``: bring the schema up to date; otherwise refuse a store whose
         schema version is not this build's (a cluster is migrated once, by
         ``sonde migrate``, not by every replica at start). ``retention_check_seconds``:
         drop partitions older than ``retention_days`` this often (store/retention.py);
-        None: never (the server passes it; tests and tools opening a store do not)."""
+        None: never (the server passes it; tests and tools opening a store do not).
+        ``wal_dir``: acknowledge ingest once it is in a write-ahead log there and commit
+        it every ``wal_flush_interval_ms``, or ``flush_interval_ms`` while a live tail is
+        open (store/wal.py); only for the store's one writer."""
         self.ex = executor
         self.db = db
         self.disk = DiskGuard(executor.local_path, min_free_disk_mb * 2**20)
@@ -85,7 +89,8 @@ class Store:
             replay(wal, executor, order)  # before anything reads the store: the state, the sequence
         self.writer = BatchWriter(
             executor, order,
-            flush_interval_ms=flush_interval_ms,
+            flush_interval_ms=wal_flush_interval_ms if wal is not None else flush_interval_ms,
+            prompt_interval_ms=flush_interval_ms,
             batch_max_rows=batch_max_rows,
             max_pending_rows=max_pending_rows,
             on_commit=self._committed,
@@ -229,7 +234,7 @@ def open_executor(url: str, data_dir: str) -> tuple[Executor, str | None]:
 
 
 def open_store(url: str, data_dir: str, *, db: str = "sonde", auto_migrate: str = "embedded",
-               wal: str = "auto", wal_flush_interval_ms: int = 1000, **kwargs) -> Store:
+               wal: str = "auto", **kwargs) -> Store:
     """Open the store for ``url``; ``auto_migrate`` and ``wal`` are the settings of those names."""
     ex, named = open_executor(url, data_dir)
     migrate = auto_migrate == "always" or (auto_migrate == "embedded" and ex.exclusive)
@@ -238,8 +243,6 @@ def open_store(url: str, data_dir: str, *, db: str = "sonde", auto_migrate: str 
         raise BadRequest("wal=on needs the embedded store: with several API replicas writing one ClickHouse, a"
                          " read on one replica cannot flush another's log", field="wal")
     wal_dir = os.path.join(data_dir, "wal") if wal != "off" and ex.exclusive else None
-    if wal_dir is not None:
-        kwargs["flush_interval_ms"] = wal_flush_interval_ms
     try:
         store = Store(ex, named or db, migrate=migrate, wal_dir=wal_dir, **kwargs)
         if ex.exclusive:

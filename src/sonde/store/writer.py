@@ -76,11 +76,15 @@ class BatchWriter:
         clock: Callable[[], float] = time.monotonic,
         on_commit: Callable[[dict[str, pa.Table]], None] | None = None,
         wal: Wal | None = None,
+        prompt_interval_ms: int | None = None,
         retry_s: Sequence[float] = RETRY_S,
     ):
+        """``prompt_interval_ms``: the interval while a live reader is open (:meth:`watch`)."""
         self._ex = executor
         self._order = list(tables)
         self._interval = flush_interval_ms / 1000
+        self._prompt = prompt_interval_ms / 1000 if prompt_interval_ms is not None else self._interval
+        self._watchers = 0
         self._batch_max = batch_max_rows
         self._max_pending = max_pending_rows
         self._clock = clock
@@ -146,6 +150,17 @@ class BatchWriter:
             self._cond.notify_all()
             self._cond.wait_for(lambda: self._settled >= target or self._failures > failures, timeout)
 
+    def watch(self, delta: int) -> None:
+        """A live reader opened (+1) or closed (-1). While any is open, commits come every
+        ``prompt_interval_ms``: a live tail sees a line once it is committed, and with a
+        log the interval that makes commits large would otherwise be its latency."""
+        with self._cond:
+            self._watchers += delta
+            self._cond.notify_all()
+
+    def _interval_now(self) -> float:
+        return self._prompt if self._watchers > 0 else self._interval
+
     def _run(self) -> None:
         while True:
             with self._cond:
@@ -167,7 +182,7 @@ class BatchWriter:
         if self._retry is not None:
             return max(0.0, self._retry_at - self._clock())
         if self._first_at is not None:
-            return max(0.0, self._first_at + self._interval - self._clock())
+            return max(0.0, self._first_at + self._interval_now() - self._clock())
         return None
 
     def _due(self) -> bool:
@@ -177,7 +192,7 @@ class BatchWriter:
             return False
         if self._closed or self._force or self._pending_rows >= self._batch_max:
             return True
-        return self._clock() >= self._first_at + self._interval
+        return self._clock() >= self._first_at + self._interval_now()
 
     def _insert(self, batch: list[_Item], retry: bool) -> dict[str, pa.Table]:
         committed: dict[str, pa.Table] = {}
