@@ -168,7 +168,8 @@ def store_executor(request):
 def store(store_executor, tmp_path_factory):
     # as the server opens it: on chDB, ingest is acknowledged from the write-ahead log
     wal = str(tmp_path_factory.mktemp("wal")) if store_executor.exclusive else None
-    s = Store(store_executor, new_db_name(), flush_interval_ms=5, wal_dir=wal, wal_flush_interval_ms=200)
+    s = Store(store_executor, new_db_name(), flush_interval_ms=5, wal_dir=wal, wal_flush_interval_ms=200,
+              wal_live_flush_interval_ms=5)
     yield s
     s.close(executor=False)
     drop_database(store_executor, s.db)

@@ -36,8 +36,8 @@ def logged(store_executor, tmp_path):
     """A store with a log whose commits wait a minute unless a read flushes them."""
     from conftest import drop_database, new_db_name
 
-    s = Store(store_executor, new_db_name(), flush_interval_ms=5, wal_dir=str(tmp_path / "wal"),
-              wal_flush_interval_ms=60_000)
+    s = Store(store_executor, new_db_name(), wal_dir=str(tmp_path / "wal"), wal_flush_interval_ms=60_000,
+              wal_live_flush_interval_ms=5)
     yield s
     s.close(executor=False)
     drop_database(store_executor, s.db)
@@ -60,7 +60,7 @@ def test_a_live_reader_makes_commits_prompt(logged):
     logged.writer.watch(+1)  # what an open live tail does
     try:
         sub = logged.submit({"logs": _logs("ws1", range(1, 4))})
-        assert sub.committed.result(5) == 3  # not after the log's minute: flush_interval_ms
+        assert sub.committed.result(5) == 3  # not after the log's minute: wal_live_flush_interval_ms
     finally:
         logged.writer.watch(-1)
     sub = logged.submit({"logs": _logs("ws1", range(4, 6))})

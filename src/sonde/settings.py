@@ -38,15 +38,16 @@ SETTINGS: tuple[Setting, ...] = (
             " retention_days (the first a minute after start, or sooner if this is shorter).", minimum=1),
     Setting("max_body_bytes", 16 * 1024 * 1024, "Largest OTLP or remote-write request body, after gzip or snappy is undone; larger: 413."),
     Setting("flush_interval_ms", 100, "Longest a row waits before its group commit starts where ingest is"
-            " acknowledged on commit (no write-ahead log: see wal), and with the log while a live tail is open.",
-            minimum=0),
+            " acknowledged on commit (no write-ahead log: see wal).", minimum=0),
     Setting("wal", "auto", "Whether ingest is acknowledged once written to a write-ahead log in data_dir/wal and"
             " committed in larger batches every wal_flush_interval_ms, reads flushing it first ('on'; 'auto':"
             " on the embedded store), or acknowledged on its commit ('off'; always on a ClickHouse store,"
             " where a read on one API replica cannot flush another's log; docs/architecture.md#write-ahead-log).",
             ("auto", "on", "off")),
     Setting("wal_flush_interval_ms", 1000, "Longest an acknowledged row waits in the write-ahead log before its"
-            " group commit starts (a read commits what waits at once; a live tail open: flush_interval_ms).",
+            " group commit starts (a read commits what waits at once).", minimum=0),
+    Setting("wal_live_flush_interval_ms", 250, "The same while a live tail is open: a tail sees a line once it is"
+            " committed, and every commit wakes every open tail to read (docs/benchmarks.md, live tail).",
             minimum=0),
     Setting("batch_max_rows", 50_000, "Rows that start a group commit at once."),
     Setting("max_pending_rows", 2_000_000, "Rows waiting for commit past which ingest answers 503."),
@@ -114,6 +115,7 @@ class Config:
     flush_interval_ms: int = _BY_NAME["flush_interval_ms"].default
     wal: str = _BY_NAME["wal"].default
     wal_flush_interval_ms: int = _BY_NAME["wal_flush_interval_ms"].default
+    wal_live_flush_interval_ms: int = _BY_NAME["wal_live_flush_interval_ms"].default
     batch_max_rows: int = _BY_NAME["batch_max_rows"].default
     max_pending_rows: int = _BY_NAME["max_pending_rows"].default
     max_series_per_workspace: int = _BY_NAME["max_series_per_workspace"].default

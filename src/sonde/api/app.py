@@ -38,6 +38,7 @@ def create_app(config: Config | None = None, *, store: Store | None = None) -> F
                 config.store, config.data_dir,
                 auto_migrate=config.auto_migrate, wal=config.wal,
                 wal_flush_interval_ms=config.wal_flush_interval_ms,
+                wal_live_flush_interval_ms=config.wal_live_flush_interval_ms,
                 retention_days=config.retention_days, flush_interval_ms=config.flush_interval_ms,
                 batch_max_rows=config.batch_max_rows, max_pending_rows=config.max_pending_rows,
                 min_free_disk_mb=config.min_free_disk_mb, retention_check_seconds=config.retention_check_seconds,

@@ -67,6 +67,7 @@ class Store:
         migrate: bool = True,
         wal_dir: str | None = None,
         wal_flush_interval_ms: int = 1000,
+        wal_live_flush_interval_ms: int = 250,
     ):
         """``migrate``: bring the schema up to date; otherwise refuse a store whose
         schema version is not this build's (a cluster is migrated once, by
@@ -74,9 +75,12 @@ class Store:
         drop partitions older than ``retention_days`` this often (store/retention.py);
         None: never (the server passes it; tests and tools opening a store do not).
         ``wal_dir``: acknowledge ingest once it is in a write-ahead log there and commit
-        it every ``wal_flush_interval_ms``, or ``flush_interval_ms`` while a live tail is
-        open (store/wal.py); only for the store's one writer."""
+        it every ``wal_flush_interval_ms``, or ``wal_live_flush_interval_ms`` while a
+        live tail is open (store/wal.py); only for the store's one writer."""
         self.ex = executor
+        #: the executor without the write-ahead log's flush, for reads that only want
+        #: rows committed already (the live tail, which reads up to committed_seq)
+        self.committed = executor
         self.db = db
         self.disk = DiskGuard(executor.local_path, min_free_disk_mb * 2**20)
         if migrate:
@@ -90,7 +94,7 @@ class Store:
         self.writer = BatchWriter(
             executor, order,
             flush_interval_ms=wal_flush_interval_ms if wal is not None else flush_interval_ms,
-            prompt_interval_ms=flush_interval_ms,
+            prompt_interval_ms=wal_live_flush_interval_ms if wal is not None else flush_interval_ms,
             batch_max_rows=batch_max_rows,
             max_pending_rows=max_pending_rows,
             on_commit=self._committed,
