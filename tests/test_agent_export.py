@@ -82,9 +82,10 @@ def wait_for(cond, timeout=10.0):
     return False
 
 
-def make(tmp_path, url, **kw) -> Exporter:
+def make(tmp_path, url, flush_interval=0.05, **kw) -> Exporter:
     spool = Spool(str(tmp_path / "spool"))
-    return Exporter(url, "ingest-key", spool, {"sonde.deployment_id": "d"}, flush_interval=0.05, **kw).start()
+    return Exporter(url, "ingest-key", spool, {"sonde.deployment_id": "d"}, flush_interval=flush_interval,
+                    **kw).start()
 
 
 def lines(exporter, start, n):
@@ -203,7 +204,8 @@ def test_413_splits_a_coalesced_replay(tmp_path):
         return (413, {}) if len(ExportLogsServiceRequest.FromString(raw).resource_logs) > 2 else (200, {})
 
     rx = Receiver(script=script)
-    ex = make(tmp_path, rx.url, max_batch_records=10)
+    # batches cut by count alone: on a loaded machine a 50 ms timer could cut one short
+    ex = make(tmp_path, rx.url, flush_interval=30.0, max_batch_records=10)
     try:
         lines(ex, 0, 60)
         assert wait_for(lambda: len(ex.spool) == 6)
@@ -228,7 +230,8 @@ def test_a_refused_batch_inside_a_replay_run_is_found_and_dropped_alone(tmp_path
         return (400, {}) if b"line 25" in raw else (200, {})
 
     rx = Receiver(script=script)
-    ex = make(tmp_path, rx.url, max_batch_records=10)
+    # batches cut by count alone: on a loaded machine a 50 ms timer could cut one short
+    ex = make(tmp_path, rx.url, flush_interval=30.0, max_batch_records=10)
     try:
         lines(ex, 0, 60)
         assert wait_for(lambda: len(ex.spool) == 6)

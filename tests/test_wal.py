@@ -13,7 +13,8 @@ from live_server import LiveServer
 from otlp_build import SEC, gauge, log_record, logs_request, metrics_request, number, post
 from test_ingest_e2e import read_store
 
-from sonde.store import ARROW_SCHEMAS, Store
+from sonde import BadRequest
+from sonde.store import ARROW_SCHEMAS, Store, open_store
 from sonde.store.wal import Wal, read, replay
 from sonde.store.writer import BatchWriter
 
@@ -145,3 +146,9 @@ def test_a_killed_server_keeps_what_it_acknowledged(tmp_path):
         server.stop()
     assert read_store(tmp_path, "SELECT count() AS n FROM sonde.metric_points WHERE metric = 'wal.g'")[0] == [{"n": 3}]
     assert os.listdir(tmp_path / "wal") == ["rejected"]
+
+
+def test_wal_on_is_refused_on_a_clickhouse_store(tmp_path):
+    with pytest.raises(BadRequest) as exc:
+        open_store("clickhouse://u:p@127.0.0.1:1/db", str(tmp_path), wal="on")
+    assert exc.value.field == "wal" and "embedded store" in exc.value.message

@@ -240,12 +240,11 @@ def open_executor(url: str, data_dir: str) -> tuple[Executor, str | None]:
 def open_store(url: str, data_dir: str, *, db: str = "sonde", auto_migrate: str = "embedded",
                wal: str = "auto", **kwargs) -> Store:
     """Open the store for ``url``; ``auto_migrate`` and ``wal`` are the settings of those names."""
-    ex, named = open_executor(url, data_dir)
-    migrate = auto_migrate == "always" or (auto_migrate == "embedded" and ex.exclusive)
-    if wal == "on" and not ex.exclusive:
-        ex.close()
+    if wal == "on" and url != "chdb":
         raise BadRequest("wal=on needs the embedded store: with several API replicas writing one ClickHouse, a"
                          " read on one replica cannot flush another's log", field="wal")
+    ex, named = open_executor(url, data_dir)
+    migrate = auto_migrate == "always" or (auto_migrate == "embedded" and ex.exclusive)
     wal_dir = os.path.join(data_dir, "wal") if wal != "off" and ex.exclusive else None
     try:
         store = Store(ex, named or db, migrate=migrate, wal_dir=wal_dir, **kwargs)

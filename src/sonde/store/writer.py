@@ -12,8 +12,9 @@ in the log when :meth:`BatchWriter.submit` returns, the client is acknowledged t
 a failed commit is retried after a pause, each table keeping only the rows it does not
 hold yet, until it goes in; a batch refused three times in a row for any cause but a
 full disk is committed request by request, and a request still refused alone after ten
-is moved out of the log and its future fails. :meth:`BatchWriter.flush` commits what is waiting now and returns once
-it is in: readers call it so that what was acknowledged is what they see.
+is moved out of the log and its future fails. :meth:`BatchWriter.flush` commits what is
+waiting now and returns once it is in: readers call it so that what was acknowledged is
+what they see.
 
 When more than ``max_pending_rows`` wait, :meth:`BatchWriter.submit` raises
 :class:`Overloaded` instead of growing memory without bound.
