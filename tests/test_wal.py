@@ -83,6 +83,22 @@ def test_replay_stores_each_row_once(store, tmp_path):
     assert os.listdir(wal_dir) == ["rejected"]
 
 
+def test_replay_finds_stored_exemplars_by_their_key(store, tmp_path):
+    def exemplars(spans):
+        return pa.Table.from_pylist([
+            dict(ws="ws1", scope="deployment", entity="d1", metric="http.server.request.duration", replica="r",
+                 ts=T0 + i * SEC, value=0.1 * i, trace_id="ab" * 16, span_id=span, attrs={})
+            for i, span in enumerate(spans)], schema=ARROW_SCHEMAS["exemplars"])
+
+    table = store.t("exemplars")
+    wal = Wal(str(tmp_path / "wal"))
+    wal.append({table: exemplars(["s0", "s1", "s2"])})
+    store.ex.insert_arrow(table, exemplars(["s0", "s1"]))  # the crash came after their commit
+    assert replay(Wal(str(tmp_path / "wal")), store.ex, [table]) == 1
+    rows = store.ex.query(f"SELECT span_id, count() AS n FROM {table} GROUP BY span_id ORDER BY span_id")
+    assert rows == [{"span_id": s, "n": 1} for s in ("s0", "s1", "s2")]
+
+
 def test_damaged_file_is_set_aside_not_lost(store, tmp_path):
     wal = Wal(str(tmp_path / "wal"))
     path = wal.append({store.t("logs"): _logs("ws1", range(1, 4))})
