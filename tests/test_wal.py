@@ -106,6 +106,7 @@ def test_damaged_file_is_set_aside_not_lost(store, tmp_path):
         f.truncate(os.path.getsize(path) - 40)
     assert replay(Wal(str(tmp_path / "wal")), store.ex, [store.t("logs")]) == 0
     assert os.listdir(tmp_path / "wal" / "rejected") == [os.path.basename(path)]
+    assert Wal(str(tmp_path / "wal")).append({}) != path  # numbered past what was set aside
 
 
 def test_a_failed_commit_is_retried_until_the_table_takes_it(store, tmp_path):

@@ -51,7 +51,8 @@ class Wal:
         for name in os.listdir(path):  # a file a crash left half written was never acknowledged
             if name.endswith(".tmp"):
                 os.unlink(os.path.join(path, name))
-        ids = [int(f[: -len(_SUFFIX)]) for f in os.listdir(path) if f.endswith(_SUFFIX)]
+        # numbered after every file here and set aside, so none is ever overwritten
+        ids = [int(f[: -len(_SUFFIX)]) for d in (path, self.rejected) for f in os.listdir(d) if f.endswith(_SUFFIX)]
         self._ids = itertools.count(max(ids, default=0) + 1)
 
     def append(self, rows: Mapping[str, pa.Table]) -> str:

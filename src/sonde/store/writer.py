@@ -266,6 +266,8 @@ class BatchWriter:
             self._pending_rows -= sum(it.n for it in batch)
             if exception is None:
                 self._failures = 0
+            if self._settled >= self._submitted:
+                self._force = False  # a flush that found its rows in flight leaves no early commit behind
             self._cond.notify_all()
         # after the futures: their callbacks release the rows' sequence numbers, so a
         # listener (the live tail) already sees them as committed
