@@ -136,26 +136,37 @@ def unstored(ex: Executor, table: str, rows: pa.Table) -> pa.Table:
     return rows.filter(pa.array([k not in have for k in keys], pa.bool_()))
 
 
+def insert(ex: Executor, order: Sequence[str], batch: Sequence[Mapping[str, pa.Table]], *,
+           missing_only: bool) -> dict[str, pa.Table]:
+    """One INSERT per table of ``order`` with the rows the ``batch``'s requests hold for
+    it; ``missing_only``: only rows the table lacks (a retry, a replay). Returns what
+    went in, by table."""
+    committed: dict[str, pa.Table] = {}
+    for table in order:
+        parts = [rows[table] for rows in batch if table in rows and rows[table].num_rows]
+        if not parts:
+            continue
+        data = pa.concat_tables(parts, promote_options="default") if len(parts) > 1 else parts[0]
+        if missing_only:
+            data = unstored(ex, table, data)
+        if data.num_rows:
+            ex.insert_arrow(table, data)
+            committed[table] = data
+    return committed
+
+
 def replay(wal: Wal, ex: Executor, order: Sequence[str]) -> int:
     """Commit what the files ``wal`` holds add to the store, table by table in
     ``order``, then delete them; returns the rows committed."""
-    files, tables = [], {}
+    files, batch = [], []
     for file in wal.files():
         try:
-            rows = read(file)
+            batch.append(read(file))
         except (OSError, ValueError) as exc:
             wal.reject(file, exc)
             continue
         files.append(file)
-        for table, data in rows.items():
-            tables.setdefault(table, []).append(data)
-    n = 0
-    for table in order:
-        if table in tables:
-            fresh = unstored(ex, table, pa.concat_tables(tables[table], promote_options="default"))
-            if fresh.num_rows:
-                ex.insert_arrow(table, fresh)
-                n += fresh.num_rows
+    n = sum(t.num_rows for t in insert(ex, order, batch, missing_only=True).values())
     wal.remove(files)
     if files:
         log.warning("ingest log: %d rows of %d files a stop left uncommitted are now stored", n, len(files))

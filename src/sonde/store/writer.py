@@ -33,7 +33,7 @@ import pyarrow as pa
 
 from .._exceptions import Overloaded, StorageFull
 from .base import Executor
-from .wal import Wal, unstored
+from .wal import Wal, insert
 
 log = logging.getLogger(__name__)
 
@@ -196,17 +196,8 @@ class BatchWriter:
         return self._clock() >= self._first_at + self._interval_now()
 
     def _insert(self, batch: list[_Item], retry: bool) -> dict[str, pa.Table]:
-        committed: dict[str, pa.Table] = {}
-        for table in self._order:
-            parts = [it.rows[table] for it in batch if table in it.rows and it.rows[table].num_rows]
-            if parts:
-                rows = pa.concat_tables(parts, promote_options="default") if len(parts) > 1 else parts[0]
-                if retry:  # an earlier try may have stored some tables before it failed
-                    rows = unstored(self._ex, table, rows)
-                if rows.num_rows:
-                    self._ex.insert_arrow(table, rows)
-                    committed[table] = rows
-        return committed
+        # a retry: an earlier try may have stored some tables before it failed
+        return insert(self._ex, self._order, [it.rows for it in batch], missing_only=retry)
 
     def _commit(self, batch: list[_Item], retry: bool) -> None:
         try:
@@ -245,16 +236,16 @@ class BatchWriter:
                     left.append(it)
                     continue
                 self.wal.reject(it.file, exc)
-                self._done([it], exception=exc, remove=False)
+                self._done([it], exception=exc)
             else:
                 self._done([it], committed=committed)
         return left
 
     def _done(self, batch: list[_Item], *, committed: dict[str, pa.Table] | None = None,
-              exception: BaseException | None = None, remove: bool = True) -> None:
+              exception: BaseException | None = None) -> None:
         if exception is None:
             self.commits += 1
-            if self.wal is not None and remove:
+            if self.wal is not None:
                 self.wal.remove([it.file for it in batch])
         for it in batch:
             if exception is not None:
