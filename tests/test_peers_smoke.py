@@ -45,8 +45,8 @@ def test_tiny_scale_produces_every_number(tmp_path):
                 tables.append(current)
             else:
                 current.append(row)
-    # systems, queries, sweep points, then the two logs questions' tools
-    assert [len(t) - 1 for t in tables] == [4, 7, 4 * 2, 3, 3], out.stdout
+    # systems, queries, the same with answers kept, sweep points, then the two logs questions' tools
+    assert [len(t) - 1 for t in tables] == [4, 7, 7, 4 * 2, 3, 3], out.stdout
     for header, *rows in tables:
         for r in rows:
             assert len(r) == len(header), (header, r)
@@ -58,6 +58,7 @@ def test_tiny_scale_produces_every_number(tmp_path):
     assert len(samples) == 1 and samples.pop() > 0  # the same samples into every system
     for key, d in res["diffs"].items():
         assert d["pairs"] > 0, key  # Sonde and Prometheus both answered, and were compared
+        assert d["kept_vs_computed"] == 0 and d["kept_pairs"] > 0, key  # a kept answer is the computed one
     for q in res["logs"]["questions"]:  # the three tools found the same lines
         assert q["lines"] > 0 and len({r["matches"] for r in q["rows"].values()}) == 1, q
     # a run without the remote-write Sonde (--skip-remote-write) reports the other three

@@ -173,7 +173,9 @@ def test_training_job_page(browser, site):
     assert "live" not in query_of(browser)
 
     browser.find_element(By.LINK_TEXT, "Training").click()
-    wait(browser, lambda d: loads(d, ".entity-body") >= 1, what="the training list")
+    # the row itself: the job page's own .entity-body (loads >= 1) may still be there
+    # for a moment after the click, so its load count says nothing of the list's
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "tr[data-job='j1']"), what="the training list")
     assert "RUNNING" in browser.find_element(By.CSS_SELECTOR, "tr[data-job='j1']").text
     shoot(browser, "training")
 

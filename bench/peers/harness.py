@@ -58,6 +58,7 @@ def system_run(kind: str, tmp: pathlib.Path, fleet: Fleet, reps, sweep_fleet: Fl
         end_ms = fleet.end_ns // 10**6
         if kind == "Sonde (OTLP)":
             out["queries"] = queries.run_all("sonde", server, end_ms, args.runs)
+            out["queries_cached"] = queries.run_all("sonde-cached", server, end_ms, args.runs)
         elif kind != "Sonde (remote write)":
             out["queries"] = queries.run_all("promql-nocache" if kind == "VictoriaMetrics" else "promql",
                                              server, end_ms, args.runs)
@@ -146,7 +147,11 @@ def main() -> None:
         vm = s["VictoriaMetrics"]["queries"][key]["answer"]
         d_vm, _ = queries.median_rel_diff(vm, prom)
         d_sonde_vm, _ = queries.median_rel_diff(s["Sonde (OTLP)"]["queries"][key]["answer"], vm)
-        res["diffs"][key] = {"sonde_vs_prom": d_sonde, "vm_vs_prom": d_vm, "sonde_vs_vm": d_sonde_vm, "pairs": pairs}
+        # a kept answer must be the computed one: the same points, the same values
+        kept = s["Sonde (OTLP)"]["queries_cached"][key]["answer"]
+        computed = s["Sonde (OTLP)"]["queries"][key]["answer"]
+        res["diffs"][key] = {"sonde_vs_prom": d_sonde, "vm_vs_prom": d_vm, "sonde_vs_vm": d_sonde_vm, "pairs": pairs,
+                             "kept_vs_computed": queries.largest_rel_diff(kept, computed), "kept_pairs": len(kept)}
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         for sys_res in s.values():  # answers are for the cross-check, not the record
@@ -165,6 +170,9 @@ def show(res: dict, out: pathlib.Path | None) -> None:
           f"{res['load_avg_end'][0]:.2f} on {res['cores']} cores\n")
     print("### Ingest and disk\n\n" + report.ingest_table(res) + "\n")
     print(f"### Queries, ms over {res['runs']} runs, deployment {queries.DEP[1]}\n\n" + report.query_table(res) + "\n")
+    if "queries_cached" in res["systems"][report.SONDE]:
+        print("### The same queries, answers kept (Sonde's query_cache_mb, VictoriaMetrics' cache)\n\n"
+              + report.cached_table(res) + "\n")
     print("### Ingest against batch size\n\n" + report.sweep_table(res))
     if "logs" in res:
         print("\n### Logs\n\n" + logs.table(res["logs"]))

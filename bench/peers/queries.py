@@ -63,11 +63,13 @@ def _key(labels: dict) -> tuple:
     return ("all",)
 
 
-def sonde_request(server, end_ms: int, window_s: int, metric: str):
+def sonde_request(server, end_ms: int, window_s: int, metric: str, nocache: bool):
+    """``nocache``: every answer computed (``Cache-Control: no-cache``), none taken from
+    the answers Sonde keeps (docs/api.md#caching)."""
     model, dep = DEP
     return (f"{server.url}/v1/models/{model}/deployments/{dep}/metrics",
             {"mode": "SERIES", "metrics": metric, "start_epoch_millis": end_ms - window_s * 1000,
-             "end_epoch_millis": end_ms}, server.query_headers)
+             "end_epoch_millis": end_ms}, {**server.query_headers, **({"Cache-Control": "no-cache"} if nocache else {})})
 
 
 def sonde_answer(body: dict, metric: str) -> dict:
@@ -120,13 +122,13 @@ def timed(http: httpx.Client, request, runs: int) -> tuple[list[float], dict]:
 
 
 def run_all(kind: str, server, end_ms: int, runs: int) -> dict:
-    """{query key: {"p50", "p99", "answer"}} for kind ``sonde``, ``promql`` or
-    ``promql-nocache``."""
+    """{query key: {"p50", "p99", "answer"}} for kind ``sonde`` (every answer computed),
+    ``sonde-cached`` (kept answers allowed), ``promql`` or ``promql-nocache``."""
     out = {}
     with httpx.Client(timeout=120) as http:
         for key, _title, window, metric, promql in QUERIES:
-            if kind == "sonde":
-                times, body = timed(http, sonde_request(server, end_ms, window, metric), runs)
+            if kind.startswith("sonde"):
+                times, body = timed(http, sonde_request(server, end_ms, window, metric, kind == "sonde"), runs)
                 answer = sonde_answer(body, metric)
             else:
                 times, body = timed(http, prom_request(server, end_ms, window, promql, kind == "promql-nocache"), runs)
@@ -137,12 +139,22 @@ def run_all(kind: str, server, end_ms: int, runs: int) -> dict:
     return out
 
 
-def median_rel_diff(a: dict, b: dict) -> tuple[float, int]:
-    """Median of |a - b| / max(|a|, |b|) over the (label set, step) pairs both answer
-    (0 where both are 0), and how many pairs that is."""
+def _rel_diffs(a: dict, b: dict) -> list[float]:
+    """|a - b| / max(|a|, |b|) over the (label set, step) pairs both answer (0 where both are 0)."""
     diffs = []
     for k in a.keys() & b.keys():
         x, y = a[k], b[k]
         m = max(abs(x), abs(y))
         diffs.append(abs(x - y) / m if m else 0.0)
+    return diffs
+
+
+def median_rel_diff(a: dict, b: dict) -> tuple[float, int]:
+    """The median relative difference of the pairs both answer, and how many pairs that is."""
+    diffs = _rel_diffs(a, b)
     return (statistics.median(diffs) if diffs else float("nan")), len(diffs)
+
+
+def largest_rel_diff(a: dict, b: dict) -> float:
+    """The largest relative difference; NaN unless both answer the same pairs."""
+    return max(_rel_diffs(a, b), default=0.0) if a.keys() == b.keys() else float("nan")

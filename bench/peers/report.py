@@ -9,7 +9,7 @@ from queries import QUERIES, step_for
 SONDE = "Sonde (OTLP)"
 COLOURS = {SONDE: "tab:blue", "Sonde (remote write)": "tab:cyan", "Prometheus": "tab:orange",
            "VictoriaMetrics": "tab:green", "VictoriaMetrics, nocache=1": "tab:green",
-           "VictoriaMetrics, cached": "tab:olive"}
+           "VictoriaMetrics, cached": "tab:olive", "Sonde, kept answers": "tab:purple"}
 
 
 def _n(x: float, digits: int = 0) -> str:
@@ -62,6 +62,22 @@ def query_table(res: dict) -> str:
                    "pairs compared"], rows)
 
 
+def cached_table(res: dict) -> str:
+    """Sonde's kept answers against VictoriaMetrics' cache (and Prometheus, which has none)."""
+    s = res["systems"]
+    kept, prom, vmc = s[SONDE]["queries_cached"], s["Prometheus"]["queries"], s["VictoriaMetrics"]["queries_cached"]
+    rows = []
+    for key, title, window, _m, _q in QUERIES:
+        d = res["diffs"][key]
+        rows.append([title, str(step_for(window)), _n(kept[key]["p50"], 1), _n(kept[key]["p99"], 1),
+                     _n(vmc[key]["p50"], 1), _n(vmc[key]["p99"], 1), _n(prom[key]["p50"], 1),
+                     _n(kept[key]["p50"] / prom[key]["p50"], 2), _n(kept[key]["p50"] / vmc[key]["p50"], 2),
+                     _n(d["kept_vs_computed"], 4), _n(d["kept_pairs"])])
+    return _table(["query", "step s", "Sonde kept p50", "Sonde kept p99", "VM cached p50", "VM cached p99",
+                   "Prom p50", "Sonde kept/Prom p50", "Sonde kept/VM cached p50",
+                   "kept vs computed, largest rel. diff", "points"], rows)
+
+
 def sweep_table(res: dict) -> str:
     rows = []
     for name, s in res["systems"].items():
@@ -83,6 +99,8 @@ def plots(res: dict, out_dir, tag: str) -> list[str]:
     series = [(SONDE, s[SONDE]["queries"]), ("Prometheus", s["Prometheus"]["queries"]),
               ("VictoriaMetrics, nocache=1", s["VictoriaMetrics"]["queries"]),
               ("VictoriaMetrics, cached", s["VictoriaMetrics"]["queries_cached"])]
+    if "queries_cached" in s[SONDE]:
+        series.append(("Sonde, kept answers", s[SONDE]["queries_cached"]))
     families = [("gpu", "GPU utilisation"), ("req", "requests by status"), ("p99", "p99 latency")]
     fig, axes = plt.subplots(1, 3, figsize=(13, 4), sharey=True)
     for ax, (fam, title) in zip(axes, families):

@@ -50,6 +50,9 @@ SETTINGS: tuple[Setting, ...] = (
             " committed, and every commit wakes every open tail to read (docs/benchmarks.md, live tail).",
             minimum=0),
     Setting("batch_max_rows", 50_000, "Rows that start a group commit at once."),
+    Setting("query_cache_mb", 64.0, "MiB of deployment-metrics answers (as sent) kept for identical questions,"
+            " each dropped by any write that reaches its window (0: none; only where this server is the store's one"
+            " writer; docs/api.md#caching).", minimum=0),
     Setting("max_pending_rows", 2_000_000, "Rows waiting for commit past which ingest answers 503."),
     Setting("max_series_per_workspace", 1_000_000, "Distinct metric series one workspace may hold; points of a"
             " new series beyond it are rejected (OTLP partial_success, remote write X-Sonde-Rejected), known"
@@ -117,6 +120,7 @@ class Config:
     wal_flush_interval_ms: int = _BY_NAME["wal_flush_interval_ms"].default
     wal_live_flush_interval_ms: int = _BY_NAME["wal_live_flush_interval_ms"].default
     batch_max_rows: int = _BY_NAME["batch_max_rows"].default
+    query_cache_mb: float = _BY_NAME["query_cache_mb"].default
     max_pending_rows: int = _BY_NAME["max_pending_rows"].default
     max_series_per_workspace: int = _BY_NAME["max_series_per_workspace"].default
     min_free_disk_mb: int = _BY_NAME["min_free_disk_mb"].default

@@ -13,6 +13,7 @@ from .. import web
 from ..alerts.evaluator import Evaluator
 from ..ingest.offload import SpanDecoders
 from ..ingest.pipeline import Ingestor
+from ..query.cache import ResultCache
 from ..settings import Config
 from ..store import Store, open_store
 from ..store.accounts import Accounts, bootstrap
@@ -93,6 +94,11 @@ def _wire(app: FastAPI, store: Store, config: Config) -> None:
     app.state.span_decoders = SpanDecoders(config.ingest_processes)
     app.state.streams = stream.Streams(store, config)
     app.state.alert_docs = AlertDocs(store)
+    # answers kept only where this process sees every write (query/cache.py)
+    app.state.metrics_cache = None
+    if config.query_cache_mb and not store.shared(config.state_sync):
+        app.state.metrics_cache = ResultCache(int(config.query_cache_mb * 2**20))
+        store.on_change(app.state.metrics_cache.observe)
     app.state.evaluator = Evaluator(store, interval_s=config.alert_eval_seconds,
                                     external_url=f"http://{config.host}:{config.port}/ui/")
     creds = bootstrap(app.state.accounts, config.data_dir)

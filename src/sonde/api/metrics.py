@@ -8,17 +8,21 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse
 
 from ..query import window as windows
 from ..query.catalogue import parse_names
 from ..query.custom import sent_metrics
-from ..query.metrics import deployment_metrics
+from ..query.metrics import cached_deployment_metrics, deployment_metrics
 from ..store.accounts import ApiKey
 from . import auth
 from .ids import valid_id
 
 router = APIRouter(tags=["metrics"])
+
+#: says whether an answer was kept from an identical earlier question (query/cache.py)
+CACHE_HEADER = "X-Sonde-Cache"
 
 
 @router.get("/v1/models/{model_id}/deployments/{deployment_id}/metrics")
@@ -47,4 +51,16 @@ def get_deployment_metrics(
 
     wanted = parse_names(metrics, sent)
     inventory.get(key.ws, "deployment", deployment_id, parent=model_id)
-    return deployment_metrics(store, key.ws, deployment_id, window, wanted)
+    cache = request.app.state.metrics_cache
+    if cache is None:
+        return deployment_metrics(store, key.ws, deployment_id, window, wanted)
+    # Cache-Control: no-cache (or no-store) asks for an answer computed now (docs/api.md#caching)
+    directives = {d.strip().lower() for d in request.headers.get("cache-control", "").split(",")}
+    body, hit = cached_deployment_metrics(cache, _json, store, key.ws, deployment_id, window, wanted,
+                                          lookup=not directives & {"no-cache", "no-store"})
+    return Response(body, media_type="application/json", headers={CACHE_HEADER: "hit" if hit else "miss"})
+
+
+def _json(body: dict) -> bytes:
+    """The body as FastAPI renders a returned dict (which holds only JSON types here)."""
+    return JSONResponse(body).body

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..store import Store
 from . import counters, gauges, histograms
+from .cache import ResultCache
 from .catalogue import COUNTER, HISTOGRAM, HISTOGRAM_LABEL_SETS, STATUS_CLASSES, LabelKind, VendorMetric, gpu_key
 from .scan import QUERY_TIMEOUT_S, Scan
 from .sources import choose_sources
@@ -180,3 +181,17 @@ def deployment_metrics(store: Store, ws: str, deployment_id: str, window: Window
             for k, start in enumerate(window.step_starts_ms())
         ],
     }
+
+
+def cached_deployment_metrics(cache: ResultCache, render: Callable[[dict], bytes], store: Store, ws: str,
+                              deployment_id: str, window: Window, metrics: list[VendorMetric], *,
+                              lookup: bool = True) -> tuple[bytes, bool]:
+    """:func:`deployment_metrics` rendered by ``render``, through ``cache``
+    (query/cache.py): (the bytes, whether they were kept from an earlier identical
+    question). ``lookup=False``: compute them anyway."""
+    # the metrics themselves, not their names: a custom metric's kind comes from its data
+    key = ("deployment", ws, deployment_id, window.mode, window.start_ms, window.end_ms, window.step_ms, tuple(metrics))
+    return cache.get_or_compute(key, ws, deployment_id, window.start_ns - gauges.LOOK_AROUND_NS,
+                                window.end_ns + gauges.LOOK_AROUND_NS,
+                                lambda: render(deployment_metrics(store, ws, deployment_id, window, metrics)),
+                                lookup=lookup)

@@ -38,6 +38,9 @@ STALE_RESERVATION_S = 60.0
 
 #: called after every group commit with the committed rows, by bare table name
 CommitListener = Callable[[dict[str, pa.Table]], None]
+#: called with rows (by bare table name) once submitted and again once committed, and
+#: with None where anything may have changed (retention dropped partitions)
+ChangeListener = Callable[[dict[str, pa.Table] | None], None]
 
 #: the tables ingest writes, in the order a group commit flushes them: counter state
 #: after the points it follows from
@@ -106,7 +109,9 @@ class Store:
         self._seq = self._max_seq()
         self._open: dict[int, float] = {}  # first seq of a reservation -> when it was made
         self._listeners: list[CommitListener] = []
-        self.retention = Retention(executor, db, retention_days, retention_check_seconds or 0)
+        self._change_listeners: list[ChangeListener] = []
+        self.retention = Retention(executor, db, retention_days, retention_check_seconds or 0,
+                                   on_drop=lambda: self._changed(None))
         if retention_check_seconds is not None:
             self.retention.start()
 
@@ -161,6 +166,7 @@ class Store:
         if seq is not None:
             fut.add_done_callback(lambda _: self._release(seq))
         fut.add_done_callback(self._space_failure)
+        self._changed(rows)  # after the writer has them: a read from now on sees them
         if self.writer.wal is None:
             return Submitted(fut, fut)
         logged: Future = Future()
@@ -205,6 +211,12 @@ class Store:
         """Call ``listener`` (on the writer's thread) after every group commit."""
         self._listeners.append(listener)
 
+    def on_change(self, listener: ChangeListener) -> None:
+        """Call ``listener`` with rows as they are submitted and again once committed
+        (a read with the write-ahead log sees them from their submission, without it
+        from their commit), and with None after retention drops partitions."""
+        self._change_listeners.append(listener)
+
     def _committed(self, tables: dict[str, pa.Table]) -> None:
         bare = {name.rsplit(".", 1)[-1]: t for name, t in tables.items()}
         for listener in self._listeners:
@@ -212,6 +224,14 @@ class Store:
                 listener(bare)
             except Exception:  # a listener's bug must not stop the writer
                 log.exception("commit listener failed")
+        self._changed(bare)
+
+    def _changed(self, tables: dict[str, pa.Table] | None) -> None:
+        for listener in self._change_listeners:
+            try:
+                listener(tables)
+            except Exception:  # neither ingest nor the writer stops for a listener's bug
+                log.exception("change listener failed")
 
     def close(self, *, executor: bool = True) -> None:
         """Commit what is pending and stop; ``executor=False`` leaves a shared one open."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from collections.abc import Callable
 
 from .base import Executor
 from .schema import TABLES
@@ -31,8 +32,10 @@ _PARTITION_ID = re.compile(r"^[0-9A-Za-z_-]+$")
 
 
 class Retention:
-    def __init__(self, ex: Executor, db: str, days: int, every_s: float):
+    def __init__(self, ex: Executor, db: str, days: int, every_s: float, on_drop: Callable[[], None] = lambda: None):
+        """``on_drop``: called after a pass that dropped (or tried to drop) partitions."""
         self.ex, self.db, self.days, self.every_s = ex, db, int(days), every_s
+        self.on_drop = on_drop
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.dropped = 0
@@ -56,14 +59,19 @@ class Retention:
     def run(self) -> int:
         """One pass; returns the partitions dropped."""
         on = f" ON CLUSTER '{self.ex.cluster}'" if self.ex.cluster else ""
-        n = 0
-        for table, pid in self.expired():
-            if not _PARTITION_ID.match(pid):  # from system.parts; never formatted unchecked
-                continue
-            self.ex.command(f"ALTER TABLE {self.db}.{table}{on} DROP PARTITION ID '{pid}'")
-            log.info("retention: dropped partition %s of %s (older than %d days)", pid, table, self.days)
-            n += 1
-        self.dropped += n
+        n = tried = 0
+        try:
+            for table, pid in self.expired():
+                if not _PARTITION_ID.match(pid):  # from system.parts; never formatted unchecked
+                    continue
+                tried += 1
+                self.ex.command(f"ALTER TABLE {self.db}.{table}{on} DROP PARTITION ID '{pid}'")
+                log.info("retention: dropped partition %s of %s (older than %d days)", pid, table, self.days)
+                n += 1
+        finally:  # a drop that failed may have happened all the same
+            self.dropped += n
+            if tried:
+                self.on_drop()
         return n
 
     def _loop(self) -> None:
