@@ -51,7 +51,6 @@ class ResultCache:
         self._computing: set[_Range] = set()
         # (ws, entity) -> the keys kept for it: a write checks only its entities' answers
         self._by_entity: dict[tuple[str, str], set[Hashable]] = {}
-        self.hits = self.misses = 0
 
     def get_or_compute(self, key: Hashable, ws: str, entity: str, lo_ns: int, hi_ns: int,
                        compute: Callable[[], bytes], *, lookup: bool = True) -> tuple[bytes, bool]:
@@ -60,17 +59,17 @@ class ResultCache:
         with self._lock:
             if lookup and key in self._kept:
                 self._kept.move_to_end(key)
-                self.hits += 1
                 return self._kept[key][1], True
-            self.misses += 1
             rng = _Range(ws, entity, lo_ns, hi_ns)
             self._computing.add(rng)
         try:
             value = compute()
-        finally:
+        except BaseException:
             with self._lock:
                 self._computing.discard(rng)
-        with self._lock:
+            raise
+        with self._lock:  # one turn of the lock: no write can pass between the two
+            self._computing.discard(rng)
             if not rng.stale:
                 self._keep(key, rng, value)
         return value, False
