@@ -210,3 +210,11 @@ def test_a_kept_answer_is_byte_for_byte_what_the_server_sends_without_the_cache(
     for _ in range(2):  # the miss, then the hit
         r = client.get(URL, params=WINDOW)
         assert r.content == sent.content and r.headers["content-type"] == sent.headers["content-type"]
+
+
+def test_a_write_the_cache_cannot_read_drops_every_kept_answer():
+    cache = ResultCache(100)
+    cache.get_or_compute("k", "w", "d", 0, 10, lambda: b"v")
+    with pytest.raises(KeyError):  # the store logs it and goes on; nothing stale is left
+        cache.observe({"metric_points": pa.table({"ws": ["w"], "entity": ["d"]})})
+    assert len(cache) == 0

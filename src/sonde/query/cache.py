@@ -113,9 +113,13 @@ class ResultCache:
         # One range per write (its earliest and latest point) and its workspaces and
         # entities: microseconds on ingest's path. An answer the range reaches is dropped
         # even if no point falls in it: that costs a recomputation, never a wrong answer.
-        span = pc.min_max(points.column("ts"))
-        lo_ns, hi_ns = span["min"].value, span["max"].value
-        wss, entities = (pc.unique(points.column(c)).to_pylist() for c in ("ws", "entity"))
+        try:
+            span = pc.min_max(points.column("ts").cast(pa.timestamp("ns", "UTC")))
+            lo_ns, hi_ns = span["min"].value, span["max"].value
+            wss, entities = (pc.unique(points.column(c)).to_pylist() for c in ("ws", "entity"))
+        except Exception:  # rows of a shape not foreseen: forget everything rather than keep a stale answer
+            self.observe(None)
+            raise
         touched = {(ws, entity) for ws in wss for entity in entities}
         with self._lock:
             for ws_entity in touched:
