@@ -38,6 +38,10 @@ class _Range:
         self.ws, self.entity, self.lo, self.hi = ws, entity, lo, hi
         self.stale = False
 
+    def reached(self, touched: set[tuple[str, str]], lo_ns: int, hi_ns: int) -> bool:
+        """Whether a write to ``touched`` (ws, entity) pairs at times [lo_ns, hi_ns] reaches it."""
+        return (self.ws, self.entity) in touched and self.lo <= hi_ns and lo_ns < self.hi
+
 
 class ResultCache:
     """Rendered answers (bytes) of at most ``max_bytes`` in all, least recently used
@@ -124,12 +128,10 @@ class ResultCache:
         with self._lock:
             for ws_entity in touched:
                 for key in list(self._by_entity.get(ws_entity, ())):
-                    rng = self._kept[key][0]
-                    if rng.lo <= hi_ns and lo_ns < rng.hi:
+                    if self._kept[key][0].reached(touched, lo_ns, hi_ns):
                         self._drop(key)
             for rng in self._computing:
-                if (rng.ws, rng.entity) in touched and rng.lo <= hi_ns and lo_ns < rng.hi:
-                    rng.stale = True
+                rng.stale = rng.stale or rng.reached(touched, lo_ns, hi_ns)
 
     def __len__(self) -> int:
         return len(self._kept)

@@ -219,19 +219,11 @@ class Store:
 
     def _committed(self, tables: dict[str, pa.Table]) -> None:
         bare = {name.rsplit(".", 1)[-1]: t for name, t in tables.items()}
-        for listener in self._listeners:
-            try:
-                listener(bare)
-            except Exception:  # a listener's bug must not stop the writer
-                log.exception("commit listener failed")
+        _tell(self._listeners, bare)
         self._changed(bare)
 
     def _changed(self, tables: dict[str, pa.Table] | None) -> None:
-        for listener in self._change_listeners:
-            try:
-                listener(tables)
-            except Exception:  # neither ingest nor the writer stops for a listener's bug
-                log.exception("change listener failed")
+        _tell(self._change_listeners, tables)
 
     def close(self, *, executor: bool = True) -> None:
         """Commit what is pending and stop; ``executor=False`` leaves a shared one open."""
@@ -239,6 +231,14 @@ class Store:
         self.writer.close()
         if executor:
             self.ex.close()
+
+
+def _tell(listeners: list, tables: dict[str, pa.Table] | None) -> None:
+    for listener in listeners:
+        try:
+            listener(tables)
+        except Exception:  # neither ingest nor the writer stops for a listener's bug
+            log.exception("store listener %r failed", listener)
 
 
 def open_executor(url: str, data_dir: str) -> tuple[Executor, str | None]:
