@@ -58,7 +58,8 @@ SCALES = {
     # (Sonde's ingest, ~20-40k samples/s here, is what limits it)
     "small": Scale("small", 4, 4, 8, 24, 30),
     "week": Scale("week", 1, 4, 8, 168, 30),
-    # the sizes (~200M and ~1.4G samples): a bigger machine's job
+    # the sizes (~200M and ~1.4G samples); 7d holds ~11 GB of generated history
+    # in memory and takes ~1.7 h on this 2-core machine (docs/benchmarks.md)
     "24h": Scale("24h", 100, 4, 8, 24, 30),
     "7d": Scale("7d", 100, 4, 8, 168, 30),
 }
