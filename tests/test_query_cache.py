@@ -146,6 +146,31 @@ def test_without_the_log_an_answer_read_before_the_commit_is_dropped_by_it(execu
         drop_database(executor, store.db)
 
 
+def test_without_the_log_a_commit_drops_answers_before_its_requests_are_acknowledged(executor, tmp_path):
+    # The race the test above can lose only sometimes, made certain: the commit's
+    # notification must come while the write's acknowledgement is still unresolved.
+    store = Store(executor, new_db_name(), flush_interval_ms=60_000)
+    try:
+        client, creds = _client(store, tmp_path)
+        store.writer.flush()
+        submitted: list = []
+        seen: list[bool] = []  # per notification with rows: was the write acknowledged yet?
+        store.on_change(lambda tables: seen.append(bool(submitted) and submitted[0].acknowledged.done())
+                        if tables and "metric_points" in tables else None)
+        submit = store.submit
+        store.submit = lambda rows, **kw: submitted.append(submit(rows, **kw)) or submitted[-1]
+        ack = threading.Thread(target=_hour, args=(client, creds))
+        ack.start()
+        assert _wait_for_rows_pending(store)
+        store.writer.flush()
+        ack.join(30)
+        assert submitted and submitted[0].acknowledged.done()
+        assert seen == [False, False]  # at the submission, then at the commit: both before the 200
+    finally:
+        store.close(executor=False)
+        drop_database(executor, store.db)
+
+
 def _wait_for_rows_pending(store: Store, timeout_s: float = 10) -> bool:
     until = time.monotonic() + timeout_s
     while time.monotonic() < until:

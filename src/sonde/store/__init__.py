@@ -101,6 +101,7 @@ class Store:
             batch_max_rows=batch_max_rows,
             max_pending_rows=max_pending_rows,
             on_commit=self._committed,
+            on_stored=self._stored,
             wal=wal,
         )
         if wal is not None:
@@ -212,15 +213,19 @@ class Store:
         self._listeners.append(listener)
 
     def on_change(self, listener: ChangeListener) -> None:
-        """Call ``listener`` with rows as they are submitted and again once committed
-        (a read with the write-ahead log sees them from their submission, without it
-        from their commit), and with None after retention drops partitions."""
+        """Call ``listener`` with rows as they are submitted and again once committed,
+        before their requests hear of the commit (a read with the write-ahead log sees
+        them from their submission, without it from their commit), and with None after
+        retention drops partitions."""
         self._change_listeners.append(listener)
 
     def _committed(self, tables: dict[str, pa.Table]) -> None:
-        bare = {name.rsplit(".", 1)[-1]: t for name, t in tables.items()}
-        _tell(self._listeners, bare)
-        self._changed(bare)
+        _tell(self._listeners, _bare(tables))
+
+    def _stored(self, tables: dict[str, pa.Table]) -> None:
+        # before the writes are acknowledged (without the log, at their commit): a read
+        # after the acknowledgement must not get an answer kept before the commit
+        self._changed(_bare(tables))
 
     def _changed(self, tables: dict[str, pa.Table] | None) -> None:
         _tell(self._change_listeners, tables)
@@ -231,6 +236,10 @@ class Store:
         self.writer.close()
         if executor:
             self.ex.close()
+
+
+def _bare(tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
+    return {name.rsplit(".", 1)[-1]: t for name, t in tables.items()}
 
 
 def _tell(listeners: list, tables: dict[str, pa.Table] | None) -> None:

@@ -76,11 +76,15 @@ class BatchWriter:
         max_pending_rows: int = 2_000_000,
         clock: Callable[[], float] = time.monotonic,
         on_commit: Callable[[dict[str, pa.Table]], None] | None = None,
+        on_stored: Callable[[dict[str, pa.Table]], None] | None = None,
         wal: Wal | None = None,
         prompt_interval_ms: int | None = None,
         retry_s: Sequence[float] = RETRY_S,
     ):
-        """``prompt_interval_ms``: the interval while a live reader is open (:meth:`watch`)."""
+        """``prompt_interval_ms``: the interval while a live reader is open (:meth:`watch`).
+        ``on_stored``: called with the committed rows before their requests hear of the
+        commit (kept answers drop what it reaches, docs/architecture.md); ``on_commit``
+        after, once their sequence numbers are released (the live tail)."""
         self._ex = executor
         self._order = list(tables)
         self._interval = flush_interval_ms / 1000
@@ -90,6 +94,7 @@ class BatchWriter:
         self._max_pending = max_pending_rows
         self._clock = clock
         self._on_commit = on_commit
+        self._on_stored = on_stored
         self.wal = wal
         self._retry_s = tuple(retry_s)
         self._cond = threading.Condition()
@@ -245,6 +250,8 @@ class BatchWriter:
               exception: BaseException | None = None) -> None:
         if exception is None:
             self.commits += 1
+            if committed and self._on_stored is not None:
+                self._on_stored(committed)
             if self.wal is not None:
                 self.wal.remove([it.file for it in batch])
         for it in batch:
