@@ -66,9 +66,10 @@ def _reset_start(s: int, prev: dict) -> bool:
 
 
 # Each step turns row r of a block from the raw point into its delta (or level) given
-# the series' previous state, sets the row's cum_state, and returns the new state;
-# None drops the row (not newer than the state). JSON is written by hand for speed
-# (every value here is a finite number, an int, or null).
+# the series' previous state and returns the new state; None drops the row (not newer
+# than the state). The state's JSON (the row's cum_state) is written once the request's
+# newest point of each series is known (_state_json): a request carrying 180 points
+# of a series needs it for one of them.
 
 def _sum(b: Block, r: int, prev: dict | None) -> dict | None:
     v, t, s = b.value[r], b.ts[r], b.start[r]
@@ -78,7 +79,6 @@ def _sum(b: Block, r: int, prev: dict | None) -> dict | None:
         if v >= prev["v"] and not _reset_start(s, prev):
             b.value[r] = v - prev["v"]
             b.start[r] = prev["t"]
-    b.cum_state[r] = f'{{"k":"sum","s":{s},"t":{t},"v":{v!r}}}'
     return {"k": "sum", "s": s, "t": t, "v": v}
 
 
@@ -89,7 +89,6 @@ def _level(b: Block, r: int, prev: dict | None) -> dict | None:
             return None
         v = prev["v"] + v
         b.value[r] = v
-    b.cum_state[r] = f'{{"k":"level","t":{t},"v":{v!r}}}'
     return {"k": "level", "t": t, "v": v}
 
 
@@ -131,8 +130,6 @@ def _hist(b: Block, r: int, prev: dict | None) -> dict | None:
             b.buckets[r] = counts
             _delta_extremes(b, r, cur, prev)
             b.start[r] = prev["t"]
-    b.cum_state[r] = (f'{{"k":"hist","s":{s},"t":{t},"n":{cur["n"]},"sum":{_j(cur["sum"])},"min":{_j(cur["min"])},'
-                      f'"max":{_j(cur["max"])},"b":{_bounds_json(cur["b"])},"c":{cur["c"]!r}}}')
     return cur
 
 
@@ -188,13 +185,26 @@ def _exp(b: Block, r: int, prev: dict | None) -> dict | None:
             b.sum[r] = _float(cur["sum"]) - _float(prev["sum"])
             _delta_extremes(b, r, cur, prev)
             b.start[r] = prev["t"]
-    b.cum_state[r] = (f'{{"k":"exp","s":{s},"t":{t},"n":{cur["n"]},"sum":{_j(cur["sum"])},"min":{_j(cur["min"])},'
-                      f'"max":{_j(cur["max"])},"sc":{cur["sc"]},"z":{cur["z"]},"po":{cur["po"]},'
-                      f'"pc":{cur["pc"]!r},"no":{cur["no"]},"nc":{cur["nc"]!r}}}')
     return cur
 
 
 _STEPS = {"sum": _sum, "level": _level, "hist": _hist, "exp": _exp}
+
+
+def _state_json(c: dict) -> str:
+    """A state as cum_state's JSON, written by hand for speed: every value is a finite
+    number, an int, a list of them, or null."""
+    k = c["k"]
+    if k == "sum":
+        return f'{{"k":"sum","s":{c["s"]},"t":{c["t"]},"v":{c["v"]!r}}}'
+    if k == "level":
+        return f'{{"k":"level","t":{c["t"]},"v":{c["v"]!r}}}'
+    head = (f'{{"k":"{k}","s":{c["s"]},"t":{c["t"]},"n":{c["n"]},"sum":{_j(c["sum"])},"min":{_j(c["min"])},'
+            f'"max":{_j(c["max"])},')
+    if k == "hist":
+        return head + f'"b":{_bounds_json(c["b"])},"c":{c["c"]!r}}}'
+    return head + (f'"sc":{c["sc"]},"z":{c["z"]},"po":{c["po"]},"pc":{c["pc"]!r},"no":{c["no"]},'
+                   f'"nc":{c["nc"]!r}}}')
 
 
 class Change:
@@ -208,15 +218,11 @@ class Change:
         #: series -> (block, row) of the point that set its new state
         self.at: dict[int, tuple[Block, int]] = {}
 
-    def newest_only(self, blocks) -> None:
-        """Drop ``cum_state`` from every row but each series' newest (see the module doc)."""
-        keep: dict[int, set[int]] = {}
-        for b, r in self.at.values():
-            keep.setdefault(id(b), set()).add(r)
-        for b in blocks:
-            if b.cum_state:
-                rows = keep.get(id(b), ())
-                b.cum_state = {r: b.cum_state[r] for r in rows}
+    def write_json(self) -> None:
+        """Each series' new state as JSON, in the row of its newest point only: a
+        replay wants only that one (see the module doc)."""
+        for h, (b, r) in self.at.items():
+            b.cum_state[r] = self.json[h] = _state_json(self.new[h])
 
 
 class SeriesState:
@@ -304,13 +310,14 @@ class SeriesState:
                     self._sums(b, r0, r1, change)
                 else:
                     self._rows(b, range(r0, r1), _STEPS[mode], change)
+            change.write_json()
             return change  # each series once: every row kept is its newest
         # one series twice in a request: oldest point first
         rows = [(b.ents[r][0], b.ts[r], b, r, _STEPS[mode]) for b, r0, r1, mode in segs for r in range(r0, r1)]
         rows.sort(key=lambda x: (x[0], x[1]))
         for _, _, b, r, step in rows:
             self._rows(b, (r,), step, change)
-        change.newest_only(blocks)
+        change.write_json()
         return change
 
     def _rows(self, b: Block, rows, step, change: Change) -> None:
@@ -326,7 +333,6 @@ class SeriesState:
                 b.drop.append(r)
             else:
                 new[h] = cur
-                change.json[h] = b.cum_state[r]
                 change.at[h] = (b, r)
 
     def _sums(self, b: Block, r0: int, r1: int, change: Change) -> None:

@@ -173,7 +173,8 @@ class MetricsWalk:
         st = [p.start_time_unix_nano for p in dps]
         # as_double and as_int share a oneof; whichever is set is the non-zero one
         vals = [p.as_double or p.as_int for p in dps]
-        keys = [tuple(p.attributes) for p in dps]
+        # tuple() of a slice: twice as fast as tuple() iterating the repeated field
+        keys = [tuple(p.attributes[:]) for p in dps]
         flagged = any([p.flags & 1 for p in dps])
         unset = [j for j, v in enumerate(vals) if not v and dps[j].WhichOneof("value") is None] if 0 in vals else ()
         clean = (not flagged and not unset and min(ts) > 0 and max(ts) <= self.latest
@@ -232,7 +233,7 @@ class MetricsWalk:
         counts = [p.bucket_counts[:] for p in dps]  # a slice is twice as fast as list()
         bounds = [intern_bounds(p.explicit_bounds[:]) for p in dps]
         opt = {f: ([p.HasField(f) for p in dps], [getattr(p, f) for p in dps]) for f in ("sum", "min", "max")}
-        keys = [tuple(p.attributes) for p in dps]
+        keys = [tuple(p.attributes[:]) for p in dps]
         flagged = any([p.flags & 1 for p in dps])
         clean = (not flagged and min(ts) > 0 and max(ts) <= self.latest and (not any(st) or all(map(operator.le, st, ts)))
                  and all(all(map(math.isfinite, raw)) for _, raw in opt.values())
@@ -304,7 +305,7 @@ class MetricsWalk:
             if reason:
                 self.rejects.add(1, f"{label}: {reason}")
                 continue
-            keys.append(tuple(p.attributes))
+            keys.append(tuple(p.attributes[:]))
             good.append((p, pc, nc))
         if not good:
             return

@@ -146,7 +146,7 @@ class TracesWalk:
                     and 0 < start <= end <= MAX_TS):
                 self.rejects.add(1, f"span {s.name[:100]!r}: {self._reason(s)}")
                 continue
-            raws = tuple(s.attributes)
+            raws = tuple(s.attributes[:])
             got = seen.get(raws)
             if got is None:
                 got = seen[raws] = self._attr_facts(raws, extra)
