@@ -11,9 +11,10 @@ four status codes, at 10 s; consecutive requests of a replica move on in time, a
 exporter's do. Each replica's first request is sent off the clock (it registers the
 series). ClickHouse reads a schema rendered from the installed opentelemetry-proto's
 own descriptors (so both sides read the same messages) and is asked the two
-statements a store would need (number points, histogram points) with 1 request and
-with 10 length-delimited requests per statement; "parse only" reads every field and
-builds no rows. Figures are process CPU (chDB's threads included) per request.
+statements a store would need (number points, histogram points) with 1, 10 and 50
+length-delimited requests per statement (the batches that fit the timed requests);
+"parse only" reads every field and builds no rows. With one request a statement, its
+rows must equal Sonde's. Figures are process CPU (chDB's threads included) per request.
 
 Neither side inserts here: this isolates the step the issue named as an avenue
 ("letting ClickHouse parse the protobuf"); the insert and merges cost the same after
