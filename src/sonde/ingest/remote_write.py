@@ -33,16 +33,15 @@ import struct
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 
 from .._exceptions import BadRequest
 from ..promtypes import explicit_histogram, parse_le, unit_of
 from . import prompb
 from .columns import MAX_TS
-from .decode import Encoding, decode
 from .metrics import Rejects
+from .proto import ViewMetricsRequest
 
 #: placement label -> the resource attribute that places by it (ingest/resource.py)
 PLACEMENT = {label: "sonde." + label for label in (
@@ -52,7 +51,7 @@ PLACEMENT = {label: "sonde." + label for label in (
 TARGET = {"instance": "service.instance.id", "job": "service.name"}
 #: a series needs one of these to be placed
 PLACING = ("deployment_id", "chainlet_id", "training_job_id", "loops_deployment_id")
-SCOPE = InstrumentationScope(name="sonde.remote_write")
+SCOPE = "sonde.remote_write"
 #: the NaN Prometheus writes when a series ends (value.StaleNaN)
 STALE_NAN_BITS = 0x7FF0000000000002
 _MAX_MS = MAX_TS // 1_000_000
@@ -166,18 +165,19 @@ def read_series(i: int, ts, label_sets: LabelSets = LABEL_SETS) -> Series:
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _kvs(attrs: tuple[tuple[str, str], ...]) -> tuple[KeyValue, ...]:
-    # a series' attributes are the same every request: built once, copied after
-    return tuple(_kv(k, v) for k, v in attrs)
-
-
-def _kv(key: str, value: str) -> KeyValue:
-    return KeyValue(key=key, value=AnyValue(string_value=value))
+def _kvs(attrs: tuple[tuple[str, str], ...]) -> tuple[bytes, ...]:
+    """A series' attributes as the encoded KeyValues a data point of the view carries
+    (ingest/proto.py): built once per series, then shared by every point."""
+    return tuple(KeyValue(key=k, value=AnyValue(string_value=v)).SerializeToString() for k, v in attrs)
 
 
 class Converter:
     """One WriteRequest into one ExportMetricsServiceRequest (:attr:`request`), with what
-    it skipped in :attr:`rejects`. Raises BadRequest before building anything."""
+    it skipped in :attr:`rejects`. Raises BadRequest before building anything.
+
+    The request is built as the protobuf view (ingest/proto.py) that OTLP bodies decode
+    to, so it goes to the metrics walk as it is: building generated messages, then
+    encoding and decoding them again, copied every point's KeyValues twice."""
 
     def __init__(self, wr):
         self.meta: dict[str, tuple[str, str]] = {}
@@ -193,7 +193,7 @@ class Converter:
         # families that are histograms by name: X_bucket with an le, X not declared otherwise
         self._hist_by_name = {s.name[:-7] for s in self.series if s.le is not None}
         self._counters_by_name = {s.name[:-6] for s in self.series if s.name.endswith("_total")}
-        self.request = ExportMetricsServiceRequest()
+        self.request = ViewMetricsRequest()
         self._scopes: dict[tuple, object] = {}
         self._metrics: dict[tuple, object] = {}
         self._build()
@@ -260,8 +260,10 @@ class Converter:
             sm = self._scopes.get(res)
             if sm is None:
                 rm = self.request.resource_metrics.add()
-                rm.resource.attributes.extend(_kv(k, v) for k, v in res)
-                sm = self._scopes[res] = rm.scope_metrics.add(scope=SCOPE)
+                for k, v in res:
+                    rm.resource.attributes.add(key=k).value.string_value = v
+                sm = self._scopes[res] = rm.scope_metrics.add()
+                sm.scope.name = SCOPE
             m = sm.metrics.add(name=name, unit=unit)
             if kind == "gauge":
                 target = m.gauge
@@ -376,7 +378,7 @@ def write(ingestor, ws: str, raw: bytes) -> Written:
     """Uncompressed WriteRequest bytes, converted and queued on ``ingestor`` for ``ws``.
     Raises BadRequest (nothing queued) when the request does not decode."""
     conv = Converter(prompb.parse(raw))
-    queued = ingestor.metrics(ws, decode(conv.request.SerializeToString(), Encoding.PROTOBUF, "metrics"))
+    queued = ingestor.metrics(ws, conv.request)
     rejected = conv.rejects.count + queued.rejected
     message = "; ".join(m for m in (conv.rejects.message("samples"), queued.message) if m)
     return Written(queued, conv.samples, rejected, message)
