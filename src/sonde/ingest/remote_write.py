@@ -176,8 +176,8 @@ class Converter:
     it skipped in :attr:`rejects`. Raises BadRequest before building anything.
 
     The request is built as the protobuf view (ingest/proto.py) that OTLP bodies decode
-    to, so it goes to the metrics walk as it is: building generated messages, then
-    encoding and decoding them again, copied every point's KeyValues twice."""
+    to, so it goes to the metrics walk as it is. Generated messages would have to be
+    encoded and decoded again, copying every point's KeyValues twice."""
 
     def __init__(self, wr):
         self.meta: dict[str, tuple[str, str]] = {}
