@@ -97,7 +97,7 @@ def main() -> None:
     ap.add_argument("--logs", type=int, default=0, help="also the logs comparison, with this many lines (0: not)")
     ap.add_argument("--log-deployments", type=int, default=50)
     ap.add_argument("--skip-remote-write", action="store_true",
-                    help="leave out the second Sonde (remote write): at --scale 24h it alone adds ~35 minutes here")
+                    help="leave out the second Sonde (remote write): at --scale 24h it alone adds ~12 minutes here")
     ap.add_argument("--report", type=pathlib.Path, help="only print the tables (and with --out, plots) of a"
                     " results.json written before")
     args = ap.parse_args()
