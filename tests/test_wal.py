@@ -15,6 +15,7 @@ from test_ingest_e2e import read_store
 
 from sonde import BadRequest
 from sonde.store import ARROW_SCHEMAS, Store, open_store
+from sonde.store import wal as wal_module
 from sonde.store.wal import Wal, read, replay
 from sonde.store.writer import BatchWriter
 
@@ -80,7 +81,36 @@ def test_replay_stores_each_row_once(store, tmp_path):
         f.write(b"half a file: the crash came before its rename, so never acknowledged")
     assert replay(Wal(wal_dir), store.ex, [store.t("logs")]) == 3
     assert store.ex.query(f"SELECT groupArraySorted(100)(seq) AS s FROM {store.t('logs')}")[0]["s"] == list(range(1, 10))
-    assert os.listdir(wal_dir) == ["rejected"]
+    assert sorted(os.listdir(wal_dir)) == ["free", "rejected"]
+    kept = os.listdir(os.path.join(wal_dir, "free"))  # emptied, for the next requests
+    assert len(kept) == 2 and all(os.path.getsize(os.path.join(wal_dir, "free", f)) == 0 for f in kept)
+
+
+def test_committed_files_are_emptied_and_written_again(store, tmp_path, monkeypatch):
+    wal_dir = str(tmp_path / "wal")
+    wal = Wal(wal_dir)
+    first = wal.append({store.t("logs"): _logs("ws1", range(1, 40))})
+    inode = os.stat(first).st_ino
+    wal.remove([first])
+    assert wal.files() == []
+    second = wal.append({store.t("logs"): _logs("ws1", range(40, 42))})
+    assert second != first and os.stat(second).st_ino == inode  # the same file, renamed
+    assert read(second)[store.t("logs")].column("seq").to_pylist() == [40, 41]  # nothing of the longer first
+    # a crash between a file's move to free/ and its emptying: the next write cuts the rest
+    wal.remove([second])
+    junk = os.path.join(wal_dir, "free", os.listdir(os.path.join(wal_dir, "free"))[0])
+    with open(junk, "wb") as f:
+        f.write(b"x" * 100_000)
+    again = Wal(wal_dir)
+    third = again.append({store.t("logs"): _logs("ws1", [42])})
+    assert os.stat(third).st_ino == inode and read(third)[store.t("logs")].num_rows == 1
+    again.remove([third])
+    os.unlink(os.path.join(wal_dir, "free", os.path.basename(third)))  # gone from the pool: a new file
+    fourth = again.append({store.t("logs"): _logs("ws1", [43])})
+    assert read(fourth)[store.t("logs")].num_rows == 1 and os.listdir(os.path.join(wal_dir, "free")) == []
+    monkeypatch.setattr(wal_module, "POOL", 0)  # a full pool: committed files are deleted
+    again.remove([fourth])
+    assert os.listdir(os.path.join(wal_dir, "free")) == [] and again.files() == []
 
 
 def test_replay_finds_stored_exemplars_by_their_key(store, tmp_path):
@@ -147,7 +177,7 @@ def test_a_killed_server_keeps_what_it_acknowledged(tmp_path):
         for i in range(3):
             assert post(c, metrics_request(resource, [gauge("wal.g", [number(t + i, float(i))])])).status_code == 200
             assert post(c, logs_request(resource, [log_record(t + i, f"wal line {i}")])).status_code == 200
-    assert len(os.listdir(tmp_path / "wal")) == 1 + 6  # rejected/ and six files
+    assert len(os.listdir(tmp_path / "wal")) == 2 + 6  # rejected/, free/ and six files
     server.kill9()
     points, lines = read_store(tmp_path, "SELECT count() AS n FROM sonde.metric_points WHERE metric = 'wal.g'",
                                "SELECT count() AS n FROM sonde.logs WHERE message LIKE 'wal line%'")
@@ -162,7 +192,7 @@ def test_a_killed_server_keeps_what_it_acknowledged(tmp_path):
     finally:
         server.stop()
     assert read_store(tmp_path, "SELECT count() AS n FROM sonde.metric_points WHERE metric = 'wal.g'")[0] == [{"n": 3}]
-    assert os.listdir(tmp_path / "wal") == ["rejected"]
+    assert sorted(os.listdir(tmp_path / "wal")) == ["free", "rejected"]
 
 
 def test_wal_on_is_refused_on_a_clickhouse_store(tmp_path):
