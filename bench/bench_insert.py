@@ -42,10 +42,11 @@ from sonde.ingest.proto import ViewMetricsRequest  # noqa: E402
 from sonde.ingest.registrar import Registrar  # noqa: E402
 from sonde.store import Store, open_store  # noqa: E402
 from sonde.store.inventory import Inventory  # noqa: E402
+from sonde.settings import setting  # noqa: E402
 from sonde.store.views import VIEWS  # noqa: E402
 
-#: the writer's default batch (settings.py ``batch_max_rows``)
-WRITER_BATCH = 50_000
+#: the writer's default batch
+WRITER_BATCH = setting("batch_max_rows").default
 
 
 def rows(store: Store, want: int) -> tuple[pa.Table, float]:
@@ -115,7 +116,7 @@ def main() -> None:
         w, wo = results["with the views"][b], results["without the views"][b]
         print(f"| {b:,} | {w * 1e3:.1f} | {w / b * 1e6:.2f} | {wo * 1e3:.1f} | {wo / b * 1e6:.2f} | {1 - wo / w:.0%} |")
     print()
-    for label, by in results.items():
+    for label, by in results.items() if len(batches) > 1 else ():  # a line needs two sizes
         fixed, per = fit(list(by.items()))
         print(f"{label}: {fixed * 1e3:.1f} ms a statement + {per * 1e6:.2f} us a row;"
               f" at the writer's {WRITER_BATCH:,}-row batch {(fixed / WRITER_BATCH + per) * 1e6:.2f} us a row,"
