@@ -97,13 +97,21 @@ class Accounts:
         with self._lock:
             self._cache.pop(r["hash"], None)
 
-    def lookup(self, raw: str) -> ApiKey | None:
+    def cached(self, raw: str) -> tuple[bool, ApiKey | None]:
+        """``(True, what lookup answers)`` when it would answer from memory, without
+        the store; else ``(False, None)``."""
         h = hash_key(raw)
-        now = time.monotonic()
         with self._lock:
             hit = self._cache.get(h)
-            if hit and hit[0] > now:
-                return hit[1]
+        if hit and hit[0] > time.monotonic():
+            return True, hit[1]
+        return False, None
+
+    def lookup(self, raw: str) -> ApiKey | None:
+        found, key = self.cached(raw)
+        if found:
+            return key
+        h, now = hash_key(raw), time.monotonic()
         rows = self.store.ex.query(
             f"SELECT id, ws, name, scope FROM {self.store.t('api_keys')} FINAL"
             " WHERE hash = {h:String} AND revoked = 0",
