@@ -23,6 +23,18 @@ def test_missing_unknown_and_wrong_scope(app, creds):
     assert c.post("/v1/admin/workspaces", json={"name": "x"}, key=creds["management_key"]).status_code == 403
 
 
+@pytest.mark.steady_only("one process's key cache, asked between requests")
+def test_keys_seen_lately_are_answered_from_memory(app, creds):
+    accounts, c = app.state.accounts, Client(app)
+    assert accounts.cached("sonde_unseen") == (False, None)  # the store is asked: off the event loop
+    assert c.get("/v1/models", key="sonde_unseen").status_code == 401
+    assert accounts.cached("sonde_unseen") == (True, None)  # refused again without the store
+    assert c.get("/v1/models", key=creds["management_key"]).status_code == 200
+    found, key = accounts.cached(creds["management_key"])
+    assert found and key.scope == "management" and key.ws == creds["workspace_id"]
+    assert c.get("/v1/models", key=creds["management_key"]).status_code == 200  # answered on the loop
+
+
 def test_api_key_scheme_is_accepted(app, creds):
     r = Client(app).get("/v1/models", headers={"Authorization": f"Api-Key {creds['management_key']}"})
     assert r.status_code == 200 and r.json() == {"models": []}
