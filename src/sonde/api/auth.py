@@ -7,7 +7,7 @@ a key reads or writes is confined to its workspace; resources elsewhere are 404.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
@@ -29,7 +29,7 @@ def raw_key(request: Request) -> str:
     return raw.strip()
 
 
-def require(*scopes: str) -> Callable[[Request], ApiKey]:
+def require(*scopes: str) -> Callable[[Request], Awaitable[ApiKey]]:
     """A FastAPI dependency that returns the caller's key if its scope is in ``scopes``."""
 
     async def dependency(request: Request) -> ApiKey:
