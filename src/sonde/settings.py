@@ -53,6 +53,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("query_cache_mb", 64.0, "MiB of deployment-metrics answers (as sent) kept for identical questions,"
             " each dropped by any write that reaches its window (0: none; only where this server is the store's one"
             " writer; docs/api.md#caching).", minimum=0),
+    Setting("recent_minutes", 120.0, "Minutes of the catalogue gauges' points (GPU, memory, concurrency, LLM engine)"
+            " kept in memory to answer a metrics window within them without a statement (0: none; only where this"
+            " server is the store's one writer; ~30 bytes a point; docs/metrics.md#recent-points).", minimum=0),
     Setting("max_pending_rows", 2_000_000, "Rows waiting for commit past which ingest answers 503."),
     Setting("max_series_per_workspace", 1_000_000, "Distinct metric series one workspace may hold; points of a"
             " new series beyond it are rejected (OTLP partial_success, remote write X-Sonde-Rejected), known"
@@ -121,6 +124,7 @@ class Config:
     wal_live_flush_interval_ms: int = _BY_NAME["wal_live_flush_interval_ms"].default
     batch_max_rows: int = _BY_NAME["batch_max_rows"].default
     query_cache_mb: float = _BY_NAME["query_cache_mb"].default
+    recent_minutes: float = _BY_NAME["recent_minutes"].default
     max_pending_rows: int = _BY_NAME["max_pending_rows"].default
     max_series_per_workspace: int = _BY_NAME["max_series_per_workspace"].default
     min_free_disk_mb: int = _BY_NAME["min_free_disk_mb"].default

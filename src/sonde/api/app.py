@@ -11,8 +11,10 @@ from fastapi import FastAPI
 
 from .. import web
 from ..alerts.evaluator import Evaluator
+from ..ingest.metrics import MAX_AHEAD_NS
 from ..ingest.offload import SpanDecoders
 from ..ingest.pipeline import Ingestor
+from ..query import recent
 from ..query.cache import ResultCache
 from ..settings import Config
 from ..store import Store, open_store
@@ -99,6 +101,9 @@ def _wire(app: FastAPI, store: Store, config: Config) -> None:
     if config.query_cache_mb and not store.shared(config.state_sync):
         app.state.metrics_cache = ResultCache(int(config.query_cache_mb * 2**20))
         store.on_change(app.state.metrics_cache.observe)
+    # points kept in memory only where this process sees every write (store/recent.py)
+    if config.recent_minutes and not store.shared(config.state_sync):
+        store.keep_recent(recent.METRICS, config.recent_minutes * 60, future_ns=MAX_AHEAD_NS)
     app.state.evaluator = Evaluator(store, interval_s=config.alert_eval_seconds,
                                     external_url=f"http://{config.host}:{config.port}/ui/")
     creds = bootstrap(app.state.accounts, config.data_dir)

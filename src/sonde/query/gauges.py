@@ -34,6 +34,7 @@ value is the level); monotonic sums are counters and never feed a gauge.
 
 from __future__ import annotations
 
+from . import recent
 from .catalogue import LabelKind, VendorMetric
 from ..store.schema import GPU_COLUMN
 from .scan import STEP, Scan
@@ -71,9 +72,17 @@ def _device(kind: LabelKind) -> tuple[str, str]:
 
 
 def time_weighted(scan: Scan, vm: VendorMetric) -> list[dict]:
-    """Rows ``{k, l_host, l_device, v}``: the step, the label set and its mean."""
-    where, params = scan.where(
-        vm.source_names, scan.window.start_ns - LOOK_AROUND_NS, scan.window.end_ns + LOOK_AROUND_NS, vm)
+    """Rows ``{k, l_host, l_device, v}``: the step, the label set and its mean. From the
+    points the store keeps in memory where it has every one the window reads
+    (query/recent.py), else from one statement."""
+    w = scan.window
+    lo, hi = w.start_ns - LOOK_AROUND_NS, w.end_ns + LOOK_AROUND_NS
+    kept = scan.store.recent_rows(scan.ws, scan.scope, scan.entity, lo) if recent.answers(vm) else None
+    if kept is not None:
+        return recent.time_weighted(kept, vm, t0=w.start_ns, t1=w.end_ns, step=w.step_ns, lo=lo, hi=hi,
+                                    default_gap=DEFAULT_INTERVAL_NS, chooses=scan.chooses(vm),
+                                    excluded=scan.excluded.get(vm.name, {}))
+    where, params = scan.where(vm.source_names, lo, hi, vm)
     factor, fparams = scan.factor(vm)
     labels_from = label_inputs(vm.labels)
     carried, any_carried = (f", {labels_from}", f", any({labels_from}) AS {labels_from}") if labels_from else ("", "")

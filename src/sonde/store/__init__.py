@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import NamedTuple
 
@@ -22,6 +22,7 @@ from .._exceptions import BadRequest, StorageFull
 from .base import Executor
 from . import migrations, views
 from .disk import DiskGuard
+from .recent import Recent
 from .retention import Retention
 from .schema import ARROW_SCHEMAS
 from .wal import FlushingExecutor, Wal, replay
@@ -111,8 +112,10 @@ class Store:
         self._open: dict[int, float] = {}  # first seq of a reservation -> when it was made
         self._listeners: list[CommitListener] = []
         self._change_listeners: list[ChangeListener] = []
+        #: recent points kept in memory (store/recent.py), once :meth:`keep_recent` asks
+        self.recent: Recent | None = None
         self.retention = Retention(executor, db, retention_days, retention_check_seconds or 0,
-                                   on_drop=lambda: self._changed(None))
+                                   on_drop=self._dropped)
         if retention_check_seconds is not None:
             self.retention.start()
 
@@ -208,6 +211,30 @@ class Store:
         for v in views.VIEWS:
             self.ex.command(views.repair(v, self.db))
 
+    def keep_recent(self, metrics: Iterable[str], horizon_s: float, *, future_ns: int) -> None:
+        """Keep the last ``horizon_s`` of ``metrics``' points in memory (store/recent.py),
+        loading them from the store now: only where this process is the store's only
+        writer, before it takes any writes. ``future_ns``: how far ahead of the clock
+        ingest accepts a point."""
+        recent = Recent(metrics, horizon_s, future_ns=future_ns)
+        recent.load(self.ex.query_arrow(
+            "SELECT ws, scope, entity, series, ts, value, unit, metric,"
+            " toString(kind) AS kind, monotonic, replica, node_rank, gpu"
+            f" FROM {self.t('metric_points')}"
+            " WHERE metric IN {metrics:Array(String)} AND ts >= fromUnixTimestamp64Nano({lo:Int64})",
+            {"metrics": recent.metrics.to_pylist(), "lo": recent.since()}))
+        self.recent = recent
+
+    def recent_rows(self, ws: str, scope: str, entity: str, lo_ns: int) -> pa.Table | None:
+        """An entity's points kept in memory (:meth:`Recent.rows`), or None where the
+        store must be read: nothing is kept, or not from as early as ``lo_ns``. As a
+        statement does, it first waits for what was acknowledged to be committed."""
+        if self.recent is None:
+            return None
+        if isinstance(self.ex, FlushingExecutor):
+            self.writer.flush()
+        return self.recent.rows(ws, scope, entity, lo_ns)
+
     def on_commit(self, listener: CommitListener) -> None:
         """Call ``listener`` (on the writer's thread) after every group commit."""
         self._listeners.append(listener)
@@ -225,7 +252,19 @@ class Store:
     def _stored(self, tables: dict[str, pa.Table]) -> None:
         # before the writes are acknowledged (without the log, at their commit): a read
         # after the acknowledgement must not get an answer kept before the commit
-        self._changed(_bare(tables))
+        tables = _bare(tables)
+        if self.recent is not None and "metric_points" in tables:
+            try:
+                self.recent.add(tables["metric_points"])
+            except Exception:  # rows it cannot take: it answers nothing it may lack
+                log.exception("keeping recent points failed; forgetting them")
+                self.recent.reset()
+        self._changed(tables)
+
+    def _dropped(self) -> None:
+        if self.recent is not None:
+            self.recent.reset()
+        self._changed(None)
 
     def _changed(self, tables: dict[str, pa.Table] | None) -> None:
         _tell(self._change_listeners, tables)

@@ -36,8 +36,9 @@ class View:
 #: a GPU point's label: the semantic conventions' index, else the ``gpu`` label (DCGM
 #: exporter's index), else the GPU's UUID (DCGM's ``UUID``, Triton's ``gpu_uuid``); the
 #: queries label GPUs the same way
-GPU_INDEX = ("multiIf(mapContains(attrs, 'hw.gpu.index'), attrs['hw.gpu.index'], mapContains(attrs, 'gpu'),"
-             " attrs['gpu'], mapContains(attrs, 'UUID'), attrs['UUID'], attrs['gpu_uuid'])")
+GPU_ATTRS = ("hw.gpu.index", "gpu", "UUID", "gpu_uuid")
+GPU_INDEX = ("multiIf(" + "".join(f"mapContains(attrs, '{a}'), attrs['{a}'], " for a in GPU_ATTRS[:-1])
+             + f"attrs['{GPU_ATTRS[-1]}'])")
 
 #: the HTTP status attributes of request points, in order of preference: the stable
 #: semantic conventions' and the older ones (query/catalogue.py's request sources)

@@ -1,0 +1,171 @@
+"""GAUGE means over the rows the store keeps in memory (store/recent.py), in numpy.
+
+A live dashboard asks for the last hour again and again, and every point written in
+between changes the answer, so a kept answer (query/cache.py) rarely serves it. Where
+the store holds every row such a question reads in memory, this module answers it
+without a statement: a chDB statement of the time-weighted mean costs 15-20 ms of
+analysis and planning before it reads anything (docs/benchmarks.md), the arithmetic
+over an hour of one deployment's GPUs well under a millisecond.
+
+The arithmetic is :func:`query.gauges.time_weighted`'s, step for step, so both give
+one answer (docs/metrics.md#gauges; ``tests/test_recent.py`` holds them to it on
+random series): the same rows (sources, exclusions, the look-around), the unit factor
+per row, the per-replica source choice, each series' lower-median gap, holds cut at
+the window and the steps, per-series means, then per label set their sum (their mean
+for RATIO gauges). Only the order floating-point sums are added in differs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .catalogue import CATALOGUE, DIMENSIONS, GAUGE, LabelKind, VendorMetric
+
+#: the label kinds answered here: their labels are the replica, the node rank and the
+#: GPU column; a mount or an attribute set needs the attribute map, not kept in memory
+LABEL_KINDS = frozenset({LabelKind.PLAIN, LabelKind.REPLICA, LabelKind.GPU, LabelKind.NODE, LabelKind.NODE_GPU})
+
+
+def answers(vm: VendorMetric) -> bool:
+    """Whether :func:`time_weighted` can answer ``vm`` (the store's memory permitting)."""
+    return vm.kind == GAUGE and vm.labels in LABEL_KINDS and not any(s.match for s in vm.sources)
+
+
+#: the metrics whose recent points the store keeps in memory: the sources of the
+#: catalogue's gauges answered here
+METRICS = frozenset(s.metric for vm in CATALOGUE.values() if answers(vm) for s in vm.sources)
+
+
+def _codes(column: pa.ChunkedArray) -> tuple[list, np.ndarray]:
+    """A column's distinct values (some maybe unused) and each row's index into them."""
+    enc = column.combine_chunks()
+    if not pa.types.is_dictionary(enc.type):  # the store keeps its words as dictionaries
+        enc = pc.dictionary_encode(enc)
+    return enc.dictionary.to_pylist(), enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def time_weighted(rows: pa.Table, vm: VendorMetric, *, t0: int, t1: int, step: int, lo: int, hi: int,
+                  default_gap: int, chooses: bool, excluded: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """Rows ``{k, l_host, l_device, v}`` as :func:`query.gauges.time_weighted` gives them,
+    from ``rows`` (columns of ``metric_points``: series, ts as Int64 nanoseconds, value,
+    unit, metric, kind, monotonic, replica, node_rank, gpu) of one entity."""
+    sources = vm.source_names
+    ts = rows.column("ts").to_numpy()
+    metrics, metric_i = _codes(rows.column("metric"))
+    rank_of = np.array([sources.index(m) if m in sources else -1 for m in metrics], dtype=np.int64)
+    keep = (ts >= lo) & (ts < hi) & (rank_of[metric_i] >= 0)
+    replicas, replica_i = _codes(rows.column("replica"))
+    for metric, left_out in excluded.items():
+        if metric in metrics and left_out:
+            gone = np.isin(replica_i, [replicas.index(r) for r in left_out if r in replicas])
+            keep &= ~((metric_i == metrics.index(metric)) & gone)
+    kinds, kind_i = _codes(rows.column("kind"))
+    gauge = (np.array([k == "gauge" for k in kinds], dtype=bool)[kind_i]
+             | (np.array([k == "sum" for k in kinds], dtype=bool)[kind_i]
+                & ~rows.column("monotonic").to_numpy(zero_copy_only=False)))
+    if not chooses:
+        keep &= gauge
+    idx = np.flatnonzero(keep)
+    if idx.size == 0:
+        return []
+    # per series: its first row stands for it (metric, replica, node rank and GPU are
+    # part of the series key, so constant in it)
+    series, first, sid = np.unique(rows.column("series").to_numpy()[idx], return_index=True, return_inverse=True)
+    ts, metric_i, replica_i, gauge = ts[idx], metric_i[idx], replica_i[idx], gauge[idx]
+    if chooses:
+        # a replica's series of a later source are out when it sent an earlier one
+        rank = rank_of[metric_i[first]]
+        best = np.full(len(replicas), np.iinfo(np.int64).max)
+        np.minimum.at(best, replica_i[first], rank)
+        chosen = rank == best[replica_i[first]]
+        live = gauge & chosen[sid]
+    else:
+        live = np.ones(idx.size, dtype=bool)
+    # the samples, sorted by series then time
+    order = np.flatnonzero(live)
+    order = order[np.lexsort((ts[order], sid[order]))]
+    if order.size == 0:
+        return []
+    s, t = sid[order], ts[order]
+    v = rows.column("value").to_numpy()[idx][order] * _factors(rows, vm, idx[order])
+    same_next = np.append(s[1:] == s[:-1], False)
+    # each series' interval: the lower median of its positive gaps
+    gaps = np.diff(t)
+    has_gap = same_next[:-1] & (gaps > 0)
+    gs, gv = s[:-1][has_gap], gaps[has_gap]
+    by = np.lexsort((gv, gs))
+    gs, gv = gs[by], gv[by]
+    gap = np.full(series.size, default_gap, dtype=np.int64)
+    if gs.size:
+        starts = np.flatnonzero(np.append(True, gs[1:] != gs[:-1]))
+        counts = np.diff(np.append(starts, gs.size))
+        gap[gs[starts]] = gv[starts + (counts - 1) // 2]
+    g = gap[s]
+    nxt = np.append(t[1:], 0)
+    b = np.where(same_next, np.minimum(nxt, t + 2 * g), t + g)
+    b = np.minimum(b, t1)
+    a = np.maximum(t, t0)
+    held = b > a
+    a, b, v, s = a[held], b[held], v[held], s[held]
+    # each hold cut at the steps it reaches
+    ka = (a - t0) // step
+    n = (b - 1 - t0) // step - ka + 1
+    piece_of = np.repeat(np.arange(a.size), n)
+    kk = ka[piece_of] + (np.arange(piece_of.size) - np.repeat(np.cumsum(n) - n, n))
+    piece = (np.minimum(b[piece_of], t0 + (kk + 1) * step) - np.maximum(a[piece_of], t0 + kk * step))
+    n_steps = int((t1 - 1 - t0) // step) + 1
+    cell, cell_i = np.unique(s[piece_of] * n_steps + kk, return_inverse=True)
+    covered = np.bincount(cell_i, weights=piece)
+    integral = np.bincount(cell_i, weights=v[piece_of] * piece)
+    mean = integral / covered
+    cell_series, cell_k = cell // n_steps, cell % n_steps
+    # per label set: the series' means combined
+    labels = _labels(rows, vm, idx[first], replicas, replica_i[first])
+    label_keys, label_i = _label_ids(labels)
+    out_key = cell_k * len(label_keys) + label_i[cell_series]
+    keys, key_i = np.unique(out_key, return_inverse=True)
+    total = np.bincount(key_i, weights=mean)
+    if vm.unit_hint == "RATIO":
+        total = total / np.bincount(key_i)
+    ks = (keys // len(label_keys)).tolist()
+    ls = (keys % len(label_keys)).tolist()
+    return [{"k": k, "l_host": label_keys[li][0], "l_device": label_keys[li][1], "v": x}
+            for k, li, x in zip(ks, ls, total.tolist())]
+
+
+def _factors(rows: pa.Table, vm: VendorMetric, at: np.ndarray) -> np.ndarray | float:
+    """Each row's factor into ``vm``'s unit: by the unit sent when it is a known one,
+    else by its source's documented unit (Scan.factor, row for row)."""
+    if not DIMENSIONS[vm.dimension]:
+        return 1.0
+    sub = rows.select(["unit", "metric"]).take(pa.array(at))
+    units, unit_i = _codes(sub.column("unit"))
+    metrics, metric_i = _codes(sub.column("metric"))
+    by_metric = {s.metric: s for s in vm.sources}
+    # (a dictionary's words may include other metrics': no row of theirs is read here)
+    table = np.array([[vm.factor_of(u, by_metric[m]) if m in by_metric else 1.0 for m in metrics] for u in units],
+                     dtype=np.float64)
+    return table[unit_i, metric_i]
+
+
+def _labels(rows: pa.Table, vm: VendorMetric, at: np.ndarray, replicas: list, replica_i: np.ndarray) -> list[tuple]:
+    """Each series' (l_host, l_device), as query.gauges.label_columns makes them."""
+    kind = vm.labels
+    if kind.per_node:
+        hosts = [str(x) for x in rows.column("node_rank").take(pa.array(at)).to_pylist()]
+    elif kind is LabelKind.PLAIN:
+        hosts = [""] * at.size
+    else:
+        hosts = [replicas[i] for i in replica_i.tolist()]
+    devices = rows.column("gpu").take(pa.array(at)).to_pylist() if kind.device == "gpu" else [""] * at.size
+    return list(zip(hosts, devices))
+
+
+def _label_ids(labels: list[tuple]) -> tuple[list[tuple], np.ndarray]:
+    ids: dict[tuple, int] = {}
+    out = np.array([ids.setdefault(x, len(ids)) for x in labels], dtype=np.int64)
+    return list(ids), out
