@@ -229,6 +229,13 @@ def test_recent_keeps_the_horizon_of_its_metrics_per_entity():
         recent.rows("w", "deployment", "d1", clock.now - 50 * SEC)
     assert len(recent) < 45 and min(recent.rows("w", "deployment", "d1", clock.now - 99 * SEC)
                                      .column("ts").to_pylist()) >= 9_950 * SEC
+    # an entity that stopped sending: its chunks go once they are wholly past the horizon
+    recent.add(_points([("w", "d9", "g", clock.now, 1.0, {})]))
+    assert recent.rows("w", "deployment", "d9", clock.now).num_rows == 1
+    clock.now += 101 * SEC
+    recent.add(_points([("w", "d1", "g", clock.now, 1.0, {})]))
+    assert recent.rows("w", "deployment", "d9", clock.now - 99 * SEC).num_rows == 0
+    assert len(recent) == 1  # everything but the last point was past the horizon
     # retention dropped partitions: nothing answered from before now plus the future ingest accepts
     recent.reset()
     assert len(recent) == 0

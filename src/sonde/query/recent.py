@@ -118,11 +118,12 @@ def time_weighted(rows: pa.Table, vm: VendorMetric, *, t0: int, t1: int, step: i
     kk = ka[piece_of] + (np.arange(piece_of.size) - np.repeat(np.cumsum(n) - n, n))
     piece = (np.minimum(b[piece_of], t0 + (kk + 1) * step) - np.maximum(a[piece_of], t0 + kk * step))
     n_steps = int((t1 - 1 - t0) // step) + 1
-    cell, cell_i = np.unique(s[piece_of] * n_steps + kk, return_inverse=True)
-    covered = np.bincount(cell_i, weights=piece)
-    integral = np.bincount(cell_i, weights=v[piece_of] * piece)
-    mean = integral / covered
-    cell_series, cell_k = cell // n_steps, cell % n_steps
+    # per (series, step): pieces come sorted by series, then time, so by step
+    cell = s[piece_of] * n_steps + kk
+    starts = np.flatnonzero(np.append(True, cell[1:] != cell[:-1]))
+    covered = np.add.reduceat(piece, starts)
+    mean = np.add.reduceat(v[piece_of] * piece, starts) / covered
+    cell_series, cell_k = cell[starts] // n_steps, cell[starts] % n_steps
     # per label set: the series' means combined
     labels = _labels(rows, vm, idx[first], replicas, replica_i[first])
     label_keys, label_i = _label_ids(labels)

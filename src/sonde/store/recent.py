@@ -66,6 +66,7 @@ class Recent:
         self._pending_rows = 0
         self._entities: dict[tuple[str, str, str], list[pa.Table]] = {}
         self._floor = 0  # nothing before this is answered (after a reset)
+        self._swept = clock()
 
     def since(self) -> int:
         """The earliest ``ts`` (ns) from which every stored row of the metrics is here."""
@@ -76,10 +77,16 @@ class Recent:
         committed just now."""
         keep = pc.and_(pc.is_in(points.column("metric"), value_set=self.metrics),
                        pc.greater_equal(points.column("ts").cast(pa.int64()), self._clock() - self.horizon_ns))
-        points = points.filter(keep)
-        if points.num_rows:
-            self._append(points.set_column(points.schema.get_field_index("attrs"), "gpu",
-                                           gpu_labels(points.column("attrs"))))
+        # the columns first: a histogram row's bucket arrays are not worth copying
+        points = points.select([*_KEY, *(c for c in COLUMNS if c != "gpu"), "attrs"]).filter(keep)
+        if not points.num_rows:
+            return
+        # a series' attributes are part of its key: its GPU label is worked out once
+        series = pc.dictionary_encode(points.column("series")).combine_chunks()
+        one = np.empty(len(series.dictionary), dtype=np.int64)
+        one[series.indices.to_numpy(zero_copy_only=False)] = np.arange(points.num_rows)  # any row of each
+        gpu = gpu_labels(points.column("attrs").take(pa.array(one))).take(series.indices)
+        self._append(points.set_column(points.schema.get_field_index("attrs"), "gpu", gpu))
 
     def load(self, rows: pa.Table) -> None:
         """Rows read from the store at start (the key columns, :data:`COLUMNS`)."""
@@ -97,30 +104,42 @@ class Recent:
                 self._sort_out()
 
     def _sort_out(self) -> None:
-        if not self._pending:
+        """The pending rows into their entities' chunks. A commit holds its requests'
+        rows one after the other, and a request's rows entity by entity: runs, sliced
+        without copying or sorting."""
+        self._sweep()
+        pending, self._pending, self._pending_rows = self._pending, [], 0
+        for t in pending:
+            t = t.combine_chunks()
+            code = np.zeros(t.num_rows, dtype=np.int64)
+            for name in _KEY:
+                enc = pc.dictionary_encode(t.column(name)).combine_chunks()
+                code = code * (len(enc.dictionary) + 1) + enc.indices.to_numpy(zero_copy_only=False)
+            starts = np.flatnonzero(np.append(True, code[1:] != code[:-1]))
+            ends = np.append(starts[1:], t.num_rows)
+            keys = zip(*(t.column(name).take(pa.array(starts)).to_pylist() for name in _KEY))
+            body = t.select(list(COLUMNS))
+            for key, a, b in zip(keys, starts.tolist(), ends.tolist()):
+                chunks = self._entities.setdefault(key, [])
+                chunks.append(body.slice(a, b - a))
+                if len(chunks) >= _JOIN_AT:
+                    joined = _joined(chunks)
+                    cut = pc.greater_equal(joined.column("ts"), self._clock() - self.horizon_ns)
+                    self._entities[key] = [joined.filter(cut)]
+
+    def _sweep(self) -> None:
+        """Every quarter horizon, drop the chunks wholly older than the horizon: an
+        entity that stopped sending gets no new chunk whose join would trim them."""
+        now = self._clock()
+        if now - self._swept < self.horizon_ns // 4:
             return
-        t = pa.concat_tables(self._pending).combine_chunks()
-        self._pending, self._pending_rows = [], 0
-        code = np.zeros(t.num_rows, dtype=np.int64)
-        for name in _KEY:
-            enc = pc.dictionary_encode(t.column(name)).combine_chunks()
-            code = code * (len(enc.dictionary) + 1) + enc.indices.to_numpy(zero_copy_only=False)
-        order = np.argsort(code, kind="stable")
-        code = code[order]
-        t = t.take(pa.array(order))
-        starts = np.flatnonzero(np.append(True, code[1:] != code[:-1]))
-        ends = np.append(starts[1:], t.num_rows)
-        keys = zip(*(t.column(name).take(pa.array(starts)).to_pylist() for name in _KEY))
-        body = t.select(list(COLUMNS))
-        for name in _WORDS:  # a few distinct values each: 4 bytes a row instead of ~10
-            body = body.set_column(body.schema.get_field_index(name), name, pc.dictionary_encode(body.column(name)))
-        for key, a, b in zip(keys, starts.tolist(), ends.tolist()):
-            chunks = self._entities.setdefault(key, [])
-            chunks.append(body.slice(a, b - a))
-            if len(chunks) >= _JOIN_AT:
-                joined = _joined(chunks)
-                cut = pc.greater_equal(joined.column("ts"), self._clock() - self.horizon_ns)
-                self._entities[key] = [joined.filter(cut)]
+        self._swept, cutoff = now, now - self.horizon_ns
+        for key, chunks in list(self._entities.items()):
+            live = [c for c in chunks if c.num_rows and pc.max(c.column("ts")).as_py() >= cutoff]
+            if live:
+                self._entities[key] = live
+            else:
+                del self._entities[key]
 
     def rows(self, ws: str, scope: str, entity: str, lo_ns: int) -> pa.Table | None:
         """The entity's rows (:data:`COLUMNS`, some maybe older than ``lo_ns``), or
@@ -129,10 +148,13 @@ class Recent:
             if lo_ns < self.since():
                 return None
             self._sort_out()
-            chunks = self._entities.get((ws, scope, entity))
+            key = (ws, scope, entity)
+            chunks = self._entities.get(key)
             if not chunks:
                 return _EMPTY
-            return _joined(chunks) if len(chunks) > 1 else chunks[0]
+            if len(chunks) > 1:  # joined once for this reader and the next ones
+                self._entities[key] = chunks = [_joined(chunks)]
+            return chunks[0]
 
     def reset(self) -> None:
         """Forget everything (retention dropped partitions): answer nothing from before
@@ -148,8 +170,9 @@ class Recent:
 
 
 def _joined(chunks: list[pa.Table]) -> pa.Table:
-    """Chunks as one table of one chunk, sharing one dictionary per column."""
-    return pa.concat_tables(chunks).unify_dictionaries().combine_chunks()
+    """Chunks as one table of one chunk, its words as dictionaries (a few distinct
+    values each: 4 bytes a row instead of ~10)."""
+    return pa.concat_tables([c.cast(_JOINED) for c in chunks]).unify_dictionaries().combine_chunks()
 
 
 _TYPES = {"series": pa.uint64(), "ts": pa.int64(), "value": pa.float64(), "monotonic": pa.bool_(),
@@ -157,3 +180,5 @@ _TYPES = {"series": pa.uint64(), "ts": pa.int64(), "value": pa.float64(), "monot
 _WORDS = [c for c in COLUMNS if c not in _TYPES]  # the string columns
 _SCHEMA = pa.schema([(c, pa.string()) for c in _KEY] + [(c, _TYPES.get(c, pa.string())) for c in COLUMNS])
 _EMPTY = _SCHEMA.empty_table().select(list(COLUMNS))
+_JOINED = pa.schema([(c, pa.dictionary(pa.int32(), pa.string()) if c in _WORDS else t)
+                     for c, t in zip(_EMPTY.schema.names, _EMPTY.schema.types)])
