@@ -152,7 +152,7 @@ class Recent:
             chunks = self._entities.get(key)
             if not chunks:
                 return _EMPTY
-            if len(chunks) > 1:  # joined once for this reader and the next ones
+            if len(chunks) > 1 or chunks[0].schema != _JOINED:  # joined once for this reader and the next
                 self._entities[key] = chunks = [_joined(chunks)]
             return chunks[0]
 
