@@ -19,6 +19,7 @@ from test_metrics_values import NEEDS_DISCOVERY, metric, res, send
 
 from sonde.ingest.metrics import MAX_AHEAD_NS
 from sonde.query import recent
+from sonde.store import recent as recent_store
 from sonde.store.recent import Recent
 
 URL = "/v1/models/m1/deployments/d1/metrics"
@@ -205,7 +206,7 @@ def _points(rows: list[tuple]) -> pa.Table:
     return pa.table([cols[f.name].cast(f.type) for f in schema], schema=schema)
 
 
-def test_recent_keeps_the_horizon_of_its_metrics_per_entity():
+def test_recent_keeps_the_horizon_of_its_metrics_per_entity(monkeypatch):
     clock = Clock(10_000 * SEC)
     recent = Recent(["g"], horizon_s=100, future_ns=50 * SEC, clock=clock)
     recent.add(_points([("w", "d1", "g", 9_950 * SEC, 1.0, {"hw.gpu.index": "3"}),
@@ -222,20 +223,16 @@ def test_recent_keeps_the_horizon_of_its_metrics_per_entity():
     clock.now += 30 * SEC  # the horizon moves with the clock
     assert recent.rows("w", "deployment", "d1", 9_930 * SEC) is not None
     assert recent.rows("w", "deployment", "d1", 9_929 * SEC) is None
-    # many commits: an entity's chunks are joined and trimmed to the horizon
-    for i in range(40):
-        clock.now += SEC
+    # every 10 rows a segment is sealed; one goes once its newest row is past the horizon
+    monkeypatch.setattr(recent_store, "_SEAL_AT", 10)
+    recent.add(_points([("w", "d9", "g", clock.now, 1.0, {})]))  # an entity that then goes quiet
+    for i in range(60):
+        clock.now += 5 * SEC
         recent.add(_points([("w", "d1", "g", clock.now - SEC, float(i), {})]))
-        recent.rows("w", "deployment", "d1", clock.now - 50 * SEC)
-    assert len(recent) < 45 and min(recent.rows("w", "deployment", "d1", clock.now - 99 * SEC)
-                                     .column("ts").to_pylist()) >= 9_950 * SEC
-    # an entity that stopped sending: its chunks go once they are wholly past the horizon
-    recent.add(_points([("w", "d9", "g", clock.now, 1.0, {})]))
-    assert recent.rows("w", "deployment", "d9", clock.now).num_rows == 1
-    clock.now += 101 * SEC
-    recent.add(_points([("w", "d1", "g", clock.now, 1.0, {})]))
     assert recent.rows("w", "deployment", "d9", clock.now - 99 * SEC).num_rows == 0
-    assert len(recent) == 1  # everything but the last point was past the horizon
+    kept = recent.rows("w", "deployment", "d1", clock.now - 99 * SEC).column("ts").to_pylist()
+    assert kept[-1] == clock.now - SEC and len(kept) == len(recent) <= 30
+    assert min(kept) >= clock.now - 100 * SEC - 10 * 5 * SEC  # at most a segment's worth past the horizon
     # retention dropped partitions: nothing answered from before now plus the future ingest accepts
     recent.reset()
     assert len(recent) == 0

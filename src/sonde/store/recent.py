@@ -21,9 +21,14 @@ What it holds is what the store holds, and no more:
 Only where this process is the store's one writer (the embedded store): another API
 replica's writes to a shared ClickHouse would never reach it.
 
-Commits append their rows to a pending list (a filter and a few columns: ingest pays
-microseconds); a reader sorts the pending rows out into per-entity chunks, and an
-entity's chunks are joined, and trimmed to the horizon, once there are many.
+Commits append their rows to a pending list per entity (the kept metrics' rows, a few
+columns; a commit holds its requests' rows one after the other, and a request's rows
+entity by entity, so an entity's rows are runs, sliced without copying). Every
+sixteenth of the horizon (or ``_SEAL_AT`` rows) the pending rows are sealed into a
+segment: each entity's slices joined once, their words (metric, unit, replica...) made
+dictionaries. A reader joins its entity's part of each segment and its pending slices.
+A segment goes once its newest row is past the horizon, so memory holds at most a
+sixteenth more than the horizon.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -41,15 +47,21 @@ from .views import GPU_ATTRS
 #: the columns kept per row (ts as Int64 nanoseconds; gpu as the store's GPU_INDEX)
 COLUMNS = ("series", "ts", "value", "unit", "metric", "kind", "monotonic", "replica", "node_rank", "gpu")
 _KEY = ("ws", "scope", "entity")
-# pending rows sorted out by entity once this many wait (a reader sorts them sooner)
-_SORT_AT = 200_000
-# an entity's chunks joined (and trimmed to the horizon) once it has this many
-_JOIN_AT = 16
+# pending rows sealed into a segment once this many wait (or a sixteenth of the horizon passed)
+_SEAL_AT = 500_000
+
+Key = tuple[str, str, str]
 
 
 def gpu_labels(attrs: pa.ChunkedArray | pa.Array) -> pa.Array:
     """Each point's GPU label from its attributes: store/views.GPU_INDEX, vectorised."""
     return pc.coalesce(*(pc.map_lookup(attrs, pa.scalar(a), "first") for a in GPU_ATTRS), pa.scalar(""))
+
+
+@dataclass(frozen=True)
+class _Segment:
+    rows: dict[Key, pa.Table]  # per entity: :data:`COLUMNS`, words as dictionaries
+    newest: int  # the latest ts (ns) in it
 
 
 class Recent:
@@ -62,11 +74,11 @@ class Recent:
         self._future_ns = future_ns
         self._clock = clock
         self._lock = threading.Lock()
-        self._pending: list[pa.Table] = []
+        self._pending: dict[Key, list[pa.Table]] = {}
         self._pending_rows = 0
-        self._entities: dict[tuple[str, str, str], list[pa.Table]] = {}
+        self._pending_since = clock()
+        self._segments: list[_Segment] = []
         self._floor = 0  # nothing before this is answered (after a reset)
-        self._swept = clock()
 
     def since(self) -> int:
         """The earliest ``ts`` (ns) from which every stored row of the metrics is here."""
@@ -77,16 +89,19 @@ class Recent:
         committed just now."""
         keep = pc.and_(pc.is_in(points.column("metric"), value_set=self.metrics),
                        pc.greater_equal(points.column("ts").cast(pa.int64()), self._clock() - self.horizon_ns))
-        # the columns first: a histogram row's bucket arrays are not worth copying
-        points = points.select([*_KEY, *(c for c in COLUMNS if c != "gpu"), "attrs"]).filter(keep)
-        if not points.num_rows:
+        at = np.flatnonzero(keep.to_numpy(zero_copy_only=False))
+        if not at.size:
             return
-        # a series' attributes are part of its key: its GPU label is worked out once
-        series = pc.dictionary_encode(points.column("series")).combine_chunks()
+        # only the columns kept: a row's attribute map and bucket arrays cost more to copy
+        # than all the rest
+        rows = points.select([*_KEY, *(c for c in COLUMNS if c != "gpu")]).take(pa.array(at))
+        # a series' attributes are part of its key: its GPU label is worked out once,
+        # from any one of its rows
+        series = pc.dictionary_encode(rows.column("series")).combine_chunks()
         one = np.empty(len(series.dictionary), dtype=np.int64)
-        one[series.indices.to_numpy(zero_copy_only=False)] = np.arange(points.num_rows)  # any row of each
+        one[series.indices.to_numpy(zero_copy_only=False)] = at
         gpu = gpu_labels(points.column("attrs").take(pa.array(one))).take(series.indices)
-        self._append(points.set_column(points.schema.get_field_index("attrs"), "gpu", gpu))
+        self._append(rows.append_column("gpu", gpu))
 
     def load(self, rows: pa.Table) -> None:
         """Rows read from the store at start (the key columns, :data:`COLUMNS`)."""
@@ -97,82 +112,69 @@ class Recent:
         rows = rows.select([*_KEY, *COLUMNS])
         rows = rows.set_column(rows.schema.get_field_index("ts"), "ts", rows.column("ts").cast(pa.int64()))
         rows = rows.cast(_SCHEMA)  # the store's LowCardinality columns come back as dictionaries
+        code = _codes(rows)
+        starts = np.flatnonzero(np.append(True, code[1:] != code[:-1]))
+        ends = np.append(starts[1:], rows.num_rows)
+        keys = list(zip(*(rows.column(name).take(pa.array(starts)).to_pylist() for name in _KEY)))
+        body = rows.select(list(COLUMNS))
         with self._lock:
-            self._pending.append(rows)
-            self._pending_rows += rows.num_rows
-            if self._pending_rows >= _SORT_AT:
-                self._sort_out()
-
-    def _sort_out(self) -> None:
-        """The pending rows into their entities' chunks. A commit holds its requests'
-        rows one after the other, and a request's rows entity by entity: runs, sliced
-        without copying or sorting."""
-        self._sweep()
-        pending, self._pending, self._pending_rows = self._pending, [], 0
-        for t in pending:
-            t = t.combine_chunks()
-            code = np.zeros(t.num_rows, dtype=np.int64)
-            for name in _KEY:
-                enc = pc.dictionary_encode(t.column(name)).combine_chunks()
-                code = code * (len(enc.dictionary) + 1) + enc.indices.to_numpy(zero_copy_only=False)
-            starts = np.flatnonzero(np.append(True, code[1:] != code[:-1]))
-            ends = np.append(starts[1:], t.num_rows)
-            keys = zip(*(t.column(name).take(pa.array(starts)).to_pylist() for name in _KEY))
-            body = t.select(list(COLUMNS))
             for key, a, b in zip(keys, starts.tolist(), ends.tolist()):
-                chunks = self._entities.setdefault(key, [])
-                chunks.append(body.slice(a, b - a))
-                if len(chunks) >= _JOIN_AT:
-                    joined = _joined(chunks)
-                    cut = pc.greater_equal(joined.column("ts"), self._clock() - self.horizon_ns)
-                    self._entities[key] = [joined.filter(cut)]
+                self._pending.setdefault(key, []).append(body.slice(a, b - a))
+            self._pending_rows += rows.num_rows
+            if self._pending_rows >= _SEAL_AT or self._clock() - self._pending_since >= self.horizon_ns // 16:
+                self._seal()
 
-    def _sweep(self) -> None:
-        """Every quarter horizon, drop the chunks wholly older than the horizon: an
-        entity that stopped sending gets no new chunk whose join would trim them."""
-        now = self._clock()
-        if now - self._swept < self.horizon_ns // 4:
-            return
-        self._swept, cutoff = now, now - self.horizon_ns
-        for key, chunks in list(self._entities.items()):
-            live = [c for c in chunks if c.num_rows and pc.max(c.column("ts")).as_py() >= cutoff]
-            if live:
-                self._entities[key] = live
-            else:
-                del self._entities[key]
+    def _seal(self) -> None:
+        cutoff = self._clock() - self.horizon_ns
+        self._segments = [seg for seg in self._segments if seg.newest >= cutoff]
+        if self._pending:
+            rows = {key: _joined(parts) for key, parts in self._pending.items()}
+            newest = max(pc.max(t.column("ts")).as_py() for t in rows.values())
+            self._segments.append(_Segment(rows, newest))
+        self._pending, self._pending_rows, self._pending_since = {}, 0, self._clock()
 
     def rows(self, ws: str, scope: str, entity: str, lo_ns: int) -> pa.Table | None:
         """The entity's rows (:data:`COLUMNS`, some maybe older than ``lo_ns``), or
         None where rows at or after ``lo_ns`` may be missing here."""
+        key = (ws, scope, entity)
         with self._lock:
             if lo_ns < self.since():
                 return None
-            self._sort_out()
-            key = (ws, scope, entity)
-            chunks = self._entities.get(key)
-            if not chunks:
-                return _EMPTY
-            if len(chunks) > 1 or chunks[0].schema != _JOINED:  # joined once for this reader and the next
-                self._entities[key] = chunks = [_joined(chunks)]
-            return chunks[0]
+            parts = [t for seg in self._segments if (t := seg.rows.get(key)) is not None]
+            pending = self._pending.get(key, [])
+            if len(pending) > 1 or (pending and pending[0].schema != _WORDED):
+                # the commits' slices, joined once for this reader and the next
+                self._pending[key] = pending = [_joined(pending)]
+            parts += pending
+        if not parts:
+            return _EMPTY
+        return _joined(parts)
 
     def reset(self) -> None:
         """Forget everything (retention dropped partitions): answer nothing from before
         now, nor from the future a dropped row might have reached."""
         with self._lock:
-            self._pending, self._pending_rows = [], 0
-            self._entities.clear()
+            self._pending, self._pending_rows = {}, 0
+            self._segments = []
             self._floor = self._clock() + self._future_ns
 
     def __len__(self) -> int:
         with self._lock:
-            return self._pending_rows + sum(c.num_rows for cs in self._entities.values() for c in cs)
+            return self._pending_rows + sum(t.num_rows for seg in self._segments for t in seg.rows.values())
 
 
-def _joined(chunks: list[pa.Table]) -> pa.Table:
-    """Chunks as one table of one chunk, its words as dictionaries (a few distinct
-    values each: 4 bytes a row instead of ~10)."""
-    return pa.concat_tables([c.cast(_JOINED) for c in chunks]).unify_dictionaries().combine_chunks()
+def _joined(parts: list[pa.Table]) -> pa.Table:
+    """Parts of an entity's rows as one table of one chunk, words as dictionaries."""
+    return pa.concat_tables([p.cast(_WORDED) for p in parts]).unify_dictionaries().combine_chunks()
+
+
+def _codes(t: pa.Table) -> np.ndarray:
+    """One integer per row, equal where (ws, scope, entity) are."""
+    code = np.zeros(t.num_rows, dtype=np.int64)
+    for name in _KEY:
+        enc = pc.dictionary_encode(t.column(name)).combine_chunks()
+        code = code * (len(enc.dictionary) + 1) + enc.indices.to_numpy(zero_copy_only=False)
+    return code
 
 
 _TYPES = {"series": pa.uint64(), "ts": pa.int64(), "value": pa.float64(), "monotonic": pa.bool_(),
@@ -180,5 +182,6 @@ _TYPES = {"series": pa.uint64(), "ts": pa.int64(), "value": pa.float64(), "monot
 _WORDS = [c for c in COLUMNS if c not in _TYPES]  # the string columns
 _SCHEMA = pa.schema([(c, pa.string()) for c in _KEY] + [(c, _TYPES.get(c, pa.string())) for c in COLUMNS])
 _EMPTY = _SCHEMA.empty_table().select(list(COLUMNS))
-_JOINED = pa.schema([(c, pa.dictionary(pa.int32(), pa.string()) if c in _WORDS else t)
+# a few distinct values each: 4 bytes a row as a dictionary instead of ~10 as strings
+_WORDED = pa.schema([(c, pa.dictionary(pa.int32(), pa.string()) if c in _WORDS else t)
                      for c, t in zip(_EMPTY.schema.names, _EMPTY.schema.types)])
