@@ -111,6 +111,8 @@ def time_weighted(rows: pa.Table, vm: VendorMetric, *, t0: int, t1: int, step: i
     a = np.maximum(t, t0)
     held = b > a
     a, b, v, s = a[held], b[held], v[held], s[held]
+    if a.size == 0:  # no hold reaches into the window
+        return []
     # each hold cut at the steps it reaches
     ka = (a - t0) // step
     n = (b - 1 - t0) // step - ka + 1
