@@ -55,7 +55,7 @@ SETTINGS: tuple[Setting, ...] = (
             " writer; docs/api.md#caching).", minimum=0),
     Setting("recent_minutes", 120.0, "Minutes of the catalogue gauges' points (GPU, memory, concurrency, LLM engine)"
             " kept in memory to answer a metrics window within them without a statement (0: none; only where this"
-            " server is the store's one writer; ~30 bytes a point; docs/metrics.md#recent-points).", minimum=0),
+            " server is the store's one writer; ~50 bytes a point; docs/metrics.md#recent-points).", minimum=0),
     Setting("max_pending_rows", 2_000_000, "Rows waiting for commit past which ingest answers 503."),
     Setting("max_series_per_workspace", 1_000_000, "Distinct metric series one workspace may hold; points of a"
             " new series beyond it are rejected (OTLP partial_success, remote write X-Sonde-Rejected), known"

@@ -1,0 +1,127 @@
+"""Recent gauge points kept in memory (store/recent.py): what a live window costs
+answered from them against the statement, and what keeping them costs ingest.
+
+    .venv/bin/python bench/bench_recent.py
+    .venv/bin/python bench/bench_recent.py --minutes 110 --runs 50
+
+The points are the peers harness's (bench/peers/workload.py, its ``small`` fleet: 4
+deployments x 4 replicas x 8 GPUs of utilisation and memory, latency histograms, at
+10 s), the last ``--minutes`` up to now, sent through Sonde's own ingest pipeline into
+a store on disk that keeps them (``Store.keep_recent``, as the server does). One
+deployment's GPU utilisation is then asked for over the last 15 min, 1 h and 90 min
+windows (``query.metrics.deployment_metrics``, in process: no HTTP), from memory and
+with the memory set aside so the statement answers; both answers must be equal. The
+ingest side: process CPU of ``Recent.add`` per kept point, fed the committed tables
+(median of five feeds, each into a fresh one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import statistics
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench" / "peers"))
+
+import wire  # noqa: E402
+from workload import SCALES, Fleet  # noqa: E402
+
+from sonde.ingest.metrics import MAX_AHEAD_NS  # noqa: E402
+from sonde.ingest.pipeline import Ingestor  # noqa: E402
+from sonde.ingest.proto import ViewMetricsRequest  # noqa: E402
+from sonde.query import catalogue, recent  # noqa: E402
+from sonde.query.metrics import deployment_metrics  # noqa: E402
+from sonde.query.window import Window  # noqa: E402
+from sonde.store import open_store  # noqa: E402
+from sonde.store.inventory import Inventory  # noqa: E402
+from sonde.store.recent import Recent  # noqa: E402
+
+STEP_S = 10
+
+
+def load(store, minutes: int) -> tuple[list, int]:
+    """The fleet's last ``minutes`` through the ingest pipeline; the committed tables."""
+    end_ns = time.time_ns() // 10**9 // STEP_S * STEP_S * 10**9
+    fleet = Fleet(SCALES["small"], 1, end_ns)
+    last = int(SCALES["small"].hours * 3600 / STEP_S)
+    first = last - minutes * 60 // STEP_S
+    committed: list = []
+    store.on_commit(lambda tables: committed.append(tables.get("metric_points")))
+    ingestor = Ingestor(store, Inventory(store))
+    for k in range(first, last, 30):  # five minutes a request, as an exporter batching them
+        for d in [fleet.replica(*dr) for dr in fleet.replicas()]:
+            ingestor.metrics("bench", ViewMetricsRequest.FromString(wire.otlp(fleet, [d], k, min(k + 30, last))))
+    store.writer.flush()
+    return [t for t in committed if t is not None], end_ns
+
+
+def timed(f, runs: int) -> tuple[float, float]:
+    out = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        f()
+        out.append(time.perf_counter() - t)
+    out.sort()
+    return statistics.median(out) * 1000, out[int(len(out) * 0.99) - 1] * 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--minutes", type=int, default=100, help="minutes of points up to now (within 120)")
+    ap.add_argument("--runs", type=int, default=30)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        store = open_store("chdb", str(pathlib.Path(tmp) / "sonde"))
+        store.keep_recent(recent.METRICS, 120 * 60, future_ns=MAX_AHEAD_NS)
+        tables, end_ns = load(store, args.minutes)
+        rows = sum(t.num_rows for t in tables)
+        cpus = []
+        for _ in range(5):  # the first pays pyarrow's one-time costs
+            side = Recent(recent.METRICS, 120 * 60, future_ns=MAX_AHEAD_NS)
+            cpu = time.process_time()
+            for t in tables:
+                side.add(t)
+            cpus.append(time.process_time() - cpu)
+        cpu = statistics.median(cpus)
+        print(f"{rows:,} rows committed in {len(tables)} commits, {len(side):,} kept: Recent.add {cpu / len(side) * 1e9:.0f} ns a kept point"
+              f" ({cpu / rows * 1e9:.0f} ns a committed row)\n")
+        vm = catalogue.CATALOGUE["baseten_gpu_utilization"]
+        ws = store.ex.query("SELECT any(ws) AS ws FROM " + store.t("metric_points"))[0]["ws"]
+        entity = store.ex.query("SELECT min(entity) AS e FROM " + store.t("metric_points"))[0]["e"]
+        end_ms = end_ns // 10**6
+        print("| window | step s | from memory p50 / p99 ms | statement p50 / p99 ms | statement / memory | equal |")
+        print("|---|---|---|---|---|---|")
+        for minutes, step in ((15, 60), (60, 60), (90, 60)):
+            w = Window("SERIES", end_ms - minutes * 60_000, end_ms, step)
+            ask = lambda: deployment_metrics(store, ws, entity, w, [vm])  # noqa: E731
+            fast = ask()
+            mem = timed(ask, args.runs)
+            kept, store.recent = store.recent, None
+            try:
+                slow = ask()
+                stmt = timed(ask, args.runs)
+            finally:
+                store.recent = kept
+            print(f"| {minutes} min | {step} | {mem[0]:.1f} / {mem[1]:.1f} | {stmt[0]:.1f} / {stmt[1]:.1f}"
+                  f" | {stmt[0] / mem[0]:.1f}x | {'yes' if _equal(fast, slow) else 'NO'} |")
+        store.close()
+
+
+def _equal(a: dict, b: dict) -> bool:
+    if a["metric_descriptors"] != b["metric_descriptors"] or len(a["metric_values"]) != len(b["metric_values"]):
+        return False
+    for x, y in zip(a["metric_values"], b["metric_values"]):
+        for gx, gy in zip(x["values"], y["values"]):
+            if [v is None for v in gx] != [v is None for v in gy]:
+                return False
+            if any(abs(p - q) > 1e-12 * max(abs(p), abs(q)) for p, q in zip(gx, gy) if p is not None):
+                return False
+    return True
+
+
+if __name__ == "__main__":
+    main()
