@@ -238,3 +238,30 @@ def test_recent_keeps_the_horizon_of_its_metrics_per_entity(monkeypatch):
     assert len(recent) == 0
     assert recent.rows("w", "deployment", "d1", clock.now) is None
     assert recent.rows("w", "deployment", "d1", clock.now + 50 * SEC).num_rows == 0
+
+
+@pytest.mark.steady_only("sets a table of the test's own store aside")
+def test_a_commit_that_fails_after_storing_points_leaves_them_to_the_statement(client, creds, store):
+    """A group commit inserts table after table: when a later one fails, the points went
+    in unreported. The memory then answers nothing reaching back to them; the statement
+    does, and finds them."""
+    if store.recent is None:
+        pytest.skip("points are kept in memory only where this server is the store's one writer")
+    aside = f"{store.db}.series_state_aside"
+    store.ex.inner.command(f"RENAME TABLE {store.t('series_state')} TO {aside}")
+    try:
+        t0 = NOW - 20 * 60 * SEC
+        gpu = [number(t0 + i * 10 * SEC, 0.25, attrs={"hw.gpu.index": "0"}) for i in range(60)]
+        # a new cumulative series: its state row goes in the same commit, after the points
+        send(client, creds, res("ra"), [gauge("hw.gpu.utilization", gpu, unit="1"),
+                                        sum_metric("vllm:prompt_tokens_total", [number(t0, 5.0, start=t0 - SEC)])])
+        window = {"start_epoch_millis": (t0 + 60 * SEC) // 10**6, "end_epoch_millis": (t0 + 5 * 60 * SEC) // 10**6}
+        body = query(client, ["baseten_gpu_utilization"], "SERIES", window)  # its flush: the commit fails
+        assert store.recent.rows(_ws(store), "deployment", "d1", t0 - 10 * 60 * SEC) is None
+        assert metric(body, "baseten_gpu_utilization")[1] == [[0.25]] * 4
+    finally:
+        store.ex.inner.command(f"RENAME TABLE {aside} TO {store.t('series_state')}")
+
+
+def _ws(store) -> str:
+    return store.ex.query(f"SELECT any(ws) AS ws FROM {store.t('metric_points')}")[0]["ws"]

@@ -103,6 +103,7 @@ class Store:
             max_pending_rows=max_pending_rows,
             on_commit=self._committed,
             on_stored=self._stored,
+            on_failed=self._not_stored,
             wal=wal,
         )
         if wal is not None:
@@ -260,6 +261,13 @@ class Store:
                 log.exception("keeping recent points failed; forgetting them")
                 self.recent.reset()
         self._changed(tables)
+
+    def _not_stored(self, batch: list[dict[str, pa.Table]]) -> None:
+        # some of the batch's tables may be stored though none was reported: the
+        # points kept in memory may lack its points from here on
+        if self.recent is not None:
+            self.recent.lost([t for rows in batch for name, t in rows.items()
+                              if name.rsplit(".", 1)[-1] == "metric_points"])
 
     def _dropped(self) -> None:
         if self.recent is not None:

@@ -16,7 +16,9 @@ What it holds is what the store holds, and no more:
   after ``now - horizon`` arrived while it was watching, or was loaded), else None and
   the caller reads the store;
 - retention dropping partitions empties it, and it answers nothing from before that
-  moment (plus the furthest ingest accepts points into the future).
+  moment (plus the furthest ingest accepts points into the future);
+- a commit that fails may have stored some of its tables before failing, unreported:
+  it answers nothing reading as far back as that batch's newest point.
 
 Only where this process is the store's one writer (the embedded store): another API
 replica's writes to a shared ClickHouse would never reach it.
@@ -149,6 +151,15 @@ class Recent:
         if not parts:
             return _EMPTY
         return _joined(parts)
+
+    def lost(self, points: list[pa.Table]) -> None:
+        """Points a failed commit may have stored, unseen here: answer nothing that reads
+        as far back as the newest of them."""
+        newest = max((pc.max(t.column("ts").cast(pa.int64())).as_py() or 0 for t in points if t.num_rows),
+                     default=None)
+        if newest is not None:
+            with self._lock:
+                self._floor = max(self._floor, newest + 1)
 
     def reset(self) -> None:
         """Forget everything (retention dropped partitions): answer nothing from before

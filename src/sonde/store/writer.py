@@ -77,6 +77,7 @@ class BatchWriter:
         clock: Callable[[], float] = time.monotonic,
         on_commit: Callable[[dict[str, pa.Table]], None] | None = None,
         on_stored: Callable[[dict[str, pa.Table]], None] | None = None,
+        on_failed: Callable[[list[dict[str, pa.Table]]], None] | None = None,
         wal: Wal | None = None,
         prompt_interval_ms: int | None = None,
         retry_s: Sequence[float] = RETRY_S,
@@ -84,7 +85,9 @@ class BatchWriter:
         """``prompt_interval_ms``: the interval while a live reader is open (:meth:`watch`).
         ``on_stored``: called with the committed rows before their requests hear of the
         commit (kept answers drop what it reaches, docs/architecture.md); ``on_commit``
-        after, once their sequence numbers are released (the live tail)."""
+        after, once their sequence numbers are released (the live tail). ``on_failed``:
+        called with a batch's requests' rows when its commit fails, some of its tables
+        perhaps stored already."""
         self._ex = executor
         self._order = list(tables)
         self._interval = flush_interval_ms / 1000
@@ -95,6 +98,7 @@ class BatchWriter:
         self._clock = clock
         self._on_commit = on_commit
         self._on_stored = on_stored
+        self._on_failed = on_failed
         self.wal = wal
         self._retry_s = tuple(retry_s)
         self._cond = threading.Condition()
@@ -202,7 +206,12 @@ class BatchWriter:
 
     def _insert(self, batch: list[_Item], retry: bool) -> dict[str, pa.Table]:
         # a retry: an earlier try may have stored some tables before it failed
-        return insert(self._ex, self._order, [it.rows for it in batch], missing_only=retry)
+        try:
+            return insert(self._ex, self._order, [it.rows for it in batch], missing_only=retry)
+        except BaseException:
+            if self._on_failed is not None:
+                self._on_failed([it.rows for it in batch])
+            raise
 
     def _commit(self, batch: list[_Item], retry: bool) -> None:
         try:
