@@ -163,7 +163,7 @@ def test_windows_before_the_horizon_are_read_from_the_store(client, creds, store
     assert fast == slow and metric(fast, "baseten_gpu_utilization")[1] == [[0.5]] * 4
     # and they are not kept: they were older than the horizon when they arrived
     ws = store.ex.query(f"SELECT any(ws) AS ws FROM {store.t('metric_points')}")[0]["ws"]
-    assert store.recent.rows(ws, "deployment", "d1", NOW - 3600 * SEC).num_rows == 0
+    assert store.recent.rows(ws, "deployment", "d1", NOW - 3600 * SEC, ["hw.gpu.utilization"]).num_rows == 0
 
 
 @pytest.mark.steady_only("reopens the memory of the test's own store")
@@ -214,30 +214,31 @@ def test_recent_keeps_the_horizon_of_its_metrics_per_entity(monkeypatch):
                         ("w", "d1", "g", 9_800 * SEC, 3.0, {}),  # older than the horizon
                         ("w", "d2", "g", 9_990 * SEC, 4.0, {"gpu": "1", "UUID": "u"}),
                         ("v", "d1", "g", 9_991 * SEC, 5.0, {"gpu_uuid": "x"})]))
-    d1 = recent.rows("w", "deployment", "d1", 9_900 * SEC)
+    d1 = recent.rows("w", "deployment", "d1", 9_900 * SEC, ["g"])
     assert d1.column("value").to_pylist() == [1.0] and d1.column("gpu").to_pylist() == ["3"]
-    assert recent.rows("w", "deployment", "d2", 9_900 * SEC).column("gpu").to_pylist() == ["1"]
-    assert recent.rows("v", "deployment", "d1", 9_900 * SEC).column("gpu").to_pylist() == ["x"]
-    assert recent.rows("w", "deployment", "d3", 9_900 * SEC).num_rows == 0
-    assert recent.rows("w", "deployment", "d1", 9_899 * SEC) is None  # before the horizon
+    assert recent.rows("w", "deployment", "d2", 9_900 * SEC, ["g"]).column("gpu").to_pylist() == ["1"]
+    assert recent.rows("v", "deployment", "d1", 9_900 * SEC, ["g"]).column("gpu").to_pylist() == ["x"]
+    assert recent.rows("w", "deployment", "d3", 9_900 * SEC, ["g"]).num_rows == 0
+    assert recent.rows("w", "deployment", "d1", 9_899 * SEC, ["g"]) is None  # before the horizon
+    assert recent.rows("w", "deployment", "d1", 9_900 * SEC, ["g", "other"]) is None  # a metric not kept
     clock.now += 30 * SEC  # the horizon moves with the clock
-    assert recent.rows("w", "deployment", "d1", 9_930 * SEC) is not None
-    assert recent.rows("w", "deployment", "d1", 9_929 * SEC) is None
+    assert recent.rows("w", "deployment", "d1", 9_930 * SEC, ["g"]) is not None
+    assert recent.rows("w", "deployment", "d1", 9_929 * SEC, ["g"]) is None
     # every 10 rows a segment is sealed; one goes once its newest row is past the horizon
     monkeypatch.setattr(recent_store, "_SEAL_AT", 10)
     recent.add(_points([("w", "d9", "g", clock.now, 1.0, {})]))  # an entity that then goes quiet
     for i in range(60):
         clock.now += 5 * SEC
         recent.add(_points([("w", "d1", "g", clock.now - SEC, float(i), {})]))
-    assert recent.rows("w", "deployment", "d9", clock.now - 99 * SEC).num_rows == 0
-    kept = recent.rows("w", "deployment", "d1", clock.now - 99 * SEC).column("ts").to_pylist()
+    assert recent.rows("w", "deployment", "d9", clock.now - 99 * SEC, ["g"]).num_rows == 0
+    kept = recent.rows("w", "deployment", "d1", clock.now - 99 * SEC, ["g"]).column("ts").to_pylist()
     assert kept[-1] == clock.now - SEC and len(kept) == len(recent) <= 30
     assert min(kept) >= clock.now - 100 * SEC - 10 * 5 * SEC  # at most a segment's worth past the horizon
     # retention dropped partitions: nothing answered from before now plus the future ingest accepts
     recent.reset()
     assert len(recent) == 0
-    assert recent.rows("w", "deployment", "d1", clock.now) is None
-    assert recent.rows("w", "deployment", "d1", clock.now + 50 * SEC).num_rows == 0
+    assert recent.rows("w", "deployment", "d1", clock.now, ["g"]) is None
+    assert recent.rows("w", "deployment", "d1", clock.now + 50 * SEC, ["g"]).num_rows == 0
 
 
 @pytest.mark.steady_only("sets a table of the test's own store aside")
@@ -257,7 +258,7 @@ def test_a_commit_that_fails_after_storing_points_leaves_them_to_the_statement(c
                                         sum_metric("vllm:prompt_tokens_total", [number(t0, 5.0, start=t0 - SEC)])])
         window = {"start_epoch_millis": (t0 + 60 * SEC) // 10**6, "end_epoch_millis": (t0 + 5 * 60 * SEC) // 10**6}
         body = query(client, ["baseten_gpu_utilization"], "SERIES", window)  # its flush: the commit fails
-        assert store.recent.rows(_ws(store), "deployment", "d1", t0 - 10 * 60 * SEC) is None
+        assert store.recent.rows(_ws(store), "deployment", "d1", t0 - 10 * 60 * SEC, ["hw.gpu.utilization"]) is None
         assert metric(body, "baseten_gpu_utilization")[1] == [[0.25]] * 4
     finally:
         store.ex.inner.command(f"RENAME TABLE {aside} TO {store.t('series_state')}")

@@ -77,7 +77,8 @@ def time_weighted(scan: Scan, vm: VendorMetric) -> list[dict]:
     (query/recent.py), else from one statement."""
     w = scan.window
     lo, hi = w.start_ns - LOOK_AROUND_NS, w.end_ns + LOOK_AROUND_NS
-    kept = scan.store.recent_rows(scan.ws, scan.scope, scan.entity, lo) if recent.answers(vm) else None
+    kept = scan.store.recent_rows(scan.ws, scan.scope, scan.entity, lo, vm.source_names) if recent.answers(vm) \
+        else None
     if kept is not None:
         return recent.time_weighted(kept, vm, t0=w.start_ns, t1=w.end_ns, step=w.step_ns, lo=lo, hi=hi,
                                     default_gap=DEFAULT_INTERVAL_NS, chooses=scan.chooses(vm),

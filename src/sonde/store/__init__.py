@@ -226,15 +226,16 @@ class Store:
             {"metrics": recent.metrics.to_pylist(), "lo": recent.since()}))
         self.recent = recent
 
-    def recent_rows(self, ws: str, scope: str, entity: str, lo_ns: int) -> pa.Table | None:
-        """An entity's points kept in memory (:meth:`Recent.rows`), or None where the
-        store must be read: nothing is kept, or not from as early as ``lo_ns``. As a
-        statement does, it first waits for what was acknowledged to be committed."""
+    def recent_rows(self, ws: str, scope: str, entity: str, lo_ns: int, metrics: Iterable[str]) -> pa.Table | None:
+        """An entity's points of ``metrics`` kept in memory (:meth:`Recent.rows`), or None
+        where the store must be read: they are not kept, or not from as early as
+        ``lo_ns``. As a statement does, it first waits for what was acknowledged to be
+        committed."""
         if self.recent is None:
             return None
         if isinstance(self.ex, FlushingExecutor):
             self.writer.flush()
-        return self.recent.rows(ws, scope, entity, lo_ns)
+        return self.recent.rows(ws, scope, entity, lo_ns, metrics)
 
     def on_commit(self, listener: CommitListener) -> None:
         """Call ``listener`` (on the writer's thread) after every group commit."""

@@ -71,7 +71,8 @@ class Recent:
                  clock: Callable[[], int] = time.time_ns):
         """``future_ns``: how far ahead of the clock ingest accepts a point, so how far a
         row dropped with a partition may reach (see :meth:`reset`)."""
-        self.metrics = pa.array(sorted(set(metrics)), pa.string())
+        self._kept = frozenset(metrics)
+        self.metrics = pa.array(sorted(self._kept), pa.string())
         self.horizon_ns = int(horizon_s * 1e9)
         self._future_ns = future_ns
         self._clock = clock
@@ -135,10 +136,12 @@ class Recent:
             self._segments.append(_Segment(rows, newest))
         self._pending, self._pending_rows, self._pending_since = {}, 0, self._clock()
 
-    def rows(self, ws: str, scope: str, entity: str, lo_ns: int) -> pa.Table | None:
-        """The entity's rows (:data:`COLUMNS`, some maybe older than ``lo_ns``), or
-        None where rows at or after ``lo_ns`` may be missing here."""
+    def rows(self, ws: str, scope: str, entity: str, lo_ns: int, metrics: Iterable[str]) -> pa.Table | None:
+        """The entity's rows (:data:`COLUMNS`; of more metrics, and older, than asked), or
+        None where rows of ``metrics`` at or after ``lo_ns`` may be missing here."""
         key = (ws, scope, entity)
+        if not set(metrics) <= self._kept:
+            return None
         with self._lock:
             if lo_ns < self.since():
                 return None
@@ -150,7 +153,7 @@ class Recent:
             parts += pending
         if not parts:
             return _EMPTY
-        return _joined(parts)
+        return parts[0] if len(parts) == 1 else _joined(parts)
 
     def lost(self, points: list[pa.Table]) -> None:
         """Points a failed commit may have stored, unseen here: answer nothing that reads
