@@ -17,6 +17,7 @@ for RATIO gauges). Only the order floating-point sums are added in differs.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -49,7 +50,7 @@ def _codes(column: pa.ChunkedArray) -> tuple[list, np.ndarray]:
 
 
 def time_weighted(rows: pa.Table, vm: VendorMetric, *, t0: int, t1: int, step: int, lo: int, hi: int,
-                  default_gap: int, chooses: bool, excluded: dict[str, list[str]]) -> list[dict[str, Any]]:
+                  default_gap: int, chooses: bool, excluded: Mapping[str, Sequence[str]]) -> list[dict[str, Any]]:
     """Rows ``{k, l_host, l_device, v}`` as :func:`query.gauges.time_weighted` gives them,
     from ``rows`` (columns of ``metric_points``: series, ts as Int64 nanoseconds, value,
     unit, metric, kind, monotonic, replica, node_rank, gpu) of one entity."""
@@ -70,28 +71,27 @@ def time_weighted(rows: pa.Table, vm: VendorMetric, *, t0: int, t1: int, step: i
     if not chooses:
         keep &= gauge
     idx = np.flatnonzero(keep)
-    if idx.size == 0:
-        return []
-    # per series: its first row stands for it (metric, replica, node rank and GPU are
+    # the rows read, by series, then time (one sort: both keys at once)
+    series = rows.column("series").to_numpy()[idx]
+    t = ts[idx]
+    order = np.lexsort((t, series))
+    idx, series, t = idx[order], series[order], t[order]
+    starts = np.flatnonzero(np.append(True, series[1:] != series[:-1])) if idx.size else idx
+    sid = np.repeat(np.arange(starts.size), np.diff(np.append(starts, idx.size)))
+    # per series its first row stands for it (metric, replica, node rank and GPU are
     # part of the series key, so constant in it)
-    series, first, sid = np.unique(rows.column("series").to_numpy()[idx], return_index=True, return_inverse=True)
-    ts, metric_i, replica_i, gauge = ts[idx], metric_i[idx], replica_i[idx], gauge[idx]
+    first = idx[starts]
     if chooses:
         # a replica's series of a later source are out when it sent an earlier one
         rank = rank_of[metric_i[first]]
         best = np.full(len(replicas), np.iinfo(np.int64).max)
         np.minimum.at(best, replica_i[first], rank)
-        chosen = rank == best[replica_i[first]]
-        live = gauge & chosen[sid]
-    else:
-        live = np.ones(idx.size, dtype=bool)
-    # the samples, sorted by series then time
-    order = np.flatnonzero(live)
-    order = order[np.lexsort((ts[order], sid[order]))]
-    if order.size == 0:
+        live = gauge[idx] & (rank == best[replica_i[first]])[sid]
+        idx, t, sid = idx[live], t[live], sid[live]
+    if idx.size == 0:
         return []
-    s, t = sid[order], ts[order]
-    v = rows.column("value").to_numpy()[idx][order] * _factors(rows, vm, idx[order])
+    s = sid
+    v = rows.column("value").to_numpy()[idx] * _factors(rows, vm, metrics, metric_i, idx)
     same_next = np.append(s[1:] == s[:-1], False)
     # each series' interval: the lower median of its positive gaps
     gaps = np.diff(t)
@@ -99,14 +99,13 @@ def time_weighted(rows: pa.Table, vm: VendorMetric, *, t0: int, t1: int, step: i
     gs, gv = s[:-1][has_gap], gaps[has_gap]
     by = np.lexsort((gv, gs))
     gs, gv = gs[by], gv[by]
-    gap = np.full(series.size, default_gap, dtype=np.int64)
+    gap = np.full(starts.size, default_gap, dtype=np.int64)
     if gs.size:
-        starts = np.flatnonzero(np.append(True, gs[1:] != gs[:-1]))
-        counts = np.diff(np.append(starts, gs.size))
-        gap[gs[starts]] = gv[starts + (counts - 1) // 2]
+        runs = np.flatnonzero(np.append(True, gs[1:] != gs[:-1]))
+        counts = np.diff(np.append(runs, gs.size))
+        gap[gs[runs]] = gv[runs + (counts - 1) // 2]
     g = gap[s]
-    nxt = np.append(t[1:], 0)
-    b = np.where(same_next, np.minimum(nxt, t + 2 * g), t + g)
+    b = np.where(same_next, np.minimum(np.append(t[1:], 0), t + 2 * g), t + g)
     b = np.minimum(b, t1)
     a = np.maximum(t, t0)
     held = b > a
@@ -122,13 +121,12 @@ def time_weighted(rows: pa.Table, vm: VendorMetric, *, t0: int, t1: int, step: i
     n_steps = int((t1 - 1 - t0) // step) + 1
     # per (series, step): pieces come sorted by series, then time, so by step
     cell = s[piece_of] * n_steps + kk
-    starts = np.flatnonzero(np.append(True, cell[1:] != cell[:-1]))
-    covered = np.add.reduceat(piece, starts)
-    mean = np.add.reduceat(v[piece_of] * piece, starts) / covered
-    cell_series, cell_k = cell[starts] // n_steps, cell[starts] % n_steps
+    cells = np.flatnonzero(np.append(True, cell[1:] != cell[:-1]))
+    covered = np.add.reduceat(piece, cells)
+    mean = np.add.reduceat(v[piece_of] * piece, cells) / covered
+    cell_series, cell_k = cell[cells] // n_steps, cell[cells] % n_steps
     # per label set: the series' means combined
-    labels = _labels(rows, vm, idx[first], replicas, replica_i[first])
-    label_keys, label_i = _label_ids(labels)
+    label_keys, label_i = _label_ids(_labels(rows, vm, first, replicas, replica_i[first]))
     out_key = cell_k * len(label_keys) + label_i[cell_series]
     keys, key_i = np.unique(out_key, return_inverse=True)
     total = np.bincount(key_i, weights=mean)
@@ -140,19 +138,17 @@ def time_weighted(rows: pa.Table, vm: VendorMetric, *, t0: int, t1: int, step: i
             for k, li, x in zip(ks, ls, total.tolist())]
 
 
-def _factors(rows: pa.Table, vm: VendorMetric, at: np.ndarray) -> np.ndarray | float:
-    """Each row's factor into ``vm``'s unit: by the unit sent when it is a known one,
-    else by its source's documented unit (Scan.factor, row for row)."""
+def _factors(rows: pa.Table, vm: VendorMetric, metrics: list, metric_i: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """The factor into ``vm``'s unit of each row ``at``: by the unit sent when it is a
+    known one, else by its source's documented unit (Scan.factor, row for row)."""
     if not DIMENSIONS[vm.dimension]:
-        return 1.0
-    sub = rows.select(["unit", "metric"]).take(pa.array(at))
-    units, unit_i = _codes(sub.column("unit"))
-    metrics, metric_i = _codes(sub.column("metric"))
+        return np.ones(at.size)
+    units, unit_i = _codes(rows.column("unit"))
     by_metric = {s.metric: s for s in vm.sources}
-    # (a dictionary's words may include other metrics': no row of theirs is read here)
+    # (other metrics' rows are never read: any factor does for them)
     table = np.array([[vm.factor_of(u, by_metric[m]) if m in by_metric else 1.0 for m in metrics] for u in units],
                      dtype=np.float64)
-    return table[unit_i, metric_i]
+    return table[unit_i[at], metric_i[at]]
 
 
 def _labels(rows: pa.Table, vm: VendorMetric, at: np.ndarray, replicas: list, replica_i: np.ndarray) -> list[tuple]:
