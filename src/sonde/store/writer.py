@@ -210,7 +210,10 @@ class BatchWriter:
             return insert(self._ex, self._order, [it.rows for it in batch], missing_only=retry)
         except BaseException:
             if self._on_failed is not None:
-                self._on_failed([it.rows for it in batch])
+                try:
+                    self._on_failed([it.rows for it in batch])
+                except Exception:  # the commit's own failure is what its waiters must hear
+                    log.exception("commit failure listener failed")
             raise
 
     def _commit(self, batch: list[_Item], retry: bool) -> None:
