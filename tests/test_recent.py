@@ -15,7 +15,7 @@ import pytest
 
 from otlp_build import SEC, gauge, number, sum_metric
 from spec_schema import validate
-from test_metrics_values import NEEDS_DISCOVERY, metric, res, send
+from test_metrics_values import NEEDS_DISCOVERY, metric, record_statements, res, send
 
 from sonde.ingest.metrics import MAX_AHEAD_NS
 from sonde.query import recent
@@ -38,20 +38,12 @@ def query(client, names, mode, window) -> dict:
     return body
 
 
-def both_ways(client, store, names, mode, window) -> tuple[dict, dict, list[str]]:
-    """(the answer from memory, the statement's answer, the statements the first ran)."""
-    ran = []
-    run = store.ex.query_arrow
-
-    def counted(sql, *args, **kwargs):
-        ran.append(sql)
-        return run(sql, *args, **kwargs)
-
-    store.ex.query_arrow = counted
-    try:
-        fast = query(client, names, mode=mode, window=window)
-    finally:
-        store.ex.query_arrow = run
+def both_ways(client, store, statements, names, mode, window) -> tuple[dict, dict, list[str]]:
+    """(the answer from memory, the statement's answer, the statements the first ran);
+    ``statements``: test_metrics_values.record_statements' list."""
+    before = len(statements)
+    fast = query(client, names, mode=mode, window=window)
+    ran = statements[before:]
     kept, store.recent = store.recent, None
     try:
         slow = query(client, names, mode=mode, window=window)
@@ -129,9 +121,10 @@ def _send_fleet(client, creds, rng) -> None:
 
 
 @pytest.mark.steady_only("compares the two paths on one store, toggled in place")
-def test_memory_answers_equal_the_statements_on_random_fleets(client, creds, store):
+def test_memory_answers_equal_the_statements_on_random_fleets(client, creds, store, monkeypatch):
     if store.recent is None:
         pytest.skip("points are kept in memory only where this server is the store's one writer")
+    statements = record_statements(store, monkeypatch)
     rng = np.random.default_rng(20261205)
     _send_fleet(client, creds, rng)
     windows = [("SERIES", NOW - 60 * 60 * SEC, NOW), ("SERIES", NOW - 87 * 60 * SEC + 7 * SEC, NOW - 5 * 60 * SEC),
@@ -140,42 +133,43 @@ def test_memory_answers_equal_the_statements_on_random_fleets(client, creds, sto
     for mode, a, b in windows:
         window = {"start_epoch_millis": a // 10**6, "end_epoch_millis": b // 10**6}
         for names in ([n] for n in GAUGES):
-            fast, slow, ran = both_ways(client, store, names, mode, window)
+            fast, slow, ran = both_ways(client, store, statements, names, mode, window)
             assert not any("metric_points" in s for s in ran), ran  # memory alone answered
             assert_same(fast, slow)
             answered += sum(v is not None for s in fast["metric_values"] for g in s["values"] for v in g)
         # beside a metric that needs the discovery: its choice leaves series out of the read
-        fast, slow, _ = both_ways(client, store, [GAUGES[0], NEEDS_DISCOVERY, GAUGES[1]], mode, window)
+        fast, slow, _ = both_ways(client, store, statements, [GAUGES[0], NEEDS_DISCOVERY, GAUGES[1]], mode, window)
         assert_same(fast, slow)
     assert answered > 1000  # the comparison compared something
 
 
 @pytest.mark.steady_only("reads the store's memory directly")
-def test_windows_before_the_horizon_are_read_from_the_store(client, creds, store):
+def test_windows_before_the_horizon_are_read_from_the_store(client, creds, store, monkeypatch):
     if store.recent is None:
         pytest.skip("points are kept in memory only where this server is the store's one writer")
+    statements = record_statements(store, monkeypatch)
     t = NOW - 3 * 3600 * SEC  # older than the default 120 minutes
     send(client, creds, res("ra"), [gauge("hw.gpu.utilization", [number(t + i * 10 * SEC, 0.5, attrs={"hw.gpu.index": "0"})
                                                                  for i in range(60)], unit="1")])
     window = {"start_epoch_millis": (t + 60 * SEC) // 10**6, "end_epoch_millis": (t + 5 * 60 * SEC) // 10**6}
-    fast, slow, ran = both_ways(client, store, ["baseten_gpu_utilization"], "SERIES", window)
+    fast, slow, ran = both_ways(client, store, statements, ["baseten_gpu_utilization"], "SERIES", window)
     assert any("metric_points" in s for s in ran)  # the statement answered
     assert fast == slow and metric(fast, "baseten_gpu_utilization")[1] == [[0.5]] * 4
     # and they are not kept: they were older than the horizon when they arrived
-    ws = store.ex.query(f"SELECT any(ws) AS ws FROM {store.t('metric_points')}")[0]["ws"]
-    assert store.recent.rows(ws, "deployment", "d1", NOW - 3600 * SEC, ["hw.gpu.utilization"]).num_rows == 0
+    assert store.recent.rows(_ws(store), "deployment", "d1", NOW - 3600 * SEC, ["hw.gpu.utilization"]).num_rows == 0
 
 
 @pytest.mark.steady_only("reopens the memory of the test's own store")
-def test_a_server_starting_loads_the_horizon_from_the_store(client, creds, store):
+def test_a_server_starting_loads_the_horizon_from_the_store(client, creds, store, monkeypatch):
     if store.recent is None:
         pytest.skip("points are kept in memory only where this server is the store's one writer")
+    statements = record_statements(store, monkeypatch)
     _send_fleet(client, creds, np.random.default_rng(7))
     horizon_s = store.recent.horizon_ns / SEC
     store.recent = None
     store.keep_recent(recent.METRICS, horizon_s, future_ns=MAX_AHEAD_NS)  # as the server does at start
     window = {"start_epoch_millis": (NOW - 3600 * SEC) // 10**6, "end_epoch_millis": NOW // 10**6}
-    fast, slow, ran = both_ways(client, store, GAUGES, "SERIES", window)
+    fast, slow, ran = both_ways(client, store, statements, GAUGES, "SERIES", window)
     assert not any("metric_points" in s for s in ran)
     assert_same(fast, slow)
     assert fast["metric_descriptors"]
