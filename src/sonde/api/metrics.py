@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.responses import JSONResponse
 
 from ..query import window as windows
 from ..query.catalogue import parse_names
@@ -53,7 +53,8 @@ def get_deployment_metrics(
     inventory.get(key.ws, "deployment", deployment_id, parent=model_id)
     cache = request.app.state.metrics_cache
     if cache is None:
-        return deployment_metrics(store, key.ws, deployment_id, window, wanted)
+        return Response(_json(deployment_metrics(store, key.ws, deployment_id, window, wanted)),
+                        media_type="application/json")
     # Cache-Control: no-cache (or no-store) asks for an answer computed now (docs/api.md#caching)
     directives = {d.strip().lower() for d in request.headers.get("cache-control", "").split(",")}
     body, hit = cached_deployment_metrics(cache, _json, store, key.ws, deployment_id, window, wanted,
@@ -62,5 +63,7 @@ def get_deployment_metrics(
 
 
 def _json(body: dict) -> bytes:
-    """The body as FastAPI renders a returned dict (which holds only JSON types here)."""
-    return JSONResponse(body).body
+    """The body as JSON (it holds only JSON types, numbers finite). orjson, not the
+    json module: a day of GPU steps took the json module 3.7 ms and orjson 0.25 ms, with
+    the same bytes (docs/benchmarks.md)."""
+    return orjson.dumps(body)

@@ -14,6 +14,8 @@ in a step is null there (no data), while points adding up to 0 are a real 0.
 
 from __future__ import annotations
 
+import pyarrow as pa
+
 from .catalogue import VendorMetric
 from .gauges import label_columns
 from .scan import STEP, Scan
@@ -22,7 +24,7 @@ from .scan import STEP, Scan
 _COUNTER_ROW = "kind = 'sum' AND monotonic"
 
 
-def value_increase(scan: Scan, vm: VendorMetric) -> list[dict]:
+def value_increase(scan: Scan, vm: VendorMetric) -> pa.Table:
     """Rows ``{k, l_host, l_device, v}`` for a counter, by the label columns of its
     label kind (``gauges.label_columns``)."""
     where, params = scan.where(vm.source_names, vm=vm)
@@ -48,7 +50,7 @@ def value_increase(scan: Scan, vm: VendorMetric) -> list[dict]:
         FROM {scan.table} {where} AND {_COUNTER_ROW}
         GROUP BY k, l_host, l_device
         """
-    return scan.run(sql, {**scan.params(), **params, **fparams}).to_pylist()
+    return scan.run(sql, {**scan.params(), **params, **fparams})
 
 
 def requests_by_status(totals: list[dict]) -> list[dict]:

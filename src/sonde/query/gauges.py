@@ -34,6 +34,8 @@ value is the level); monotonic sums are counters and never feed a gauge.
 
 from __future__ import annotations
 
+import pyarrow as pa
+
 from . import recent
 from .catalogue import LabelKind, VendorMetric
 from ..store.schema import GPU_COLUMN
@@ -71,7 +73,7 @@ def _device(kind: LabelKind) -> tuple[str, str]:
             "mount": ("attrs['sonde.mount']", "attrs")}.get(kind.device, ("''", ""))
 
 
-def time_weighted(scan: Scan, vm: VendorMetric) -> list[dict]:
+def time_weighted(scan: Scan, vm: VendorMetric) -> pa.Table:
     """Rows ``{k, l_host, l_device, v}``: the step, the label set and its mean. From the
     points the store keeps in memory where it has every one the window reads
     (query/recent.py), else from one statement."""
@@ -137,7 +139,7 @@ def time_weighted(scan: Scan, vm: VendorMetric) -> list[dict]:
     )
     GROUP BY k, l_host, l_device
     """
-    return scan.run(sql, {**scan.params(dgap=DEFAULT_INTERVAL_NS), **params, **fparams}).to_pylist()
+    return scan.run(sql, {**scan.params(dgap=DEFAULT_INTERVAL_NS), **params, **fparams})
 
 
 def replica_counts(scan: Scan) -> list[dict]:

@@ -91,7 +91,7 @@ def _service(scan: Scan, divisor: int, present: frozenset[str]) -> dict:
             times.append({"timestamp": iso(s.starts[k]), "p50": ms[0], "p95": ms[2], "p99": ms[3]})
     concurrent: dict[int, float] = {}
     if CONCURRENT.name in present:
-        concurrent = {r["k"]: r["v"] for r in gauges.time_weighted(scan, CONCURRENT)}
+        concurrent = {r["k"]: r["v"] for r in gauges.time_weighted(scan, CONCURRENT).to_pylist()}
     return {
         "inference_volume": s.points(volume),
         "concurrent_requests": s.points(concurrent),
@@ -118,18 +118,18 @@ def _compute(scan: Scan, present: frozenset[str]) -> dict[int, dict]:
         return int(r["l_host"])
 
     if nodes.CPU.name in present:
-        for r in counters.value_increase(scan, nodes.CPU):
+        for r in counters.value_increase(scan, nodes.CPU).to_pylist():
             acc[rank(r)]["cpu"][r["k"]] = r["v"] / _step_seconds(w, r["k"])
     if nodes.MEMORY.name in present:
-        for r in gauges.time_weighted(scan, nodes.MEMORY):
+        for r in gauges.time_weighted(scan, nodes.MEMORY).to_pylist():
             acc[rank(r)]["memory"][r["k"]] = r["v"]
     for vm, field in ((nodes.GPU_UTIL, "gpu_util"), (nodes.GPU_MEMORY, "gpu_memory")):
         if vm.name in present:
-            for r in gauges.time_weighted(scan, vm):
+            for r in gauges.time_weighted(scan, vm).to_pylist():
                 acc[rank(r)][field].setdefault(r["l_device"], {})[r["k"]] = r["v"]
     for vm, field in ((nodes.FS_USAGE, "fs_usage"), (nodes.FS_LIMIT, "fs_limit")):
         if vm.name in present:
-            for r in gauges.time_weighted(scan, vm):
+            for r in gauges.time_weighted(scan, vm).to_pylist():
                 if r["l_device"] == "ephemeral":
                     acc[rank(r)][field][r["k"]] = r["v"]
     out: dict[int, dict] = {}

@@ -15,11 +15,15 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+
 from ..store import Store
 from . import counters, gauges, histograms
 from .cache import ResultCache
 from .catalogue import COUNTER, HISTOGRAM, HISTOGRAM_LABEL_SETS, STATUS_CLASSES, LabelKind, VendorMetric, gpu_key
 from .scan import QUERY_TIMEOUT_S, Scan
+from .recent import codes
 from .sources import choose_sources
 from .window import Window
 
@@ -34,23 +38,36 @@ def _num(v: Any) -> Any:
     return v
 
 
-def _matrix(scan: Scan, rows: list[dict], row_keys: list[tuple], label_sets: list[Labels],
-            keys: list[tuple], value: str = "v") -> Result:
-    """Lay rows {k, ..., value} out as steps x label sets (null where absent);
-    ``row_keys`` holds each row's label set, one per row."""
+def _step_values(rows: pa.Table | list[dict], value: str = "v") -> tuple[np.ndarray, np.ndarray]:
+    """Each row's step and value as arrays; values keep their type (a count stays an
+    int in the JSON), a missing one is NaN or None."""
+    if isinstance(rows, pa.Table):
+        k, col = rows.column("k").to_numpy(), rows.column(value)
+        if col.null_count == 0 or pa.types.is_floating(col.type):
+            return k, col.to_numpy()
+        return k, np.array(col.to_pylist(), dtype=object)
+    k = np.fromiter((r["k"] for r in rows), dtype=np.int64, count=len(rows))
+    return k, np.array([r[value] for r in rows], dtype=object)
+
+
+def _matrix(scan: Scan, k: np.ndarray, at: np.ndarray, v: np.ndarray, label_sets: list[Labels]) -> Result:
+    """Values ``v`` laid out as steps x label sets, row i at step ``k[i]`` under label
+    set ``at[i]`` (-1: none); null where no row is, or its value is missing or not finite."""
     n = scan.window.n_steps
-    index = {k: i for i, k in enumerate(keys)}
-    out: list[list[Any]] = [[None] * len(keys) for _ in range(n)]
-    for r, row_key in zip(rows, row_keys):
-        i, k = index.get(row_key), r["k"]
-        if i is not None and 0 <= k < n:
-            out[k][i] = _num(r[value])
-    return label_sets, out
+    ok = (k >= 0) & (k < n) & (at >= 0)
+    if v.dtype.kind == "f":
+        ok &= np.isfinite(v)
+    elif v.dtype == object:
+        ok &= np.fromiter((_num(x) is not None for x in v), dtype=bool, count=v.size)
+    out = np.full((n, len(label_sets)), None, dtype=object)
+    out[k[ok], at[ok]] = v[ok]  # numpy scalars become Python ints and floats
+    return label_sets, out.tolist()
 
 
-def _one_set(scan: Scan, rows: list[dict], value: str = "v") -> Result:
+def _one_set(scan: Scan, rows: pa.Table | list[dict], value: str = "v") -> Result:
     """Rows of a metric with a single, empty label set."""
-    return _matrix(scan, rows, [()] * len(rows), [{}], [()], value)
+    k, v = _step_values(rows, value)
+    return _matrix(scan, k, np.zeros(k.size, dtype=np.int64), v, [{}])
 
 
 def _gpu_order(key: tuple) -> tuple:
@@ -58,18 +75,26 @@ def _gpu_order(key: tuple) -> tuple:
     return (host, *gpu_key(gpu))
 
 
-def _by_labels(scan: Scan, vm: VendorMetric, rows: list[dict], names: tuple[str, ...]) -> Result:
+def _by_labels(scan: Scan, vm: VendorMetric, rows: pa.Table, names: tuple[str, ...]) -> Result:
     """Label sets from the distinct label values in ``rows``: column ``l_host`` holds
     the first label, ``l_device`` the second (a GPU, or a mount for filesystem gauges)."""
-    # a row's label values, worked out once per row (tens of thousands over a day of GPUs)
-    row_keys = [(r["l_host"], r["l_device"]) for r in rows] if len(names) == 2 else [(r["l_host"],) for r in rows]
-    keys = sorted(set(row_keys), key=_gpu_order if names == ("replica", "gpu") else None)
+    # the distinct (l_host, l_device) pairs as codes: a day of GPUs is tens of
+    # thousands of rows over a few dozen label sets
+    hosts, host_i = codes(rows.column("l_host"))
+    devices, device_i = codes(rows.column("l_device")) if len(names) == 2 else ([""], np.zeros_like(host_i))
+    pairs, row_pair = np.unique(host_i * len(devices) + device_i, return_inverse=True)
+    found = [(hosts[c // len(devices)], devices[c % len(devices)])[:len(names)] for c in pairs.tolist()]
+    order = sorted(range(len(found)), key=lambda j: _gpu_order(found[j]) if names == ("replica", "gpu") else found[j])
+    keys = [found[j] for j in order]
+    position = np.empty(len(order), dtype=np.int64)
+    position[order] = np.arange(len(order))
     if vm.labels is LabelKind.ATTRIBUTES:  # l_device: the point's attributes as JSON
         label_sets = [{**({"replica": k[0]} if k[0] else {}), **json.loads(k[1])} for k in keys]
     else:
         # A GPU series without a GPU attribute is labelled by replica alone.
         label_sets = [{n: v for n, v in zip(names, k) if v != "" or n == "replica"} for k in keys]
-    return _matrix(scan, rows, row_keys, label_sets, keys)
+    k, v = _step_values(rows)
+    return _matrix(scan, k, position[row_pair], v, label_sets)
 
 
 def _names(vm: VendorMetric) -> tuple[str, ...]:
@@ -84,7 +109,7 @@ def _counter_ratio(scan: Scan, vm: VendorMetric) -> Result:
     increases = []
     for source in vm.sources:
         part = VendorMetric(vm.name, COUNTER, "COUNT", "count", (source,), LabelKind.PLAIN)
-        increases.append({r["k"]: r["v"] for r in counters.value_increase(scan, part)})
+        increases.append({r["k"]: r["v"] for r in counters.value_increase(scan, part).to_pylist()})
     hits, total = increases
     rows = [{"k": k, "v": hits.get(k, 0.0) / n} for k, n in total.items() if n and n > 0]
     return _one_set(scan, rows)
@@ -136,8 +161,9 @@ def _counter(req: _Request, vm: VendorMetric) -> Result:
     scan = req.scan
     if vm.labels is LabelKind.STATUS:
         rows = counters.requests_by_status(req.totals(vm))
-        return _matrix(scan, rows, [(r["l_status"],) for r in rows], [{"status": s} for s in STATUS_CLASSES],
-                       [(s,) for s in STATUS_CLASSES])
+        k, v = _step_values(rows)
+        at = np.array([STATUS_CLASSES.index(r["l_status"]) for r in rows], dtype=np.int64)
+        return _matrix(scan, k, at, v, [{"status": s} for s in STATUS_CLASSES])
     return _by_labels(scan, vm, counters.value_increase(scan, vm), _names(vm))
 
 

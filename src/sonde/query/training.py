@@ -142,7 +142,7 @@ def _statement_sets(scan: Scan, window: windows.Window):
         if vm.name not in sources.present:
             continue
         rows = gauges.time_weighted(scan, vm) if vm.kind == GAUGE else counters.value_increase(scan, vm)
-        for r in rows:
+        for r in rows.to_pylist():
             if r["v"] is not None and 0 <= r["k"] < window.n_steps:
                 key = (i, int(r["l_host"]), r["l_device"])
                 out.setdefault(key, np.full(window.n_steps, np.nan))[r["k"]] = r["v"]
