@@ -116,8 +116,17 @@ def _send_fleet(client, creds, rng) -> None:
         # a series with a single sample: its hold is the default interval
         metrics.append(gauge("http.server.active_requests", [number(int(rng.integers(start, end)), 3.0,
                                                                     attrs={"lone": replica})]))
+        late = []
+        if r == 2:  # the earlier half of each of this replica's gauge series arrives last
+            for m in metrics:
+                if m.HasField("gauge") and len(m.gauge.data_points) > 4:
+                    half = len(m.gauge.data_points) // 2
+                    late.append(gauge(m.name, list(m.gauge.data_points[:half]), unit=m.unit))
+                    del m.gauge.data_points[:half]
         for i in range(0, len(metrics), 3):  # several requests, as exporters send them
             send(client, creds, res(replica), metrics[i:i + 3])
+        for i in range(0, len(late), 3):
+            send(client, creds, res(replica), late[i:i + 3])
 
 
 @pytest.mark.steady_only("compares the two paths on one store, toggled in place")

@@ -78,7 +78,7 @@ def time_weighted(rows: pa.Table, vm: VendorMetric, *, t0: int, t1: int, step: i
     # the rows read, by series, then time (one sort: both keys at once)
     series = rows.column("series").to_numpy()[idx]
     t = ts[idx]
-    order = _by(series, t)
+    order = _by_series(series, t)
     idx, series, t = idx[order], series[order], t[order]
     starts = np.flatnonzero(np.append(True, series[1:] != series[:-1])) if idx.size else idx
     sid = np.repeat(np.arange(starts.size), np.diff(np.append(starts, idx.size)))
@@ -190,8 +190,29 @@ def _labels(rows: pa.Table, vm: VendorMetric, at: np.ndarray, replicas: list,
     return [(hosts[c // len(devices)], devices[c % len(devices)]) for c in pairs.tolist()], label_i
 
 
+def _small(ids: np.ndarray) -> np.ndarray:
+    """Non-negative ids as int16 where they fit: numpy sorts those stably by radix."""
+    return ids.astype(np.int16) if ids.size and ids.max() < 2**15 else ids
+
+
 def _by(first: np.ndarray, then: np.ndarray) -> np.ndarray:
-    """The order by ``first``, then ``then``: np.lexsort's, from two stable sorts of one
-    key each (a tenth of lexsort's time on an hour of a deployment's rows)."""
+    """The order by ``first`` (non-negative ids), then ``then``: np.lexsort's, from two
+    stable sorts of one key each (a radix sort for the first)."""
     order = np.argsort(then, kind="stable")
-    return order[np.argsort(first[order], kind="stable")]
+    return order[np.argsort(_small(first[order]), kind="stable")]
+
+
+def _by_series(series: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """The rows' order by series, then time. Each series' rows mostly come in time order
+    (commits are, and the store's parts), so one radix sort of series ranks usually
+    does; a check finds when it does not."""
+    enc = pc.dictionary_encode(pa.array(series))
+    ids = enc.dictionary.to_numpy()
+    rank = np.empty(ids.size, dtype=np.int64)
+    rank[np.argsort(ids)] = np.arange(ids.size)
+    code = _small(rank[enc.indices.to_numpy()])
+    order = np.argsort(code, kind="stable")
+    c, tt = code[order], t[order]
+    if np.all((tt[1:] >= tt[:-1]) | (c[1:] != c[:-1])):
+        return order
+    return _by(code, t)
