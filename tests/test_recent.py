@@ -237,6 +237,11 @@ def test_recent_keeps_the_horizon_of_its_metrics_per_entity(monkeypatch):
     kept = recent.rows("w", "deployment", "d1", clock.now - 99 * SEC, ["g"]).column("ts").to_pylist()
     assert kept[-1] == clock.now - SEC and len(kept) == len(recent) <= 30
     assert min(kept) >= clock.now - 100 * SEC - 10 * 5 * SEC  # at most a segment's worth past the horizon
+    # a reader's joined parts serve the next reader until a write to the entity
+    served = recent.rows("w", "deployment", "d1", clock.now - 99 * SEC, ["g"])
+    assert recent.rows("w", "deployment", "d1", clock.now - 99 * SEC, ["g"]) is served
+    recent.add(_points([("w", "d1", "g", clock.now, 99.0, {})]))
+    assert recent.rows("w", "deployment", "d1", clock.now - 99 * SEC, ["g"]).column("value").to_pylist()[-1] == 99.0
     # retention dropped partitions: nothing answered from before now plus the future ingest accepts
     recent.reset()
     assert len(recent) == 0

@@ -82,6 +82,9 @@ class Recent:
         self._pending_since = clock()
         self._segments: list[_Segment] = []
         self._floor = 0  # nothing before this is answered (after a reset)
+        # per entity, its parts joined for the last reader, until a write or a seal
+        # changes them (a token while a reader joins them)
+        self._served: dict[Key, tuple[object, pa.Table | None]] = {}
 
     def since(self) -> int:
         """The earliest ``ts`` (ns) from which every stored row of the metrics is here."""
@@ -123,6 +126,7 @@ class Recent:
         with self._lock:
             for key, a, b in zip(keys, starts.tolist(), ends.tolist()):
                 self._pending.setdefault(key, []).append(body.slice(a, b - a))
+                self._served.pop(key, None)
             self._pending_rows += rows.num_rows
             if self._pending_rows >= _SEAL_AT or self._clock() - self._pending_since >= self.horizon_ns // 16:
                 self._seal()
@@ -135,6 +139,7 @@ class Recent:
             newest = max(pc.max(t.column("ts")).as_py() for t in rows.values())
             self._segments.append(_Segment(rows, newest))
         self._pending, self._pending_rows, self._pending_since = {}, 0, self._clock()
+        self._served = {}
 
     def rows(self, ws: str, scope: str, entity: str, lo_ns: int, metrics: Iterable[str]) -> pa.Table | None:
         """The entity's rows (:data:`COLUMNS`; of more metrics, and older, than asked), or
@@ -145,15 +150,26 @@ class Recent:
         with self._lock:
             if lo_ns < self.since():
                 return None
+            served = self._served.get(key, (None, None))[1]
+            if served is not None:
+                return served
             parts = [t for seg in self._segments if (t := seg.rows.get(key)) is not None]
             pending = self._pending.get(key, [])
             if len(pending) > 1 or (pending and pending[0].schema != _WORDED):
                 # the commits' slices, joined once for this reader and the next
                 self._pending[key] = pending = [_joined(pending)]
             parts += pending
-        if not parts:
-            return _EMPTY
-        return parts[0] if len(parts) == 1 else _joined(parts)
+            if len(parts) < 2:
+                return parts[0] if parts else _EMPTY
+            token = object()
+            self._served[key] = (token, None)
+        # an entity's 2 h can be ~10 segments: joined outside the lock, kept for the
+        # next reader unless a write or seal came meanwhile (and took the token)
+        rows = _joined(parts)
+        with self._lock:
+            if self._served.get(key, (None,))[0] is token:
+                self._served[key] = (token, rows)
+        return rows
 
     def lost(self, points: list[pa.Table]) -> None:
         """Points a failed commit may have stored, unseen here: answer nothing that reads
@@ -169,7 +185,7 @@ class Recent:
         now, nor from the future a dropped row might have reached."""
         with self._lock:
             self._pending, self._pending_rows = {}, 0
-            self._segments = []
+            self._segments, self._served = [], {}
             self._floor = self._clock() + self._future_ns
 
     def __len__(self) -> int:
