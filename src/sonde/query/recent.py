@@ -75,7 +75,7 @@ def time_weighted(rows: pa.Table, vm: VendorMetric, *, t0: int, t1: int, step: i
     if not chooses:
         keep &= gauge
     idx = np.flatnonzero(keep)
-    # the rows read, by series, then time (one sort: both keys at once)
+    # the rows read, by series, then time
     series = rows.column("series").to_numpy()[idx]
     t = ts[idx]
     order = _by_series(series, t)
