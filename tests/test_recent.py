@@ -211,7 +211,7 @@ def _points(rows: list[tuple]) -> pa.Table:
 
 def test_recent_keeps_the_horizon_of_its_metrics_per_entity(monkeypatch):
     clock = Clock(10_000 * SEC)
-    recent = Recent(["g"], horizon_s=100, future_ns=50 * SEC, clock=clock)
+    recent = Recent(["g", "h"], horizon_s=100, future_ns=50 * SEC, clock=clock)
     recent.add(_points([("w", "d1", "g", 9_950 * SEC, 1.0, {"hw.gpu.index": "3"}),
                         ("w", "d1", "other", 9_960 * SEC, 2.0, {}),  # not a kept metric
                         ("w", "d1", "g", 9_800 * SEC, 3.0, {}),  # older than the horizon
@@ -242,6 +242,11 @@ def test_recent_keeps_the_horizon_of_its_metrics_per_entity(monkeypatch):
     assert recent.rows("w", "deployment", "d1", clock.now - 99 * SEC, ["g"]) is served
     recent.add(_points([("w", "d1", "g", clock.now, 99.0, {})]))
     assert recent.rows("w", "deployment", "d1", clock.now - 99 * SEC, ["g"]).column("value").to_pylist()[-1] == 99.0
+    # a reader gets the metrics it asked for, not the entity's others
+    recent.add(_points([("w", "d1", "h", clock.now, 7.0, {})]))
+    assert 7.0 not in recent.rows("w", "deployment", "d1", clock.now - 99 * SEC, ["g"]).column("value").to_pylist()
+    both = recent.rows("w", "deployment", "d1", clock.now - 99 * SEC, ["g", "h"])
+    assert set(both.column("metric").to_pylist()) == {"g", "h"}
     # retention dropped partitions: nothing answered from before now plus the future ingest accepts
     recent.reset()
     assert len(recent) == 0

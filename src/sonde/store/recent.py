@@ -82,9 +82,9 @@ class Recent:
         self._pending_since = clock()
         self._segments: list[_Segment] = []
         self._floor = 0  # nothing before this is answered (after a reset)
-        # per entity, its parts joined for the last reader, until a write or a seal
-        # changes them (a token while a reader joins them)
-        self._served: dict[Key, tuple[object, pa.Table | None]] = {}
+        # per entity and set of metrics, its parts joined for the last reader, until a
+        # write or a seal changes them (a token while a reader joins them)
+        self._served: dict[Key, dict[frozenset, tuple[object, pa.Table | None]]] = {}
 
     def since(self) -> int:
         """The earliest ``ts`` (ns) from which every stored row of the metrics is here."""
@@ -142,33 +142,37 @@ class Recent:
         self._served = {}
 
     def rows(self, ws: str, scope: str, entity: str, lo_ns: int, metrics: Iterable[str]) -> pa.Table | None:
-        """The entity's rows (:data:`COLUMNS`; of more metrics, and older, than asked), or
+        """The entity's rows of ``metrics`` (:data:`COLUMNS`; older than asked too), or
         None where rows of ``metrics`` at or after ``lo_ns`` may be missing here."""
-        key = (ws, scope, entity)
-        if not set(metrics) <= self._kept:
+        key, wanted = (ws, scope, entity), frozenset(metrics)
+        if not wanted <= self._kept:
             return None
         with self._lock:
             if lo_ns < self.since():
                 return None
-            served = self._served.get(key, (None, None))[1]
-            if served is not None:
-                return served
+            served = self._served.setdefault(key, {})
+            token, rows = served.get(wanted, (None, None))
+            if rows is not None:
+                return rows
             parts = [t for seg in self._segments if (t := seg.rows.get(key)) is not None]
             pending = self._pending.get(key, [])
             if len(pending) > 1 or (pending and pending[0].schema != _WORDED):
                 # the commits' slices, joined once for this reader and the next
                 self._pending[key] = pending = [_joined(pending)]
             parts += pending
-            if len(parts) < 2:
-                return parts[0] if parts else _EMPTY
+            if not parts:
+                return _EMPTY
             token = object()
-            self._served[key] = (token, None)
-        # an entity's 2 h can be ~10 segments: joined outside the lock, kept for the
-        # next reader unless a write or seal came meanwhile (and took the token)
-        rows = _joined(parts)
+            served[wanted] = (token, None)
+        # An entity's 2 h can be a dozen segments, of more metrics than asked (GPU
+        # memory beside utilisation): joined and filtered outside the lock, and kept for
+        # the next reader of these metrics unless a write or seal came meanwhile (and
+        # took the token).
+        rows = _joined(parts) if len(parts) > 1 else parts[0]
+        rows = rows.filter(pc.is_in(rows.column("metric"), value_set=pa.array(sorted(wanted), pa.string())))
         with self._lock:
-            if self._served.get(key, (None,))[0] is token:
-                self._served[key] = (token, rows)
+            if self._served.get(key, {}).get(wanted, (None,))[0] is token:
+                self._served[key][wanted] = (token, rows)
         return rows
 
     def lost(self, points: list[pa.Table]) -> None:
