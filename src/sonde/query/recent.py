@@ -5,7 +5,7 @@ between changes the answer, so a kept answer (query/cache.py) rarely serves it. 
 the store holds every row such a question reads in memory, this module answers it
 without a statement: a chDB statement of the time-weighted mean costs 15-20 ms of
 analysis and planning before it reads anything (docs/benchmarks.md), the arithmetic
-over an hour of one deployment's 32 GPU series about 2 ms (bench/bench_recent.py).
+over an hour of one deployment's 32 GPU series 1-2 ms (bench/bench_recent.py).
 
 The arithmetic is :func:`query.gauges.time_weighted`'s, step for step, so both give
 one answer (docs/metrics.md, GAUGE; ``tests/test_recent.py`` holds them to it on

@@ -150,8 +150,7 @@ class Recent:
         with self._lock:
             if lo_ns < self.since():
                 return None
-            served = self._served.setdefault(key, {})
-            token, rows = served.get(wanted, (None, None))
+            rows = self._served.get(key, {}).get(wanted, (None, None))[1]
             if rows is not None:
                 return rows
             parts = [t for seg in self._segments if (t := seg.rows.get(key)) is not None]
@@ -163,7 +162,7 @@ class Recent:
             if not parts:
                 return _EMPTY
             token = object()
-            served[wanted] = (token, None)
+            self._served.setdefault(key, {})[wanted] = (token, None)
         # An entity's 2 h can be a dozen segments, of more metrics than asked (GPU
         # memory beside utilisation): joined and filtered outside the lock, and kept for
         # the next reader of these metrics unless a write or seal came meanwhile (and
