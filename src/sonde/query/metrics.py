@@ -23,7 +23,7 @@ from . import counters, gauges, histograms
 from .cache import ResultCache
 from .catalogue import COUNTER, HISTOGRAM, HISTOGRAM_LABEL_SETS, STATUS_CLASSES, LabelKind, VendorMetric, gpu_key
 from .scan import QUERY_TIMEOUT_S, Scan
-from .recent import codes
+from .recent import codes, pairs
 from .sources import choose_sources
 from .window import Window
 
@@ -82,8 +82,8 @@ def _by_labels(scan: Scan, vm: VendorMetric, rows: pa.Table, names: tuple[str, .
     # thousands of rows over a few dozen label sets
     hosts, host_i = codes(rows.column("l_host"))
     devices, device_i = codes(rows.column("l_device")) if len(names) == 2 else ([""], np.zeros_like(host_i))
-    pairs, row_pair = np.unique(host_i * len(devices) + device_i, return_inverse=True)
-    found = [(hosts[c // len(devices)], devices[c % len(devices)])[:len(names)] for c in pairs.tolist()]
+    found, row_pair = pairs(hosts, host_i, devices, device_i)
+    found = [pair[:len(names)] for pair in found]
     order = sorted(range(len(found)), key=lambda j: _gpu_order(found[j]) if names == ("replica", "gpu") else found[j])
     keys = [found[j] for j in order]
     position = np.empty(len(order), dtype=np.int64)

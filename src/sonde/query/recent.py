@@ -186,8 +186,14 @@ def _labels(rows: pa.Table, vm: VendorMetric, at: np.ndarray, replicas: list,
         devices, device_i = codes(rows.column("gpu").take(at))
     else:
         devices, device_i = [""], np.zeros(at.size, dtype=np.int64)
-    pairs, label_i = np.unique(host_i * len(devices) + device_i, return_inverse=True)
-    return [(hosts[c // len(devices)], devices[c % len(devices)]) for c in pairs.tolist()], label_i
+    return pairs(hosts, host_i, devices, device_i)
+
+
+def pairs(firsts: list, first_i: np.ndarray, seconds: list, second_i: np.ndarray) -> tuple[list[tuple], np.ndarray]:
+    """The distinct (first, second) word pairs of rows given as :func:`codes`, and each
+    row's index into them."""
+    found, at = np.unique(first_i * len(seconds) + second_i, return_inverse=True)
+    return [(firsts[c // len(seconds)], seconds[c % len(seconds)]) for c in found.tolist()], at
 
 
 def _small(ids: np.ndarray) -> np.ndarray:
