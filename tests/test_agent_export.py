@@ -82,10 +82,10 @@ def wait_for(cond, timeout=10.0):
     return False
 
 
-def make(tmp_path, url, flush_interval=0.05, **kw) -> Exporter:
+def make(tmp_path, url, flush_interval=0.05, start=True, **kw) -> Exporter:
     spool = Spool(str(tmp_path / "spool"))
-    return Exporter(url, "ingest-key", spool, {"sonde.deployment_id": "d"}, flush_interval=flush_interval,
-                    **kw).start()
+    ex = Exporter(url, "ingest-key", spool, {"sonde.deployment_id": "d"}, flush_interval=flush_interval, **kw)
+    return ex.start() if start else ex
 
 
 def lines(exporter, start, n):
@@ -204,10 +204,13 @@ def test_413_splits_a_coalesced_replay(tmp_path):
         return (413, {}) if len(ExportLogsServiceRequest.FromString(raw).resource_logs) > 2 else (200, {})
 
     rx = Receiver(script=script)
-    # batches cut by count alone: on a loaded machine a 50 ms timer could cut one short
-    ex = make(tmp_path, rx.url, flush_interval=30.0, max_batch_records=10)
+    # batches cut by count alone: on a loaded machine a 50 ms timer could cut one short;
+    # and every line queued before the export thread starts, which would otherwise take
+    # whatever had gathered when it woke (13 lines, say: batches of 10 and 3)
+    ex = make(tmp_path, rx.url, flush_interval=30.0, max_batch_records=10, start=False)
     try:
         lines(ex, 0, 60)
+        ex.start()
         assert wait_for(lambda: len(ex.spool) == 6)
         gate["open"] = True
         assert wait_for(lambda: len(rx.accepted_lines()) == 60)
@@ -230,10 +233,13 @@ def test_a_refused_batch_inside_a_replay_run_is_found_and_dropped_alone(tmp_path
         return (400, {}) if b"line 25" in raw else (200, {})
 
     rx = Receiver(script=script)
-    # batches cut by count alone: on a loaded machine a 50 ms timer could cut one short
-    ex = make(tmp_path, rx.url, flush_interval=30.0, max_batch_records=10)
+    # batches cut by count alone: on a loaded machine a 50 ms timer could cut one short;
+    # and every line queued before the export thread starts, which would otherwise take
+    # whatever had gathered when it woke (13 lines, say: batches of 10 and 3)
+    ex = make(tmp_path, rx.url, flush_interval=30.0, max_batch_records=10, start=False)
     try:
         lines(ex, 0, 60)
+        ex.start()
         assert wait_for(lambda: len(ex.spool) == 6)
         gate["open"] = True
         assert wait_for(lambda: ex.stats.dropped_batches == 1 and not len(ex.spool))
