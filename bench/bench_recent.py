@@ -1,8 +1,9 @@
-"""Recent gauge points kept in memory (store/recent.py): what a live window costs
-answered from them against the statement, and what keeping them costs ingest.
+"""Recent gauge points kept in memory (store/recent.py), and request counts per five
+minutes (store/request_counts.py): what a window costs answered from them against the
+statement, and what keeping them costs ingest.
 
     .venv/bin/python bench/bench_recent.py
-    .venv/bin/python bench/bench_recent.py --minutes 110 --runs 50
+    .venv/bin/python bench/bench_recent.py --minutes 110 --runs 50 --count-hours 24
 
 The points are the peers harness's (bench/peers/workload.py, its ``small`` fleet: 4
 deployments x 4 replicas x 8 GPUs of utilisation and memory, latency histograms, at
@@ -12,7 +13,10 @@ deployment's GPU utilisation is then asked for over the last 15 min, 1 h and 90 
 windows (``query.metrics.deployment_metrics``, in process: no HTTP), from memory and
 with the memory set aside so the statement answers; both answers must be equal. The
 ingest side: process CPU of ``Recent.add`` per kept point, fed the committed tables
-(median of five feeds, each into a fresh one).
+(median of five feeds, each into a fresh one). The same for request counts: the
+deployment's requests by status over ``--count-hours`` and its half, windows on
+five-minute boundaries in 300 s steps, from the counts and from the statement, and
+process CPU of ``RequestCounts.add`` per committed row.
 """
 
 from __future__ import annotations
@@ -33,12 +37,13 @@ from workload import SCALES, Fleet  # noqa: E402
 from sonde.ingest.metrics import MAX_AHEAD_NS  # noqa: E402
 from sonde.ingest.pipeline import Ingestor  # noqa: E402
 from sonde.ingest.proto import ViewMetricsRequest  # noqa: E402
-from sonde.query import catalogue, recent  # noqa: E402
+from sonde.query import catalogue, recent, recent_counts  # noqa: E402
 from sonde.query.metrics import deployment_metrics  # noqa: E402
 from sonde.query.window import Window  # noqa: E402
 from sonde.store import open_store  # noqa: E402
 from sonde.store.inventory import Inventory  # noqa: E402
 from sonde.store.recent import Recent  # noqa: E402
+from sonde.store.request_counts import BUCKET_NS, RequestCounts  # noqa: E402
 
 STEP_S = 10
 
@@ -73,20 +78,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--minutes", type=int, default=100, help="minutes of points up to now (within 120)")
     ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--count-hours", type=int, default=8, help="hours of points for the request counts' windows")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         store = open_store("chdb", str(pathlib.Path(tmp) / "sonde"))
         store.keep_recent(recent.METRICS, 120 * 60, future_ns=MAX_AHEAD_NS)
-        tables, end_ns = load(store, args.minutes)
+        store.keep_request_counts(recent_counts.METRICS, 192 * 3600, future_ns=MAX_AHEAD_NS)
+        tables, end_ns = load(store, max(args.minutes, args.count_hours * 60))
         rows = sum(t.num_rows for t in tables)
-        cpus = []
-        for _ in range(5):  # the first pays pyarrow's one-time costs
-            side = Recent(recent.METRICS, 120 * 60, future_ns=MAX_AHEAD_NS)
-            cpu = time.process_time()
-            for t in tables:
-                side.add(t)
-            cpus.append(time.process_time() - cpu)
-        cpu = statistics.median(cpus)
+        cpu, side = feed(lambda: Recent(recent.METRICS, 120 * 60, future_ns=MAX_AHEAD_NS), tables)
         print(f"{rows:,} rows committed in {len(tables)} commits, {len(side):,} kept: Recent.add {cpu / len(side) * 1e9:.0f} ns a kept point"
               f" ({cpu / rows * 1e9:.0f} ns a committed row)\n")
         vm = catalogue.CATALOGUE["baseten_gpu_utilization"]
@@ -97,18 +97,53 @@ def main() -> None:
         print("|---|---|---|---|---|---|")
         for minutes, step in ((15, 60), (60, 60), (90, 60)):
             w = Window("SERIES", end_ms - minutes * 60_000, end_ms, step)
-            ask = lambda: deployment_metrics(store, ws, entity, w, [vm])  # noqa: E731
-            fast = ask()
-            mem = timed(ask, args.runs)
-            kept, store.recent = store.recent, None
-            try:
-                slow = ask()
-                stmt = timed(ask, args.runs)
-            finally:
-                store.recent = kept
-            print(f"| {minutes} min | {step} | {mem[0]:.1f} / {mem[1]:.1f} | {stmt[0]:.1f} / {stmt[1]:.1f}"
-                  f" | {stmt[0] / mem[0]:.1f}x | {'yes' if _equal(fast, slow) else 'NO'} |")
+            print(f"| {minutes} min | {step} | " + both_ways(store, "recent", lambda: deployment_metrics(store, ws, entity, w, [vm]), args.runs))
+        counts(store, tables, ws, entity, end_ns, args)
         store.close()
+
+
+def feed(make, tables: list):
+    """Process CPU seconds to add ``tables`` to a fresh memory (median of five: the first
+    pays pyarrow's one-time costs), and the last memory fed."""
+    cpus = []
+    for _ in range(5):
+        side = make()
+        cpu = time.process_time()
+        for t in tables:
+            side.add(t)
+        cpus.append(time.process_time() - cpu)
+    return statistics.median(cpus), side
+
+
+def counts(store, tables: list, ws: str, entity: str, end_ns: int, args) -> None:
+    """Requests by status from the counts kept per five minutes and from the statement."""
+    rows = sum(t.num_rows for t in tables)
+    cpu, side = feed(lambda: RequestCounts(recent_counts.METRICS, 192 * 3600, future_ns=MAX_AHEAD_NS), tables)
+    print(f"\nRequestCounts.add {cpu / rows * 1e9:.0f} ns a committed row ({len(side):,} buckets held)\n")
+    vm = catalogue.CATALOGUE["baseten_inference_requests_total"]
+    end_ms = end_ns // BUCKET_NS * BUCKET_NS // 10**6
+    print("| window | step s | from the counts p50 / p99 ms | statement p50 / p99 ms | statement / counts | equal |")
+    print("|---|---|---|---|---|---|")
+    for hours in (args.count_hours // 2, args.count_hours):
+        w = Window("SERIES", end_ms - hours * 3_600_000, end_ms, 300)
+        print(f"| {hours} h | 300 | " + both_ways(store, "request_counts",
+                                                 lambda: deployment_metrics(store, ws, entity, w, [vm]), args.runs))
+
+
+def both_ways(store, memory: str, ask, runs: int) -> str:
+    """A table row's timings: ``ask`` answered from the store's ``memory``, then with it
+    set aside (the statement), and whether the answers are equal."""
+    fast = ask()
+    mem = timed(ask, runs)
+    kept = getattr(store, memory)
+    setattr(store, memory, None)
+    try:
+        slow = ask()
+        stmt = timed(ask, runs)
+    finally:
+        setattr(store, memory, kept)
+    return (f"{mem[0]:.1f} / {mem[1]:.1f} | {stmt[0]:.1f} / {stmt[1]:.1f} | {stmt[0] / mem[0]:.1f}x"
+            f" | {'yes' if _equal(fast, slow) else 'NO'} |")
 
 
 def _equal(a: dict, b: dict) -> bool:

@@ -38,17 +38,19 @@ def query(client, names, mode, window) -> dict:
     return body
 
 
-def both_ways(client, store, statements, names, mode, window) -> tuple[dict, dict, list[str]]:
+def both_ways(client, store, statements, names, mode, window, memory: str = "recent") -> tuple[dict, dict, list[str]]:
     """(the answer from memory, the statement's answer, the statements the first ran);
-    ``statements``: test_metrics_values.record_statements' list."""
+    ``statements``: test_metrics_values.record_statements' list; ``memory``: the
+    store's attribute holding it, set aside for the second answer."""
     before = len(statements)
     fast = query(client, names, mode=mode, window=window)
     ran = statements[before:]
-    kept, store.recent = store.recent, None
+    kept = getattr(store, memory)
+    setattr(store, memory, None)
     try:
         slow = query(client, names, mode=mode, window=window)
     finally:
-        store.recent = kept
+        setattr(store, memory, kept)
     return fast, slow, ran
 
 

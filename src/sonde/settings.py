@@ -56,6 +56,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("recent_minutes", 120.0, "Minutes of the catalogue gauges' points (GPU, memory, concurrency, LLM engine)"
             " kept in memory to answer a metrics window within them without a statement (0: none; only where this"
             " server is the store's one writer; ~50 bytes a point; docs/metrics.md#recent-points).", minimum=0),
+    Setting("request_count_hours", 192.0, "Hours of request counts (the request histograms' observations per five"
+            " minutes, by replica and status class) kept in memory to answer requests by status over a window on"
+            " five-minute boundaries without a statement (0: none; only where this server is the store's one writer;"
+            " 16 bytes per replica, status class and five minutes; docs/metrics.md#request-counts).", minimum=0),
     Setting("max_pending_rows", 2_000_000, "Rows waiting for commit past which ingest answers 503."),
     Setting("max_series_per_workspace", 1_000_000, "Distinct metric series one workspace may hold; points of a"
             " new series beyond it are rejected (OTLP partial_success, remote write X-Sonde-Rejected), known"
@@ -125,6 +129,7 @@ class Config:
     batch_max_rows: int = _BY_NAME["batch_max_rows"].default
     query_cache_mb: float = _BY_NAME["query_cache_mb"].default
     recent_minutes: float = _BY_NAME["recent_minutes"].default
+    request_count_hours: float = _BY_NAME["request_count_hours"].default
     max_pending_rows: int = _BY_NAME["max_pending_rows"].default
     max_series_per_workspace: int = _BY_NAME["max_series_per_workspace"].default
     min_free_disk_mb: int = _BY_NAME["min_free_disk_mb"].default

@@ -14,7 +14,7 @@ from ..alerts.evaluator import Evaluator
 from ..ingest.metrics import MAX_AHEAD_NS
 from ..ingest.offload import SpanDecoders
 from ..ingest.pipeline import Ingestor
-from ..query import recent
+from ..query import recent, recent_counts
 from ..query.cache import ResultCache
 from ..settings import Config
 from ..store import Store, open_store
@@ -104,6 +104,8 @@ def _wire(app: FastAPI, store: Store, config: Config) -> None:
     # points kept in memory only where this process sees every write (store/recent.py)
     if config.recent_minutes and not store.shared(config.state_sync):
         store.keep_recent(recent.METRICS, config.recent_minutes * 60, future_ns=MAX_AHEAD_NS)
+    if config.request_count_hours and not store.shared(config.state_sync):
+        store.keep_request_counts(recent_counts.METRICS, config.request_count_hours * 3600, future_ns=MAX_AHEAD_NS)
     app.state.evaluator = Evaluator(store, interval_s=config.alert_eval_seconds,
                                     external_url=f"http://{config.host}:{config.port}/ui/")
     creds = bootstrap(app.state.accounts, config.data_dir)

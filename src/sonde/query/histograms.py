@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from . import recent_counts
 from .catalogue import QUANTILES, VendorMetric
 from .quantiles import ExpBuckets, ExplicitBuckets, histogram_quantiles, one_layout_quantiles
 from ..store.schema import STATUS_COLUMN
@@ -88,7 +89,16 @@ def status_counts(scan: Scan, vm: VendorMetric) -> list[dict]:
     """Rows ``{k, cls, n}``: observations per step and status class, the part of
     statement 1 that request totals use. Asked for alone (no latency of the same
     histograms in the request), it reads no buckets, bounds or extremes: 3x less
-    time over a day of one deployment (docs/benchmarks.md)."""
+    time over a day of one deployment (docs/benchmarks.md). A window on the five-minute
+    buckets the store counts in memory is answered from them (query/recent_counts.py),
+    for classes 2xx-5xx."""
+    w = scan.window
+    if recent_counts.aligned(w.start_ns, w.end_ns, w.step_ns) and not any(s.match for s in vm.sources):
+        counts = scan.store.request_count_window(scan.ws, scan.scope, scan.entity, w.start_ns, w.end_ns,
+                                                 vm.source_names)
+        if counts is not None:
+            return recent_counts.status_counts(counts, vm, t0=w.start_ns, step=w.step_ns, chooses=scan.chooses(vm),
+                                               excluded=scan.excluded.get(vm.name, {}))
     where, params = scan.where(vm.source_names, vm=vm)
     cls = STATUS_CLASS
     if not scan.chooses(vm):

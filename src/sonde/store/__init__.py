@@ -23,6 +23,7 @@ from .base import Executor
 from . import migrations, views
 from .disk import DiskGuard
 from .recent import Recent
+from .request_counts import BUCKET_NS, Counts, RequestCounts
 from .retention import Retention
 from .schema import ARROW_SCHEMAS
 from .wal import FlushingExecutor, Wal, replay
@@ -115,6 +116,8 @@ class Store:
         self._change_listeners: list[ChangeListener] = []
         #: recent points kept in memory (store/recent.py), once :meth:`keep_recent` asks
         self.recent: Recent | None = None
+        #: request counts per five minutes (store/request_counts.py), once :meth:`keep_request_counts` asks
+        self.request_counts: RequestCounts | None = None
         self.retention = Retention(executor, db, retention_days, retention_check_seconds or 0,
                                    on_drop=self._dropped)
         if retention_check_seconds is not None:
@@ -229,6 +232,34 @@ class Store:
             {"metrics": recent.metrics.to_pylist(), "lo": recent.since()}))
         self.recent = recent
 
+    def keep_request_counts(self, metrics: Iterable[str], horizon_s: float, *, future_ns: int) -> None:
+        """Keep the last ``horizon_s`` of ``metrics``' points counted per five minutes in
+        memory (store/request_counts.py), loading them from the store now; as
+        :meth:`keep_recent`."""
+        counts = RequestCounts(metrics, horizon_s, future_ns=future_ns)
+        cls = "if(http_status BETWEEN 200 AND 599, intDiv(http_status, 100), 0)"
+        counts.load(self.ex.query_arrow(
+            f"SELECT ws, scope, entity, metric, replica, toInt8({cls}) AS cls,"
+            " intDiv(toUnixTimestamp64Nano(ts), {bucket:Int64}) AS b,"
+            " toInt64(sumIf(count, kind IN ('histogram', 'exp_histogram'))) AS n,"
+            " toInt32(countIf(kind IN ('histogram', 'exp_histogram'))) AS points, toInt32(count()) AS rows"
+            f" FROM {self.t('metric_points')}"
+            " WHERE metric IN {metrics:Array(String)} AND ts >= fromUnixTimestamp64Nano({lo:Int64})"
+            " GROUP BY ws, scope, entity, metric, replica, cls, b",
+            {"metrics": counts.metrics.to_pylist(), "lo": counts.since() // BUCKET_NS * BUCKET_NS,
+             "bucket": BUCKET_NS}))
+        self.request_counts = counts
+
+    def request_count_window(self, ws: str, scope: str, entity: str, t0: int, t1: int,
+                             metrics: Iterable[str]) -> Counts | None:
+        """An entity's request counts of ``metrics`` over [t0, t1) (:meth:`RequestCounts.window`),
+        or None where the store must be read; after what was acknowledged is committed."""
+        if self.request_counts is None:
+            return None
+        if isinstance(self.ex, FlushingExecutor):
+            self.writer.flush()
+        return self.request_counts.window(ws, scope, entity, t0, t1, metrics)
+
     def recent_rows(self, ws: str, scope: str, entity: str, lo_ns: int, metrics: Iterable[str]) -> pa.Table | None:
         """An entity's points of ``metrics`` kept in memory (:meth:`Recent.rows`), or None
         where the store must be read: they are not kept, or not from as early as
@@ -258,24 +289,28 @@ class Store:
         # before the writes are acknowledged (without the log, at their commit): a read
         # after the acknowledgement must not get an answer kept before the commit
         tables = _bare(tables)
-        if self.recent is not None and "metric_points" in tables:
-            try:
-                self.recent.add(tables["metric_points"])
-            except Exception:  # rows it cannot take: it answers nothing it may lack
-                log.exception("keeping recent points failed; forgetting them")
-                self.recent.reset()
+        if "metric_points" in tables:
+            for memory in self._memories():
+                try:
+                    memory.add(tables["metric_points"])
+                except Exception:  # rows it cannot take: it answers nothing it may lack
+                    log.exception("keeping %s failed; forgetting it", type(memory).__name__)
+                    memory.reset()
         self._changed(tables)
+
+    def _memories(self) -> list[Recent | RequestCounts]:
+        return [m for m in (self.recent, self.request_counts) if m is not None]
 
     def _not_stored(self, batch: list[dict[str, pa.Table]]) -> None:
         # some of the batch's tables may be stored though none was reported: the
         # points kept in memory may lack its points from here on
-        if self.recent is not None:
-            self.recent.lost([t for rows in batch for name, t in rows.items()
-                              if name.rsplit(".", 1)[-1] == "metric_points"])
+        points = [t for rows in batch for name, t in rows.items() if name.rsplit(".", 1)[-1] == "metric_points"]
+        for memory in self._memories():
+            memory.lost(points)
 
     def _dropped(self) -> None:
-        if self.recent is not None:
-            self.recent.reset()
+        for memory in self._memories():
+            memory.reset()
         self._changed(None)
 
     def _changed(self, tables: dict[str, pa.Table] | None) -> None:

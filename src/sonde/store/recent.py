@@ -35,7 +35,6 @@ sixteenth more than the horizon.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .memory import Memory
 from .views import GPU_ATTRS
 
 #: the columns kept per row (ts as Int64 nanoseconds; gpu as the store's GPU_INDEX)
@@ -66,29 +66,17 @@ class _Segment:
     newest: int  # the latest ts (ns) in it
 
 
-class Recent:
+class Recent(Memory):
     def __init__(self, metrics: Iterable[str], horizon_s: float, *, future_ns: int,
                  clock: Callable[[], int] = time.time_ns):
-        """``future_ns``: how far ahead of the clock ingest accepts a point, so how far a
-        row dropped with a partition may reach (see :meth:`reset`)."""
-        self._kept = frozenset(metrics)
-        self.metrics = pa.array(sorted(self._kept), pa.string())
-        self.horizon_ns = int(horizon_s * 1e9)
-        self._future_ns = future_ns
-        self._clock = clock
-        self._lock = threading.Lock()
+        super().__init__(metrics, horizon_s, future_ns=future_ns, clock=clock)
         self._pending: dict[Key, list[pa.Table]] = {}
         self._pending_rows = 0
         self._pending_since = clock()
         self._segments: list[_Segment] = []
-        self._floor = 0  # nothing before this is answered (after a reset)
         # per entity and set of metrics, its parts joined for the last reader, until a
         # write or a seal changes them (a token while a reader joins them)
         self._served: dict[Key, dict[frozenset, tuple[object, pa.Table | None]]] = {}
-
-    def since(self) -> int:
-        """The earliest ``ts`` (ns) from which every stored row of the metrics is here."""
-        return max(self._clock() - self.horizon_ns, self._floor)
 
     def add(self, points: pa.Table) -> None:
         """Rows of ``metric_points`` as ingest builds them (store/schema.ARROW_SCHEMAS),
@@ -174,22 +162,9 @@ class Recent:
                 self._served[key][wanted] = (token, rows)
         return rows
 
-    def lost(self, points: list[pa.Table]) -> None:
-        """Points a failed commit may have stored, unseen here: answer nothing that reads
-        as far back as the newest of them."""
-        newest = max((pc.max(t.column("ts").cast(pa.int64())).as_py() or 0 for t in points if t.num_rows),
-                     default=None)
-        if newest is not None:
-            with self._lock:
-                self._floor = max(self._floor, newest + 1)
-
-    def reset(self) -> None:
-        """Forget everything (retention dropped partitions): answer nothing from before
-        now, nor from the future a dropped row might have reached."""
-        with self._lock:
-            self._pending, self._pending_rows = {}, 0
-            self._segments, self._served = [], {}
-            self._floor = self._clock() + self._future_ns
+    def _forget(self) -> None:
+        self._pending, self._pending_rows = {}, 0
+        self._segments, self._served = [], {}
 
     def __len__(self) -> int:
         with self._lock:

@@ -1,0 +1,57 @@
+"""What the store's one writer keeps in memory of its committed points, and when that
+may be trusted: the life cycle :class:`~sonde.store.recent.Recent` (recent gauge points)
+and :class:`~sonde.store.request_counts.RequestCounts` (request counts) share.
+
+A memory holds the last ``horizon_ns`` of some metrics' points, as committed (``Store``
+feeds it after each commit and loads the horizon at start). It answers only from
+:meth:`Memory.since` on: points older than the horizon are not kept, a failed commit
+may have stored points it never saw (:meth:`lost` raises the floor past them), and
+retention dropping partitions empties it (:meth:`reset`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+class Memory:
+    def __init__(self, metrics: Iterable[str], horizon_s: float, *, future_ns: int,
+                 clock: Callable[[], int] = time.time_ns):
+        """``future_ns``: how far ahead of the clock ingest accepts a point, so how far a
+        point dropped with a partition may reach (see :meth:`reset`)."""
+        self._kept = frozenset(metrics)
+        self.metrics = pa.array(sorted(self._kept), pa.string())
+        self.horizon_ns = int(horizon_s * 1e9)
+        self._future_ns = future_ns
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._floor = 0  # nothing before this is answered (after a reset or a lost commit)
+
+    def since(self) -> int:
+        """The earliest ``ts`` (ns) from which every stored point of the metrics is here."""
+        return max(self._clock() - self.horizon_ns, self._floor)
+
+    def lost(self, points: list[pa.Table]) -> None:
+        """Points a failed commit may have stored, unseen here: answer nothing that reads
+        as far back as the newest of them."""
+        newest = max((pc.max(t.column("ts").cast(pa.int64())).as_py() or 0 for t in points if t.num_rows),
+                     default=None)
+        if newest is not None:
+            with self._lock:
+                self._floor = max(self._floor, newest + 1)
+
+    def reset(self) -> None:
+        """Forget everything (retention dropped partitions): answer nothing from before
+        now, nor from the future a dropped point might have reached."""
+        with self._lock:
+            self._forget()
+            self._floor = self._clock() + self._future_ns
+
+    def _forget(self) -> None:
+        """Drop what is held (under the lock)."""
+        raise NotImplementedError
