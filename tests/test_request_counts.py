@@ -129,6 +129,20 @@ def test_a_server_starting_loads_the_counts_from_the_store(client, creds, store,
     assert fast["metric_descriptors"]
 
 
+@pytest.mark.steady_only("reopens the memory of the test's own store")
+def test_counts_are_kept_no_longer_than_the_retention(client, store, statements, monkeypatch):
+    """The tables' TTL deletes rows past the retention in merges, unannounced: counts
+    older than that could be ones the store no longer holds."""
+    monkeypatch.setattr(store.retention, "days", 1)
+    kept = store.request_counts
+    try:
+        store.keep_request_counts(recent_counts.METRICS, 192 * 3600, future_ns=MAX_AHEAD_NS)
+        assert store.request_counts.horizon_ns == 86400 * SEC
+        assert store.request_counts.window(_ws(store), "deployment", "d1", A - 25 * 3600 * SEC, A, [NEW]) is None
+    finally:
+        store.request_counts = kept
+
+
 def _points(rows: list[tuple]) -> pa.Table:
     """Ingest-shaped rows (entity, metric, replica, ts, kind, count, attributes); one
     series per (entity, metric, replica, attributes), as ingest keys them."""

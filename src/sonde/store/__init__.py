@@ -235,8 +235,9 @@ class Store:
     def keep_request_counts(self, metrics: Iterable[str], horizon_s: float, *, future_ns: int) -> None:
         """Keep the last ``horizon_s`` of ``metrics``' points counted per five minutes in
         memory (store/request_counts.py), loading them from the store now; as
-        :meth:`keep_recent`."""
-        counts = RequestCounts(metrics, horizon_s, future_ns=future_ns)
+        :meth:`keep_recent`. Never longer than the retention: the tables' TTL deletes
+        older rows in merges, unannounced."""
+        counts = RequestCounts(metrics, min(horizon_s, self.retention.days * 86400), future_ns=future_ns)
         cls = "if(http_status BETWEEN 200 AND 599, intDiv(http_status, 100), 0)"
         counts.load(self.ex.query_arrow(
             f"SELECT ws, scope, entity, metric, replica, toInt8({cls}) AS cls,"
