@@ -13,10 +13,11 @@ deployment's GPU utilisation is then asked for over the last 15 min, 1 h and 90 
 windows (``query.metrics.deployment_metrics``, in process: no HTTP), from memory and
 with the memory set aside so the statement answers; both answers must be equal. The
 ingest side: process CPU of ``Recent.add`` per kept point, fed the committed tables
-(median of five feeds, each into a fresh one). The same for request counts: the
-deployment's requests by status over ``--count-hours`` and its half, windows on
-five-minute boundaries in 300 s steps, from the counts and from the statement, and
-process CPU of ``RequestCounts.add`` per committed row.
+(median of five feeds, each into a fresh one). The same for the request histograms'
+sums per five minutes: the deployment's requests by status and p99 latency over
+``--count-hours`` and its half, windows on five-minute boundaries in 300 s steps, from
+memory and from the statement, and process CPU of ``RequestCounts.add`` and
+``RequestLatency.add`` per committed row.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from sonde.query.window import Window  # noqa: E402
 from sonde.store import open_store  # noqa: E402
 from sonde.store.inventory import Inventory  # noqa: E402
 from sonde.store.recent import Recent  # noqa: E402
-from sonde.store.request_counts import BUCKET_NS, RequestCounts  # noqa: E402
+from sonde.store.request_counts import BUCKET_NS, RequestCounts, RequestLatency  # noqa: E402
 
 STEP_S = 10
 
@@ -116,18 +117,22 @@ def feed(make, tables: list):
 
 
 def counts(store, tables: list, ws: str, entity: str, end_ns: int, args) -> None:
-    """Requests by status from the counts kept per five minutes and from the statement."""
+    """Requests by status and the p99 latency from the sums kept per five minutes, and
+    from the statement."""
     rows = sum(t.num_rows for t in tables)
-    cpu, side = feed(lambda: RequestCounts(recent_counts.METRICS, 192 * 3600, future_ns=MAX_AHEAD_NS), tables)
-    print(f"\nRequestCounts.add {cpu / rows * 1e9:.0f} ns a committed row ({len(side):,} buckets held)\n")
-    vm = catalogue.CATALOGUE["baseten_inference_requests_total"]
+    for kind in (RequestCounts, RequestLatency):
+        cpu, side = feed(lambda: kind(recent_counts.METRICS, 192 * 3600, future_ns=MAX_AHEAD_NS), tables)
+        print(f"\n{kind.__name__}.add {cpu / rows * 1e9:.0f} ns a committed row ({len(side):,} buckets held)")
     end_ms = end_ns // BUCKET_NS * BUCKET_NS // 10**6
-    print("| window | step s | from the counts p50 / p99 ms | statement p50 / p99 ms | statement / counts | equal |")
-    print("|---|---|---|---|---|---|")
-    for hours in (args.count_hours // 2, args.count_hours):
-        w = Window("SERIES", end_ms - hours * 3_600_000, end_ms, 300)
-        print(f"| {hours} h | 300 | " + both_ways(store, "request_counts",
-                                                 lambda: deployment_metrics(store, ws, entity, w, [vm]), args.runs))
+    print("\n| metric | window | step s | from memory p50 / p99 ms | statement p50 / p99 ms | statement / memory | equal |")
+    print("|---|---|---|---|---|---|---|")
+    for name, memory in (("baseten_inference_requests_total", "request_counts"),
+                         ("baseten_end_to_end_response_time_seconds", "request_latency")):
+        vm = catalogue.CATALOGUE[name]
+        for hours in (args.count_hours // 2, args.count_hours):
+            w = Window("SERIES", end_ms - hours * 3_600_000, end_ms, 300)
+            print(f"| {name} | {hours} h | 300 | " + both_ways(
+                store, memory, lambda: deployment_metrics(store, ws, entity, w, [vm]), args.runs))
 
 
 def both_ways(store, memory: str, ask, runs: int) -> str:

@@ -21,17 +21,19 @@ from test_recent import Clock, assert_same, query
 
 from sonde.ingest.metrics import MAX_AHEAD_NS
 from sonde.query import recent_counts
-from sonde.store.request_counts import BUCKET_NS, RequestCounts, status_classes
+from sonde.store.request_counts import BUCKET_NS, RequestCounts, RequestLatency, status_classes
 from sonde.store.views import HTTP_STATUS
 
 NEW, OLD = "http.server.request.duration", "http.server.duration"
 A = time.time_ns() // BUCKET_NS * BUCKET_NS  # now, on a bucket boundary
 REQUESTS = "baseten_inference_requests_total"
+LATENCY = "baseten_end_to_end_response_time_seconds"
 CODES = ["200", "201", "404", "500", "503", "302", "+200", "0429", "abc", "", "700", "199", None]
 
 
-def both_ways(client, store, statements, names, mode, window) -> tuple[dict, dict, list[str]]:
-    return test_recent.both_ways(client, store, statements, names, mode, window, memory="request_counts")
+def both_ways(client, store, statements, names, mode, window, memory: str = "request_counts") -> tuple[dict, dict,
+                                                                                                      list[str]]:
+    return test_recent.both_ways(client, store, statements, names, mode, window, memory=memory)
 
 
 @pytest.fixture
@@ -59,8 +61,8 @@ def _attrs(rng) -> dict:
     return {("http.response.status_code" if key == NEW else "http.status_code"): code}
 
 
-def _send_fleet(client, creds, rng, start: int, end: int) -> None:
-    bounds = [0.1, 0.5, 1.0]
+def _send_fleet(client, creds, rng, start: int, end: int, *, exp: bool = True) -> None:
+    """``exp``: replica r3 sends exponential histograms (else explicit ones in ms)."""
     for r in range(6):
         replica = f"r{r}"
         # which sources a replica sends: the stable name, the older one, or both (the
@@ -68,20 +70,30 @@ def _send_fleet(client, creds, rng, start: int, end: int) -> None:
         # so its older histograms are left out by the choice
         names = {0: [NEW], 1: [OLD], 2: [NEW, OLD], 3: [NEW], 4: [OLD, NEW], 5: [OLD]}[r]
         metrics, late = [], []
+        # two bucket layouts; points with and without min and max
+        bounds, unit = ([0.1, 0.5, 1.0], "s") if r % 2 else ([50.0, 250.0, 500.0, 1000.0], "ms")
+        if r == 2:
+            unit = "s"
         for name in names:
             for s in range(int(rng.integers(1, 4))):
                 attrs = _attrs(rng)
-                pts = [hist_point(t, [int(x) for x in rng.integers(0, 4 if rng.random() < 0.9 else 1, 4)], bounds,
-                                  start=t - 10 * SEC, sum=1.0, attrs=attrs) for t in _times(rng, start, end)]
+                pts = []
+                for t in _times(rng, start, end):
+                    counts = [int(x) for x in rng.integers(0, 4 if rng.random() < 0.9 else 1, len(bounds) + 1)]
+                    # (in the last two hours every point sends them: the quantiles use them there)
+                    lo_hi = {"min": float(rng.random()) / 100, "max": 2.0 + float(rng.random())} \
+                        if rng.random() < 0.6 or t > end - 7200 * SEC else {}
+                    pts.append(hist_point(t, counts, bounds, start=t - 10 * SEC, sum=float(rng.random()) * 5,
+                                          attrs=attrs, **lo_hi))
                 half = len(pts) // 3
-                if r == 3:  # exponential histograms, delta
+                if r == 3 and exp:  # exponential histograms, delta
                     pts = [exp_point(t, scale=2, positive=(0, [int(x) for x in rng.integers(0, 3, 3)]),
                                      zero_count=int(rng.integers(0, 2)), start=t - 10 * SEC, sum=1.0, attrs=attrs)
                            for t in _times(rng, start, end)]
                     metrics.append(exp_histogram(name, pts, cumulative=False))
                     continue
-                metrics.append(histogram(name, pts[half:], cumulative=False))
-                late.append(histogram(name, pts[:half], cumulative=False))  # the earlier third arrives last
+                metrics.append(histogram(name, pts[half:], cumulative=False, unit=unit))
+                late.append(histogram(name, pts[:half], cumulative=False, unit=unit))  # the earlier third arrives last
         if r == 5:
             metrics.append(sum_metric(NEW, [number(t, 1.0, start=start) for t in _times(rng, start, end)[:5]]))
         metrics.append(gauge("hw.gpu.utilization", [number(end - SEC, 0.5, attrs={"hw.gpu.index": "0"})], unit="1"))
@@ -116,17 +128,53 @@ def test_memory_counts_equal_the_statements_on_random_fleets(client, creds, stor
     assert metric(query(client, [REQUESTS], "SUMMARY", window), REQUESTS)[1]
 
 
+@pytest.mark.steady_only("compares the two paths on one store, toggled in place")
+def test_memory_latency_equals_the_statements_on_random_fleets(client, creds, store, statements):
+    _send_fleet(client, creds, np.random.default_rng(20261207), A - 10 * 3600 * SEC, A - 30 * SEC, exp=False)
+    h = 3600 * SEC
+    aligned = [("SERIES", A - 8 * h, A), ("SERIES", A - 24 * h, A + h), ("SUMMARY", A - 7 * h, A - 2 * h),
+               ("SERIES", A - 9 * h - 25 * 60 * SEC, A - 35 * 60 * SEC)]
+    unaligned = [("SERIES", A - 8 * h + 7 * SEC, A), ("SERIES", A - 6 * h, A)]
+    answered = 0
+    for mode, a, b in aligned + unaligned:
+        window = {"start_epoch_millis": a // 10**6, "end_epoch_millis": b // 10**6}
+        fast, slow, ran = both_ways(client, store, statements, [LATENCY], mode, window, "request_latency")
+        memory = not any("metric_points" in s for s in ran)
+        assert memory == ((mode, a, b) in aligned), (mode, a, b, ran)
+        assert_same(fast, slow)
+        answered += sum(v is not None for s in fast["metric_values"] for g in s["values"] for v in g)
+        # with the requests by status of the same histograms: one statement reads both
+        fast, slow, _ = both_ways(client, store, statements, [REQUESTS, LATENCY], mode, window, "request_latency")
+        assert_same(fast, slow)
+        fast, slow, _ = both_ways(client, store, statements, [LATENCY, NEEDS_DISCOVERY], mode, window,
+                                  "request_latency")
+        assert_same(fast, slow)
+    assert answered > 200
+
+
+@pytest.mark.steady_only("compares the two paths on one store, toggled in place")
+def test_an_exponential_histogram_in_the_window_leaves_the_latency_to_the_statement(client, creds, store,
+                                                                                    statements):
+    _send_fleet(client, creds, np.random.default_rng(5), A - 3 * 3600 * SEC, A - 30 * SEC)  # r3: exponential
+    window = {"start_epoch_millis": (A - 8 * 3600 * SEC) // 10**6, "end_epoch_millis": A // 10**6}
+    fast, slow, ran = both_ways(client, store, statements, [LATENCY], "SERIES", window, "request_latency")
+    assert any("metric_points" in s for s in ran)
+    assert_same(fast, slow)
+    assert metric(fast, LATENCY)[1]
+
+
 @pytest.mark.steady_only("reopens the memory of the test's own store")
 def test_a_server_starting_loads_the_counts_from_the_store(client, creds, store, statements):
-    _send_fleet(client, creds, np.random.default_rng(7), A - 5 * 3600 * SEC, A - 30 * SEC)
+    _send_fleet(client, creds, np.random.default_rng(7), A - 5 * 3600 * SEC, A - 30 * SEC, exp=False)
     horizon_s = store.request_counts.horizon_ns / SEC
-    store.request_counts = None
+    store.request_counts = store.request_latency = None
     store.keep_request_counts(recent_counts.METRICS, horizon_s, future_ns=MAX_AHEAD_NS)  # as the server does
     window = {"start_epoch_millis": (A - 8 * 3600 * SEC) // 10**6, "end_epoch_millis": A // 10**6}  # 300 s steps
-    fast, slow, ran = both_ways(client, store, statements, [REQUESTS], "SERIES", window)
-    assert not any("metric_points" in s for s in ran)
-    assert_same(fast, slow)
-    assert fast["metric_descriptors"]
+    for name, memory in ((REQUESTS, "request_counts"), (LATENCY, "request_latency")):
+        fast, slow, ran = both_ways(client, store, statements, [name], "SERIES", window, memory)
+        assert not any("metric_points" in s for s in ran)
+        assert_same(fast, slow)
+        assert fast["metric_descriptors"]
 
 
 @pytest.mark.steady_only("reopens the memory of the test's own store")
@@ -174,7 +222,7 @@ def test_counts_keep_the_horizon_per_entity_in_five_minute_buckets():
                         ("d2", OLD, "q", now + 1800 * SEC, "histogram", 1, ok)]))
     t0, t1 = now // BUCKET_NS * BUCKET_NS - 2 * BUCKET_NS, now // BUCKET_NS * BUCKET_NS + BUCKET_NS
     c = counts.window("w", "deployment", "d1", t0, t1, [NEW, OLD])
-    got = {k: (c.n[i].tolist(), c.points[i].tolist(), c.rows[i].tolist()) for i, k in enumerate(c.keys)}
+    got = {k: tuple(c.values[f][i].tolist() for f in ("n", "points", "rows")) for i, k in enumerate(c.keys)}
     # now is 17 s into its bucket: 10 s ago is in it, 20 s and 30 s ago in the one before, 400 s ago two before
     assert got == {(NEW, "r", 2): ([7, 0, 5], [1, 0, 1], [1, 1, 1]), (NEW, "r", 5): ([0, 2, 0], [0, 1, 0], [0, 1, 0])}
     assert counts.window("w", "deployment", "d1", t0 + SEC, t1, [NEW]) is None  # not on a bucket boundary
@@ -186,7 +234,7 @@ def test_counts_keep_the_horizon_per_entity_in_five_minute_buckets():
     counts.add(_points([("d1", NEW, "r", clock.now, "histogram", 1, ok)]))
     c = counts.window("w", "deployment", "d1", clock.now // BUCKET_NS * BUCKET_NS - 3600 * SEC,
                       clock.now // BUCKET_NS * BUCKET_NS + BUCKET_NS, [NEW])
-    assert c.n.sum() == 1 and c.rows.sum() == 1
+    assert c.values["n"].sum() == 1 and c.values["rows"].sum() == 1
     # a failed commit's points, and retention dropping partitions: nothing answered reaching back to them
     counts.lost([_points([("d1", NEW, "r", clock.now - 600 * SEC, "histogram", 1, ok)])])
     assert counts.window("w", "deployment", "d1", clock.now // BUCKET_NS * BUCKET_NS - BUCKET_NS * 2,
@@ -195,6 +243,31 @@ def test_counts_keep_the_horizon_per_entity_in_five_minute_buckets():
     assert len(counts) == 0
     assert counts.window("w", "deployment", "d1", (clock.now // BUCKET_NS + 20) * BUCKET_NS,
                          (clock.now // BUCKET_NS + 21) * BUCKET_NS, [NEW]).keys == []
+
+
+def test_latency_sums_keep_each_layout_of_a_series_apart():
+    clock = Clock(10_000 * BUCKET_NS + 17 * SEC)
+    sums = RequestLatency([NEW], horizon_s=3 * 3600, future_ns=3600 * SEC, clock=clock)
+    t = clock.now - 10 * SEC
+    ok = {"http.response.status_code": "200"}
+    rows = _points([("d1", NEW, "r", t, "histogram", 3, ok), ("d1", NEW, "r", t - SEC, "histogram", 4, ok),
+                    ("d1", NEW, "r", t - 2 * SEC, "histogram", 5, ok), ("d1", NEW, "r", t - 3 * SEC, "sum", 0, ok)])
+    schema = rows.schema
+    rows = rows.set_column(schema.get_field_index("bounds"), "bounds", pa.array(
+        [[1.0, 2.0], [1.0, 2.0], [1.0, 5.0], None], schema.field("bounds").type))
+    rows = rows.set_column(schema.get_field_index("buckets"), "buckets", pa.array(
+        [[1, 1, 1], [2, 1, 1], [5, 0, 0], None], schema.field("buckets").type))
+    rows = rows.set_column(schema.get_field_index("min"), "min", pa.array([0.5, float("nan"), 0.2, None], pa.float64()))
+    rows = rows.set_column(schema.get_field_index("sum"), "sum", pa.array([3.0, 4.0, 1.0, None], pa.float64()))
+    sums.add(rows)
+    b0 = clock.now // BUCKET_NS * BUCKET_NS
+    got = sums.window("w", "deployment", "d1", b0, b0 + BUCKET_NS, [NEW])
+    by_key = {k[2:]: {f: (v[i] if f != "buckets" else v[i]).tolist() for f, v in got.values.items()}
+              for i, k in enumerate(got.keys)}
+    assert by_key[("histogram", "", (1.0, 2.0))] == {"n": [7], "s": [7.0], "mn": [0.5], "mx": [float("-inf")],
+                                                     "no_min": [1], "no_max": [2], "rows": [2], "buckets": [[3, 2, 2]]}
+    assert by_key[("histogram", "", (1.0, 5.0))]["buckets"] == [[5, 0, 0]]
+    assert by_key[("sum", "", ())]["rows"] == [1] and by_key[("sum", "", ())]["n"] == [0]
 
 
 def test_status_classes_read_the_status_as_the_store_does(store):

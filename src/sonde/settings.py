@@ -56,10 +56,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("recent_minutes", 120.0, "Minutes of the catalogue gauges' points (GPU, memory, concurrency, LLM engine)"
             " kept in memory to answer a metrics window within them without a statement (0: none; only where this"
             " server is the store's one writer; ~50 bytes a point; docs/metrics.md#recent-points).", minimum=0),
-    Setting("request_count_hours", 192.0, "Hours of request counts (the request histograms' observations per five"
-            " minutes, by replica and status class) kept in memory to answer requests by status over a window on"
-            " five-minute boundaries without a statement (0: none; only where this server is the store's one writer;"
-            " 16 bytes per replica, status class and five minutes; docs/metrics.md#request-counts).", minimum=0),
+    Setting("request_count_hours", 192.0, "Hours of the request histograms summed per five minutes (observations"
+            " by replica and status class; observations, sums, extremes and buckets by replica and bucket layout) kept"
+            " in memory to answer requests by status and their latency over a window on five-minute boundaries without"
+            " a statement (0: none; only where this server is the store's one writer; per replica, 37 KB a status class"
+            " and ~250 KB a 12-bucket layout for 192 hours; docs/metrics.md#request-counts).", minimum=0),
     Setting("max_pending_rows", 2_000_000, "Rows waiting for commit past which ingest answers 503."),
     Setting("max_series_per_workspace", 1_000_000, "Distinct metric series one workspace may hold; points of a"
             " new series beyond it are rejected (OTLP partial_success, remote write X-Sonde-Rejected), known"

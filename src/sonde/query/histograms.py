@@ -56,7 +56,15 @@ def totals(scan: Scan, vm: VendorMetric, by_status: bool = False) -> list[dict]:
     same points: one scan can serve both, the quantiles merge the classes back).
     Choosing the source in the statement, it groups per replica too, keeps each
     replica's first source and merges the replicas; ``replicas`` then lists a group's
-    replicas, which statement 2 reads alone."""
+    replicas, which statement 2 reads alone. A window on the five-minute buckets the
+    store sums in memory is answered from them unless split by status or holding an
+    exponential histogram (query/recent_counts.py)."""
+    sums = None if by_status else _kept(scan, vm, "request_latency")
+    if sums is not None:
+        rows = recent_counts.latency_totals(sums, vm, t0=scan.window.start_ns, step=scan.window.step_ns,
+                                            chooses=scan.chooses(vm), excluded=scan.excluded.get(vm.name, {}))
+        if rows is not None:
+            return rows
     where, params = scan.where(vm.source_names, vm=vm)
     cls = STATUS_CLASS if by_status else "0"
     keys = f"{STEP} AS k, toString(kind) AS kind, toString(metric) AS metric, toString(unit) AS unit, bounds, scale"
@@ -85,6 +93,14 @@ def totals(scan: Scan, vm: VendorMetric, by_status: bool = False) -> list[dict]:
     return scan.run(sql, {**scan.params(), **params}).to_pylist()
 
 
+def _kept(scan: Scan, vm: VendorMetric, memory: str):
+    """The store's five-minute buckets of ``vm`` for the scan's window, where they answer it."""
+    w = scan.window
+    if not recent_counts.aligned(w.start_ns, w.end_ns, w.step_ns) or any(s.match for s in vm.sources):
+        return None
+    return scan.store.request_window(memory, scan.ws, scan.scope, scan.entity, w.start_ns, w.end_ns, vm.source_names)
+
+
 def status_counts(scan: Scan, vm: VendorMetric) -> list[dict]:
     """Rows ``{k, cls, n}``: observations per step and status class, the part of
     statement 1 that request totals use. Asked for alone (no latency of the same
@@ -92,13 +108,10 @@ def status_counts(scan: Scan, vm: VendorMetric) -> list[dict]:
     time over a day of one deployment (docs/benchmarks.md). A window on the five-minute
     buckets the store counts in memory is answered from them (query/recent_counts.py),
     for classes 2xx-5xx."""
-    w = scan.window
-    if recent_counts.aligned(w.start_ns, w.end_ns, w.step_ns) and not any(s.match for s in vm.sources):
-        counts = scan.store.request_count_window(scan.ws, scan.scope, scan.entity, w.start_ns, w.end_ns,
-                                                 vm.source_names)
-        if counts is not None:
-            return recent_counts.status_counts(counts, vm, t0=w.start_ns, step=w.step_ns, chooses=scan.chooses(vm),
-                                               excluded=scan.excluded.get(vm.name, {}))
+    counts = _kept(scan, vm, "request_counts")
+    if counts is not None:
+        return recent_counts.status_counts(counts, vm, t0=scan.window.start_ns, step=scan.window.step_ns,
+                                           chooses=scan.chooses(vm), excluded=scan.excluded.get(vm.name, {}))
     where, params = scan.where(vm.source_names, vm=vm)
     cls = STATUS_CLASS
     if not scan.chooses(vm):

@@ -1,14 +1,15 @@
-"""Requests by status class from the five-minute counts the store keeps in memory
-(store/request_counts.py), for windows whose edges and step fall on its buckets.
+"""Requests by status and the latency's per-step sums from the five-minute buckets the
+store keeps in memory (store/request_counts.py), for windows whose edges and step fall
+on them.
 
-The arithmetic is :func:`query.histograms.status_counts`' over whole buckets: the same
-points (the request histograms' sources, the discovery's exclusions), per replica the
-first source in catalogue order that sent any point in the window (of whatever kind),
-and per (step, status class) the observations of the histogram points kept; a (step,
-class) with no histogram point is left out, one whose points observed nothing is a 0.
-Only classes 2xx-5xx are given, the ones request totals report
-(``counters.requests_by_status``); ``tests/test_request_counts.py`` holds both paths to
-one answer.
+The arithmetic is :func:`query.histograms.status_counts`' and statement 1 of
+:func:`query.histograms.totals` over whole buckets: the same points (the request
+histograms' sources, the discovery's exclusions), per replica the first source in
+catalogue order that sent any point in the window (of whatever kind), then per step
+and status class the observations of the histogram points kept (a class with no
+histogram point left out, one whose points observed nothing a 0; only 2xx-5xx, the
+classes request totals report), or per step and explicit layout the merged sums and
+buckets. ``tests/test_request_counts.py`` holds both paths to one answer.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ..store.request_counts import BUCKET_NS, CLASSES, Counts
+from ..store.request_counts import BUCKET_NS, CLASSES, Buckets
 from .catalogue import CATALOGUE, LabelKind, VendorMetric
 
 #: the metrics the store counts per five minutes: the request totals' sources
@@ -29,23 +30,13 @@ def aligned(t0: int, t1: int, step: int) -> bool:
     return not (t0 % BUCKET_NS or t1 % BUCKET_NS or step % BUCKET_NS)
 
 
-def status_counts(c: Counts, vm: VendorMetric, *, t0: int, step: int, chooses: bool,
+def status_counts(c: Buckets, vm: VendorMetric, *, t0: int, step: int, chooses: bool,
                   excluded: Mapping[str, Sequence[str]]) -> list[dict]:
     """Rows ``{k, cls, n}`` as ``histograms.status_counts`` gives them for classes 2-5."""
-    if not c.keys or not c.n.shape[1]:
+    n_all, points_all, rows_all = (c.values[f] for f in ("n", "points", "rows"))
+    if not c.keys or not n_all.shape[1]:
         return []
-    sources = vm.source_names
-    metric = [m for m, _, _ in c.keys]
-    rank = np.array([sources.index(m) for m in metric], dtype=np.int64)
-    replicas, replica_i = np.unique(np.array([r for _, r, _ in c.keys], dtype=object), return_inverse=True)
-    keep = np.ones(len(c.keys), dtype=bool)
-    for m, left_out in excluded.items():
-        keep &= ~(np.array([x == m for x in metric]) & np.isin(replicas[replica_i], list(left_out)))
-    if chooses:
-        sent = keep & (c.rows.sum(axis=1) > 0)
-        best = np.full(len(replicas), np.iinfo(np.int64).max)
-        np.minimum.at(best, replica_i[sent], rank[sent])
-        keep &= rank == best[replica_i]
+    keep = _chosen(c, vm, chooses, excluded, rows_all.sum(axis=1) > 0)
     cls = np.array([x for _, _, x in c.keys], dtype=np.int64)
     keep &= np.isin(cls, CLASSES)
     at = np.flatnonzero(keep)
@@ -54,11 +45,67 @@ def status_counts(c: Counts, vm: VendorMetric, *, t0: int, step: int, chooses: b
     # per class, the kept keys' buckets added up; then each step's buckets (a run of
     # whole buckets) added up
     col = np.searchsorted(CLASSES, cls[at])
-    n = np.stack([c.n[at[col == j]].sum(axis=0) for j in range(len(CLASSES))])
-    points = np.stack([c.points[at[col == j]].sum(axis=0) for j in range(len(CLASSES))])
-    k = (c.start_ns + np.arange(c.n.shape[1], dtype=np.int64) * BUCKET_NS - t0) // step
+    n = np.stack([n_all[at[col == j]].sum(axis=0) for j in range(len(CLASSES))])
+    points = np.stack([points_all[at[col == j]].sum(axis=0) for j in range(len(CLASSES))])
+    k = (c.start_ns + np.arange(n_all.shape[1], dtype=np.int64) * BUCKET_NS - t0) // step
     starts = np.flatnonzero(np.append(True, k[1:] != k[:-1]))
     n, points = np.add.reduceat(n, starts, axis=1), np.add.reduceat(points, starts, axis=1)
     cs, ks = np.nonzero(points)
     return [{"k": int(k[starts[a]]), "cls": CLASSES[b], "n": int(v)}
             for b, a, v in zip(cs.tolist(), ks.tolist(), n[cs, ks].tolist())]
+
+
+def _chosen(c: Buckets, vm: VendorMetric, chooses: bool, excluded: Mapping[str, Sequence[str]],
+            sent: np.ndarray) -> np.ndarray:
+    """The keys read: not left out by the discovery (``excluded``); when choosing, of each
+    replica's first source in ``vm``'s order that ``sent`` anything in the window."""
+    metric = np.array([key[0] for key in c.keys], dtype=object)
+    rank = np.array([vm.source_names.index(m) for m in metric.tolist()], dtype=np.int64)
+    replicas, replica_i = np.unique(np.array([key[1] for key in c.keys], dtype=object), return_inverse=True)
+    keep = np.ones(len(c.keys), dtype=bool)
+    for m, left_out in excluded.items():
+        keep &= ~((metric == m) & np.isin(replicas[replica_i], list(left_out)))
+    if chooses:
+        best = np.full(len(replicas), np.iinfo(np.int64).max)
+        np.minimum.at(best, replica_i[keep & sent], rank[keep & sent])
+        keep &= rank == best[replica_i]
+    return keep
+
+
+def latency_totals(c: Buckets, vm: VendorMetric, *, t0: int, step: int, chooses: bool,
+                   excluded: Mapping[str, Sequence[str]]) -> list[dict] | None:
+    """Statement 1's rows of ``histograms.totals`` (not split by status) from the sums
+    the store keeps per five minutes: per step and explicit layout (metric, unit,
+    bounds) over the replicas kept, a row where any histogram point is. None where an
+    exponential histogram is in the window: its buckets are statement 2's to read."""
+    v = c.values
+    if not c.keys or not v["n"].shape[1]:
+        return []
+    sent = v["rows"].sum(axis=1) > 0
+    kind = np.array([k[2] for k in c.keys], dtype=object)
+    if (sent & (kind == "exp_histogram")).any():
+        return None
+    keep = _chosen(c, vm, chooses, excluded, sent) & (kind == "histogram")
+    k = (c.start_ns + np.arange(v["n"].shape[1], dtype=np.int64) * BUCKET_NS - t0) // step
+    starts = np.flatnonzero(np.append(True, k[1:] != k[:-1]))
+    layouts: dict[tuple, list[int]] = {}
+    for i in np.flatnonzero(keep).tolist():
+        metric, _, _, unit, bounds = c.keys[i]
+        layouts.setdefault((metric, unit, bounds), []).append(i)
+    out = []
+    for (metric, unit, bounds), at in layouts.items():
+        def per_step(name: str, ufunc: np.ufunc = np.add) -> np.ndarray:
+            return ufunc.reduceat(ufunc.reduce(v[name][at], axis=0), starts)
+        points = per_step("rows")
+        n, s, no_min, no_max = per_step("n"), per_step("s"), per_step("no_min"), per_step("no_max")
+        mn, mx = per_step("mn", np.minimum), per_step("mx", np.maximum)
+        buckets = np.add.reduceat(np.sum([v["buckets"][i] for i in at], axis=0), starts, axis=0)
+        replicas = np.add.reduceat(v["rows"][at], starts, axis=1) > 0
+        for j in np.flatnonzero(points).tolist():
+            out.append({"k": int(k[starts[j]]), "kind": "histogram", "metric": metric, "unit": unit,
+                        "bounds": list(bounds), "scale": 0, "cls": 0, "n": int(n[j]), "s": float(s[j]),
+                        "mn": float(mn[j]), "mx": float(mx[j]), "no_min": int(no_min[j]), "no_max": int(no_max[j]),
+                        "zero": 0, "with_pos": 0, "pos_lo": 0, "with_neg": 0, "neg_lo": 0,
+                        "buckets": buckets[j].tolist(),
+                        "replicas": [c.keys[i][1] for i, held in zip(at, replicas[:, j]) if held]})
+    return out

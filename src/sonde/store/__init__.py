@@ -23,7 +23,7 @@ from .base import Executor
 from . import migrations, views
 from .disk import DiskGuard
 from .recent import Recent
-from .request_counts import BUCKET_NS, Counts, RequestCounts
+from .request_counts import BUCKET_NS, Buckets, RequestCounts, RequestLatency
 from .retention import Retention
 from .schema import ARROW_SCHEMAS
 from .wal import FlushingExecutor, Wal, replay
@@ -118,6 +118,7 @@ class Store:
         self.recent: Recent | None = None
         #: request counts per five minutes (store/request_counts.py), once :meth:`keep_request_counts` asks
         self.request_counts: RequestCounts | None = None
+        self.request_latency: RequestLatency | None = None
         self.retention = Retention(executor, db, retention_days, retention_check_seconds or 0,
                                    on_drop=self._dropped)
         if retention_check_seconds is not None:
@@ -233,33 +234,30 @@ class Store:
         self.recent = recent
 
     def keep_request_counts(self, metrics: Iterable[str], horizon_s: float, *, future_ns: int) -> None:
-        """Keep the last ``horizon_s`` of ``metrics``' points counted per five minutes in
-        memory (store/request_counts.py), loading them from the store now; as
+        """Keep the last ``horizon_s`` of the request histograms ``metrics`` per five
+        minutes in memory, counted by status class and summed for the latency
+        (store/request_counts.py), loading them from the store now; as
         :meth:`keep_recent`. Never longer than the retention: the tables' TTL deletes
         older rows in merges, unannounced."""
-        counts = RequestCounts(metrics, min(horizon_s, self.retention.days * 86400), future_ns=future_ns)
-        cls = "if(http_status BETWEEN 200 AND 599, intDiv(http_status, 100), 0)"
-        counts.load(self.ex.query_arrow(
-            f"SELECT ws, scope, entity, metric, replica, toInt8({cls}) AS cls,"
-            " intDiv(toUnixTimestamp64Nano(ts), {bucket:Int64}) AS b,"
-            " toInt64(sumIf(count, kind IN ('histogram', 'exp_histogram'))) AS n,"
-            " toInt32(countIf(kind IN ('histogram', 'exp_histogram'))) AS points, toInt32(count()) AS rows"
-            f" FROM {self.t('metric_points')}"
-            " WHERE metric IN {metrics:Array(String)} AND ts >= fromUnixTimestamp64Nano({lo:Int64})"
-            " GROUP BY ws, scope, entity, metric, replica, cls, b",
-            {"metrics": counts.metrics.to_pylist(), "lo": counts.since() // BUCKET_NS * BUCKET_NS,
-             "bucket": BUCKET_NS}))
-        self.request_counts = counts
+        horizon_s = min(horizon_s, self.retention.days * 86400)
+        for name, kind in (("request_counts", RequestCounts), ("request_latency", RequestLatency)):
+            memory = kind(metrics, horizon_s, future_ns=future_ns)
+            memory.load(self.ex.query_arrow(memory.load_sql(self.t("metric_points")), {
+                "metrics": memory.metrics.to_pylist(), "lo": memory.since() // BUCKET_NS * BUCKET_NS,
+                "bucket": BUCKET_NS}))
+            setattr(self, name, memory)
 
-    def request_count_window(self, ws: str, scope: str, entity: str, t0: int, t1: int,
-                             metrics: Iterable[str]) -> Counts | None:
-        """An entity's request counts of ``metrics`` over [t0, t1) (:meth:`RequestCounts.window`),
-        or None where the store must be read; after what was acknowledged is committed."""
-        if self.request_counts is None:
+    def request_window(self, name: str, ws: str, scope: str, entity: str, t0: int, t1: int,
+                       metrics: Iterable[str]) -> Buckets | None:
+        """An entity's buckets of ``metrics`` over [t0, t1) from the memory ``name``
+        (``request_counts``, ``request_latency``: ``FiveMinutes.window``), or None where
+        the store must be read; after what was acknowledged is committed."""
+        memory = getattr(self, name)
+        if memory is None:
             return None
         if isinstance(self.ex, FlushingExecutor):
             self.writer.flush()
-        return self.request_counts.window(ws, scope, entity, t0, t1, metrics)
+        return memory.window(ws, scope, entity, t0, t1, metrics)
 
     def recent_rows(self, ws: str, scope: str, entity: str, lo_ns: int, metrics: Iterable[str]) -> pa.Table | None:
         """An entity's points of ``metrics`` kept in memory (:meth:`Recent.rows`), or None
@@ -299,8 +297,8 @@ class Store:
                     memory.reset()
         self._changed(tables)
 
-    def _memories(self) -> list[Recent | RequestCounts]:
-        return [m for m in (self.recent, self.request_counts) if m is not None]
+    def _memories(self) -> list[Recent | RequestCounts | RequestLatency]:
+        return [m for m in (self.recent, self.request_counts, self.request_latency) if m is not None]
 
     def _not_stored(self, batch: list[dict[str, pa.Table]]) -> None:
         # some of the batch's tables may be stored though none was reported: the
