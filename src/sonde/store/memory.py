@@ -1,6 +1,7 @@
 """What the store's one writer keeps in memory of its committed points, and when that
 may be trusted: the life cycle :class:`~sonde.store.recent.Recent` (recent gauge points)
-and :class:`~sonde.store.request_counts.RequestCounts` (request counts) share.
+and the five-minute sums of store/five_minutes.py (``RequestCounts``, ``RequestLatency``)
+share.
 
 A memory holds the last ``horizon_ns`` of some metrics' points, as committed (``Store``
 feeds it after each commit and loads the horizon at start). It answers only from
