@@ -1,13 +1,16 @@
 """GAUGE metrics: time-weighted means per step, and replica counts.
 
-Time-weighted mean (docs/api.md#aggregation): each sample of a series holds its value until the next
-sample of that series, but at most two sampling intervals; a series' last sample holds
-one interval. A series' interval is the lower median gap between its samples in the rows
-read (a single-sample series is assumed to be sampled every ``DEFAULT_INTERVAL_NS``,
-the OpenTelemetry SDK's default export interval). Holds are clipped to the step; the
-step's mean is integral / covered time, and a step no hold reaches is null. Rows up to
-``LOOK_AROUND_NS`` before the window (their holds reach into it) and after it (the next
-sample decides how long the last one inside holds) are read too.
+Time-weighted mean (docs/metrics.md#gauge-time-weighted-mean): each sample of a series
+holds its value until the next sample of that series if that one comes within two of
+the sample's intervals, else for one interval (a gap, or the series' newest sample).
+A sample's interval is the time since the previous sample of its series, at most
+``MAX_INTERVAL_NS`` (5 minutes; a series' first sample: 5 minutes). Holds are clipped
+to the step; the step's mean is integral / covered time, and a step no hold reaches is
+null. The rule is local, so a sample's hold does not depend on the window asked: rows up
+to ``LOOK_AROUND_NS`` (15 minutes) before the window and after it are read, which holds
+every sample whose hold can reach into the window, its predecessor within an interval,
+and its successor within two. So a step's value is the same in every window holding it,
+and it can be summed ahead of the question (store/gauge_sums.py).
 
 A label set fed by several series (deployment totals, or several attribute sets per
 replica) adds the series' means up; for RATIO gauges it averages them instead, since
@@ -15,7 +18,7 @@ utilisations of one GPU do not add.
 
 Everything is one ClickHouse statement over the rows: per series, its samples become
 time-sorted arrays (``groupArray``), from which array functions give each sample's
-successor and the interval (``quantileExactLow(0.5)``, the lower median, of the gaps);
+successor and its interval;
 one ``ARRAY JOIN`` makes a row per sample and its hold, a second a row per step the
 hold reaches, cut at the step's edges; two GROUP BYs make per-series then
 per-label-set means. This measured 1.5-2.5x faster than the same computation with
@@ -37,14 +40,14 @@ from __future__ import annotations
 import pyarrow as pa
 
 from . import recent
+from .recent import MAX_INTERVAL_NS
 from .catalogue import LabelKind, VendorMetric
 from ..store.schema import GPU_COLUMN
 from .scan import STEP, Scan
 
-LOOK_AROUND_NS = 600 * 10**9
+LOOK_AROUND_NS = 900 * 10**9
 # the rows that feed a gauge: OTel gauges and UpDownCounters
 _GAUGE_ROW = "(kind = 'gauge' OR (kind = 'sum' AND NOT monotonic))"
-DEFAULT_INTERVAL_NS = 60 * 10**9
 
 
 def label_columns(kind: LabelKind) -> str:
@@ -83,7 +86,7 @@ def time_weighted(scan: Scan, vm: VendorMetric) -> pa.Table:
         else None
     if kept is not None:
         return recent.time_weighted(kept, vm, t0=w.start_ns, t1=w.end_ns, step=w.step_ns, lo=lo, hi=hi,
-                                    default_gap=DEFAULT_INTERVAL_NS, chooses=scan.chooses(vm),
+                                    chooses=scan.chooses(vm),
                                     excluded=scan.excluded.get(vm.name, {}))
     where, params = scan.where(vm.source_names, lo, hi, vm)
     factor, fparams = scan.factor(vm)
@@ -116,22 +119,23 @@ def time_weighted(scan: Scan, vm: VendorMetric) -> pa.Table:
                sum(hv * piece) AS integral
         FROM (
             SELECT series, replica, node_rank{carried}, hv, greatest(t, {{t0:Int64}}) AS a,
-                   least(if(n = 0, t + gap, least(n, t + 2 * gap)), {{t1:Int64}}) AS b
+                   least(if(n != 0 AND n - t <= 2 * e, n, t + e), {{t1:Int64}}) AS b
             FROM (
                 SELECT series, any(replica) AS replica, any(node_rank) AS node_rank{any_carried},
                        {collect}(toUnixTimestamp64Nano(ts){gauge_arg}) AS samples,
                        arraySort(samples) AS times,
                        arraySort((v, t) -> t, {collect}(value * {factor}{gauge_arg}), samples) AS vals,
-                       arrayFilter(d -> d > 0, arrayPopFront(arrayDifference(times))) AS gaps,
-                       -- quantileExactLow of an empty array is 0, not NULL: test for it
-                       if(empty(gaps), {{dgap:Int64}}, toInt64(arrayReduce('quantileExactLow(0.5)', gaps))) AS gap
+                       -- each sample's interval: the time since the one before, at most
+                       -- the cap (the first's difference from 0 is beyond it)
+                       arrayMap(d -> least(d, {{cap:Int64}}), arrayPopFront(arrayDifference(arrayPushFront(times, 0))))
+                           AS intervals
                 FROM (  -- the rows alone: the aggregates' aliases above shadow their columns
                     SELECT series, replica, node_rank{carried}, ts, value, unit, metric, kind, monotonic
                     FROM {scan.table} {where}{gauge_where}
                 )
                 GROUP BY series{choice}
             )
-            ARRAY JOIN times AS t, arrayPushBack(arrayPopFront(times), 0) AS n, vals AS hv
+            ARRAY JOIN times AS t, arrayPushBack(arrayPopFront(times), 0) AS n, vals AS hv, intervals AS e
             WHERE b > a
         )
         ARRAY JOIN range(intDiv(a - {{t0:Int64}}, {{step:Int64}}), intDiv(b - 1 - {{t0:Int64}}, {{step:Int64}}) + 1) AS kk
@@ -139,7 +143,7 @@ def time_weighted(scan: Scan, vm: VendorMetric) -> pa.Table:
     )
     GROUP BY k, l_host, l_device
     """
-    return scan.run(sql, {**scan.params(dgap=DEFAULT_INTERVAL_NS), **params, **fparams})
+    return scan.run(sql, {**scan.params(cap=MAX_INTERVAL_NS), **params, **fparams})
 
 
 def replica_counts(scan: Scan) -> list[dict]:

@@ -10,7 +10,7 @@ over an hour of one deployment's 32 GPU series 1-2 ms (bench/bench_recent.py).
 The arithmetic is :func:`query.gauges.time_weighted`'s, step for step, so both give
 one answer (docs/metrics.md, GAUGE; ``tests/test_recent.py`` holds them to it on
 random series): the same rows (sources, exclusions, the look-around), the unit factor
-per row, the per-replica source choice, each series' lower-median gap, holds cut at
+per row, the per-replica source choice, each sample's interval and hold, holds cut at
 the window and the steps, per-series means, then per label set their sum (their mean
 for RATIO gauges). Only the order floating-point sums are added in differs.
 """
@@ -24,6 +24,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .catalogue import CATALOGUE, DIMENSIONS, GAUGE, LabelKind, VendorMetric
+
+#: query.gauges' cap on a sample's interval (defined here, where both read it)
+MAX_INTERVAL_NS = 300 * 10**9
 
 #: the label kinds answered here: their labels are the replica, the node rank and the
 #: GPU column; a mount or an attribute set needs the attribute map, not kept in memory
@@ -54,7 +57,7 @@ def codes(column: pa.ChunkedArray) -> tuple[list, np.ndarray]:
 
 
 def time_weighted(rows: pa.Table, vm: VendorMetric, *, t0: int, t1: int, step: int, lo: int, hi: int,
-                  default_gap: int, chooses: bool, excluded: Mapping[str, Sequence[str]]) -> pa.Table:
+                  chooses: bool, excluded: Mapping[str, Sequence[str]]) -> pa.Table:
     """Rows ``{k, l_host, l_device, v}`` as :func:`query.gauges.time_weighted` gives them,
     from ``rows`` (columns of ``metric_points``: series, ts as Int64 nanoseconds, value,
     unit, metric, kind, monotonic, replica, node_rank, gpu) of one entity."""
@@ -99,20 +102,7 @@ def time_weighted(rows: pa.Table, vm: VendorMetric, *, t0: int, t1: int, step: i
     factors = _factors(rows, vm, metrics, metric_i, idx)
     if factors is not None:
         v = v * factors
-    same_next = np.append(s[1:] == s[:-1], False)
-    # each series' interval: the lower median of its positive gaps
-    gaps = np.diff(t)
-    has_gap = same_next[:-1] & (gaps > 0)
-    gs, gv = s[:-1][has_gap], gaps[has_gap]
-    by = _by(gs, gv)
-    gs, gv = gs[by], gv[by]
-    gap = np.full(starts.size, default_gap, dtype=np.int64)
-    if gs.size:
-        runs = np.flatnonzero(np.append(True, gs[1:] != gs[:-1]))
-        counts = np.diff(np.append(runs, gs.size))
-        gap[gs[runs]] = gv[runs + (counts - 1) // 2]
-    g = gap[s]
-    b = np.where(same_next, np.minimum(np.append(t[1:], 0), t + 2 * g), t + g)
+    b = holds(s, t)
     b = np.minimum(b, t1)
     a = np.maximum(t, t0)
     held = b > a
@@ -148,6 +138,18 @@ def time_weighted(rows: pa.Table, vm: VendorMetric, *, t0: int, t1: int, step: i
         "l_device": pa.DictionaryArray.from_arrays(ls, pa.array([x[1] for x in label_keys], pa.string())),
         "v": total,
     })
+
+
+def holds(s: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Where each sample's hold ends (query.gauges' rule), for samples sorted by series
+    ``s``, then time ``t``: at the next sample of its series if that comes within two
+    of its intervals, else one interval later; its interval is the time since the
+    previous sample of its series, at most MAX_INTERVAL_NS (the first's: that)."""
+    first = np.append(True, s[1:] != s[:-1])
+    last = np.append(first[1:], True)
+    interval = np.minimum(np.where(first, MAX_INTERVAL_NS, t - np.append(t[:1], t[:-1])), MAX_INTERVAL_NS)
+    gap = np.append(t[1:], 0) - t
+    return np.where(~last & (gap <= 2 * interval), t + gap, t + interval)
 
 
 _EMPTY = pa.table({"k": pa.array([], pa.int64()), "l_host": pa.array([], pa.string()),

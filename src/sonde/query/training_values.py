@@ -6,10 +6,10 @@ planning than reading (docs/training.md, Benchmark). Here SQL selects rows; nump
 the rest.
 
 - **Raw points** (steps under 3 minutes, or windows the rollup does not fully cover):
-  the exact hold rule of ``gauges`` (a sample holds until the next one, at most two
-  intervals, and the last one holds one interval; the interval is the lower median gap
-  of the rows read, which reach ``LOOK_AROUND_NS`` past the window) and the counter
-  increases of ``counters``, per series.
+  the exact hold rule of ``gauges`` (a sample holds until the next one if that comes
+  within two of its intervals, else one interval; its interval is the time since the
+  previous sample, at most 5 minutes; the rows read reach ``LOOK_AROUND_NS`` past the
+  window) and the counter increases of ``counters``, per series.
 - **The rollup** (``training_rollup``, store/schema.py), filled at insert time by a
   materialized view: per series and bucket of 1, 5 or 10 minutes, the samples' count,
   sum, and first and last time. The bucket is the largest that is at most a third of
@@ -36,7 +36,8 @@ import numpy as np
 
 from ..store.schema import GPU_INDEX, ROLLUP_FROM_SEQ, ROLLUP_LEVELS_S, ROLLUP_METRICS
 from .catalogue import DIMENSIONS, VendorMetric
-from .gauges import DEFAULT_INTERVAL_NS, LOOK_AROUND_NS
+from .gauges import LOOK_AROUND_NS
+from .recent import holds
 from .scan import Scan
 
 ROLLUP = "training_rollup"
@@ -210,19 +211,7 @@ def raw_values(scan: Scan, lab: Labels, names: list[str], factor: tuple[str, dic
     g = ~r["c"]
     order = np.lexsort((r["t"][g], r["i"][g]))
     i, t, v = r["i"][g][order], r["t"][g][order], r["v"][g][order]
-    same = i[1:] == i[:-1]
-    nxt = np.append(np.where(same, t[1:], 0), 0)  # 0: the series' last sample
-    # the interval: lower median of the series' positive gaps (quantileExactLow(0.5))
-    gap_ok = same & (t[1:] > t[:-1])
-    gi, gv = i[:-1][gap_ok], (t[1:] - t[:-1])[gap_ok]
-    gv = gv[np.lexsort((gv, gi))]
-    counts = np.bincount(gi, minlength=s)
-    interval = np.full(s, DEFAULT_INTERVAL_NS, dtype=np.int64)
-    has = counts > 0
-    interval[has] = gv[(np.cumsum(counts) - counts)[has] + (counts[has] - 1) // 2]
-    gap = interval[i]
-    a = np.maximum(t, t0)
-    b = np.minimum(np.where(nxt == 0, t + gap, np.minimum(nxt, t + 2 * gap)), t1)
+    a, b = np.maximum(t, t0), np.minimum(holds(i, t), t1)
     keep = b > a
     i, v, a, b = i[keep], v[keep], a[keep], b[keep]
     # each hold split over the steps it spans
