@@ -73,11 +73,13 @@ def step_of(t: int, w0: int = W0, step: int = STEP) -> int:
 def hold_segments(samples: list[tuple[int, float]]):
     """(from, to, value) per sample: until the next sample if it comes within two of the
     sample's intervals, else one interval; a sample's interval is the time since the
-    previous one, at most 5 minutes (the first sample's: 5 minutes)."""
+    previous one where that is at most 5 minutes, else (the first sample, one after a
+    longer gap) 60 s."""
     samples = sorted(samples)
     out = []
     for i, (t, v) in enumerate(samples):
-        interval = min(t - samples[i - 1][0], 300 * SEC) if i else 300 * SEC
+        since = t - samples[i - 1][0] if i else None
+        interval = since if since is not None and since <= 300 * SEC else 60 * SEC
         if i + 1 < len(samples) and samples[i + 1][0] - t <= 2 * interval:
             end = samples[i + 1][0]
         else:
@@ -521,18 +523,18 @@ def test_exponential_downscaling_is_exact_and_skips_late_points(app, client, cre
         assert [list(r["counts"]) for r in histograms._exp_buckets(scan, vm, side, [6], [-51])] == [[1, 5]]
 
 
-def test_a_single_sample_holds_for_the_longest_interval(client, creds):
+def test_a_single_sample_holds_for_the_default_interval(client, creds):
     # A series' first sample has no gap before it to take its interval from: with no
-    # successor it holds MAX_INTERVAL_NS (5 minutes).
-    from sonde.query.gauges import MAX_INTERVAL_NS
+    # successor it holds DEFAULT_INTERVAL_NS (60 s).
+    from sonde.query.gauges import DEFAULT_INTERVAL_NS
 
     t = W0 + 90 * SEC
     send(client, creds, res("solo"), [gauge("process.memory.usage", [number(t, 1234.0)], unit="By")])
     labels, values = metric(query(client, ["baseten_container_cpu_memory_working_set_bytes"]),
                             "baseten_container_cpu_memory_working_set_bytes")
     assert labels == [{"replica": "solo"}]
-    covered = set(range(step_of(t), step_of(t + MAX_INTERVAL_NS - 1) + 1))
-    assert len(covered) == 6
+    covered = set(range(step_of(t), step_of(t + DEFAULT_INTERVAL_NS - 1) + 1))
+    assert len(covered) == 2
     assert {k for k, v in enumerate(values) if v[0] is not None} == covered
     assert all(v[0] == 1234.0 for v in values if v[0] is not None)
 

@@ -72,9 +72,9 @@ def test_a_repeated_question_is_answered_from_the_cache_until_a_write_reaches_it
     assert how == "miss" and first["metric_descriptors"][0]["name"] == GPU
     assert _ask(client) == (first, "hit")
     # Writes that cannot change the answer keep it: another deployment, and points
-    # past the window and its look-around (10 minutes).
+    # past the window and its look-around (15 minutes).
     _send(client, creds, [_gpu(100, 0.9)], deployment="d2")
-    _send(client, creds, [_gpu(1800 + 601, 0.9)])
+    _send(client, creds, [_gpu(1800 + 901, 0.9)])
     assert _ask(client) == (first, "hit")
     # A late point inside the window (a second GPU's, in its fifth minute) drops it: the
     # next answer is the store's, with the new label set.

@@ -61,6 +61,10 @@ SETTINGS: tuple[Setting, ...] = (
             " in memory to answer requests by status and their latency over a window on five-minute boundaries without"
             " a statement (0: none; only where this server is the store's one writer; per replica, 37 KB a status class"
             " and ~250 KB a 12-bucket layout for 192 hours; docs/metrics.md#request-counts).", minimum=0),
+    Setting("gauge_sum_hours", 192.0, "Hours of the catalogue gauges' holds (those recent_minutes keeps) summed per"
+            " series in memory, per 5 minutes for the last 26 hours and per 30 minutes for the whole time, to answer a"
+            " metrics window on those boundaries in steps of them without a statement (0: none; only where this server"
+            " is the store's one writer; ~12 KB a series for 192 hours; docs/metrics.md#gauge-sums).", minimum=0),
     Setting("max_pending_rows", 2_000_000, "Rows waiting for commit past which ingest answers 503."),
     Setting("max_series_per_workspace", 1_000_000, "Distinct metric series one workspace may hold; points of a"
             " new series beyond it are rejected (OTLP partial_success, remote write X-Sonde-Rejected), known"
@@ -131,6 +135,7 @@ class Config:
     query_cache_mb: float = _BY_NAME["query_cache_mb"].default
     recent_minutes: float = _BY_NAME["recent_minutes"].default
     request_count_hours: float = _BY_NAME["request_count_hours"].default
+    gauge_sum_hours: float = _BY_NAME["gauge_sum_hours"].default
     max_pending_rows: int = _BY_NAME["max_pending_rows"].default
     max_series_per_workspace: int = _BY_NAME["max_series_per_workspace"].default
     min_free_disk_mb: int = _BY_NAME["min_free_disk_mb"].default

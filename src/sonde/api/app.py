@@ -106,6 +106,8 @@ def _wire(app: FastAPI, store: Store, config: Config) -> None:
         store.keep_recent(recent.METRICS, config.recent_minutes * 60, future_ns=MAX_AHEAD_NS)
     if config.request_count_hours and not store.shared(config.state_sync):
         store.keep_request_counts(recent_counts.METRICS, config.request_count_hours * 3600, future_ns=MAX_AHEAD_NS)
+    if config.gauge_sum_hours and not store.shared(config.state_sync):
+        store.keep_gauge_sums(recent.METRICS, config.gauge_sum_hours * 3600, future_ns=MAX_AHEAD_NS)
     app.state.evaluator = Evaluator(store, interval_s=config.alert_eval_seconds,
                                     external_url=f"http://{config.host}:{config.port}/ui/")
     creds = bootstrap(app.state.accounts, config.data_dir)

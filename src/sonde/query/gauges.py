@@ -3,8 +3,10 @@
 Time-weighted mean (docs/metrics.md#gauge-time-weighted-mean): each sample of a series
 holds its value until the next sample of that series if that one comes within two of
 the sample's intervals, else for one interval (a gap, or the series' newest sample).
-A sample's interval is the time since the previous sample of its series, at most
-``MAX_INTERVAL_NS`` (5 minutes; a series' first sample: 5 minutes). Holds are clipped
+A sample's interval is the time since the previous sample of its series if that is at
+most ``MAX_INTERVAL_NS`` (5 minutes), else ``DEFAULT_INTERVAL_NS`` (60 s, the
+OpenTelemetry SDK's default export interval: a series' first sample, one after a
+longer gap). Holds are clipped
 to the step; the step's mean is integral / covered time, and a step no hold reaches is
 null. The rule is local, so a sample's hold does not depend on the window asked: rows up
 to ``LOOK_AROUND_NS`` (15 minutes) before the window and after it are read, which holds
@@ -39,13 +41,12 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from . import recent
-from .recent import MAX_INTERVAL_NS
+from . import gauge_sums, recent
 from .catalogue import LabelKind, VendorMetric
+from ..store.holds import DEFAULT_INTERVAL_NS, LOOK_AROUND_NS, MAX_INTERVAL_NS
 from ..store.schema import GPU_COLUMN
 from .scan import STEP, Scan
 
-LOOK_AROUND_NS = 900 * 10**9
 # the rows that feed a gauge: OTel gauges and UpDownCounters
 _GAUGE_ROW = "(kind = 'gauge' OR (kind = 'sum' AND NOT monotonic))"
 
@@ -82,6 +83,11 @@ def time_weighted(scan: Scan, vm: VendorMetric) -> pa.Table:
     (query/recent.py), else from one statement."""
     w = scan.window
     lo, hi = w.start_ns - LOOK_AROUND_NS, w.end_ns + LOOK_AROUND_NS
+    summed = scan.store.gauge_window(scan.ws, scan.scope, scan.entity, w.start_ns, w.end_ns, w.step_ns,
+                                     vm.source_names) if recent.answers(vm) else None
+    if summed is not None:
+        return gauge_sums.time_weighted(summed, vm, t0=w.start_ns, t1=w.end_ns, step=w.step_ns,
+                                        chooses=scan.chooses(vm), excluded=scan.excluded.get(vm.name, {}))
     kept = scan.store.recent_rows(scan.ws, scan.scope, scan.entity, lo, vm.source_names) if recent.answers(vm) \
         else None
     if kept is not None:
@@ -125,10 +131,10 @@ def time_weighted(scan: Scan, vm: VendorMetric) -> pa.Table:
                        {collect}(toUnixTimestamp64Nano(ts){gauge_arg}) AS samples,
                        arraySort(samples) AS times,
                        arraySort((v, t) -> t, {collect}(value * {factor}{gauge_arg}), samples) AS vals,
-                       -- each sample's interval: the time since the one before, at most
-                       -- the cap (the first's difference from 0 is beyond it)
-                       arrayMap(d -> least(d, {{cap:Int64}}), arrayPopFront(arrayDifference(arrayPushFront(times, 0))))
-                           AS intervals
+                       -- each sample's interval: the time since the one before, unless
+                       -- that is beyond the cap (the first's difference from 0 is)
+                       arrayMap(d -> if(d <= {{cap:Int64}}, d, {{dgap:Int64}}),
+                                arrayPopFront(arrayDifference(arrayPushFront(times, 0)))) AS intervals
                 FROM (  -- the rows alone: the aggregates' aliases above shadow their columns
                     SELECT series, replica, node_rank{carried}, ts, value, unit, metric, kind, monotonic
                     FROM {scan.table} {where}{gauge_where}
@@ -143,7 +149,7 @@ def time_weighted(scan: Scan, vm: VendorMetric) -> pa.Table:
     )
     GROUP BY k, l_host, l_device
     """
-    return scan.run(sql, {**scan.params(cap=MAX_INTERVAL_NS), **params, **fparams})
+    return scan.run(sql, {**scan.params(cap=MAX_INTERVAL_NS, dgap=DEFAULT_INTERVAL_NS), **params, **fparams})
 
 
 def replica_counts(scan: Scan) -> list[dict]:

@@ -24,9 +24,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .catalogue import CATALOGUE, DIMENSIONS, GAUGE, LabelKind, VendorMetric
+from ..store.holds import holds
 
-#: query.gauges' cap on a sample's interval (defined here, where both read it)
-MAX_INTERVAL_NS = 300 * 10**9
 
 #: the label kinds answered here: their labels are the replica, the node rank and the
 #: GPU column; a mount or an attribute set needs the attribute map, not kept in memory
@@ -138,18 +137,6 @@ def time_weighted(rows: pa.Table, vm: VendorMetric, *, t0: int, t1: int, step: i
         "l_device": pa.DictionaryArray.from_arrays(ls, pa.array([x[1] for x in label_keys], pa.string())),
         "v": total,
     })
-
-
-def holds(s: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Where each sample's hold ends (query.gauges' rule), for samples sorted by series
-    ``s``, then time ``t``: at the next sample of its series if that comes within two
-    of its intervals, else one interval later; its interval is the time since the
-    previous sample of its series, at most MAX_INTERVAL_NS (the first's: that)."""
-    first = np.append(True, s[1:] != s[:-1])
-    last = np.append(first[1:], True)
-    interval = np.minimum(np.where(first, MAX_INTERVAL_NS, t - np.append(t[:1], t[:-1])), MAX_INTERVAL_NS)
-    gap = np.append(t[1:], 0) - t
-    return np.where(~last & (gap <= 2 * interval), t + gap, t + interval)
 
 
 _EMPTY = pa.table({"k": pa.array([], pa.int64()), "l_host": pa.array([], pa.string()),

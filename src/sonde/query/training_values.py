@@ -8,8 +8,8 @@ the rest.
 - **Raw points** (steps under 3 minutes, or windows the rollup does not fully cover):
   the exact hold rule of ``gauges`` (a sample holds until the next one if that comes
   within two of its intervals, else one interval; its interval is the time since the
-  previous sample, at most 5 minutes; the rows read reach ``LOOK_AROUND_NS`` past the
-  window) and the counter increases of ``counters``, per series.
+  previous sample, or 60 s where that is over 5 minutes; the rows read reach
+  ``LOOK_AROUND_NS`` past the window) and the counter increases of ``counters``, per series.
 - **The rollup** (``training_rollup``, store/schema.py), filled at insert time by a
   materialized view: per series and bucket of 1, 5 or 10 minutes, the samples' count,
   sum, and first and last time. The bucket is the largest that is at most a third of
@@ -37,7 +37,7 @@ import numpy as np
 from ..store.schema import GPU_INDEX, ROLLUP_FROM_SEQ, ROLLUP_LEVELS_S, ROLLUP_METRICS
 from .catalogue import DIMENSIONS, VendorMetric
 from .gauges import LOOK_AROUND_NS
-from .recent import holds
+from ..store.holds import holds
 from .scan import Scan
 
 ROLLUP = "training_rollup"

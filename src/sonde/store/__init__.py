@@ -22,6 +22,9 @@ from .._exceptions import BadRequest, StorageFull
 from .base import Executor
 from . import migrations, views
 from .disk import DiskGuard
+from .gauge_sums import LOOK_NS, GaugeSums, Sums
+from .holds import DEFAULT_INTERVAL_NS, MAX_INTERVAL_NS
+from .memory import Memory
 from .recent import Recent
 from .request_counts import BUCKET_NS, Buckets, RequestCounts, RequestLatency
 from .retention import Retention
@@ -119,6 +122,8 @@ class Store:
         #: request counts per five minutes (store/request_counts.py), once :meth:`keep_request_counts` asks
         self.request_counts: RequestCounts | None = None
         self.request_latency: RequestLatency | None = None
+        #: gauge holds summed per bucket (store/gauge_sums.py), once :meth:`keep_gauge_sums` asks
+        self.gauge_sums: GaugeSums | None = None
         self.retention = Retention(executor, db, retention_days, retention_check_seconds or 0,
                                    on_drop=self._dropped)
         if retention_check_seconds is not None:
@@ -247,6 +252,36 @@ class Store:
                 "bucket": BUCKET_NS}))
             setattr(self, name, memory)
 
+    def keep_gauge_sums(self, metrics: Iterable[str], horizon_s: float, *, future_ns: int) -> None:
+        """Keep the holds of the gauges ``metrics`` summed per bucket over the last
+        ``horizon_s`` in memory (store/gauge_sums.py), loading them from the store now,
+        one statement per entity; as :meth:`keep_request_counts`."""
+        sums = GaugeSums(metrics, min(horizon_s, self.retention.days * 86400), future_ns=future_ns)
+        lo = Memory.since(sums) // BUCKET_NS * BUCKET_NS
+        names = sums.metrics.to_pylist()
+        table = self.t("metric_points")
+        sums.presence.load(self.ex.query_arrow(sums.presence.load_sql(table),
+                                               {"metrics": names, "lo": lo - LOOK_NS, "bucket": BUCKET_NS}))
+        entities = self.ex.query_arrow(f"SELECT DISTINCT ws, scope, entity FROM {table}"
+                                       " WHERE metric IN {metrics:Array(String)} AND ts >= fromUnixTimestamp64Nano({lo:Int64})",
+                                       {"metrics": names, "lo": lo})
+        sql = sums.load_sql(table)
+        for ws, scope, entity in zip(*(entities.column(c).to_pylist() for c in ("ws", "scope", "entity"))):
+            sums.load(ws, scope, entity, self.ex.query_arrow(sql, {
+                "ws": ws, "scope": scope, "entity": entity, "metrics": names, "lo": lo, "look": LOOK_NS,
+                "cap": MAX_INTERVAL_NS, "dgap": DEFAULT_INTERVAL_NS, "w": BUCKET_NS}))
+        self.gauge_sums = sums
+
+    def gauge_window(self, ws: str, scope: str, entity: str, t0: int, t1: int, step: int,
+                     metrics: Iterable[str]) -> Sums | None:
+        """An entity's gauge sums of ``metrics`` over [t0, t1) (``GaugeSums.window``), or
+        None where the store must be read; after what was acknowledged is committed."""
+        if self.gauge_sums is None:
+            return None
+        if isinstance(self.ex, FlushingExecutor):
+            self.writer.flush()
+        return self.gauge_sums.window(ws, scope, entity, t0, t1, step, metrics)
+
     def request_window(self, name: str, ws: str, scope: str, entity: str, t0: int, t1: int,
                        metrics: Iterable[str]) -> Buckets | None:
         """An entity's buckets of ``metrics`` over [t0, t1) from the memory ``name``
@@ -297,8 +332,8 @@ class Store:
                     memory.reset()
         self._changed(tables)
 
-    def _memories(self) -> list[Recent | RequestCounts | RequestLatency]:
-        return [m for m in (self.recent, self.request_counts, self.request_latency) if m is not None]
+    def _memories(self) -> list[Recent | RequestCounts | RequestLatency | GaugeSums]:
+        return [m for m in (self.recent, self.request_counts, self.request_latency, self.gauge_sums) if m is not None]
 
     def _not_stored(self, batch: list[dict[str, pa.Table]]) -> None:
         # some of the batch's tables may be stored though none was reported: the

@@ -1,0 +1,408 @@
+"""Gauge holds summed per bucket in memory, per entity and series, by the store's one writer.
+
+A gauge's time-weighted mean over a day or a week reads every sample of the window in
+a statement: 60-200 ms here, most of it sorting samples into series and cutting their
+holds at the steps (docs/benchmarks.md). The hold rule is local (query/gauges.py: a
+sample holds until the next one if that comes within two of its intervals, else one
+interval; its interval is the time since the previous sample, at most 5 minutes), so a
+sample's hold is settled once its successor is committed, whatever window is asked
+later. :class:`GaugeSums` adds each settled hold, cut at bucket edges, to its series'
+integral (value x time) and covered time per bucket: 300 s buckets for the last
+``FINE_S`` (a day's window ending up to two hours ago, in 300 s steps), 1800 s buckets
+for the whole horizon (a week's window, in 1800 s steps). A window whose edges and step
+fall on a grid's buckets is then a sum of whole buckets, plus the hold of each series'
+newest sample (its successor is not here yet: it holds one interval), which
+query/gauge_sums.py works out with the same per-replica source choice as the statement
+(from :class:`GaugePresence`, every row of the sources per (metric, replica) and five
+minutes).
+
+Each series' newest sample (time, value, interval, unit) is kept to settle its hold when
+the next commit brings its successor. A sample older than its series' newest arrives
+late: the holds around it are not redone here, so every window reading from 15 minutes
+before it to 15 minutes after the newest sample then is read from the store. At start
+the horizon is loaded from the store, one statement per entity, settling holds as the
+statement does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .five_minutes import BUCKET_NS, Buckets, Field, FiveMinutes
+from .holds import LOOK_AROUND_NS as LOOK_NS, intervals
+from . import recent
+from .memory import Memory
+
+FINE_NS, COARSE_NS = BUCKET_NS, 1800 * 10**9
+FINE_S = 26 * 3600
+_GAUGE = "(kind = 'gauge' OR (kind = 'sum' AND NOT monotonic))"
+_ENTITY = ("ws", "scope", "entity")
+#: per key: (metric, series, unit, replica, node_rank, gpu)
+Key = tuple[str, int, str, str, int, str]
+
+
+class GaugePresence(FiveMinutes):
+    """Rows of any kind per (metric, replica) and five minutes: the per-replica source
+    choice counts those, as the statement's does."""
+
+    KEY = ("metric", "replica")
+    FIELDS = (Field("rows", np.int32),)
+
+    @staticmethod
+    def load_sql(table: str) -> str:
+        return ("SELECT ws, scope, entity, metric, replica, intDiv(toUnixTimestamp64Nano(ts), {bucket:Int64}) AS b,"
+                f" toInt32(count()) AS rows FROM {table} WHERE metric IN {{metrics:Array(String)}}"
+                " AND ts >= fromUnixTimestamp64Nano({lo:Int64}) GROUP BY ws, scope, entity, metric, replica, b")
+
+    def add(self, points: pa.Table) -> None:
+        at = self._kept_rows(points)
+        if not at.size:
+            return
+        rows = points.select([*_ENTITY, "metric", "replica", "ts"]).take(pa.array(at))
+        rows = rows.set_column(5, "b", pc.divide(rows.column("ts").cast(pa.int64()), BUCKET_NS))
+        agg = rows.group_by([*_ENTITY, "metric", "replica", "b"]).aggregate([("b", "count")])
+        self._merge(pa.table({**{c: agg.column(c).cast(pa.string()) for c in (*_ENTITY, "metric", "replica")},
+                              "b": agg.column("b"), "rows": agg.column("b_count").cast(pa.int32())}))
+
+
+class _Grid:
+    """One entity's sums per key in buckets of ``width`` ns: a ring of ``size`` slots, a
+    bucket in slot ``bucket % size`` (its stamp says which), arrays (keys, slots)."""
+
+    def __init__(self, width: int, size: int):
+        self.width, self.size = width, size
+        self.stamp = np.full(size, -1, dtype=np.int64)
+        self.i = np.zeros((0, size))
+        self.c = np.zeros((0, size), dtype=np.int64)
+
+    def grow(self, n: int) -> None:
+        if n > self.i.shape[0]:
+            more = max(n, 2 * self.i.shape[0]) - self.i.shape[0]
+            self.i = np.vstack([self.i, np.zeros((more, self.size))])
+            self.c = np.vstack([self.c, np.zeros((more, self.size), dtype=np.int64)])
+
+    def add(self, key: np.ndarray, bucket: np.ndarray, integral: np.ndarray, covered: np.ndarray) -> None:
+        slot = bucket % self.size
+        newest = np.full(self.size, -1, dtype=np.int64)
+        np.maximum.at(newest, slot, bucket)
+        taken = np.flatnonzero(newest > self.stamp)
+        self.stamp[taken] = newest[taken]
+        self.i[:, taken], self.c[:, taken] = 0.0, 0
+        ok = bucket == self.stamp[slot]  # older than the slot's bucket: past the horizon
+        flat = key[ok] * self.size + slot[ok]
+        np.add.at(self.i.reshape(-1), flat, integral[ok])
+        np.add.at(self.c.reshape(-1), flat, covered[ok])
+
+    def window(self, b0: int, b1: int, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        bucket = np.arange(b0, b1, dtype=np.int64)
+        slot = bucket % self.size
+        held = self.stamp[slot] == bucket
+        return (np.where(held, self.i[keys][:, slot], 0.0), np.where(held, self.c[keys][:, slot], 0))
+
+
+class _Entity:
+    def __init__(self, fine: int, coarse: int):
+        self.fine, self.coarse = _Grid(FINE_NS, fine), _Grid(COARSE_NS, coarse)
+        self.keys: list[Key] = []
+        self.index: dict[tuple[int, str], int] = {}
+        # per series: its newest sample
+        self.series: dict[int, int] = {}
+        self.t = np.zeros(0, dtype=np.int64)
+        self.v = np.zeros(0)
+        self.e = np.zeros(0, dtype=np.int64)
+        self.k = np.zeros(0, dtype=np.int64)  # its key (series, unit)
+        self.dirty: list[tuple[int, int]] = []
+
+    def key_of(self, keys: list[Key]) -> np.ndarray:
+        out = np.empty(len(keys), dtype=np.int64)
+        for j, key in enumerate(keys):
+            at = self.index.get((key[1], key[2]))
+            if at is None:
+                at = self.index[(key[1], key[2])] = len(self.keys)
+                self.keys.append(key)
+            out[j] = at
+        self.fine.grow(len(self.keys))
+        self.coarse.grow(len(self.keys))
+        return out
+
+    def series_of(self, ids: list[int]) -> np.ndarray:
+        out = np.empty(len(ids), dtype=np.int64)
+        for j, s in enumerate(ids):
+            at = self.series.get(s)
+            if at is None:
+                at = self.series[s] = len(self.series)
+            out[j] = at
+        if len(self.series) > self.t.size:
+            more = max(len(self.series), 2 * self.t.size) - self.t.size
+            self.t = np.append(self.t, np.full(more, -1, dtype=np.int64))
+            self.v, self.e = np.append(self.v, np.zeros(more)), np.append(self.e, np.zeros(more, np.int64))
+            self.k = np.append(self.k, np.zeros(more, np.int64))
+        return out
+
+
+@dataclass(frozen=True)
+class Sums:
+    """An entity's sums over [t0, t1) for ``keys``: ``integral`` and ``covered`` as
+    (keys, buckets of ``width``) arrays, the newest sample of each series whose hold is
+    not summed (``tail_key``, ``tail_t``, ``tail_v``, ``tail_e``), and the sources'
+    rows per (metric, replica) and five minutes around the window (``presence``)."""
+
+    keys: list[Key]
+    width: int
+    integral: np.ndarray
+    covered: np.ndarray
+    tail_key: np.ndarray
+    tail_t: np.ndarray
+    tail_v: np.ndarray
+    tail_e: np.ndarray
+    presence: Buckets
+
+
+class GaugeSums(Memory):
+    def __init__(self, metrics: Iterable[str], horizon_s: float, *, future_ns: int,
+                 clock: Callable[[], int] = time.time_ns):
+        super().__init__(metrics, horizon_s, future_ns=future_ns, clock=clock)
+        self.fine_ns = min(self.horizon_ns, FINE_S * 10**9)
+        self._sizes = tuple(-(-(h + future_ns) // w) + 3 for h, w in ((self.fine_ns, FINE_NS),
+                                                                        (self.horizon_ns, COARSE_NS)))
+        self.presence = GaugePresence(metrics, horizon_s, future_ns=future_ns, clock=clock)
+        self._entities: dict[tuple[str, str, str], _Entity] = {}
+        self._ceiling = 2**63 - 1
+
+    # the life cycle, shared with the presence counts
+    def lost(self, points: list[pa.Table]) -> None:
+        super().lost(points)
+        self.presence.lost(points)
+
+    def reset(self) -> None:
+        super().reset()
+        self.presence.reset()
+
+    def _forget(self) -> None:
+        self._entities = {}
+
+    def since(self) -> int:
+        # a hold settled here needs its sample's predecessor: the first LOOK_NS is not sure
+        return max(super().since() + LOOK_NS, self.presence.since())
+
+    def load_sql(self, table: str) -> str:
+        """Per key and fine bucket, the settled holds' sums of one entity (binds ws,
+        scope, entity, metrics, lo, cap, w); plus each series' newest sample as a row
+        with ``b`` = -1 (its time, value, interval in ``i``, ``c``, ``e``)."""
+        return f"""
+        SELECT metric, series, unit, replica, node_rank, gpu, b, i, c, e FROM (
+            SELECT any(metric) AS metric, series, unit, any(replica) AS replica, any(node_rank) AS node_rank,
+                   any(gpu) AS gpu, intDiv(p, {{w:Int64}}) AS b, sum(hv * piece) AS i, sum(piece) AS c,
+                   toInt64(0) AS e
+            FROM (
+                SELECT metric, series, unit, replica, node_rank, gpu, hv, p,
+                       least(end, (intDiv(p, {{w:Int64}}) + 1) * {{w:Int64}}) - p AS piece
+                FROM (
+                    SELECT metric, series, u AS unit, replica, node_rank, gpu, hv, t,
+                           if(n - t <= 2 * e, n, t + e) AS end
+                    FROM ({_series_sql(table)})
+                    ARRAY JOIN times AS t, arrayPushBack(arrayPopFront(times), 0) AS n, vals AS hv, units AS u,
+                               intervals AS e
+                    WHERE n != 0
+                )
+                ARRAY JOIN arrayFilter(x -> x < end,
+                    arrayMap(j -> if(j = 0, t, (intDiv(t, {{w:Int64}}) + j) * {{w:Int64}}), range(3))) AS p
+            )
+            WHERE p >= {{lo:Int64}}
+            GROUP BY series, unit, b
+            UNION ALL
+            SELECT metric, series, units[-1], replica, node_rank, gpu, toInt64(-1), vals[-1], times[-1],
+                   intervals[-1]
+            FROM ({_series_sql(table)})
+        )"""
+
+    def load(self, ws: str, scope: str, entity: str, rows: pa.Table) -> None:
+        """One entity's :meth:`load_sql` rows, read at start."""
+        if not rows.num_rows:
+            return
+        cols = {c: rows.column(c).to_pylist() for c in rows.column_names}
+        keys = list(zip(cols["metric"], cols["series"], cols["unit"], cols["replica"], cols["node_rank"], cols["gpu"]))
+        b = np.array(cols["b"], dtype=np.int64)
+        with self._lock:
+            ent = self._entity((ws, scope, entity))
+            k = ent.key_of(keys)
+            sums = b >= 0
+            self._add(ent, k[sums], b[sums] * FINE_NS, np.array(cols["i"])[sums],
+                      np.array(cols["c"], dtype=np.int64)[sums])
+            tail = np.flatnonzero(~sums)
+            at = ent.series_of([cols["series"][j] for j in tail])
+            ent.t[at] = np.array(cols["c"], dtype=np.int64)[tail]
+            ent.v[at] = np.array(cols["i"])[tail]
+            ent.e[at] = np.array(cols["e"], dtype=np.int64)[tail]
+            ent.k[at] = k[tail]
+
+    def add(self, points: pa.Table) -> None:
+        """Rows of ``metric_points`` as ingest builds them, committed just now."""
+        self.presence.add(points)
+        oldest = (self._clock() - self.horizon_ns) // COARSE_NS * COARSE_NS - LOOK_NS
+        keep = pc.and_(pc.and_(pc.is_in(points.column("metric"), value_set=self.metrics),
+                               pc.greater_equal(points.column("ts").cast(pa.int64()), oldest)),
+                       pc.or_(pc.equal(points.column("kind").cast(pa.string()), "gauge"),
+                              pc.and_(pc.equal(points.column("kind").cast(pa.string()), "sum"),
+                                      pc.invert(points.column("monotonic")))))
+        at = np.flatnonzero(keep.to_numpy(zero_copy_only=False))
+        if not at.size:
+            return
+        rows = points.select([*_ENTITY, "metric", "series", "unit", "replica", "node_rank", "ts", "value"]
+                             ).take(pa.array(at))
+        t = rows.column("ts").cast(pa.int64()).to_numpy()
+        v = rows.column("value").to_numpy(zero_copy_only=False)
+        series = rows.column("series").to_numpy().astype(np.uint64)
+        # a key is (series, unit): its words are worked out once, from one of its rows
+        # (entity, metric, replica and attributes are part of a series' key)
+        units = pc.dictionary_encode(pc.fill_null(rows.column("unit").cast(pa.string()), "")).combine_chunks()
+        pair = series * np.uint64(len(units.dictionary) + 1) + units.indices.to_numpy(
+            zero_copy_only=False).astype(np.uint64)
+        _, one, pair_i = np.unique(pair, return_index=True, return_inverse=True)
+        pair_i = pair_i.ravel()
+        firsts = rows.take(pa.array(one))
+        gpu = recent.gpu_labels(points.column("attrs").take(pa.array(at[one]))).to_pylist()
+        words = {c: firsts.column(c).cast(pa.string()).to_pylist() for c in (*_ENTITY, "metric", "unit", "replica")}
+        rank = firsts.column("node_rank").to_pylist()
+        keys = [(m, int(sr), u, r, n, g) for m, sr, u, r, n, g in zip(
+            words["metric"], series[one].tolist(), words["unit"], words["replica"], rank, gpu)]
+        entity = list(zip(*(words[c] for c in _ENTITY)))
+        by: dict[tuple, list[int]] = {}
+        for j, e in enumerate(entity):
+            by.setdefault(e, []).append(j)
+        ent_of_pair = np.empty(len(one), dtype=np.int64)
+        for n, pairs in enumerate(by.values()):
+            ent_of_pair[pairs] = n
+        row_ent = ent_of_pair[pair_i]
+        order = np.argsort(row_ent, kind="stable")  # each entity's rows, in commit order
+        cut = np.searchsorted(row_ent[order], np.arange(len(by) + 1))
+        with self._lock:
+            ahead = (self._clock() + self._future_ns) // FINE_NS * FINE_NS + FINE_NS
+            if (t > ahead).any():
+                self._ceiling = min(self._ceiling, int(t[t > ahead].min()))
+            for n, (e, pairs) in enumerate(by.items()):
+                ent = self._entity(e)
+                key_of = np.zeros(len(one), dtype=np.int64)
+                key_of[pairs] = ent.key_of([keys[j] for j in pairs])
+                j = order[cut[n]:cut[n + 1]]
+                j = j[t[j] <= ahead]
+                self._settle(ent, series[j], t[j], v[j], key_of[pair_i[j]])
+
+    def _entity(self, e: tuple[str, str, str]) -> _Entity:
+        ent = self._entities.get(e)
+        if ent is None:
+            ent = self._entities[e] = _Entity(*self._sizes)
+        return ent
+
+    def _settle(self, ent: _Entity, series: np.ndarray, t: np.ndarray, v: np.ndarray, key: np.ndarray) -> None:
+        """Settle the holds the new samples decide, sum them, keep each series' newest."""
+        uniq, local = np.unique(series, return_inverse=True)
+        at = ent.series_of(uniq.tolist())
+        sid = at[local.ravel()]
+        prev_t = ent.t[at]
+        # late: older than its series' newest; the holds around it are left unsettled
+        late = t < ent.t[sid]
+        if late.any():
+            lo = int(t[late].min()) - LOOK_NS
+            ent.dirty.append((lo, int(ent.t[sid[late]].max()) + LOOK_NS))
+            sid, t, v, key = sid[~late], t[~late], v[~late], key[~late]
+        # each series' kept newest sample first, then the new ones in time order
+        had = np.flatnonzero(prev_t >= 0)
+        s = np.concatenate([at[had], sid])
+        tt = np.concatenate([prev_t[had], t])
+        vv = np.concatenate([ent.v[at[had]], v])
+        kk = np.concatenate([ent.k[at[had]], key])
+        old = np.concatenate([np.ones(had.size, bool), np.zeros(sid.size, bool)])
+        order = np.lexsort((~old, tt, s))
+        s, tt, vv, kk, old = s[order], tt[order], vv[order], kk[order], old[order]
+        first = np.append(True, s[1:] != s[:-1])
+        last = np.append(first[1:], True)
+        e = np.where(old, ent.e[s], intervals(first, tt))
+        gap = np.append(tt[1:], 0) - tt
+        end = np.where(gap <= 2 * e, tt + gap, tt + e)
+        held = np.flatnonzero(~last & (end > tt))
+        self._add(ent, kk[held], tt[held], vv[held], end[held] - tt[held], split=True)
+        newest = np.flatnonzero(last)
+        ent.t[s[newest]], ent.v[s[newest]], ent.e[s[newest]], ent.k[s[newest]] = (
+            tt[newest], vv[newest], e[newest], kk[newest])
+
+    def _add(self, ent: _Entity, key: np.ndarray, a: np.ndarray, v: np.ndarray, length: np.ndarray,
+             *, split: bool = False) -> None:
+        """Add holds ``[a, a + length)`` of values ``v`` to both grids, cut at the fine
+        buckets' edges (``split``; else they lie in one: a load's sums)."""
+        if split:  # a hold is at most 2 x 5 minutes: it reaches at most three buckets
+            b = a + length
+            pieces = [(a, np.minimum(b, (a // FINE_NS + 1) * FINE_NS))]
+            for j in (1, 2):
+                start = (a // FINE_NS + j) * FINE_NS
+                pieces.append((start, np.minimum(b, start + FINE_NS)))
+            p0 = np.concatenate([p[0] for p in pieces])
+            n = np.concatenate([p[1] - p[0] for p in pieces])
+            key, v = np.tile(key, 3), np.tile(v, 3)
+            ok = n > 0
+            a, length, key, integral = p0[ok], n[ok], key[ok], v[ok] * n[ok]
+        else:
+            integral = v
+        for grid in (ent.fine, ent.coarse):
+            grid.add(key, a // grid.width, integral, length)
+
+    def window(self, ws: str, scope: str, entity: str, t0: int, t1: int, step: int,
+               metrics: Iterable[str]) -> Sums | None:
+        """The entity's sums of ``metrics``' series over [t0, t1) in buckets the steps
+        hold whole, or None where they may be missing (not kept, not on a grid's edges,
+        not from as early as the window's reads, or a late sample near it)."""
+        wanted = frozenset(metrics)
+        if not wanted <= self._kept or t1 <= t0:
+            return None
+        lo, hi = t0 - LOOK_NS, t1 + LOOK_NS
+        presence = self.presence.window(ws, scope, entity, lo, hi, wanted)
+        with self._lock:
+            floor = max(self._clock() - self.fine_ns + LOOK_NS, self._floor)
+            width = next((w for w in (FINE_NS, COARSE_NS) if not (t0 % w or t1 % w or step % w)
+                          and (w == COARSE_NS or lo >= floor)), None)
+            if width is None or presence is None or lo < self.since() or hi > self._ceiling:
+                return None
+            ent = self._entities.get((ws, scope, entity))
+            if ent is None:
+                return Sums([], width, np.zeros((0, (t1 - t0) // width)), np.zeros((0, (t1 - t0) // width), np.int64),
+                            *(np.zeros(0, np.int64),) * 4, presence)
+            if any(a < hi and lo < b for a, b in ent.dirty):
+                return None
+            keys = np.array([j for j, k in enumerate(ent.keys) if k[0] in wanted], dtype=np.int64)
+            grid = ent.fine if width == FINE_NS else ent.coarse
+            integral, covered = grid.window(t0 // width, t1 // width, keys)
+            s = np.arange(len(ent.series))
+            tail = s[(ent.t[s] < t1) & (ent.t[s] + ent.e[s] > t0) & np.isin(ent.k[s], keys)]
+            pos = np.searchsorted(keys, ent.k[tail])
+            return Sums([ent.keys[j] for j in keys.tolist()], width, integral, covered, pos,
+                        ent.t[tail].copy(), ent.v[tail].copy(), ent.e[tail].copy(), presence)
+
+    def __len__(self) -> int:
+        """Series held, over every entity."""
+        with self._lock:
+            return sum(len(ent.series) for ent in self._entities.values())
+
+
+def _series_sql(table: str) -> str:
+    """One entity's gauge rows of the horizon as per-series time-sorted arrays with each
+    sample's interval (query.gauges' rule)."""
+    return f"""
+        SELECT series, any(metric) AS metric, any(replica) AS replica, any(node_rank) AS node_rank,
+               any(gpu) AS gpu, arraySort(groupArray(toUnixTimestamp64Nano(ts))) AS times,
+               arraySort((x, y) -> y, groupArray(value), groupArray(toUnixTimestamp64Nano(ts))) AS vals,
+               arraySort((x, y) -> y, groupArray(toString(unit)), groupArray(toUnixTimestamp64Nano(ts))) AS units,
+               arrayMap(d -> if(d <= {{cap:Int64}}, d, {{dgap:Int64}}),
+                        arrayPopFront(arrayDifference(arrayPushFront(times, 0)))) AS intervals
+        FROM (  -- the rows alone: the aggregates' aliases above shadow their columns
+            SELECT series, metric, replica, node_rank, gpu, ts, value, unit FROM {table}
+            WHERE ws = {{ws:String}} AND scope = {{scope:String}} AND entity = {{entity:String}}
+              AND metric IN {{metrics:Array(String)}} AND ts >= fromUnixTimestamp64Nano({{lo:Int64}} - {{look:Int64}})
+              AND {_GAUGE}
+        )
+        GROUP BY series"""
