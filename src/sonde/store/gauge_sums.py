@@ -244,55 +244,73 @@ class GaugeSums(Memory):
 
     def add(self, points: pa.Table) -> None:
         """Rows of ``metric_points`` as ingest builds them, committed just now."""
-        self.presence.add(points)
         oldest = (self._clock() - self.horizon_ns) // COARSE_NS * COARSE_NS - LOOK_NS
-        keep = pc.and_(pc.and_(pc.is_in(points.column("metric"), value_set=self.metrics),
-                               pc.greater_equal(points.column("ts").cast(pa.int64()), oldest)),
-                       pc.or_(pc.equal(points.column("kind").cast(pa.string()), "gauge"),
-                              pc.and_(pc.equal(points.column("kind").cast(pa.string()), "sum"),
-                                      pc.invert(points.column("monotonic")))))
-        at = np.flatnonzero(keep.to_numpy(zero_copy_only=False))
+        ts = _numbers(points.column("ts").cast(pa.int64()))
+        at = np.flatnonzero(pc.is_in(points.column("metric"), value_set=self.metrics).to_numpy(zero_copy_only=False)
+                            & (ts >= oldest))
         if not at.size:
             return
-        rows = points.select([*_ENTITY, "metric", "series", "unit", "replica", "node_rank", "ts", "value"]
-                             ).take(pa.array(at))
-        t = rows.column("ts").cast(pa.int64()).to_numpy()
-        v = rows.column("value").to_numpy(zero_copy_only=False)
-        series = rows.column("series").to_numpy().astype(np.uint64)
+        kind = points.column("kind")
+        gauge = pc.or_(pc.equal(kind, "gauge"), pc.and_(pc.equal(kind, "sum"), pc.invert(points.column("monotonic"))))
+        gauge = gauge.to_numpy(zero_copy_only=False)[at]
+        t, v, series = ts[at], _numbers(points.column("value"))[at], _numbers(points.column("series"))[at]
         # a key is (series, unit): its words are worked out once, from one of its rows
         # (entity, metric, replica and attributes are part of a series' key)
-        units = pc.dictionary_encode(pc.fill_null(rows.column("unit").cast(pa.string()), "")).combine_chunks()
-        pair = series * np.uint64(len(units.dictionary) + 1) + units.indices.to_numpy(
-            zero_copy_only=False).astype(np.uint64)
-        _, one, pair_i = np.unique(pair, return_index=True, return_inverse=True)
-        pair_i = pair_i.ravel()
-        firsts = rows.take(pa.array(one))
+        units = pc.dictionary_encode(pc.fill_null(points.column("unit").combine_chunks().cast(pa.string()), ""))
+        unit_i = units.indices.to_numpy(zero_copy_only=False)[at].astype(np.uint64)
+        pairs = pc.dictionary_encode(pa.array(series.astype(np.uint64) * np.uint64(len(units.dictionary) + 1) + unit_i))
+        pair_i = pairs.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        one = np.empty(len(pairs.dictionary), dtype=np.int64)
+        one[pair_i] = np.arange(at.size)
+        firsts = points.select([*_ENTITY, "metric", "replica", "node_rank"]).take(pa.array(at[one]))
         gpu = recent.gpu_labels(points.column("attrs").take(pa.array(at[one]))).to_pylist()
-        words = {c: firsts.column(c).cast(pa.string()).to_pylist() for c in (*_ENTITY, "metric", "unit", "replica")}
-        rank = firsts.column("node_rank").to_pylist()
-        keys = [(m, int(sr), u, r, n, g) for m, sr, u, r, n, g in zip(
-            words["metric"], series[one].tolist(), words["unit"], words["replica"], rank, gpu)]
+        words = {c: firsts.column(c).cast(pa.string()).to_pylist() for c in (*_ENTITY, "metric", "replica")}
+        unit_words = units.dictionary.to_pylist()
+        keys = [(m, int(sr), unit_words[u], r, n, g) for m, sr, u, r, n, g in zip(
+            words["metric"], series[one].tolist(), unit_i[one].tolist(), words["replica"],
+            firsts.column("node_rank").to_pylist(), gpu)]
         entity = list(zip(*(words[c] for c in _ENTITY)))
+        self._present(entity, keys, pair_i, t)
         by: dict[tuple, list[int]] = {}
         for j, e in enumerate(entity):
             by.setdefault(e, []).append(j)
         ent_of_pair = np.empty(len(one), dtype=np.int64)
-        for n, pairs in enumerate(by.values()):
-            ent_of_pair[pairs] = n
-        row_ent = ent_of_pair[pair_i]
-        order = np.argsort(row_ent, kind="stable")  # each entity's rows, in commit order
-        cut = np.searchsorted(row_ent[order], np.arange(len(by) + 1))
+        for n, members in enumerate(by.values()):
+            ent_of_pair[members] = n
+        g = np.flatnonzero(gauge)
+        row_ent = ent_of_pair[pair_i[g]]
+        order = g[np.argsort(row_ent, kind="stable")]  # each entity's gauge rows, in commit order
+        cut = np.searchsorted(ent_of_pair[pair_i[order]], np.arange(len(by) + 1))
         with self._lock:
             ahead = (self._clock() + self._future_ns) // FINE_NS * FINE_NS + FINE_NS
             if (t > ahead).any():
                 self._ceiling = min(self._ceiling, int(t[t > ahead].min()))
-            for n, (e, pairs) in enumerate(by.items()):
-                ent = self._entity(e)
-                key_of = np.zeros(len(one), dtype=np.int64)
-                key_of[pairs] = ent.key_of([keys[j] for j in pairs])
+            for n, (e, members) in enumerate(by.items()):
                 j = order[cut[n]:cut[n + 1]]
                 j = j[t[j] <= ahead]
+                if not j.size:
+                    continue
+                ent = self._entity(e)
+                key_of = np.zeros(len(one), dtype=np.int64)
+                key_of[members] = ent.key_of([keys[x] for x in members])
                 self._settle(ent, series[j], t[j], v[j], key_of[pair_i[j]])
+
+    def _present(self, entity: list, keys: list, pair_i: np.ndarray, t: np.ndarray) -> None:
+        """Count the rows (of any kind) per (metric, replica) and five minutes."""
+        code: dict[tuple, int] = {}
+        pcode = np.array([code.setdefault((e, k[0], k[3]), len(code)) for e, k in zip(entity, keys)], dtype=np.int64)
+        keep = t >= self.presence._oldest()
+        b = t[keep] // BUCKET_NS
+        if not b.size:
+            return
+        b0, nb = int(b.min()), int(b.max()) - int(b.min()) + 1
+        counts = np.bincount(pcode[pair_i[keep]] * nb + (b - b0), minlength=len(code) * nb)
+        combo = np.flatnonzero(counts)
+        rows = counts[combo]
+        which = list(code)
+        c, bb = np.divmod(combo, nb)
+        self.presence._add_rows([which[x][0] for x in c.tolist()], [which[x][1:] for x in c.tolist()], bb + b0,
+                                {"rows": rows.astype(np.int32)})
 
     def _entity(self, e: tuple[str, str, str]) -> _Entity:
         ent = self._entities.get(e)
@@ -319,7 +337,7 @@ class GaugeSums(Memory):
         vv = np.concatenate([ent.v[at[had]], v])
         kk = np.concatenate([ent.k[at[had]], key])
         old = np.concatenate([np.ones(had.size, bool), np.zeros(sid.size, bool)])
-        order = np.lexsort((~old, tt, s))
+        order = _by_series(s, tt)
         s, tt, vv, kk, old = s[order], tt[order], vv[order], kk[order], old[order]
         first = np.append(True, s[1:] != s[:-1])
         last = np.append(first[1:], True)
@@ -387,6 +405,23 @@ class GaugeSums(Memory):
         """Series held, over every entity."""
         with self._lock:
             return sum(len(ent.series) for ent in self._entities.values())
+
+
+def _by_series(s: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """The order by series ``s`` (small ids), then time, earlier rows first among equal
+    times. A commit brings each series' samples in time order after its kept newest, so
+    a stable sort by series usually does; a check finds when it does not."""
+    order = np.argsort(s.astype(np.int32), kind="stable")
+    ss, tt = s[order], t[order]
+    if np.all((tt[1:] >= tt[:-1]) | (ss[1:] != ss[:-1])):
+        return order
+    return np.lexsort((np.arange(s.size), t, s))
+
+
+def _numbers(column: pa.ChunkedArray) -> np.ndarray:
+    """A numeric column as one numpy array (each chunk's buffer, then one copy)."""
+    chunks = [c.to_numpy(zero_copy_only=False) for c in column.chunks]
+    return np.concatenate(chunks) if len(chunks) != 1 else chunks[0]
 
 
 def _series_sql(table: str) -> str:
