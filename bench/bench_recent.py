@@ -17,7 +17,10 @@ ingest side: process CPU of ``Recent.add`` per kept point, fed the committed tab
 sums per five minutes: the deployment's requests by status and p99 latency over
 ``--count-hours`` and its half, windows on five-minute boundaries in 300 s steps, from
 memory and from the statement, and process CPU of ``RequestCounts.add`` and
-``RequestLatency.add`` per committed row.
+``RequestLatency.add`` per committed row. And the gauges' holds summed per bucket
+(store/gauge_sums.py): the deployment's GPU utilisation over the same windows in 300 s
+and 1800 s steps from the sums and from the statement, and ``GaugeSums.add`` per
+committed row.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from sonde.query.metrics import deployment_metrics  # noqa: E402
 from sonde.query.window import Window  # noqa: E402
 from sonde.store import open_store  # noqa: E402
 from sonde.store.inventory import Inventory  # noqa: E402
+from sonde.store.gauge_sums import COARSE_NS, GaugeSums  # noqa: E402
 from sonde.store.recent import Recent  # noqa: E402
 from sonde.store.request_counts import BUCKET_NS, RequestCounts, RequestLatency  # noqa: E402
 
@@ -85,6 +89,7 @@ def main() -> None:
         store = open_store("chdb", str(pathlib.Path(tmp) / "sonde"))
         store.keep_recent(recent.METRICS, 120 * 60, future_ns=MAX_AHEAD_NS)
         store.keep_request_counts(recent_counts.METRICS, 192 * 3600, future_ns=MAX_AHEAD_NS)
+        store.keep_gauge_sums(recent.METRICS, 192 * 3600, future_ns=MAX_AHEAD_NS)
         tables, end_ns = load(store, max(args.minutes, args.count_hours * 60))
         rows = sum(t.num_rows for t in tables)
         cpu, side = feed(lambda: Recent(recent.METRICS, 120 * 60, future_ns=MAX_AHEAD_NS), tables)
@@ -100,6 +105,7 @@ def main() -> None:
             w = Window("SERIES", end_ms - minutes * 60_000, end_ms, step)
             print(f"| {minutes} min | {step} | " + both_ways(store, "recent", lambda: deployment_metrics(store, ws, entity, w, [vm]), args.runs))
         counts(store, tables, ws, entity, end_ns, args)
+        sums(store, tables, ws, entity, end_ns, args)
         store.close()
 
 
@@ -133,6 +139,26 @@ def counts(store, tables: list, ws: str, entity: str, end_ns: int, args) -> None
             w = Window("SERIES", end_ms - hours * 3_600_000, end_ms, 300)
             print(f"| {name} | {hours} h | 300 | " + both_ways(
                 store, memory, lambda: deployment_metrics(store, ws, entity, w, [vm]), args.runs))
+
+
+def sums(store, tables: list, ws: str, entity: str, end_ns: int, args) -> None:
+    """GPU utilisation from the holds summed per bucket, and from the statement."""
+    rows = sum(t.num_rows for t in tables)
+    cpu, side = feed(lambda: GaugeSums(recent.METRICS, 192 * 3600, future_ns=MAX_AHEAD_NS), tables)
+    print(f"\nGaugeSums.add {cpu / rows * 1e9:.0f} ns a committed row ({len(side):,} series held)")
+    end_ms = end_ns // COARSE_NS * COARSE_NS // 10**6
+    vm = catalogue.CATALOGUE["baseten_gpu_utilization"]
+    print("\n| metric | window | step s | from memory p50 / p99 ms | statement p50 / p99 ms | statement / memory | equal |")
+    print("|---|---|---|---|---|---|---|")
+    kept = store.recent
+    store.recent = None  # the recent points would answer the shorter windows otherwise
+    try:
+        for hours, step in ((args.count_hours // 2, 300), (args.count_hours, 300), (args.count_hours, 1800)):
+            w = Window("SERIES", end_ms - hours * 3_600_000, end_ms, step)
+            print(f"| baseten_gpu_utilization | {hours} h | {step} | " + both_ways(
+                store, "gauge_sums", lambda: deployment_metrics(store, ws, entity, w, [vm]), args.runs))
+    finally:
+        store.recent = kept
 
 
 def both_ways(store, memory: str, ask, runs: int) -> str:

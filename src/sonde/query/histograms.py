@@ -101,6 +101,12 @@ def _kept(scan: Scan, vm: VendorMetric, memory: str):
     return scan.store.request_window(memory, scan.ws, scan.scope, scan.entity, w.start_ns, w.end_ns, vm.source_names)
 
 
+def in_memory(scan: Scan, vm: VendorMetric) -> bool:
+    """Whether the store's memories hold both the request counts and the latency sums
+    of ``vm``'s histograms for the scan's window."""
+    return _kept(scan, vm, "request_counts") is not None and _kept(scan, vm, "request_latency") is not None
+
+
 def status_counts(scan: Scan, vm: VendorMetric) -> list[dict]:
     """Rows ``{k, cls, n}``: observations per step and status class, the part of
     statement 1 that request totals use. Asked for alone (no latency of the same

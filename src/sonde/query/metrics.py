@@ -135,12 +135,16 @@ class _Request:
 
     def totals(self, vm: VendorMetric) -> list[dict]:
         excluded = sorted((m, tuple(r)) for m, r in self.scan.excluded.get(vm.name, {}).items())
-        key = (vm.source_names, tuple(excluded))
+        # requests and latency of the same histograms share one statement, split by
+        # status, unless the store's memories answer the window: then each reads its own
+        shared = (vm.source_names in self.status_split and vm.source_names in self.latency
+                  and not histograms.in_memory(self.scan, vm))
+        key = (vm.source_names, tuple(excluded), None if shared else vm.kind == HISTOGRAM)
         if key not in self._totals:
-            if vm.kind != HISTOGRAM and vm.source_names not in self.latency:  # counts are all it needs
+            if vm.kind != HISTOGRAM and not shared:  # counts are all it needs
                 self._totals[key] = histograms.status_counts(self.scan, vm)
             else:
-                self._totals[key] = histograms.totals(self.scan, vm, by_status=vm.source_names in self.status_split)
+                self._totals[key] = histograms.totals(self.scan, vm, by_status=shared)
         return self._totals[key]
 
 

@@ -22,9 +22,7 @@ from .._exceptions import BadRequest, StorageFull
 from .base import Executor
 from . import migrations, views
 from .disk import DiskGuard
-from .gauge_sums import LOOK_NS, GaugeSums, Sums
-from .holds import DEFAULT_INTERVAL_NS, MAX_INTERVAL_NS
-from .memory import Memory
+from .gauge_sums import GaugeSums, Sums
 from .recent import Recent
 from .request_counts import BUCKET_NS, Buckets, RequestCounts, RequestLatency
 from .retention import Retention
@@ -257,19 +255,7 @@ class Store:
         ``horizon_s`` in memory (store/gauge_sums.py), loading them from the store now,
         one statement per entity; as :meth:`keep_request_counts`."""
         sums = GaugeSums(metrics, min(horizon_s, self.retention.days * 86400), future_ns=future_ns)
-        lo = Memory.since(sums) // BUCKET_NS * BUCKET_NS
-        names = sums.metrics.to_pylist()
-        table = self.t("metric_points")
-        sums.presence.load(self.ex.query_arrow(sums.presence.load_sql(table),
-                                               {"metrics": names, "lo": lo - LOOK_NS, "bucket": BUCKET_NS}))
-        entities = self.ex.query_arrow(f"SELECT DISTINCT ws, scope, entity FROM {table}"
-                                       " WHERE metric IN {metrics:Array(String)} AND ts >= fromUnixTimestamp64Nano({lo:Int64})",
-                                       {"metrics": names, "lo": lo})
-        sql = sums.load_sql(table)
-        for ws, scope, entity in zip(*(entities.column(c).to_pylist() for c in ("ws", "scope", "entity"))):
-            sums.load(ws, scope, entity, self.ex.query_arrow(sql, {
-                "ws": ws, "scope": scope, "entity": entity, "metrics": names, "lo": lo, "look": LOOK_NS,
-                "cap": MAX_INTERVAL_NS, "dgap": DEFAULT_INTERVAL_NS, "w": BUCKET_NS}))
+        sums.load_from(self.ex.query_arrow, self.t("metric_points"))
         self.gauge_sums = sums
 
     def gauge_window(self, ws: str, scope: str, entity: str, t0: int, t1: int, step: int,

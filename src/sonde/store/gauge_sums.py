@@ -34,116 +34,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .five_minutes import BUCKET_NS, Buckets, Field, FiveMinutes
-from .holds import LOOK_AROUND_NS as LOOK_NS, intervals
+from .five_minutes import BUCKET_NS, Buckets
+from .gauge_grid import COARSE_NS, FINE_NS, Entity, GaugePresence, Key, by_series, numbers
+from .holds import DEFAULT_INTERVAL_NS, LOOK_AROUND_NS as LOOK_NS, MAX_INTERVAL_NS, intervals
 from . import recent
 from .memory import Memory
 
-FINE_NS, COARSE_NS = BUCKET_NS, 1800 * 10**9
 FINE_S = 26 * 3600
 _GAUGE = "(kind = 'gauge' OR (kind = 'sum' AND NOT monotonic))"
 _ENTITY = ("ws", "scope", "entity")
-#: per key: (metric, series, unit, replica, node_rank, gpu)
-Key = tuple[str, int, str, str, int, str]
-
-
-class GaugePresence(FiveMinutes):
-    """Rows of any kind per (metric, replica) and five minutes: the per-replica source
-    choice counts those, as the statement's does."""
-
-    KEY = ("metric", "replica")
-    FIELDS = (Field("rows", np.int32),)
-
-    @staticmethod
-    def load_sql(table: str) -> str:
-        return ("SELECT ws, scope, entity, metric, replica, intDiv(toUnixTimestamp64Nano(ts), {bucket:Int64}) AS b,"
-                f" toInt32(count()) AS rows FROM {table} WHERE metric IN {{metrics:Array(String)}}"
-                " AND ts >= fromUnixTimestamp64Nano({lo:Int64}) GROUP BY ws, scope, entity, metric, replica, b")
-
-    def add(self, points: pa.Table) -> None:
-        at = self._kept_rows(points)
-        if not at.size:
-            return
-        rows = points.select([*_ENTITY, "metric", "replica", "ts"]).take(pa.array(at))
-        rows = rows.set_column(5, "b", pc.divide(rows.column("ts").cast(pa.int64()), BUCKET_NS))
-        agg = rows.group_by([*_ENTITY, "metric", "replica", "b"]).aggregate([("b", "count")])
-        self._merge(pa.table({**{c: agg.column(c).cast(pa.string()) for c in (*_ENTITY, "metric", "replica")},
-                              "b": agg.column("b"), "rows": agg.column("b_count").cast(pa.int32())}))
-
-
-class _Grid:
-    """One entity's sums per key in buckets of ``width`` ns: a ring of ``size`` slots, a
-    bucket in slot ``bucket % size`` (its stamp says which), arrays (keys, slots)."""
-
-    def __init__(self, width: int, size: int):
-        self.width, self.size = width, size
-        self.stamp = np.full(size, -1, dtype=np.int64)
-        self.i = np.zeros((0, size))
-        self.c = np.zeros((0, size), dtype=np.int64)
-
-    def grow(self, n: int) -> None:
-        if n > self.i.shape[0]:
-            more = max(n, 2 * self.i.shape[0]) - self.i.shape[0]
-            self.i = np.vstack([self.i, np.zeros((more, self.size))])
-            self.c = np.vstack([self.c, np.zeros((more, self.size), dtype=np.int64)])
-
-    def add(self, key: np.ndarray, bucket: np.ndarray, integral: np.ndarray, covered: np.ndarray) -> None:
-        slot = bucket % self.size
-        newest = np.full(self.size, -1, dtype=np.int64)
-        np.maximum.at(newest, slot, bucket)
-        taken = np.flatnonzero(newest > self.stamp)
-        self.stamp[taken] = newest[taken]
-        self.i[:, taken], self.c[:, taken] = 0.0, 0
-        ok = bucket == self.stamp[slot]  # older than the slot's bucket: past the horizon
-        flat = key[ok] * self.size + slot[ok]
-        np.add.at(self.i.reshape(-1), flat, integral[ok])
-        np.add.at(self.c.reshape(-1), flat, covered[ok])
-
-    def window(self, b0: int, b1: int, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        bucket = np.arange(b0, b1, dtype=np.int64)
-        slot = bucket % self.size
-        held = self.stamp[slot] == bucket
-        return (np.where(held, self.i[keys][:, slot], 0.0), np.where(held, self.c[keys][:, slot], 0))
-
-
-class _Entity:
-    def __init__(self, fine: int, coarse: int):
-        self.fine, self.coarse = _Grid(FINE_NS, fine), _Grid(COARSE_NS, coarse)
-        self.keys: list[Key] = []
-        self.index: dict[tuple[int, str], int] = {}
-        # per series: its newest sample
-        self.series: dict[int, int] = {}
-        self.t = np.zeros(0, dtype=np.int64)
-        self.v = np.zeros(0)
-        self.e = np.zeros(0, dtype=np.int64)
-        self.k = np.zeros(0, dtype=np.int64)  # its key (series, unit)
-        self.dirty: list[tuple[int, int]] = []
-
-    def key_of(self, keys: list[Key]) -> np.ndarray:
-        out = np.empty(len(keys), dtype=np.int64)
-        for j, key in enumerate(keys):
-            at = self.index.get((key[1], key[2]))
-            if at is None:
-                at = self.index[(key[1], key[2])] = len(self.keys)
-                self.keys.append(key)
-            out[j] = at
-        self.fine.grow(len(self.keys))
-        self.coarse.grow(len(self.keys))
-        return out
-
-    def series_of(self, ids: list[int]) -> np.ndarray:
-        out = np.empty(len(ids), dtype=np.int64)
-        for j, s in enumerate(ids):
-            at = self.series.get(s)
-            if at is None:
-                at = self.series[s] = len(self.series)
-            out[j] = at
-        if len(self.series) > self.t.size:
-            more = max(len(self.series), 2 * self.t.size) - self.t.size
-            self.t = np.append(self.t, np.full(more, -1, dtype=np.int64))
-            self.v, self.e = np.append(self.v, np.zeros(more)), np.append(self.e, np.zeros(more, np.int64))
-            self.k = np.append(self.k, np.zeros(more, np.int64))
-        return out
 
 
 @dataclass(frozen=True)
@@ -172,7 +71,7 @@ class GaugeSums(Memory):
         self._sizes = tuple(-(-(h + future_ns) // w) + 3 for h, w in ((self.fine_ns, FINE_NS),
                                                                         (self.horizon_ns, COARSE_NS)))
         self.presence = GaugePresence(metrics, horizon_s, future_ns=future_ns, clock=clock)
-        self._entities: dict[tuple[str, str, str], _Entity] = {}
+        self._entities: dict[tuple[str, str, str], Entity] = {}
         self._ceiling = 2**63 - 1
 
     # the life cycle, shared with the presence counts
@@ -222,6 +121,21 @@ class GaugeSums(Memory):
             FROM ({_series_sql(table)})
         )"""
 
+    def load_from(self, query: Callable[[str, dict], pa.Table], table: str) -> None:
+        """Load the horizon from the store at start: the presence counts in one
+        statement, the sums one entity at a time (``query``: the executor's query_arrow)."""
+        lo = Memory.since(self) // BUCKET_NS * BUCKET_NS
+        names = self.metrics.to_pylist()
+        self.presence.load(query(self.presence.load_sql(table), {"metrics": names, "lo": lo - LOOK_NS,
+                                                                 "bucket": BUCKET_NS}))
+        entities = query(f"SELECT DISTINCT ws, scope, entity FROM {table} WHERE metric IN {{metrics:Array(String)}}"
+                         " AND ts >= fromUnixTimestamp64Nano({lo:Int64})", {"metrics": names, "lo": lo})
+        sql = self.load_sql(table)
+        for ws, scope, entity in zip(*(entities.column(c).to_pylist() for c in _ENTITY)):
+            self.load(ws, scope, entity, query(sql, {
+                "ws": ws, "scope": scope, "entity": entity, "metrics": names, "lo": lo, "look": LOOK_NS,
+                "cap": MAX_INTERVAL_NS, "dgap": DEFAULT_INTERVAL_NS, "w": BUCKET_NS}))
+
     def load(self, ws: str, scope: str, entity: str, rows: pa.Table) -> None:
         """One entity's :meth:`load_sql` rows, read at start."""
         if not rows.num_rows:
@@ -245,7 +159,7 @@ class GaugeSums(Memory):
     def add(self, points: pa.Table) -> None:
         """Rows of ``metric_points`` as ingest builds them, committed just now."""
         oldest = (self._clock() - self.horizon_ns) // COARSE_NS * COARSE_NS - LOOK_NS
-        ts = _numbers(points.column("ts").cast(pa.int64()))
+        ts = numbers(points.column("ts").cast(pa.int64()))
         at = np.flatnonzero(pc.is_in(points.column("metric"), value_set=self.metrics).to_numpy(zero_copy_only=False)
                             & (ts >= oldest))
         if not at.size:
@@ -253,7 +167,7 @@ class GaugeSums(Memory):
         kind = points.column("kind")
         gauge = pc.or_(pc.equal(kind, "gauge"), pc.and_(pc.equal(kind, "sum"), pc.invert(points.column("monotonic"))))
         gauge = gauge.to_numpy(zero_copy_only=False)[at]
-        t, v, series = ts[at], _numbers(points.column("value"))[at], _numbers(points.column("series"))[at]
+        t, v, series = ts[at], numbers(points.column("value"))[at], numbers(points.column("series"))[at]
         # a key is (series, unit): its words are worked out once, from one of its rows
         # (entity, metric, replica and attributes are part of a series' key)
         units = pc.dictionary_encode(pc.fill_null(points.column("unit").combine_chunks().cast(pa.string()), ""))
@@ -312,13 +226,13 @@ class GaugeSums(Memory):
         self.presence._add_rows([which[x][0] for x in c.tolist()], [which[x][1:] for x in c.tolist()], bb + b0,
                                 {"rows": rows.astype(np.int32)})
 
-    def _entity(self, e: tuple[str, str, str]) -> _Entity:
+    def _entity(self, e: tuple[str, str, str]) -> Entity:
         ent = self._entities.get(e)
         if ent is None:
-            ent = self._entities[e] = _Entity(*self._sizes)
+            ent = self._entities[e] = Entity(*self._sizes)
         return ent
 
-    def _settle(self, ent: _Entity, series: np.ndarray, t: np.ndarray, v: np.ndarray, key: np.ndarray) -> None:
+    def _settle(self, ent: Entity, series: np.ndarray, t: np.ndarray, v: np.ndarray, key: np.ndarray) -> None:
         """Settle the holds the new samples decide, sum them, keep each series' newest."""
         uniq, local = np.unique(series, return_inverse=True)
         at = ent.series_of(uniq.tolist())
@@ -328,7 +242,8 @@ class GaugeSums(Memory):
         late = t < ent.t[sid]
         if late.any():
             lo = int(t[late].min()) - LOOK_NS
-            ent.dirty.append((lo, int(ent.t[sid[late]].max()) + LOOK_NS))
+            horizon = self._clock() - self.horizon_ns
+            ent.dirty = [d for d in ent.dirty if d[1] > horizon] + [(lo, int(ent.t[sid[late]].max()) + LOOK_NS)]
             sid, t, v, key = sid[~late], t[~late], v[~late], key[~late]
         # each series' kept newest sample first, then the new ones in time order
         had = np.flatnonzero(prev_t >= 0)
@@ -337,7 +252,7 @@ class GaugeSums(Memory):
         vv = np.concatenate([ent.v[at[had]], v])
         kk = np.concatenate([ent.k[at[had]], key])
         old = np.concatenate([np.ones(had.size, bool), np.zeros(sid.size, bool)])
-        order = _by_series(s, tt)
+        order = by_series(s, tt)
         s, tt, vv, kk, old = s[order], tt[order], vv[order], kk[order], old[order]
         first = np.append(True, s[1:] != s[:-1])
         last = np.append(first[1:], True)
@@ -350,21 +265,26 @@ class GaugeSums(Memory):
         ent.t[s[newest]], ent.v[s[newest]], ent.e[s[newest]], ent.k[s[newest]] = (
             tt[newest], vv[newest], e[newest], kk[newest])
 
-    def _add(self, ent: _Entity, key: np.ndarray, a: np.ndarray, v: np.ndarray, length: np.ndarray,
+    def _add(self, ent: Entity, key: np.ndarray, a: np.ndarray, v: np.ndarray, length: np.ndarray,
              *, split: bool = False) -> None:
         """Add holds ``[a, a + length)`` of values ``v`` to both grids, cut at the fine
         buckets' edges (``split``; else they lie in one: a load's sums)."""
         if split:  # a hold is at most 2 x 5 minutes: it reaches at most three buckets
             b = a + length
-            pieces = [(a, np.minimum(b, (a // FINE_NS + 1) * FINE_NS))]
-            for j in (1, 2):
-                start = (a // FINE_NS + j) * FINE_NS
-                pieces.append((start, np.minimum(b, start + FINE_NS)))
-            p0 = np.concatenate([p[0] for p in pieces])
-            n = np.concatenate([p[1] - p[0] for p in pieces])
-            key, v = np.tile(key, 3), np.tile(v, 3)
-            ok = n > 0
-            a, length, key, integral = p0[ok], n[ok], key[ok], v[ok] * n[ok]
+            starts, ends, keys, values = [a], [np.minimum(b, (a // FINE_NS + 1) * FINE_NS)], [key], [v]
+            for _ in (1, 2):  # the part past each bucket's end, where there is one
+                over = np.flatnonzero(b > ends[-1])
+                if not over.size:
+                    break
+                s = ends[-1][over]
+                starts.append(s)
+                ends.append(np.minimum(b[over], s + FINE_NS))
+                keys.append(keys[-1][over])
+                values.append(values[-1][over])
+                b = b[over]
+            a = np.concatenate(starts)
+            length = np.concatenate(ends) - a
+            key, integral = np.concatenate(keys), np.concatenate(values) * length
         else:
             integral = v
         for grid in (ent.fine, ent.coarse):
@@ -405,23 +325,6 @@ class GaugeSums(Memory):
         """Series held, over every entity."""
         with self._lock:
             return sum(len(ent.series) for ent in self._entities.values())
-
-
-def _by_series(s: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """The order by series ``s`` (small ids), then time, earlier rows first among equal
-    times. A commit brings each series' samples in time order after its kept newest, so
-    a stable sort by series usually does; a check finds when it does not."""
-    order = np.argsort(s.astype(np.int32), kind="stable")
-    ss, tt = s[order], t[order]
-    if np.all((tt[1:] >= tt[:-1]) | (ss[1:] != ss[:-1])):
-        return order
-    return np.lexsort((np.arange(s.size), t, s))
-
-
-def _numbers(column: pa.ChunkedArray) -> np.ndarray:
-    """A numeric column as one numpy array (each chunk's buffer, then one copy)."""
-    chunks = [c.to_numpy(zero_copy_only=False) for c in column.chunks]
-    return np.concatenate(chunks) if len(chunks) != 1 else chunks[0]
 
 
 def _series_sql(table: str) -> str:
