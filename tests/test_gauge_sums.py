@@ -213,8 +213,10 @@ def test_sums_settle_each_hold_when_its_successor_arrives():
     sums.add(_points([("d", 1, t0 + 45 * SEC, 9.0)]))
     assert sums.window("w", "deployment", "d", B - 3 * 3600 * SEC, B, FINE_NS, ["g"]) is None
     assert sums.window("w", "deployment", "d", B - 5 * 3600 * SEC, t0 - 1800 * SEC, FINE_NS, ["g"]) is not None
-    # off the buckets, or a metric not kept: None
+    # off the buckets, a last step shorter than the others, or a metric not kept: None
     assert sums.window("w", "deployment", "d", B - 3 * 3600 * SEC + SEC, B, FINE_NS, ["g"]) is None
+    assert sums.window("w", "deployment", "d", B - 5 * 3600 * SEC, B - 5 * 3600 * SEC + 1200 * SEC, 900 * SEC,
+                       ["g"]) is None
     assert sums.window("w", "deployment", "d", B - 5 * 3600 * SEC, t0 - 1800 * SEC, FINE_NS, ["g", "h"]) is None
     # before the fine buckets' 26 hours: the coarse ones, in half-hour steps only
     assert sums.window("w", "deployment", "d", B - 40 * 3600 * SEC, B - 30 * 3600 * SEC, FINE_NS, ["g"]) is None

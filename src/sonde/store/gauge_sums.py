@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 from .five_minutes import BUCKET_NS, Buckets
 from .gauge_grid import COARSE_NS, FINE_NS, Entity, GaugePresence, Key, by_series, numbers
 from .holds import DEFAULT_INTERVAL_NS, LOOK_AROUND_NS as LOOK_NS, MAX_INTERVAL_NS, intervals
-from . import recent
+from .recent import gpu_labels
 from .memory import Memory
 
 FINE_S = 26 * 3600
@@ -177,7 +177,7 @@ class GaugeSums(Memory):
         one = np.empty(len(pairs.dictionary), dtype=np.int64)
         one[pair_i] = np.arange(at.size)
         firsts = points.select([*_ENTITY, "metric", "replica", "node_rank"]).take(pa.array(at[one]))
-        gpu = recent.gpu_labels(points.column("attrs").take(pa.array(at[one]))).to_pylist()
+        gpu = gpu_labels(points.column("attrs").take(pa.array(at[one]))).to_pylist()
         words = {c: firsts.column(c).cast(pa.string()).to_pylist() for c in (*_ENTITY, "metric", "replica")}
         unit_words = units.dictionary.to_pylist()
         keys = [(m, int(sr), unit_words[u], r, n, g) for m, sr, u, r, n, g in zip(
@@ -296,7 +296,7 @@ class GaugeSums(Memory):
         hold whole, or None where they may be missing (not kept, not on a grid's edges,
         not from as early as the window's reads, or a late sample near it)."""
         wanted = frozenset(metrics)
-        if not wanted <= self._kept or t1 <= t0:
+        if not wanted <= self._kept or t1 <= t0 or (t1 - t0) % step:
             return None
         lo, hi = t0 - LOOK_NS, t1 + LOOK_NS
         presence = self.presence.window(ws, scope, entity, lo, hi, wanted)
