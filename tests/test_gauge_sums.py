@@ -222,6 +222,15 @@ def test_sums_settle_each_hold_when_its_successor_arrives():
     assert sums.window("w", "deployment", "d", B - 40 * 3600 * SEC, B - 30 * 3600 * SEC, FINE_NS, ["g"]) is None
     coarse = sums.window("w", "deployment", "d", B - 40 * 3600 * SEC, B - 30 * 3600 * SEC, COARSE_NS, ["g"])
     assert coarse is not None and coarse.width == COARSE_NS
+    # a series and an entity whose newest sample is past the horizon are dropped
+    sums.add(_points([("d2", 7, B - 10 * SEC, 1.0)]))
+    assert len(sums) == 2
+    clock.now += 48 * 3600 * SEC + 1800 * SEC
+    sums.add(_points([("d2", 8, clock.now - 10 * SEC, 1.0), ("d2", 8, clock.now - 5 * SEC, 2.0)]))
+    assert len(sums) == 1 and list(sums._entities) == [("w", "deployment", "d2")]
+    got = sums.window("w", "deployment", "d2", clock.now // COARSE_NS * COARSE_NS - 3600 * SEC,
+                      clock.now // COARSE_NS * COARSE_NS + COARSE_NS, FINE_NS, ["g"])
+    assert [k[1] for k in got.keys] == [8] and got.covered.sum() == 5 * SEC
     # retention dropped partitions: nothing answered from before now and the future ingest accepts
     sums.reset()
     assert len(sums) == 0

@@ -237,6 +237,9 @@ def test_counts_keep_the_horizon_per_entity_in_five_minute_buckets():
     c = counts.window("w", "deployment", "d1", clock.now // BUCKET_NS * BUCKET_NS - 3600 * SEC,
                       clock.now // BUCKET_NS * BUCKET_NS + BUCKET_NS, [NEW])
     assert c.values["n"].sum() == 1 and c.values["rows"].sum() == 1
+    # and what the horizon left is dropped: the 503s' key, d2 (no write since) as a whole
+    assert list(counts._rings) == [("w", "deployment", "d1")]
+    assert list(counts._rings[("w", "deployment", "d1")].keys) == [(NEW, "r", 2)]
     # a failed commit's points, and retention dropping partitions: nothing answered reaching back to them
     counts.lost([_points([("d1", NEW, "r", clock.now - 600 * SEC, "histogram", 1, ok)])])
     assert counts.window("w", "deployment", "d1", clock.now // BUCKET_NS * BUCKET_NS - BUCKET_NS * 2,

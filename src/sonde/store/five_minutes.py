@@ -63,7 +63,8 @@ class Buckets:
 
 
 class _Ring:
-    """One entity's buckets, arrays per key and field."""
+    """One entity's buckets, arrays per key and field (every memory has a ``rows`` field:
+    a key with no rows in the buckets held is dropped)."""
 
     def __init__(self, size: int, fields: tuple[Field, ...]):
         self.stamp = np.full(size, -1, dtype=np.int64)
@@ -97,6 +98,12 @@ class _Ring:
                 v = np.stack([values[f.name][i] for i in rows]) if f.vector else values[f.name][idx]
                 f.ufunc.at(arrays[f.name], slot[idx], v)
 
+    def prune(self, oldest: int) -> None:
+        """Drop the keys with no rows in a bucket from ``oldest`` on (a replica gone for
+        longer than the horizon): nothing can read them any more."""
+        held = self.stamp >= oldest
+        self.keys = {k: a for k, a in self.keys.items() if a["rows"][held].any()}
+
 
 class FiveMinutes(Memory):
     #: the key columns beside the entity, in the rows :meth:`_merge` takes
@@ -109,6 +116,7 @@ class FiveMinutes(Memory):
         self._size = -(-(self.horizon_ns + future_ns) // BUCKET_NS) + 3
         self._rings: dict[Key, _Ring] = {}
         self._ceiling = 2**63 - 1  # nor anything reaching this (see _merge)
+        self._pruned = -1  # the bucket of the last pass dropping what the horizon left
 
     def load(self, rows: pa.Table) -> None:
         """Rows read from the store at start, already per entity, key and bucket ``b``."""
@@ -147,6 +155,13 @@ class FiveMinutes(Memory):
             ahead = b > (self._clock() + self._future_ns) // BUCKET_NS + 1
             if ahead.any():
                 self._ceiling = min(self._ceiling, int(b[ahead].min()) * BUCKET_NS)
+            now = self._clock() // BUCKET_NS
+            if now != self._pruned:  # once a bucket: keys and entities past the horizon go
+                self._pruned = now
+                for key, ring in list(self._rings.items()):
+                    ring.prune(self._oldest() // BUCKET_NS)
+                    if not ring.keys:
+                        del self._rings[key]
             for lo, hi in zip(starts, starts[1:]):
                 ok = order[lo:hi][~ahead[order[lo:hi]]]
                 ring = self._rings.setdefault(entity[order[lo]], _Ring(self._size, self.FIELDS))

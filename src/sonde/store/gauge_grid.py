@@ -101,6 +101,26 @@ class Entity:
         self.coarse.grow(len(self.keys))
         return out
 
+    def forget_before(self, cutoff: int) -> bool:
+        """Drop the series whose newest sample is older than ``cutoff`` (none of their
+        holds is in a bucket still read) and their keys; False when none is left."""
+        n = len(self.series)
+        fresh = np.flatnonzero(self.t[:n] >= cutoff)
+        ids = list(self.series)  # in index order: an index is the count before it
+        kept = {ids[i]: j for j, i in enumerate(fresh.tolist())}
+        if len(kept) == n and all(key[1] in kept for key in self.keys):
+            return True
+        keep = np.array([j for j, key in enumerate(self.keys) if key[1] in kept], dtype=np.int64)
+        remap = np.full(len(self.keys), -1, dtype=np.int64)
+        remap[keep] = np.arange(keep.size)
+        self.keys = [self.keys[j] for j in keep.tolist()]
+        self.index = {(key[1], key[2]): j for j, key in enumerate(self.keys)}
+        for grid in (self.fine, self.coarse):
+            grid.i, grid.c = grid.i[keep], grid.c[keep]
+        self.series = kept
+        self.t, self.v, self.e, self.k = self.t[fresh], self.v[fresh], self.e[fresh], remap[self.k[fresh]]
+        return bool(kept)
+
     def series_of(self, ids: list[int]) -> np.ndarray:
         out = np.empty(len(ids), dtype=np.int64)
         for j, s in enumerate(ids):

@@ -73,6 +73,7 @@ class GaugeSums(Memory):
         self.presence = GaugePresence(metrics, horizon_s, future_ns=future_ns, clock=clock)
         self._entities: dict[tuple[str, str, str], Entity] = {}
         self._ceiling = 2**63 - 1
+        self._pruned = -1  # the half hour of the last pass dropping what the horizon left
 
     # the life cycle, shared with the presence counts
     def lost(self, points: list[pa.Table]) -> None:
@@ -196,6 +197,7 @@ class GaugeSums(Memory):
         order = g[np.argsort(row_ent, kind="stable")]  # each entity's gauge rows, in commit order
         cut = np.searchsorted(ent_of_pair[pair_i[order]], np.arange(len(by) + 1))
         with self._lock:
+            self._prune()
             ahead = (self._clock() + self._future_ns) // FINE_NS * FINE_NS + FINE_NS
             if (t > ahead).any():
                 self._ceiling = min(self._ceiling, int(t[t > ahead].min()))
@@ -225,6 +227,18 @@ class GaugeSums(Memory):
         c, bb = np.divmod(combo, nb)
         self.presence._add_rows([which[x][0] for x in c.tolist()], [which[x][1:] for x in c.tolist()], bb + b0,
                                 {"rows": rows.astype(np.int32)})
+
+    def _prune(self) -> None:
+        """Once a half hour: drop the series (and entities) whose newest sample is past
+        the horizon and the longest hold (a replica gone, a deployment deleted)."""
+        now = self._clock() // COARSE_NS
+        if now == self._pruned:
+            return
+        self._pruned = now
+        cutoff = self._clock() - self.horizon_ns - 2 * LOOK_NS
+        for e, ent in list(self._entities.items()):
+            if not ent.forget_before(cutoff):
+                del self._entities[e]
 
     def _entity(self, e: tuple[str, str, str]) -> Entity:
         ent = self._entities.get(e)
