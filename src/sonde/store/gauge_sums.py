@@ -4,9 +4,9 @@ A gauge's time-weighted mean over a day or a week reads every sample of the wind
 a statement: 60-200 ms here, most of it sorting samples into series and cutting their
 holds at the steps (docs/benchmarks.md). The hold rule is local (query/gauges.py: a
 sample holds until the next one if that comes within two of its intervals, else one
-interval; its interval is the time since the previous sample, at most 5 minutes), so a
-sample's hold is settled once its successor is committed, whatever window is asked
-later. :class:`GaugeSums` adds each settled hold, cut at bucket edges, to its series'
+interval; its interval is the time since the previous sample, or 60 s after more than
+5 minutes), so a sample's hold is settled once its successor is committed, whatever
+window is asked later. :class:`GaugeSums` adds each settled hold, cut at bucket edges, to its series'
 integral (value x time) and covered time per bucket: 300 s buckets for the last
 ``FINE_S`` (a day's window ending up to two hours ago, in 300 s steps), 1800 s buckets
 for the whole horizon (a week's window, in 1800 s steps). A window whose edges and step
