@@ -6,12 +6,11 @@ the sample's intervals, else for one interval (a gap, or the series' newest samp
 A sample's interval is the time since the previous sample of its series if that is at
 most ``MAX_INTERVAL_NS`` (5 minutes), else ``DEFAULT_INTERVAL_NS`` (60 s, the
 OpenTelemetry SDK's default export interval: a series' first sample, one after a
-longer gap). Holds are clipped
-to the step; the step's mean is integral / covered time, and a step no hold reaches is
-null. The rule is local, so a sample's hold does not depend on the window asked: rows up
-to ``LOOK_AROUND_NS`` (15 minutes) before the window and after it are read, which holds
-every sample whose hold can reach into the window, its predecessor within an interval,
-and its successor within two. So a step's value is the same in every window holding it,
+longer gap). Holds are clipped to the step; the step's mean is integral / covered time,
+and a step no hold reaches is null. The rule is local, so a sample's hold does not
+depend on the window asked: rows up to ``LOOK_AROUND_NS`` (15 minutes) before the
+window and after it are read, which holds every sample whose hold can reach into the
+window, its predecessor within an interval, and its successor within two. So a step's value is the same in every window holding it,
 and it can be summed ahead of the question (store/gauge_sums.py).
 
 A label set fed by several series (deployment totals, or several attribute sets per
