@@ -52,7 +52,7 @@ def both_ways(client, store, statements, names, mode, window) -> tuple[dict, dic
 
 def _send_fleet(client, creds, rng, start: int, end: int) -> None:
     """Replicas sending GPU utilisation and memory through one to three sources (two
-    units of percent), concurrency, series with one sample and with two samples at one
+    units of percent, DCGM's series changing unit halfway), concurrency, series with one sample and with two samples at one
     time, one replica's NVML name as a monotonic sum; each series in two requests, in
     time order, so holds settle across commits."""
     for r in range(5):
@@ -93,6 +93,8 @@ def _send_fleet(client, creds, rng, start: int, end: int) -> None:
                     continue
                 if name == "hw.gpu.utilization" and r == 4:
                     batch.append(sum_metric(name, part))  # never a gauge row; still takes the choice
+                elif name == "DCGM_FI_DEV_GPU_UTIL" and half == 1:
+                    batch.append(gauge(name, part, unit="1"))  # a series changing unit: a factor of 1, not 0.01
                 else:
                     batch.append(gauge(name, part, unit=unit))
             for i in range(0, len(batch), 4):
