@@ -7,19 +7,18 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from .five_minutes import BUCKET_NS, Field, FiveMinutes
 
 FINE_NS, COARSE_NS = BUCKET_NS, 1800 * 10**9
-_ENTITY = ("ws", "scope", "entity")
 #: per key: (metric, series, unit, replica, node_rank, gpu)
 Key = tuple[str, int, str, str, int, str]
 
 
 class GaugePresence(FiveMinutes):
     """Rows of any kind per (metric, replica) and five minutes: the per-replica source
-    choice counts those, as the statement's does."""
+    choice counts those, as the statement's does. GaugeSums counts a commit's rows as it
+    reads them (``_present``) and adds them here."""
 
     KEY = ("metric", "replica")
     FIELDS = (Field("rows", np.int32),)
@@ -29,16 +28,6 @@ class GaugePresence(FiveMinutes):
         return ("SELECT ws, scope, entity, metric, replica, intDiv(toUnixTimestamp64Nano(ts), {bucket:Int64}) AS b,"
                 f" toInt32(count()) AS rows FROM {table} WHERE metric IN {{metrics:Array(String)}}"
                 " AND ts >= fromUnixTimestamp64Nano({lo:Int64}) GROUP BY ws, scope, entity, metric, replica, b")
-
-    def add(self, points: pa.Table) -> None:
-        at = self._kept_rows(points)
-        if not at.size:
-            return
-        rows = points.select([*_ENTITY, "metric", "replica", "ts"]).take(pa.array(at))
-        rows = rows.set_column(5, "b", pc.divide(rows.column("ts").cast(pa.int64()), BUCKET_NS))
-        agg = rows.group_by([*_ENTITY, "metric", "replica", "b"]).aggregate([("b", "count")])
-        self._merge(pa.table({**{c: agg.column(c).cast(pa.string()) for c in (*_ENTITY, "metric", "replica")},
-                              "b": agg.column("b"), "rows": agg.column("b_count").cast(pa.int32())}))
 
 
 class Grid:
