@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from .catalogue import DIMENSIONS, LabelKind, VendorMetric
-from .recent import _EMPTY, pairs
+from .recent import _EMPTY, combine, pairs
 from ..store.gauge_sums import Sums
 
 
@@ -71,19 +71,7 @@ def time_weighted(got: Sums, vm: VendorMetric, *, t0: int, t1: int, step: int, c
     label_keys, label_i = _labels(vm, [keys[j] for j in first.tolist()])
     cell_s, cell_k = np.nonzero(s_cov > 0)
     mean = s_int[cell_s, cell_k] / s_cov[cell_s, cell_k]
-    out_key = cell_k * len(label_keys) + label_i[cell_s]
-    count = np.bincount(out_key, minlength=n_steps * len(label_keys))
-    found = np.flatnonzero(count)
-    total = np.bincount(out_key, weights=mean, minlength=count.size)[found]
-    if vm.unit_hint == "RATIO":
-        total = total / count[found]
-    ls = pa.array(found % len(label_keys))
-    return pa.table({
-        "k": found // len(label_keys),
-        "l_host": pa.DictionaryArray.from_arrays(ls, pa.array([x[0] for x in label_keys], pa.string())),
-        "l_device": pa.DictionaryArray.from_arrays(ls, pa.array([x[1] for x in label_keys], pa.string())),
-        "v": total,
-    })
+    return combine(vm, n_steps, label_keys, label_i[cell_s], cell_k, mean)
 
 
 def _factors(vm: VendorMetric, keys: list) -> np.ndarray:

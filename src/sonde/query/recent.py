@@ -123,7 +123,15 @@ def time_weighted(rows: pa.Table, vm: VendorMetric, *, t0: int, t1: int, step: i
     cell_series, cell_k = cell[cells] // n_steps, cell[cells] % n_steps
     # per label set: the series' means combined
     label_keys, label_i = _labels(rows, vm, first, replicas, replica_i[first])
-    out_key = cell_k * len(label_keys) + label_i[cell_series]
+    return combine(vm, n_steps, label_keys, label_i[cell_series], cell_k, mean)
+
+
+def combine(vm: VendorMetric, n_steps: int, label_keys: list[tuple], label_i: np.ndarray, k: np.ndarray,
+            mean: np.ndarray) -> pa.Table:
+    """Rows ``{k, l_host, l_device, v}`` from per-(series, step) means (each cell's label
+    set ``label_i`` into ``label_keys``, its step ``k``): per label set their sum, their
+    mean for RATIO gauges."""
+    out_key = k * len(label_keys) + label_i
     # (step, label set) pairs are few (steps x label sets): count them densely
     count = np.bincount(out_key, minlength=n_steps * len(label_keys))
     keys = np.flatnonzero(count)
