@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .catalogue import CATALOGUE, DIMENSIONS, GAUGE, LabelKind, VendorMetric
-from ..store.holds import holds
+from ..store.holds import by_series, holds
 
 
 #: the label kinds answered here: their labels are the replica, the node rank and the
@@ -193,29 +193,10 @@ def pairs(firsts: list, first_i: np.ndarray, seconds: list, second_i: np.ndarray
     return [(firsts[c // len(seconds)], seconds[c % len(seconds)]) for c in found.tolist()], at
 
 
-def _small(ids: np.ndarray) -> np.ndarray:
-    """Non-negative ids as int16 where they fit: numpy sorts those stably by radix."""
-    return ids.astype(np.int16) if ids.size and ids.max() < 2**15 else ids
-
-
-def _by(first: np.ndarray, then: np.ndarray) -> np.ndarray:
-    """The order by ``first`` (non-negative ids), then ``then``: np.lexsort's, from two
-    stable sorts of one key each (a radix sort for the first)."""
-    order = np.argsort(then, kind="stable")
-    return order[np.argsort(_small(first[order]), kind="stable")]
-
-
 def _by_series(series: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """The rows' order by series, then time. Each series' rows mostly come in time order
-    (commits are, and the store's parts), so one radix sort of series ranks usually
-    does; a check finds when it does not."""
+    """The rows' order by series (ranked by their ids), then time."""
     enc = pc.dictionary_encode(pa.array(series))
     ids = enc.dictionary.to_numpy()
     rank = np.empty(ids.size, dtype=np.int64)
     rank[np.argsort(ids)] = np.arange(ids.size)
-    code = _small(rank[enc.indices.to_numpy()])
-    order = np.argsort(code, kind="stable")
-    c, tt = code[order], t[order]
-    if np.all((tt[1:] >= tt[:-1]) | (c[1:] != c[:-1])):
-        return order
-    return _by(code, t)
+    return by_series(rank[enc.indices.to_numpy()], t)

@@ -125,17 +125,6 @@ class Entity:
         return out
 
 
-def by_series(s: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """The order by series ``s`` (small ids), then time, earlier rows first among equal
-    times. A commit brings each series' samples in time order after its kept newest, so
-    a stable sort by series usually does; a check finds when it does not."""
-    order = np.argsort(s.astype(np.int32), kind="stable")
-    ss, tt = s[order], t[order]
-    if np.all((tt[1:] >= tt[:-1]) | (ss[1:] != ss[:-1])):
-        return order
-    return np.lexsort((np.arange(s.size), t, s))
-
-
 def numbers(column: pa.ChunkedArray) -> np.ndarray:
     """A numeric column as one numpy array (each chunk's buffer, then one copy)."""
     chunks = [c.to_numpy(zero_copy_only=False) for c in column.chunks]

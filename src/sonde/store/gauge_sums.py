@@ -35,8 +35,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .five_minutes import BUCKET_NS, Buckets
-from .gauge_grid import COARSE_NS, FINE_NS, Entity, GaugePresence, Key, by_series, numbers
-from .holds import DEFAULT_INTERVAL_NS, LOOK_AROUND_NS as LOOK_NS, MAX_INTERVAL_NS, intervals
+from .gauge_grid import COARSE_NS, FINE_NS, Entity, GaugePresence, Key, numbers
+from .holds import DEFAULT_INTERVAL_NS, LOOK_AROUND_NS as LOOK_NS, MAX_INTERVAL_NS, by_series, intervals
 from .recent import gpu_labels
 from .memory import Memory
 
