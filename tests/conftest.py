@@ -202,6 +202,9 @@ class Server:
         if mode == "steady":
             self.config = config
             self.apps = [create_app(config, store=store)]
+            # the memories load on a thread of their own (memory_load): a test of what
+            # they answer needs them in; the other modes query while they load
+            assert store.wait_loaded(60)
         else:
             # Several replicas may only share counters through the store; one process
             # alone keeps the default, so restart mode exercises the state reload.

@@ -65,6 +65,10 @@ SETTINGS: tuple[Setting, ...] = (
             " series in memory, per 5 minutes for the last 26 hours and per 30 minutes for the whole time, to answer a"
             " metrics window on those boundaries in steps of them without a statement (0: none; only where this server"
             " is the store's one writer; ~12 KB a series for 192 hours; docs/metrics.md#gauge-sums).", minimum=0),
+    Setting("memory_load", "background", "When the memories above are loaded from the store as the server starts:"
+            " on a thread of their own while it answers, each read from the store until it is in ('background'), or"
+            " before it answers ('start': ~40 s for 6,400 GPU series over a day; docs/architecture.md#memories).",
+            ("background", "start")),
     Setting("max_pending_rows", 2_000_000, "Rows waiting for commit past which ingest answers 503."),
     Setting("max_series_per_workspace", 1_000_000, "Distinct metric series one workspace may hold; points of a"
             " new series beyond it are rejected (OTLP partial_success, remote write X-Sonde-Rejected), known"
@@ -136,6 +140,7 @@ class Config:
     recent_minutes: float = _BY_NAME["recent_minutes"].default
     request_count_hours: float = _BY_NAME["request_count_hours"].default
     gauge_sum_hours: float = _BY_NAME["gauge_sum_hours"].default
+    memory_load: str = _BY_NAME["memory_load"].default
     max_pending_rows: int = _BY_NAME["max_pending_rows"].default
     max_series_per_workspace: int = _BY_NAME["max_series_per_workspace"].default
     min_free_disk_mb: int = _BY_NAME["min_free_disk_mb"].default

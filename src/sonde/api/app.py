@@ -102,12 +102,15 @@ def _wire(app: FastAPI, store: Store, config: Config) -> None:
         app.state.metrics_cache = ResultCache(int(config.query_cache_mb * 2**20))
         store.on_change(app.state.metrics_cache.observe)
     # points kept in memory only where this process sees every write (store/recent.py)
+    background = config.memory_load == "background"  # readers read the store until each is in
     if config.recent_minutes and not store.shared(config.state_sync):
-        store.keep_recent(recent.METRICS, config.recent_minutes * 60, future_ns=MAX_AHEAD_NS)
+        store.keep_recent(recent.METRICS, config.recent_minutes * 60, future_ns=MAX_AHEAD_NS, background=background)
     if config.request_count_hours and not store.shared(config.state_sync):
-        store.keep_request_counts(recent_counts.METRICS, config.request_count_hours * 3600, future_ns=MAX_AHEAD_NS)
+        store.keep_request_counts(recent_counts.METRICS, config.request_count_hours * 3600, future_ns=MAX_AHEAD_NS,
+                                  background=background)
     if config.gauge_sum_hours and not store.shared(config.state_sync):
-        store.keep_gauge_sums(recent.METRICS, config.gauge_sum_hours * 3600, future_ns=MAX_AHEAD_NS)
+        store.keep_gauge_sums(recent.METRICS, config.gauge_sum_hours * 3600, future_ns=MAX_AHEAD_NS,
+                              background=background)
     app.state.evaluator = Evaluator(store, interval_s=config.alert_eval_seconds,
                                     external_url=f"http://{config.host}:{config.port}/ui/")
     creds = bootstrap(app.state.accounts, config.data_dir)

@@ -23,8 +23,9 @@ from .base import Executor
 from . import migrations, views
 from .disk import DiskGuard
 from .gauge_sums import GaugeSums, Sums
+from .loading import Loader
 from .recent import Recent
-from .request_counts import BUCKET_NS, Buckets, RequestCounts, RequestLatency
+from .request_counts import Buckets, RequestCounts, RequestLatency
 from .retention import Retention
 from .schema import ARROW_SCHEMAS
 from .wal import FlushingExecutor, Wal, replay
@@ -97,6 +98,8 @@ class Store:
         wal = Wal(wal_dir) if wal_dir is not None else None
         if wal is not None:
             replay(wal, executor, order)  # before anything reads the store: the state, the sequence
+        self._loader = Loader(executor.query_arrow, self._reserved, self.committed_seq, lambda: self.writer.flush(),
+                              max_rows=max_pending_rows)
         self.writer = BatchWriter(
             executor, order,
             flush_interval_ms=wal_flush_interval_ms if wal is not None else flush_interval_ms,
@@ -147,6 +150,10 @@ class Store:
                                            for t in ("logs", "metric_points", "spans")) + ") AS m"
         )
         return int(rows[0]["m"] or 0)
+
+    def _reserved(self) -> int:
+        with self._seq_lock:
+            return self._seq
 
     def next_seq(self, n: int) -> int:
         """Reserve ``n`` arrival sequence numbers; returns the first.
@@ -219,77 +226,71 @@ class Store:
         for v in views.VIEWS:
             self.ex.command(views.repair(v, self.db))
 
-    def keep_recent(self, metrics: Iterable[str], horizon_s: float, *, future_ns: int) -> None:
+    def keep_recent(self, metrics: Iterable[str], horizon_s: float, *, future_ns: int,
+                    background: bool = False) -> None:
         """Keep the last ``horizon_s`` of ``metrics``' points in memory (store/recent.py),
-        loading them from the store now: only where this process is the store's only
-        writer, before it takes any writes. ``future_ns``: how far ahead of the clock
-        ingest accepts a point."""
-        recent = Recent(metrics, horizon_s, future_ns=future_ns)
-        recent.load(self.ex.query_arrow(
-            "SELECT ws, scope, entity, series, ts, value, unit, metric,"
-            " toString(kind) AS kind, monotonic, replica, node_rank, gpu"
-            f" FROM {self.t('metric_points')}"
-            " WHERE metric IN {metrics:Array(String)} AND ts >= fromUnixTimestamp64Nano({lo:Int64})"
-            # the table's order: each entity's rows together, each series' in time order,
-            # as query/recent.py finds them cheapest to sort
-            " ORDER BY ws, scope, entity, metric, series, ts",
-            {"metrics": recent.metrics.to_pylist(), "lo": recent.since()}))
-        self.recent = recent
+        loading them from the store (:meth:`_keep`): only where this process is the
+        store's one writer. ``future_ns``: how far ahead of the clock ingest accepts a
+        point."""
+        self._keep("recent", Recent(metrics, horizon_s, future_ns=future_ns), background)
 
-    def keep_request_counts(self, metrics: Iterable[str], horizon_s: float, *, future_ns: int) -> None:
+    def keep_request_counts(self, metrics: Iterable[str], horizon_s: float, *, future_ns: int,
+                            background: bool = False) -> None:
         """Keep the last ``horizon_s`` of the request histograms ``metrics`` per five
         minutes in memory, counted by status class and summed for the latency
-        (store/request_counts.py), loading them from the store now; as
-        :meth:`keep_recent`. Never longer than the retention: the tables' TTL deletes
-        older rows in merges, unannounced."""
+        (store/request_counts.py); as :meth:`keep_recent`. Never longer than the
+        retention: the tables' TTL deletes older rows in merges, unannounced."""
         horizon_s = min(horizon_s, self.retention.days * 86400)
-        for name, kind in (("request_counts", RequestCounts), ("request_latency", RequestLatency)):
-            memory = kind(metrics, horizon_s, future_ns=future_ns)
-            memory.load(self.ex.query_arrow(memory.load_sql(self.t("metric_points")), {
-                "metrics": memory.metrics.to_pylist(), "lo": memory.since() // BUCKET_NS * BUCKET_NS,
-                "bucket": BUCKET_NS}))
-            setattr(self, name, memory)
+        self._keep("request_counts", RequestCounts(metrics, horizon_s, future_ns=future_ns), background)
+        self._keep("request_latency", RequestLatency(metrics, horizon_s, future_ns=future_ns), background)
 
-    def keep_gauge_sums(self, metrics: Iterable[str], horizon_s: float, *, future_ns: int) -> None:
+    def keep_gauge_sums(self, metrics: Iterable[str], horizon_s: float, *, future_ns: int,
+                        background: bool = False) -> None:
         """Keep the holds of the gauges ``metrics`` summed per bucket over the last
-        ``horizon_s`` in memory (store/gauge_sums.py), loading them from the store now,
-        one statement per entity; as :meth:`keep_request_counts`."""
-        sums = GaugeSums(metrics, min(horizon_s, self.retention.days * 86400), future_ns=future_ns)
-        sums.load_from(self.ex.query_arrow, self.t("metric_points"))
-        self.gauge_sums = sums
+        ``horizon_s`` in memory (store/gauge_sums.py); as :meth:`keep_request_counts`."""
+        horizon_s = min(horizon_s, self.retention.days * 86400)
+        self._keep("gauge_sums", GaugeSums(metrics, horizon_s, future_ns=future_ns), background)
+
+    def _keep(self, name: str, memory: Recent | RequestCounts | RequestLatency | GaugeSums,
+              background: bool) -> None:
+        """Load ``memory``'s horizon from the store and then read from it as ``name``
+        (store/loading.py): now, or on the loader's thread while the server answers
+        (``background``; readers read the store until it is in)."""
+        self._loader.load(memory, self.t("metric_points"), lambda: setattr(self, name, memory),
+                          background=background)
+
+    def wait_loaded(self, timeout: float | None = None) -> bool:
+        """Whether every memory asked for is loaded (or given up) within ``timeout`` s."""
+        return self._loader.wait(timeout)
 
     def gauge_window(self, ws: str, scope: str, entity: str, t0: int, t1: int, step: int,
                      metrics: Iterable[str]) -> Sums | None:
         """An entity's gauge sums of ``metrics`` over [t0, t1) (``GaugeSums.window``), or
-        None where the store must be read; after what was acknowledged is committed."""
-        if self.gauge_sums is None:
-            return None
-        if isinstance(self.ex, FlushingExecutor):
-            self.writer.flush()
-        return self.gauge_sums.window(ws, scope, entity, t0, t1, step, metrics)
+        None where the store must be read."""
+        sums = self._reading("gauge_sums")
+        return None if sums is None else sums.window(ws, scope, entity, t0, t1, step, metrics)
 
     def request_window(self, name: str, ws: str, scope: str, entity: str, t0: int, t1: int,
                        metrics: Iterable[str]) -> Buckets | None:
         """An entity's buckets of ``metrics`` over [t0, t1) from the memory ``name``
         (``request_counts``, ``request_latency``: ``FiveMinutes.window``), or None where
-        the store must be read; after what was acknowledged is committed."""
-        memory = getattr(self, name)
-        if memory is None:
-            return None
-        if isinstance(self.ex, FlushingExecutor):
-            self.writer.flush()
-        return memory.window(ws, scope, entity, t0, t1, metrics)
+        the store must be read."""
+        memory = self._reading(name)
+        return None if memory is None else memory.window(ws, scope, entity, t0, t1, metrics)
 
     def recent_rows(self, ws: str, scope: str, entity: str, lo_ns: int, metrics: Iterable[str]) -> pa.Table | None:
         """An entity's points of ``metrics`` kept in memory (:meth:`Recent.rows`), or None
-        where the store must be read: they are not kept, or not from as early as
-        ``lo_ns``. As a statement does, it first waits for what was acknowledged to be
-        committed."""
-        if self.recent is None:
-            return None
-        if isinstance(self.ex, FlushingExecutor):
+        where the store must be read: they are not kept, or not from as early as ``lo_ns``."""
+        recent = self._reading("recent")
+        return None if recent is None else recent.rows(ws, scope, entity, lo_ns, metrics)
+
+    def _reading(self, name: str):
+        """The memory ``name`` where it is kept, once what was acknowledged is committed,
+        as a statement waits for it."""
+        memory = getattr(self, name)
+        if memory is not None and isinstance(self.ex, FlushingExecutor):
             self.writer.flush()
-        return self.recent.rows(ws, scope, entity, lo_ns, metrics)
+        return memory
 
     def on_commit(self, listener: CommitListener) -> None:
         """Call ``listener`` (on the writer's thread) after every group commit."""
@@ -310,26 +311,31 @@ class Store:
         # after the acknowledgement must not get an answer kept before the commit
         tables = _bare(tables)
         if "metric_points" in tables:
-            for memory in self._memories():
+            points = tables["metric_points"]
+            with self._loader.lock:  # a memory is either loading or kept, never neither
+                self._loader.offer(points)
+                memories = self._memories()
+            for memory in memories:
                 try:
-                    memory.add(tables["metric_points"])
+                    memory.add(points)
                 except Exception:  # rows it cannot take: it answers nothing it may lack
                     log.exception("keeping %s failed; forgetting it", type(memory).__name__)
                     memory.reset()
         self._changed(tables)
 
     def _memories(self) -> list[Recent | RequestCounts | RequestLatency | GaugeSums]:
+        """The memories kept (those loading are not yet)."""
         return [m for m in (self.recent, self.request_counts, self.request_latency, self.gauge_sums) if m is not None]
 
     def _not_stored(self, batch: list[dict[str, pa.Table]]) -> None:
         # some of the batch's tables may be stored though none was reported: the
         # points kept in memory may lack its points from here on
         points = [t for rows in batch for name, t in rows.items() if name.rsplit(".", 1)[-1] == "metric_points"]
-        for memory in self._memories():
+        for memory in self._memories() + self._loader.loading():
             memory.lost(points)
 
     def _dropped(self) -> None:
-        for memory in self._memories():
+        for memory in self._memories() + self._loader.loading():
             memory.reset()
         self._changed(None)
 
@@ -339,6 +345,7 @@ class Store:
     def close(self, *, executor: bool = True) -> None:
         """Commit what is pending and stop; ``executor=False`` leaves a shared one open."""
         self.retention.stop()
+        self._loader.close()
         self.writer.close()
         if executor:
             self.ex.close()

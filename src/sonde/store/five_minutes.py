@@ -123,6 +123,16 @@ class FiveMinutes(Memory):
         if rows.num_rows:
             self._merge(rows.filter(pc.greater_equal(rows.column("b"), self._oldest() // BUCKET_NS)))
 
+    def load_from(self, query: Callable[[str, dict], pa.Table], table: str, upto: int) -> None:
+        self.load(query(self.load_sql(table), {"metrics": self.metrics.to_pylist(), "upto": upto,
+                                               "lo": self.since() // BUCKET_NS * BUCKET_NS, "bucket": BUCKET_NS}))
+
+    @staticmethod
+    def load_sql(table: str) -> str:
+        """The horizon's rows per entity, key and bucket ``b`` (binds metrics, lo,
+        bucket, upto)."""
+        raise NotImplementedError
+
     def _kept_rows(self, points: pa.Table) -> np.ndarray:
         """The committed rows to count: of the kept metrics, within the horizon."""
         keep = pc.and_(pc.is_in(points.column("metric"), value_set=self.metrics),

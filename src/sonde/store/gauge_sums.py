@@ -38,7 +38,7 @@ from .five_minutes import BUCKET_NS, Buckets
 from .gauge_grid import COARSE_NS, FINE_NS, Entity, GaugePresence, Key, numbers
 from .holds import DEFAULT_INTERVAL_NS, LOOK_AROUND_NS as LOOK_NS, MAX_INTERVAL_NS, by_series, intervals
 from .recent import gpu_labels
-from .memory import Memory
+from .memory import UPTO, Memory
 
 FINE_S = 26 * 3600
 _GAUGE = "(kind = 'gauge' OR (kind = 'sum' AND NOT monotonic))"
@@ -93,7 +93,7 @@ class GaugeSums(Memory):
 
     def load_sql(self, table: str) -> str:
         """Per key and fine bucket, the settled holds' sums of one entity (binds ws,
-        scope, entity, metrics, lo, cap, w); plus each series' newest sample as a row
+        scope, entity, metrics, lo, cap, w, upto); plus each series' newest sample as a row
         with ``b`` = -1 (its time, value, interval in ``i``, ``c``, ``e``)."""
         return f"""
         SELECT metric, series, unit, replica, node_rank, gpu, b, i, c, e FROM (
@@ -122,20 +122,20 @@ class GaugeSums(Memory):
             FROM ({_series_sql(table)})
         )"""
 
-    def load_from(self, query: Callable[[str, dict], pa.Table], table: str) -> None:
-        """Load the horizon from the store at start: the presence counts in one
-        statement, the sums one entity at a time (``query``: the executor's query_arrow)."""
+    def load_from(self, query: Callable[[str, dict], pa.Table], table: str, upto: int) -> None:
+        """The presence counts in one statement, the sums one entity at a time."""
         lo = Memory.since(self) // BUCKET_NS * BUCKET_NS
         names = self.metrics.to_pylist()
         self.presence.load(query(self.presence.load_sql(table), {"metrics": names, "lo": lo - LOOK_NS,
-                                                                 "bucket": BUCKET_NS}))
+                                                                 "bucket": BUCKET_NS, "upto": upto}))
         entities = query(f"SELECT DISTINCT ws, scope, entity FROM {table} WHERE metric IN {{metrics:Array(String)}}"
-                         " AND ts >= fromUnixTimestamp64Nano({lo:Int64})", {"metrics": names, "lo": lo})
+                         f" AND ts >= fromUnixTimestamp64Nano({{lo:Int64}}) AND {UPTO}",
+                         {"metrics": names, "lo": lo, "upto": upto})
         sql = self.load_sql(table)
         for ws, scope, entity in zip(*(entities.column(c).to_pylist() for c in _ENTITY)):
             self.load(ws, scope, entity, query(sql, {
                 "ws": ws, "scope": scope, "entity": entity, "metrics": names, "lo": lo, "look": LOOK_NS,
-                "cap": MAX_INTERVAL_NS, "dgap": DEFAULT_INTERVAL_NS, "w": BUCKET_NS}))
+                "cap": MAX_INTERVAL_NS, "dgap": DEFAULT_INTERVAL_NS, "w": BUCKET_NS, "upto": upto}))
 
     def load(self, ws: str, scope: str, entity: str, rows: pa.Table) -> None:
         """One entity's :meth:`load_sql` rows, read at start."""
@@ -355,6 +355,6 @@ def _series_sql(table: str) -> str:
             SELECT series, metric, replica, node_rank, gpu, ts, value, unit FROM {table}
             WHERE ws = {{ws:String}} AND scope = {{scope:String}} AND entity = {{entity:String}}
               AND metric IN {{metrics:Array(String)}} AND ts >= fromUnixTimestamp64Nano({{lo:Int64}} - {{look:Int64}})
-              AND {_GAUGE}
+              AND {_GAUGE} AND {UPTO}
         )
         GROUP BY series"""

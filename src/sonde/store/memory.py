@@ -20,6 +20,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 
+#: the load's statements read the rows numbered up to ``upto`` alone (store/loading.py)
+UPTO = "seq <= {upto:UInt64}"
+
+
 class Memory:
     def __init__(self, metrics: Iterable[str], horizon_s: float, *, future_ns: int,
                  clock: Callable[[], int] = time.time_ns):
@@ -32,6 +36,16 @@ class Memory:
         self._clock = clock
         self._lock = threading.Lock()
         self._floor = 0  # nothing before this is answered (after a reset or a lost commit)
+
+    def load_from(self, query: Callable[[str, dict], pa.Table], table: str, upto: int) -> None:
+        """Load the horizon from ``table`` (``query``: the executor's query_arrow), the
+        rows numbered up to ``upto`` alone (store/loading.py): at start, before
+        :meth:`add` takes the commits after them."""
+        raise NotImplementedError
+
+    def add(self, points: pa.Table) -> None:
+        """Rows of ``metric_points`` as ingest builds them, committed just now."""
+        raise NotImplementedError
 
     def since(self) -> int:
         """The earliest ``ts`` (ns) from which every stored point of the metrics is here."""
