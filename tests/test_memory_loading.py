@@ -90,10 +90,16 @@ def _one_point(h: Held, i: int) -> None:
                                    attrs={"http.response.status_code": "200"})], cumulative=False)])
 
 
+OTHERS = [f"d{k}" for k in range(2, 12)]  # beside d1: more entities than a load reads in one statement
+
+
 def _feed(h: Held) -> None:
     test_gauge_sums._send_fleet(h.client, h.creds, np.random.default_rng(5), B - 150 * 60 * SEC, B - 20 * SEC)
     test_request_counts._send_fleet(h.client, h.creds, np.random.default_rng(6), B - 150 * 60 * SEC,
                                     B - 20 * SEC, exp=False)
+    for k, dep in enumerate(OTHERS):
+        pts = [number(B - 3 * H + i * 60 * SEC, 0.01 * (i + k), attrs={"hw.gpu.index": "0"}) for i in range(170)]
+        send(h.client, h.creds, res("r0", dep), [gauge("hw.gpu.utilization", pts, unit="1")])
 
 
 def _ws(h: Held) -> str:
@@ -103,17 +109,17 @@ def _ws(h: Held) -> str:
 def _same_memories(a: dict, b: dict, ws: str) -> None:
     """Memories ``a`` and ``b`` (by name) hold the same."""
     key = (ws, "deployment", "d1")
-    lo = time.time_ns() - 7000 * SEC  # rows older than asked too: kept to the horizon of the load's moment
-    rows = [m.rows(*key, lo, recent.METRICS) for m in (a["recent"], b["recent"])]
-    rows = [sorted(r for r in zip(*(t.column(c).to_pylist() for c in t.column_names)) if r[1] >= lo) for t in rows]
-    assert rows[0] and rows[0] == rows[1]  # each row once: a row twice would count twice
+    for dep in ("d1", *OTHERS):
+        rows = [_rows(m, ws, dep) for m in (a["recent"], b["recent"])]
+        assert rows[0] and rows[0] == rows[1]  # each row once: a row twice would count twice
     for name in ("request_counts", "request_latency"):
         x, y = (_buckets(m[name].window(*key, B - 24 * H, B, recent_counts.METRICS)) for m in (a, b))
         assert x.keys() == y.keys() and x
         for k in x:
             assert all(np.array_equal(p, q) for p, q in zip(x[k], y[k], strict=True)), (name, k)
-    for t0, step in ((B - 24 * H, 300 * SEC), (B - 168 * H, 1800 * SEC)):
-        x, y = (m["gauge_sums"].window(*key, t0, B, step, recent.METRICS) for m in (a, b))
+    for (_, _, dep), t0, step in ((key, B - 24 * H, 300 * SEC), (key, B - 168 * H, 1800 * SEC),
+                                  *(((ws, "deployment", d), B - 24 * H, 300 * SEC) for d in OTHERS)):
+        x, y = (m["gauge_sums"].window(ws, "deployment", dep, t0, B, step, recent.METRICS) for m in (a, b))
         assert sorted(x.keys) == sorted(y.keys) and x.keys
         xo, yo = (sorted(range(len(z.keys)), key=lambda j: z.keys[j]) for z in (x, y))
         assert np.allclose(x.integral[xo], y.integral[yo], rtol=1e-12, atol=0)
@@ -123,6 +129,14 @@ def _same_memories(a: dict, b: dict, ws: str) -> None:
         assert tails[0] == tails[1]
         px, py = _buckets(x.presence), _buckets(y.presence)
         assert px.keys() == py.keys() and all(np.array_equal(px[k][0], py[k][0]) for k in px)
+
+
+def _rows(memory, ws: str, dep: str) -> list[tuple]:
+    """A deployment's recent rows, sorted: from ~2 h ago (a memory keeps older ones too,
+    back to its horizon at the moment it loaded)."""
+    lo = time.time_ns() - 7000 * SEC
+    t = memory.rows(ws, "deployment", dep, lo, recent.METRICS)
+    return sorted(r for r in zip(*(t.column(c).to_pylist() for c in t.column_names)) if r[1] >= lo)
 
 
 def _buckets(b) -> dict:

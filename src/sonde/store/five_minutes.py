@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .memory import Memory
+from .memory import Memory, Query, entity_groups
 
 BUCKET_NS = 300 * 10**9
 _ENTITY = ("ws", "scope", "entity")
@@ -123,14 +123,18 @@ class FiveMinutes(Memory):
         if rows.num_rows:
             self._merge(rows.filter(pc.greater_equal(rows.column("b"), self._oldest() // BUCKET_NS)))
 
-    def load_from(self, query: Callable[[str, dict], pa.Table], table: str, upto: int) -> None:
-        self.load(query(self.load_sql(table), {"metrics": self.metrics.to_pylist(), "upto": upto,
-                                               "lo": self.since() // BUCKET_NS * BUCKET_NS, "bucket": BUCKET_NS}))
+    def load_from(self, query: Query, table: str, upto: int, *, lo: int | None = None) -> None:
+        """``lo``: from when (ns), if not from the horizon's first bucket."""
+        lo = self.since() // BUCKET_NS * BUCKET_NS if lo is None else lo
+        names = self.metrics.to_pylist()
+        sql = self.load_sql(table)
+        for group in entity_groups(query, table, names, lo, upto):
+            self.load(query(sql, {"metrics": names, "upto": upto, "lo": lo, "bucket": BUCKET_NS, **group}))
 
     @staticmethod
     def load_sql(table: str) -> str:
-        """The horizon's rows per entity, key and bucket ``b`` (binds metrics, lo,
-        bucket, upto)."""
+        """The horizon's rows per entity, key and bucket ``b`` of a group of entities
+        (binds metrics, lo, bucket, upto, ws, scope, entities)."""
         raise NotImplementedError
 
     def _kept_rows(self, points: pa.Table) -> np.ndarray:

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 
 from .five_minutes import BUCKET_NS, Field, FiveMinutes
-from .memory import UPTO
+from .memory import ENTITIES, UPTO
 
 FINE_NS, COARSE_NS = BUCKET_NS, 1800 * 10**9
 #: per key: (metric, series, unit, replica, node_rank, gpu)
@@ -28,7 +28,8 @@ class GaugePresence(FiveMinutes):
     def load_sql(table: str) -> str:
         return ("SELECT ws, scope, entity, metric, replica, intDiv(toUnixTimestamp64Nano(ts), {bucket:Int64}) AS b,"
                 f" toInt32(count()) AS rows FROM {table} WHERE metric IN {{metrics:Array(String)}}"
-                f" AND ts >= fromUnixTimestamp64Nano({{lo:Int64}}) AND {UPTO} GROUP BY ws, scope, entity, metric, replica, b")
+                f" AND ts >= fromUnixTimestamp64Nano({{lo:Int64}}) AND {UPTO} AND {ENTITIES}"
+                " GROUP BY ws, scope, entity, metric, replica, b")
 
 
 class Grid:

@@ -38,7 +38,7 @@ from .five_minutes import BUCKET_NS, Buckets
 from .gauge_grid import COARSE_NS, FINE_NS, Entity, GaugePresence, Key, numbers
 from .holds import DEFAULT_INTERVAL_NS, LOOK_AROUND_NS as LOOK_NS, MAX_INTERVAL_NS, by_series, intervals
 from .recent import gpu_labels
-from .memory import UPTO, Memory
+from .memory import UPTO, Memory, Query, entity_groups
 
 FINE_S = 26 * 3600
 _GAUGE = "(kind = 'gauge' OR (kind = 'sum' AND NOT monotonic))"
@@ -122,17 +122,14 @@ class GaugeSums(Memory):
             FROM ({_series_sql(table)})
         )"""
 
-    def load_from(self, query: Callable[[str, dict], pa.Table], table: str, upto: int) -> None:
-        """The presence counts in one statement, the sums one entity at a time."""
+    def load_from(self, query: Query, table: str, upto: int) -> None:
+        """The presence counts, then the sums one entity at a time."""
         lo = Memory.since(self) // BUCKET_NS * BUCKET_NS
         names = self.metrics.to_pylist()
-        self.presence.load(query(self.presence.load_sql(table), {"metrics": names, "lo": lo - LOOK_NS,
-                                                                 "bucket": BUCKET_NS, "upto": upto}))
-        entities = query(f"SELECT DISTINCT ws, scope, entity FROM {table} WHERE metric IN {{metrics:Array(String)}}"
-                         f" AND ts >= fromUnixTimestamp64Nano({{lo:Int64}}) AND {UPTO}",
-                         {"metrics": names, "lo": lo, "upto": upto})
+        self.presence.load_from(query, table, upto, lo=lo - LOOK_NS)
         sql = self.load_sql(table)
-        for ws, scope, entity in zip(*(entities.column(c).to_pylist() for c in _ENTITY)):
+        for group in entity_groups(query, table, names, lo, upto, size=1):
+            ws, scope, entity = group["ws"], group["scope"], group["entities"][0]
             self.load(ws, scope, entity, query(sql, {
                 "ws": ws, "scope": scope, "entity": entity, "metrics": names, "lo": lo, "look": LOOK_NS,
                 "cap": MAX_INTERVAL_NS, "dgap": DEFAULT_INTERVAL_NS, "w": BUCKET_NS, "upto": upto}))

@@ -43,7 +43,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .memory import UPTO, Memory
+from .memory import ENTITIES, UPTO, Memory, Query, entity_groups
 from .views import GPU_ATTRS
 
 #: the columns kept per row (ts as Int64 nanoseconds; gpu as the store's GPU_INDEX)
@@ -102,15 +102,16 @@ class Recent(Memory):
         if rows.num_rows:
             self._append(rows)
 
-    def load_from(self, query: Callable[[str, dict], pa.Table], table: str, upto: int) -> None:
-        self.load(query(
-            "SELECT ws, scope, entity, series, ts, value, unit, metric, toString(kind) AS kind, monotonic, replica,"
-            f" node_rank, gpu FROM {table} WHERE metric IN {{metrics:Array(String)}}"
-            f" AND ts >= fromUnixTimestamp64Nano({{lo:Int64}}) AND {UPTO}"
-            # the table's order: each entity's rows together, each series' in time order,
-            # as query/recent.py finds them cheapest to sort
-            " ORDER BY ws, scope, entity, metric, series, ts",
-            {"metrics": self.metrics.to_pylist(), "lo": self.since(), "upto": upto}))
+    def load_from(self, query: Query, table: str, upto: int) -> None:
+        names, lo = self.metrics.to_pylist(), self.since()
+        sql = ("SELECT ws, scope, entity, series, ts, value, unit, metric, toString(kind) AS kind, monotonic, replica,"
+               f" node_rank, gpu FROM {table} WHERE {ENTITIES} AND metric IN {{metrics:Array(String)}}"
+               f" AND ts >= fromUnixTimestamp64Nano({{lo:Int64}}) AND {UPTO}"
+               # the table's order: each entity's rows together, each series' in time
+               # order, as query/recent.py finds them cheapest to sort
+               " ORDER BY ws, scope, entity, metric, series, ts")
+        for group in entity_groups(query, table, names, lo, upto):
+            self.load(query(sql, {"metrics": names, "lo": lo, "upto": upto, **group}))
 
     def _append(self, rows: pa.Table) -> None:
         rows = rows.select([*_KEY, *COLUMNS])

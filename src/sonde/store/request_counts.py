@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .five_minutes import BUCKET_NS, Buckets, Field, FiveMinutes
-from .memory import UPTO
+from .memory import ENTITIES, UPTO
 from .views import STATUS_ATTRS
 
 __all__ = ["BUCKET_NS", "Buckets", "CLASSES", "RequestCounts", "RequestLatency", "status_classes"]
@@ -47,7 +47,8 @@ _ENTITY = ("ws", "scope", "entity")
 _CLASS = "if(http_status BETWEEN 200 AND 599, intDiv(http_status, 100), 0)"
 _BUCKET = "intDiv(toUnixTimestamp64Nano(ts), {bucket:Int64})"
 _HIST = "kind IN ('histogram', 'exp_histogram')"
-_WHERE = f"WHERE metric IN {{metrics:Array(String)}} AND ts >= fromUnixTimestamp64Nano({{lo:Int64}}) AND {UPTO}"
+_WHERE = (f"WHERE {ENTITIES} AND metric IN {{metrics:Array(String)}} AND ts >= fromUnixTimestamp64Nano({{lo:Int64}})"
+          f" AND {UPTO}")
 
 
 def status_classes(attrs: pa.ChunkedArray | pa.Array) -> pa.Array:
@@ -81,7 +82,7 @@ class RequestCounts(FiveMinutes):
 
     @staticmethod
     def load_sql(table: str) -> str:
-        """The horizon's counts from the store (binds metrics, lo, bucket, upto)."""
+        """The horizon's counts from the store (binds metrics, lo, bucket, upto and the entities)."""
         return (f"SELECT ws, scope, entity, metric, replica, toInt8({_CLASS}) AS cls, {_BUCKET} AS b,"
                 f" toInt64(sumIf(count, {_HIST})) AS n, toInt32(countIf({_HIST})) AS points,"
                 f" toInt32(count()) AS rows FROM {table} {_WHERE} GROUP BY ws, scope, entity, metric, replica, cls, b")
@@ -117,7 +118,7 @@ class RequestLatency(FiveMinutes):
 
     @staticmethod
     def load_sql(table: str) -> str:
-        """The horizon's sums from the store (binds metrics, lo, bucket, upto)."""
+        """The horizon's sums from the store (binds metrics, lo, bucket, upto and the entities)."""
         ex = "kind = 'histogram'"
         return (f"SELECT ws, scope, entity, metric, replica, toString(kind) AS kind, toString(unit) AS unit, bounds,"
                 f" {_BUCKET} AS b, toInt64(sumIf(count, {ex})) AS n, sumIf(sum, {ex}) AS s,"
