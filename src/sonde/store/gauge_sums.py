@@ -84,6 +84,10 @@ class GaugeSums(Memory):
         super().reset()
         self.presence.reset()
 
+    def clear(self) -> None:
+        super().clear()
+        self.presence.clear()
+
     def _forget(self) -> None:
         self._entities = {}
 

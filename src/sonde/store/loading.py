@@ -24,12 +24,15 @@ aside, so its commit is among them, and the load's statements skip it. The last 
 commits set aside are added under the writer's lock, as the memory is handed over, so
 none falls between the two.
 
-Commits set aside are cut to the memory's metrics; past ``max_rows`` of them the load
-gives up, and the memory is not kept (logged): its readers read the store.
+Commits set aside are cut to the memory's metrics. Past ``max_rows`` of them (ingest
+outrunning the load) the memory is emptied, nothing is set aside, and the load starts
+again after ``retry_s``, then twice as long each time (logged); its readers read the
+store meanwhile.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -66,13 +69,15 @@ class _Aside:
 
 class Loader:
     def __init__(self, query: Query, reserved: Callable[[], int], committed: Callable[[], int],
-                 flush: Callable[[], None], *, max_rows: int):
+                 flush: Callable[[], None], *, max_rows: int, retry_s: float = 30.0):
         """``query``: the executor's query_arrow; ``reserved``: the last sequence number
         reserved; ``committed``: the last one up to which every row is committed or
-        failed (``Store.committed_seq``); ``flush``: commit what waits."""
+        failed (``Store.committed_seq``); ``flush``: commit what waits; ``max_rows``:
+        rows set aside for a memory past which its load starts again after ``retry_s``
+        (doubling each time, at most 10 minutes)."""
         self._query = query
         self._reserved, self._committed, self._flush = reserved, committed, flush
-        self._max_rows = max_rows
+        self._max_rows, self.retry_s = max_rows, retry_s
         #: taken by the writer offering a commit and by a memory being handed over
         self.lock = threading.Lock()
         self._aside: dict[int, _Aside] = {}
@@ -96,10 +101,22 @@ class Loader:
     def _run(self, memory: Memory, table: str, ready: Callable[[], None], *, raising: bool) -> None:
         name, began = type(memory).__name__, time.monotonic()
         try:
-            upto = self._settled()
-            memory.load_from(self._guarded, table, upto)
-            if self._catch_up(memory, upto, ready):
-                log.info("%s loaded from the store in %.1f s", name, time.monotonic() - began)
+            for attempt in itertools.count():
+                upto = self._settled()
+                memory.load_from(self._guarded, table, upto)
+                if self._catch_up(memory, upto, ready):
+                    log.info("%s loaded from the store in %.1f s", name, time.monotonic() - began)
+                    return
+                # ingest outran the load (a fleet's spools replaying after an outage):
+                # nothing is set aside meanwhile, and the load starts again once it eases
+                delay = min(self.retry_s * 2**attempt, 600)
+                log.warning("%s: more than %d rows committed while it loaded; loading it again in %.0f s", name,
+                            self._max_rows, delay)
+                memory.clear()
+                if self._closing.wait(delay):
+                    raise Closed()
+                with self.lock:
+                    self._aside[id(memory)] = _Aside(memory)
         except Closed:
             self._drop(memory)
         except Exception:
@@ -128,14 +145,13 @@ class Loader:
             raise Closed()
 
     def _catch_up(self, memory: Memory, upto: int, ready: Callable[[], None]) -> bool:
-        """Add the commits set aside, then hand the memory over; False where it gave up."""
+        """Add the commits set aside, then hand the memory over; False where they were
+        too many (``max_rows``)."""
         while True:
             with self.lock:
                 aside = self._aside[id(memory)]
                 if aside.overflow:
                     del self._aside[id(memory)]
-                    log.error("%s not kept: more than %d rows committed while it loaded", type(memory).__name__,
-                              self._max_rows)
                     return False
                 tables, rows = aside.tables, aside.rows
                 aside.tables, aside.rows = [], 0

@@ -91,6 +91,11 @@ class Memory:
             self._forget()
             self._floor = self._clock() + self._future_ns
 
+    def clear(self) -> None:
+        """Drop what is held, the floor kept: its load starts again (store/loading.py)."""
+        with self._lock:
+            self._forget()
+
     def _forget(self) -> None:
         """Drop what is held (under the lock)."""
         raise NotImplementedError
