@@ -17,6 +17,10 @@ is started on it and timed from its start:
 - loaded: the last of the four memories' "loaded from the store" log lines;
 - that question's p50 (and slowest) while the memories load (answered by statements,
   every ``--gap`` s) and its p50 after (from memory), ``Cache-Control: no-cache``.
+
+Then, the memories in, the deployment page's one SERIES request (every chart's metric)
+for its 24 h and 7 d presets, ending now against on the API's steps (the page's windows:
+docs/dashboard.md#windows-on-steps).
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ sys.path.insert(0, str(ROOT / "bench" / "peers"))
 import load  # noqa: E402
 import peers  # noqa: E402
 from live_server import LiveServer  # noqa: E402
-from queries import sonde_request  # noqa: E402
+from queries import DEP, sonde_request  # noqa: E402
 from workload import SCALES, Fleet  # noqa: E402
 
 MEMORIES = ("Recent", "RequestCounts", "RequestLatency", "GaugeSums")
@@ -102,6 +106,32 @@ def start_once(folder: pathlib.Path, mode: str, end_ms: int, gap_s: float) -> di
     return out
 
 
+def dashboard(folder: pathlib.Path, rounds: int) -> list[tuple]:
+    """The deployment page's one SERIES request (every chart's metric, read from
+    deployment.js) for its 24 h and 7 d presets, ending now against ending at the end of
+    the step holding now (web/static/range.stepSpanOf), p50 of 10 each, alternating."""
+    page = (ROOT / "src" / "sonde" / "web" / "static" / "deployment.js").read_text()
+    metrics = ",".join(dict.fromkeys(re.findall(r'metric: "([a-z_]+)"', page)))
+    live = LiveServer(str(folder / "sonde"), env={"SONDE_MEMORY_LOAD": "start"}).start(timeout=600)
+    headers = {**live.headers("management_key"), "Cache-Control": "no-cache"}
+    url = "{}/v1/models/{}/deployments/{}/metrics".format(live.url, *DEP)
+    out = []
+    with httpx.Client(timeout=600) as http, _stopping(live):
+        for label, window_ms, step_ms in (("24 h", 86400_000, 300_000), ("7 d", 7 * 86400_000, 1800_000)):
+            for _ in range(rounds):
+                for how in ("ending now", "on steps"):
+                    took = []
+                    for _ in range(10):
+                        now = time.time_ns() // 10**6
+                        end = now if how == "ending now" else -(-now // step_ms) * step_ms
+                        a = time.monotonic()
+                        http.get(url, params={"mode": "SERIES", "metrics": metrics, "start_epoch_millis": end - window_ms,
+                                              "end_epoch_millis": end}, headers=headers).raise_for_status()
+                        took.append((time.monotonic() - a) * 1000)
+                    out.append((label, how, statistics.median(took)))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scale", default="small", choices=sorted(SCALES))
@@ -127,6 +157,14 @@ def main() -> None:
         print(f"| {r['mode']} | {r['ready_s']:.1f} | {r['first_answer_s']:.1f} | {r['loaded_s']:.1f} |"
               f" {r['load_s']['GaugeSums']:.1f} | {during} | {r['after_ms']:.1f} |")
     print(json.dumps(runs))
+    print("\nthe deployment page's SERIES request, every chart's metric, p50 of 10 (ms)\n")
+    print("| window | ending now | on steps |")
+    print("|---|---|---|")
+    rows = dashboard(folder, args.rounds)
+    for label in dict.fromkeys(r[0] for r in rows):
+        now = " / ".join(f"{ms:.1f}" for lb, how, ms in rows if lb == label and how == "ending now")
+        steps = " / ".join(f"{ms:.1f}" for lb, how, ms in rows if lb == label and how == "on steps")
+        print(f"| {label} | {now} | {steps} |")
 
 
 if __name__ == "__main__":

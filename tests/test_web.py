@@ -178,6 +178,8 @@ def test_charts_draw_what_was_sent(browser, sonde):
     assert "GPU memory" in note and "GPU utilisation" not in note
     for chart in got.values():
         assert chart["end"] - chart["start"] == 15 * 60_000 and chart["step"] == 60_000 and not chart["empty"]
+        # on the API's steps, ending with the step that holds the moment it was asked
+        assert chart["start"] % 60_000 == 0 and chart["end"] - 60_000 < chart["until"] <= chart["end"]
         # Exactly the API's values for the drawn window, point for point.
         expected = deployment_series(sonde, chart)
         drawn = {s["key"]: s for s in chart["series"]}

@@ -109,8 +109,9 @@ def chromium(tmp_path_factory):
 def api_series(api: httpx.Client, path: str, chart: dict, names: list[str], rates=()) -> dict[str, list]:
     """The deployment metrics API's SERIES for the chart's window, shaped as the page draws
     it: one point mid-step per value, a counter's (``rates``) increase divided by the
-    step's length; series keyed as the page keys them, ``name{label=value,...}``, those
-    without a value left out (as the page leaves them out)."""
+    step's length (up to the chart's ``until`` for a step still filling); series keyed as
+    the page keys them, ``name{label=value,...}``, those without a value left out (as the
+    page leaves them out)."""
     body = api.get(f"{path}/metrics", params={"mode": "SERIES", "start_epoch_millis": chart["start"],
                                                "end_epoch_millis": chart["end"], "metrics": ",".join(names)})
     assert body.status_code == 200, body.text
@@ -121,7 +122,10 @@ def api_series(api: httpx.Client, path: str, chart: dict, names: list[str], rate
             key = ",".join(f"{k}={v}" for k, v in labels.items())
             pts = []
             for mv in body["metric_values"]:
-                length = min(body["step_seconds"] * 1000, body["end_epoch_millis"] - mv["start_epoch_millis"])
+                until = chart.get("until")
+                elapsed = until - mv["start_epoch_millis"] if until and until > mv["start_epoch_millis"] else None
+                length = min(body["step_seconds"] * 1000, body["end_epoch_millis"] - mv["start_epoch_millis"],
+                             elapsed or body["step_seconds"] * 1000)
                 v = mv["values"][i][j]
                 if v is not None:
                     pts.append((mv["start_epoch_millis"] + length / 2, v / (length / 1000) if d["name"] in rates else v))
@@ -153,7 +157,8 @@ return [...document.querySelectorAll("figure.chart-card")].map((f) => {
   const u = f.uplot;
   return {
     id: f.dataset.chart, start: Number(f.dataset.start), end: Number(f.dataset.end),
-    step: Number(f.dataset.step), empty: f.dataset.empty === "true",
+    step: Number(f.dataset.step), until: f.dataset.until ? Number(f.dataset.until) : null,
+    empty: f.dataset.empty === "true",
     series: u.series.slice(1).map((s, k) => ({
       key: f.seriesKeys[k], label: s.label, path: s.show ? 1 : 0,
       points: u.data[0].map((x, n) => [x * 1000, u.data[k + 1][n]])

@@ -17,16 +17,18 @@ export function pointText(label, t, v, unit) {
 }
 
 /**
- * series: [{key, label, cls, points: [[t_ms, value|null], ...]}]; start/end/step in ms. onStep(startMs, endMs), when given, is called when a
- * step is clicked. Returns a <figure> holding the chart and its legend.
+ * series: [{key, label, cls, points: [[t_ms, value|null], ...]}]; start/end/step in ms;
+ * until: when the data was asked for, where the window reaches past it (the figure's
+ * data-until). onStep(startMs, endMs), when given, is called when a step is clicked.
+ * Returns a <figure> holding the chart and its legend.
  */
-export function lineChart({id, title, unit, caption, series, start, end, step, onStep}) {
+export function lineChart({id, title, unit, caption, series, start, end, step, until, onStep}) {
   // uPlot takes one time axis: the union of the series' times, a gap where one has none
   const times = [...new Set(series.flatMap((sr) => sr.points.map((p) => p[0])))].sort((a, b) => a - b);
   const empty = !series.some((sr) => sr.points.some((p) => p[1] !== null));
   const plot = h("div", {class: "plot"});
   const figure = h("figure", {class: "chart-card", "data-chart": id, "data-unit": unit, "data-start": start,
-    "data-end": end, "data-step": step, "data-empty": String(empty)},
+    "data-end": end, "data-step": step, "data-until": until, "data-empty": String(empty)},
   h("figcaption", {}, h("span", {class: "chart-title", text: title}), h("span", {class: "chart-unit", text: caption})),
   plot, empty ? h("p", {class: "empty", text: "No data in this window"}) : null);
 

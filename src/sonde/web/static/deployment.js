@@ -54,9 +54,9 @@ function labelKey(ls) {
   return Object.entries(ls).map(([k, v]) => `${k}=${v}`).join(",");
 }
 
-/** The chart's series from a GetDeploymentMetricsResponseV1; series with no value in
- * the window are left out. */
-function seriesFor(chart, resp) {
+/** The chart's series from a GetDeploymentMetricsResponseV1 asked at `now`; series with
+ * no value in the window are left out. */
+function seriesFor(chart, resp, now) {
   const stepMs = resp.step_seconds * 1000;
   const out = [];
   for (const part of chart.parts) {
@@ -66,8 +66,10 @@ function seriesFor(chart, resp) {
       const label = part.label(ls);
       if (label === null) return;
       const points = resp.metric_values.map((mv) => {
-        // A step's point sits mid-step; the last step may end early, at the window's end.
-        const len = Math.min(stepMs, resp.end_epoch_millis - mv.start_epoch_millis);
+        // A step's point sits mid-step. The last step may end early, at the window's end,
+        // and a step still filling holds the time up to now: a rate divides by that.
+        const elapsed = now > mv.start_epoch_millis ? now - mv.start_epoch_millis : stepMs;
+        const len = Math.min(stepMs, resp.end_epoch_millis - mv.start_epoch_millis, elapsed);
         let v = mv.values[i][j];
         if (v !== null && part.rate) v /= len / 1000;
         return [mv.start_epoch_millis + len / 2, v];
@@ -129,12 +131,12 @@ export function deploymentView(model, deployment, params) {
       detail("Production", d.is_production ? "yes" : "no"));
   }
 
-  function showCharts(resp) {
+  function showCharts(resp, now) {
     const gpuless = [];
     const blank = [];
     const figures = [];
     for (const chart of CHARTS) {
-      const series = seriesFor(chart, resp);
+      const series = seriesFor(chart, resp, now);
       // Empty axes would push the charts that have data down the page (an LLM server
       // reporting no HTTP metrics): one line names what is missing instead.
       if (!series.length) {
@@ -144,7 +146,7 @@ export function deploymentView(model, deployment, params) {
       }
       figures.push(lineChart({id: chart.id, title: chart.title, unit: chart.unit,
         caption: `${chart.caption} · ${stepText(resp.step_seconds)} steps`, series,
-        start: resp.start_epoch_millis, end: resp.end_epoch_millis, step: resp.step_seconds * 1000,
+        start: resp.start_epoch_millis, end: resp.end_epoch_millis, step: resp.step_seconds * 1000, until: now,
         onStep: chart.id === "latency" ? requests.showStep : undefined}));
     }
     if (blank.length) figures.push(h("p", {class: "note blank"}, `No data in this window: ${blank.join(", ")}.`));
@@ -154,7 +156,8 @@ export function deploymentView(model, deployment, params) {
 
   async function refresh() {
     const g = ++generation;
-    const {start, end} = picker.range();
+    const now = Date.now();
+    const {start, end} = picker.steps(now);
     charts.setAttribute("aria-busy", "true");
     try {
       const [d, resp] = await Promise.all([
@@ -164,7 +167,7 @@ export function deploymentView(model, deployment, params) {
       ]);
       if (g !== generation) return;
       showDeployment(d);
-      showCharts(resp);
+      showCharts(resp, now);
       showError(error, null);
       updated.textContent = `Updated ${clock(Date.now(), true)}`;
     } catch (err) {

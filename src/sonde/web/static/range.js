@@ -43,6 +43,26 @@ export function spanOf(win) {
   return {start: end - win.ms, end};
 }
 
+// The deployment metrics API's steps (docs/api.md#steps): the smallest of these giving at
+// most 360 steps over the window.
+const STEP_LADDER_MS = [60e3, 300e3, 900e3, 1800e3, 3600e3];
+
+/** The step the deployment metrics API takes for a window of `ms`. */
+export function stepOf(ms) {
+  return STEP_LADDER_MS.find((s) => Math.ceil(ms / s) <= 360) ?? STEP_LADDER_MS[STEP_LADDER_MS.length - 1];
+}
+
+/** A preset window moved onto the API's steps: it ends where the step holding `now` ends,
+ * so each step is whole and the server answers from what it keeps per bucket instead of
+ * reading the window's points (docs/dashboard.md, "Windows on steps"). The last step is
+ * still filling. A custom range stays as set. */
+export function stepSpanOf(win, now = Date.now()) {
+  if (win.id === "custom") return spanOf(win);
+  const step = stepOf(win.ms);
+  const end = Math.ceil(now / step) * step;
+  return {start: end - win.ms, end};
+}
+
 // <input type="datetime-local"> speaks local wall time without a zone
 function localInput(ms) {
   const d = new Date(ms - new Date(ms).getTimezoneOffset() * 60e3);
@@ -51,7 +71,7 @@ function localInput(ms) {
 
 /** The presets and the custom form, reading and writing the address. onChange(win) after
  * every choice; `error` is the page's error box (an empty custom range is said there).
- * Returns {el, win(), range()}. */
+ * Returns {el, win(), range(), steps(now)}: range() as spanOf, steps() as stepSpanOf. */
 export function rangePicker(params, onChange, error) {
   let win = windowFrom(params);
   const picker = h("fieldset", {class: "window-picker"}, h("legend", {}, "Window: last"),
@@ -85,5 +105,6 @@ export function rangePicker(params, onChange, error) {
     onChange(w);
   }
 
-  return {el: h("div", {class: "range"}, picker, custom), win: () => win, range: () => spanOf(win)};
+  return {el: h("div", {class: "range"}, picker, custom), win: () => win, range: () => spanOf(win),
+    steps: (now) => stepSpanOf(win, now)};
 }
