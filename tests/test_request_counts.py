@@ -128,6 +128,25 @@ def test_memory_counts_equal_the_statements_on_random_fleets(client, creds, stor
     assert metric(query(client, [REQUESTS], "SUMMARY", window), REQUESTS)[1]
 
 
+GPU = "baseten_gpu_utilization"
+
+
+def _all_memories_or_none(client, store, statements, names, mode, window) -> tuple[dict, dict, list[str]]:
+    """(the answer with the store's memories, without any, the statements the first ran)."""
+    before = len(statements)
+    fast = query(client, names, mode=mode, window=window)
+    ran = statements[before:]
+    kept = {m: getattr(store, m) for m in ("recent", "request_counts", "request_latency", "gauge_sums")}
+    try:
+        for m in kept:
+            setattr(store, m, None)
+        slow = query(client, names, mode=mode, window=window)
+    finally:
+        for m, memory in kept.items():
+            setattr(store, m, memory)
+    return fast, slow, ran
+
+
 @pytest.mark.steady_only("compares the two paths on one store, toggled in place")
 def test_memory_latency_equals_the_statements_on_random_fleets(client, creds, store, statements):
     _send_fleet(client, creds, np.random.default_rng(20261207), A - 10 * 3600 * SEC, A - 30 * SEC, exp=False)
@@ -146,6 +165,11 @@ def test_memory_latency_equals_the_statements_on_random_fleets(client, creds, st
         # with the requests by status of the same histograms: each from its memory, else
         # one statement reads both (the latency set aside: the answer it gives)
         fast, slow, ran = both_ways(client, store, statements, [REQUESTS, LATENCY], mode, window, "request_latency")
+        assert (not any("metric_points" in s for s in ran)) == ((mode, a, b) in aligned), (mode, a, b, ran)
+        assert_same(fast, slow)
+        # and a GPU gauge beside them: three metrics choosing their sources each in its
+        # memory, with no discovery statement first (query/sources.choose_sources)
+        fast, slow, ran = _all_memories_or_none(client, store, statements, [REQUESTS, LATENCY, GPU], mode, window)
         assert (not any("metric_points" in s for s in ran)) == ((mode, a, b) in aligned), (mode, a, b, ran)
         assert_same(fast, slow)
         fast, slow, _ = both_ways(client, store, statements, [LATENCY, NEEDS_DISCOVERY], mode, window,

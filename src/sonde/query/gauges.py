@@ -76,6 +76,18 @@ def _device(kind: LabelKind) -> tuple[str, str]:
             "mount": ("attrs['sonde.mount']", "attrs")}.get(kind.device, ("''", ""))
 
 
+def in_memory(scan: Scan, vm: VendorMetric) -> bool:
+    """Whether the store's memories (the gauge sums, else the recent points) answer
+    :func:`time_weighted` of ``vm`` for the scan's window."""
+    if not recent.answers(vm):
+        return False
+    w = scan.window
+    return (scan.store.gauge_window(scan.ws, scan.scope, scan.entity, w.start_ns, w.end_ns, w.step_ns,
+                                    vm.source_names) is not None
+            or scan.store.recent_rows(scan.ws, scan.scope, scan.entity, w.start_ns - LOOK_AROUND_NS,
+                                      vm.source_names) is not None)
+
+
 def time_weighted(scan: Scan, vm: VendorMetric) -> pa.Table:
     """Rows ``{k, l_host, l_device, v}``: the step, the label set and its mean. From the
     points the store keeps in memory where it has every one the window reads

@@ -180,6 +180,14 @@ def _histogram(req: _Request, vm: VendorMetric) -> Result:
     return HISTOGRAM_LABEL_SETS, out
 
 
+def _in_memory(scan: Scan, vm: VendorMetric) -> bool:
+    """Whether the store's memories answer ``vm`` over the scan's window (its source
+    choice made there: query/sources.choose_sources)."""
+    if vm.kind == HISTOGRAM or vm.labels is LabelKind.STATUS:
+        return histograms.in_memory(scan, vm)
+    return vm.kind != COUNTER and gauges.in_memory(scan, vm)
+
+
 _BY_KIND: dict[str, Callable[[_Request, VendorMetric], Result]] = {
     "GAUGE": _gauge, "COUNTER": _counter, "HISTOGRAM": _histogram,
 }
@@ -189,7 +197,7 @@ def deployment_metrics(store: Store, ws: str, deployment_id: str, window: Window
                        metrics: list[VendorMetric], timeout_s: int = QUERY_TIMEOUT_S) -> dict:
     """The GetDeploymentMetricsResponseV1 body for one deployment."""
     scan = Scan(store, ws, "deployment", deployment_id, window, timeout_s)
-    sources = choose_sources(scan, metrics)
+    sources = choose_sources(scan, metrics, lambda vm: _in_memory(scan, vm))
     req = _Request(scan.with_sources(sources), metrics)
     descriptors, columns = [], []
     for vm in metrics:

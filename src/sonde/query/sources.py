@@ -10,7 +10,7 @@ histograms only inside it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from . import gauges
@@ -33,7 +33,8 @@ class Sources:
     discovered: frozenset[str] = frozenset()
 
 
-def choose_sources(scan: Scan, metrics: Iterable[VendorMetric]) -> Sources:
+def choose_sources(scan: Scan, metrics: Iterable[VendorMetric],
+                   remembered: Callable[[VendorMetric], bool] = lambda vm: False) -> Sources:
     """One statement: which sources sent data, per replica, around and inside the
     window; then :func:`pick_sources`. Replica counts read any telemetry (their own
     query), so they count as present. So does a metric with one source: it has no
@@ -43,9 +44,12 @@ def choose_sources(scan: Scan, metrics: Iterable[VendorMetric]) -> Sources:
     (``VendorMetric.chooses_in_statement``) skip it too when there are at most
     ``IN_STATEMENT_AT_MOST`` of them and nothing else needs it: asking for one
     deployment's GPU utilisation or requests by status costs one statement. With more,
-    the discovery's one statement saves those a metric nobody sent would cost."""
+    the discovery's one statement saves those a metric nobody sent would cost. A metric
+    the store's memories answer over the window (``remembered``) chooses there, at no
+    statement's cost: it is not counted, and needs no discovery."""
     metrics = list(metrics)
     always = {vm.name for vm in metrics if vm.labels.replica_count or len(vm.source_names) == 1}
+    always |= {vm.name for vm in metrics if vm.name not in always and vm.chooses_in_statement and remembered(vm)}
     rest = [vm for vm in metrics if vm.name not in always]
     if len(rest) <= IN_STATEMENT_AT_MOST and all(vm.chooses_in_statement for vm in rest):
         always |= {vm.name for vm in rest}
