@@ -43,11 +43,10 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .memory import Memory
+from .memory import Memory, Query
 
 log = logging.getLogger(__name__)
 
-Query = Callable[[str, dict], pa.Table]
 #: commits set aside up to this many rows are added to a loaded memory under the
 #: writer's lock (a few ms); more are added outside it, and the writer goes on
 _LAST_ROWS = 50_000
