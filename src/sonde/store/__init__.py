@@ -260,7 +260,7 @@ class Store:
                           background=background)
 
     def wait_loaded(self, timeout: float | None = None) -> bool:
-        """Whether every memory asked for is loaded (or given up) within ``timeout`` s."""
+        """Whether every memory asked for is loaded (or its load failed) within ``timeout`` s."""
         return self._loader.wait(timeout)
 
     def gauge_window(self, ws: str, scope: str, entity: str, t0: int, t1: int, step: int,

@@ -183,7 +183,8 @@ class Loader:
             return [a.memory for a in self._aside.values()]
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Whether every load asked so far is over (kept or not) within ``timeout`` s."""
+        """Whether every load asked so far is over (the memory kept, or its load failed) within
+        ``timeout`` s."""
         _, pending = wait(list(self._loads), timeout)
         return not pending
 
