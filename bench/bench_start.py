@@ -125,8 +125,9 @@ def dashboard(folder: pathlib.Path, rounds: int) -> list[tuple]:
                         now = time.time_ns() // 10**6
                         end = now if how == "ending now" else -(-now // step_ms) * step_ms
                         a = time.monotonic()
-                        http.get(url, params={"mode": "SERIES", "metrics": metrics, "start_epoch_millis": end - window_ms,
-                                              "end_epoch_millis": end}, headers=headers).raise_for_status()
+                        params = {"mode": "SERIES", "metrics": metrics, "start_epoch_millis": end - window_ms,
+                                  "end_epoch_millis": end}
+                        http.get(url, params=params, headers=headers).raise_for_status()
                         took.append((time.monotonic() - a) * 1000)
                     out.append((label, how, statistics.median(took)))
     return out
