@@ -76,16 +76,28 @@ def _device(kind: LabelKind) -> tuple[str, str]:
             "mount": ("attrs['sonde.mount']", "attrs")}.get(kind.device, ("''", ""))
 
 
+def _summed(scan: Scan, vm: VendorMetric):
+    """The store's gauge sums of ``vm`` for the scan's window, where they answer it."""
+    if not recent.answers(vm):
+        return None
+    w = scan.window
+    return scan.remembered(("gauge_sums", vm.source_names), lambda: scan.store.gauge_window(
+        scan.ws, scan.scope, scan.entity, w.start_ns, w.end_ns, w.step_ns, vm.source_names))
+
+
+def _recent(scan: Scan, vm: VendorMetric):
+    """The store's recent points of ``vm`` for the scan's window and look-around, where
+    it has every one."""
+    if not recent.answers(vm):
+        return None
+    return scan.remembered(("recent", vm.source_names), lambda: scan.store.recent_rows(
+        scan.ws, scan.scope, scan.entity, scan.window.start_ns - LOOK_AROUND_NS, vm.source_names))
+
+
 def in_memory(scan: Scan, vm: VendorMetric) -> bool:
     """Whether the store's memories (the gauge sums, else the recent points) answer
     :func:`time_weighted` of ``vm`` for the scan's window."""
-    if not recent.answers(vm):
-        return False
-    w = scan.window
-    return (scan.store.gauge_window(scan.ws, scan.scope, scan.entity, w.start_ns, w.end_ns, w.step_ns,
-                                    vm.source_names) is not None
-            or scan.store.recent_rows(scan.ws, scan.scope, scan.entity, w.start_ns - LOOK_AROUND_NS,
-                                      vm.source_names) is not None)
+    return _summed(scan, vm) is not None or _recent(scan, vm) is not None
 
 
 def time_weighted(scan: Scan, vm: VendorMetric) -> pa.Table:
@@ -94,13 +106,11 @@ def time_weighted(scan: Scan, vm: VendorMetric) -> pa.Table:
     (query/recent.py), else from one statement."""
     w = scan.window
     lo, hi = w.start_ns - LOOK_AROUND_NS, w.end_ns + LOOK_AROUND_NS
-    summed = scan.store.gauge_window(scan.ws, scan.scope, scan.entity, w.start_ns, w.end_ns, w.step_ns,
-                                     vm.source_names) if recent.answers(vm) else None
+    summed = _summed(scan, vm)
     if summed is not None:
         return gauge_sums.time_weighted(summed, vm, t0=w.start_ns, t1=w.end_ns, step=w.step_ns,
                                         chooses=scan.chooses(vm), excluded=scan.excluded.get(vm.name, {}))
-    kept = scan.store.recent_rows(scan.ws, scan.scope, scan.entity, lo, vm.source_names) if recent.answers(vm) \
-        else None
+    kept = _recent(scan, vm)
     if kept is not None:
         return recent.time_weighted(kept, vm, t0=w.start_ns, t1=w.end_ns, step=w.step_ns, lo=lo, hi=hi,
                                     chooses=scan.chooses(vm),

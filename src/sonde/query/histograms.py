@@ -98,7 +98,8 @@ def _kept(scan: Scan, vm: VendorMetric, memory: str):
     w = scan.window
     if not recent_counts.aligned(w.start_ns, w.end_ns, w.step_ns) or any(s.match for s in vm.sources):
         return None
-    return scan.store.request_window(memory, scan.ws, scan.scope, scan.entity, w.start_ns, w.end_ns, vm.source_names)
+    return scan.remembered((memory, vm.source_names), lambda: scan.store.request_window(
+        memory, scan.ws, scan.scope, scan.entity, w.start_ns, w.end_ns, vm.source_names))
 
 
 def in_memory(scan: Scan, vm: VendorMetric) -> bool:

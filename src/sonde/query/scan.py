@@ -11,7 +11,7 @@ value set a row belongs to, 0-based.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -46,11 +46,21 @@ class Scan:
     excluded: Exclusions = field(default_factory=dict)
     # vendor metrics whose sources the discovery already chose (query/sources.py)
     discovered: frozenset[str] = frozenset()
+    # what the store's memories answered for this window, by (memory, source metrics):
+    # shared by the copies with_sources makes, so one request reads each once
+    memos: dict = field(default_factory=dict, repr=False, compare=False)
 
     def with_sources(self, sources: Sources) -> Scan:
         """The same scan after the source choice: leaving ``sources.excluded`` out of
         every metric's reads, and not choosing again for the metrics it chose for."""
         return dataclasses.replace(self, excluded=sources.excluded, discovered=sources.discovered)
+
+    def remembered(self, key: tuple, read: Callable[[], Any]) -> Any:
+        """``read()`` of a store memory for this window, once a request: the source
+        choice, the request totals' sharing and the metric's own path each ask."""
+        if key not in self.memos:
+            self.memos[key] = read()
+        return self.memos[key]
 
     def chooses(self, vm: VendorMetric) -> bool:
         """Whether ``vm``'s statements pick each replica's source themselves
