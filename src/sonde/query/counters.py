@@ -14,6 +14,7 @@ in a step is null there (no data), while points adding up to 0 are a real 0.
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 
 from .catalogue import VendorMetric
@@ -53,12 +54,20 @@ def value_increase(scan: Scan, vm: VendorMetric) -> pa.Table:
     return scan.run(sql, {**scan.params(), **params, **fparams})
 
 
-def requests_by_status(totals: list[dict]) -> list[dict]:
-    """Rows ``{k, l_status, v}``: requests per step and status class ('2xx'...), from
-    the duration histograms' totals split by status (``histograms.totals``)."""
-    by_class: dict[tuple[int, str], int] = {}
-    for r in totals:  # grouped by step, status class and histogram layout
-        if 2 <= r["cls"] <= 5:
-            key = (r["k"], f"{r['cls']}xx")
-            by_class[key] = by_class.get(key, 0) + r["n"]
-    return [{"k": k, "l_status": cls, "v": v} for (k, cls), v in by_class.items()]
+def requests_by_status(totals: pa.Table | list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Requests per step and status class, as arrays: the step, the class (2 for 2xx
+    ... 5) and the count, one entry a (step, class) with any histogram point. From the
+    duration histograms' counts by status (``histograms.status_counts``, a table) or
+    their totals split by status (``histograms.totals``, grouped by layout too)."""
+    if isinstance(totals, pa.Table):
+        k, cls, n = (totals.column(c).to_numpy().astype(np.int64) for c in ("k", "cls", "n"))
+    else:
+        k, cls, n = (np.fromiter((r[c] for r in totals), dtype=np.int64, count=len(totals)) for c in ("k", "cls", "n"))
+    keep = (cls >= 2) & (cls <= 5)
+    k, cls, n = k[keep], cls[keep], n[keep]
+    if not k.size:
+        return k, cls, n
+    order = np.lexsort((cls, k))
+    k, cls, n = k[order], cls[order], n[order]
+    starts = np.flatnonzero(np.append(True, (k[1:] != k[:-1]) | (cls[1:] != cls[:-1])))
+    return k[starts], cls[starts], np.add.reduceat(n, starts)

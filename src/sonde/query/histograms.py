@@ -25,6 +25,7 @@ from collections import defaultdict
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from . import recent_counts
 from .catalogue import QUANTILES, VendorMetric
@@ -105,10 +106,16 @@ def _kept(scan: Scan, vm: VendorMetric, memory: str):
 def in_memory(scan: Scan, vm: VendorMetric) -> bool:
     """Whether the store's memories hold both the request counts and the latency sums
     of ``vm``'s histograms for the scan's window."""
-    return _kept(scan, vm, "request_counts") is not None and _kept(scan, vm, "request_latency") is not None
+    return counts_in_memory(scan, vm) and _kept(scan, vm, "request_latency") is not None
 
 
-def status_counts(scan: Scan, vm: VendorMetric) -> list[dict]:
+def counts_in_memory(scan: Scan, vm: VendorMetric) -> bool:
+    """Whether the store's request counts hold ``vm``'s histograms for the scan's window:
+    all that request totals asked alone read (:func:`status_counts`)."""
+    return _kept(scan, vm, "request_counts") is not None
+
+
+def status_counts(scan: Scan, vm: VendorMetric) -> pa.Table:
     """Rows ``{k, cls, n}``: observations per step and status class, the part of
     statement 1 that request totals use. Asked for alone (no latency of the same
     histograms in the request), it reads no buckets, bounds or extremes: 3x less
@@ -141,7 +148,7 @@ def status_counts(scan: Scan, vm: VendorMetric) -> list[dict]:
         )
         GROUP BY k, cls
         """
-    return scan.run(sql, {**scan.params(), **params}).to_pylist()
+    return scan.run(sql, {**scan.params(), **params})
 
 
 def _downscaled(side: str) -> str:

@@ -164,10 +164,9 @@ def _gauge(req: _Request, vm: VendorMetric) -> Result:
 def _counter(req: _Request, vm: VendorMetric) -> Result:
     scan = req.scan
     if vm.labels is LabelKind.STATUS:
-        rows = counters.requests_by_status(req.totals(vm))
-        k, v = _step_values(rows)
-        at = np.array([STATUS_CLASSES.index(r["l_status"]) for r in rows], dtype=np.int64)
-        return _matrix(scan, k, at, v, [{"status": s} for s in STATUS_CLASSES])
+        k, cls, n = counters.requests_by_status(req.totals(vm))
+        # STATUS_CLASSES are 2xx ... 5xx in order
+        return _matrix(scan, k, cls - 2, n, [{"status": s} for s in STATUS_CLASSES])
     return _by_labels(scan, vm, counters.value_increase(scan, vm), _names(vm))
 
 
@@ -183,7 +182,9 @@ def _histogram(req: _Request, vm: VendorMetric) -> Result:
 def _in_memory(scan: Scan, vm: VendorMetric) -> bool:
     """Whether the store's memories answer ``vm`` over the scan's window (its source
     choice made there: query/sources.choose_sources)."""
-    if vm.kind == HISTOGRAM or vm.labels is LabelKind.STATUS:
+    if vm.labels is LabelKind.STATUS:  # its counts alone: the latency sums may still be loading
+        return histograms.counts_in_memory(scan, vm)
+    if vm.kind == HISTOGRAM:
         return histograms.in_memory(scan, vm)
     return vm.kind != COUNTER and gauges.in_memory(scan, vm)
 

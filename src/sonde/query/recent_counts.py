@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import pyarrow as pa
 
 from ..store.request_counts import BUCKET_NS, CLASSES, Buckets
 from .catalogue import CATALOGUE, LabelKind, VendorMetric
@@ -31,28 +32,30 @@ def aligned(t0: int, t1: int, step: int) -> bool:
 
 
 def status_counts(c: Buckets, vm: VendorMetric, *, t0: int, step: int, chooses: bool,
-                  excluded: Mapping[str, Sequence[str]]) -> list[dict]:
+                  excluded: Mapping[str, Sequence[str]]) -> pa.Table:
     """Rows ``{k, cls, n}`` as ``histograms.status_counts`` gives them for classes 2-5."""
     n_all, points_all, rows_all = (c.values[f] for f in ("n", "points", "rows"))
     if not c.keys or not n_all.shape[1]:
-        return []
+        return _counts([], [], [])
     keep = _chosen(c, vm, chooses, excluded, rows_all.sum(axis=1) > 0)
     cls = np.array([x for _, _, x in c.keys], dtype=np.int64)
     keep &= np.isin(cls, CLASSES)
     at = np.flatnonzero(keep)
     if not at.size:
-        return []
+        return _counts([], [], [])
     # per class, the kept keys' buckets added up; then each step's buckets (a run of
     # whole buckets) added up
-    col = np.searchsorted(CLASSES, cls[at])
-    n = np.stack([n_all[at[col == j]].sum(axis=0) for j in range(len(CLASSES))])
-    points = np.stack([points_all[at[col == j]].sum(axis=0) for j in range(len(CLASSES))])
+    one_hot = (np.searchsorted(CLASSES, cls[at]) == np.arange(len(CLASSES))[:, None]).astype(np.int64)
+    n, points = one_hot @ n_all[at].astype(np.int64), one_hot @ points_all[at].astype(np.int64)
     k = (c.start_ns + np.arange(n_all.shape[1], dtype=np.int64) * BUCKET_NS - t0) // step
     starts = np.flatnonzero(np.append(True, k[1:] != k[:-1]))
     n, points = np.add.reduceat(n, starts, axis=1), np.add.reduceat(points, starts, axis=1)
     cs, ks = np.nonzero(points)
-    return [{"k": int(k[starts[a]]), "cls": CLASSES[b], "n": int(v)}
-            for b, a, v in zip(cs.tolist(), ks.tolist(), n[cs, ks].tolist())]
+    return _counts(k[starts[ks]], np.asarray(CLASSES, dtype=np.int64)[cs], n[cs, ks])
+
+
+def _counts(k, cls, n) -> pa.Table:
+    return pa.table({"k": pa.array(k, pa.int64()), "cls": pa.array(cls, pa.int64()), "n": pa.array(n, pa.int64())})
 
 
 def _chosen(c: Buckets, vm: VendorMetric, chooses: bool, excluded: Mapping[str, Sequence[str]],
