@@ -69,6 +69,10 @@ SETTINGS: tuple[Setting, ...] = (
             " on a thread of their own while it answers, each read from the store until it is in ('background'), or"
             " before it answers ('start': ~40 s for 6,400 GPU series over a day; docs/architecture.md#memories).",
             ("background", "start")),
+    Setting("heap_keep_mb", 32.0, "MiB of freed memory each C heap (glibc's malloc) may keep for the next request"
+            " instead of giving it back to the OS, and the largest block it serves from the heap; a question's"
+            " temporaries are then not faulted in afresh every time (0: glibc's own policy; docs/benchmarks.md).",
+            minimum=0),
     Setting("max_pending_rows", 2_000_000, "Rows waiting for commit past which ingest answers 503."),
     Setting("max_series_per_workspace", 1_000_000, "Distinct metric series one workspace may hold; points of a"
             " new series beyond it are rejected (OTLP partial_success, remote write X-Sonde-Rejected), known"
@@ -141,6 +145,7 @@ class Config:
     request_count_hours: float = _BY_NAME["request_count_hours"].default
     gauge_sum_hours: float = _BY_NAME["gauge_sum_hours"].default
     memory_load: str = _BY_NAME["memory_load"].default
+    heap_keep_mb: float = _BY_NAME["heap_keep_mb"].default
     max_pending_rows: int = _BY_NAME["max_pending_rows"].default
     max_series_per_workspace: int = _BY_NAME["max_series_per_workspace"].default
     min_free_disk_mb: int = _BY_NAME["min_free_disk_mb"].default

@@ -80,9 +80,11 @@ def serve(data_dir, host, port, store, config_file, log_level) -> None:
     import uvicorn
 
     from ..api.app import create_app
+    from ..heap import keep_heap
 
     config = _config(config_file=config_file, data_dir=data_dir, host=host, port=port, store=store)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    keep_heap(config.heap_keep_mb)  # before the app's threads make their heaps
     app = create_app(config)
     click.echo(f"sonde: serving on http://{config.host}:{config.port} (data in {config.data_dir})", err=True)
     # Open live log streams never end by themselves: past this, shutdown cancels them (their
