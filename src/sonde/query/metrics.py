@@ -182,7 +182,7 @@ def _histogram(req: _Request, vm: VendorMetric) -> Result:
 def _in_memory(scan: Scan, vm: VendorMetric) -> bool:
     """Whether the store's memories answer ``vm`` over the scan's window (its source
     choice made there: query/sources.choose_sources)."""
-    if vm.labels is LabelKind.STATUS:  # its counts alone: the latency sums may still be loading
+    if vm.labels is LabelKind.STATUS:  # request totals read the counts alone
         return histograms.counts_in_memory(scan, vm)
     if vm.kind == HISTOGRAM:
         return histograms.in_memory(scan, vm)
