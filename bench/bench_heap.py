@@ -6,7 +6,7 @@ moments of this noisy machine.
     .venv/bin/python bench/bench_heap.py
     .venv/bin/python bench/bench_heap.py --store /tmp/store-small --keep 32 --runs 200
 
-The store is the peers harness's ``--scale`` fleet (bench_start.build: sent through a real
+The store is the peers harness's ``--scale`` fleet (bench_start.kept_or_built: sent through a real
 server over OTLP), built into ``--store`` or reused from it; the questions are the
 harness's (bench/peers/queries.py) on its first deployment, ``Cache-Control: no-cache``.
 Per question and server: request p50 on the client, the server's CPU a request (all
@@ -29,6 +29,7 @@ import psutil
 import bench_start  # noqa: E402  (puts bench/peers on the path)
 from live_server import LiveServer  # noqa: E402
 from queries import QUERIES, sonde_request  # noqa: E402
+from workload import SCALES  # noqa: E402
 
 ASKED = ("gpu_1h", "gpu_24h", "req_24h", "p99_24h")
 
@@ -44,17 +45,13 @@ def _cpu(p: psutil.Process) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scale", default="small")
+    ap.add_argument("--scale", default="small", choices=sorted(SCALES))
     ap.add_argument("--store", help="a folder holding a store built here before, or to build one into")
     ap.add_argument("--keep", type=float, default=32.0, help="heap_keep_mb of the second server")
     ap.add_argument("--runs", type=int, default=150, help="requests per question and server")
     args = ap.parse_args()
     folder = pathlib.Path(args.store or tempfile.mkdtemp(prefix="sonde-heap-"))
-    if (folder / "end_ns").exists():
-        end_ns = int((folder / "end_ns").read_text())
-    else:
-        end_ns = bench_start.build(folder, args.scale)
-    end_ms = end_ns // 10**6
+    end_ms = bench_start.kept_or_built(folder, args.scale) // 10**6
     work = pathlib.Path(tempfile.mkdtemp(prefix="sonde-heap-ab-"))
     settings = (0.0, args.keep)
     servers = []

@@ -65,6 +65,14 @@ def build(folder: pathlib.Path, scale: str) -> int:
     return end_ns
 
 
+def kept_or_built(folder: pathlib.Path, scale: str) -> int:
+    """Where the store in ``folder`` ends (ns): one built there before, else built now."""
+    if (folder / "end_ns").exists():
+        return int((folder / "end_ns").read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    return build(folder, scale)
+
+
 @contextlib.contextmanager
 def _stopping(live: LiveServer):
     try:
@@ -141,11 +149,7 @@ def main() -> None:
     ap.add_argument("--gap", type=float, default=0.5, help="seconds between questions while loading")
     args = ap.parse_args()
     folder = pathlib.Path(args.store or tempfile.mkdtemp(prefix="sonde-start-"))
-    if (folder / "end_ns").exists():
-        end_ns = int((folder / "end_ns").read_text())
-    else:
-        folder.mkdir(parents=True, exist_ok=True)
-        end_ns = build(folder, args.scale)
+    end_ns = kept_or_built(folder, args.scale)
     runs = [start_once(folder, mode, end_ns // 10**6, args.gap)
             for _ in range(args.rounds) for mode in ("start", "background")]
     print(f"\nstore: {folder} ({args.scale}); GPU utilisation of one deployment, 24 h in 300 s steps\n")
