@@ -263,7 +263,7 @@ def test_counts_keep_the_horizon_per_entity_in_five_minute_buckets():
     assert c.values["n"].sum() == 1 and c.values["rows"].sum() == 1
     # and what the horizon left is dropped: the 503s' key, d2 (no write since) as a whole
     assert list(counts._rings) == [("w", "deployment", "d1")]
-    assert list(counts._rings[("w", "deployment", "d1")].keys) == [(NEW, "r", 2)]
+    assert list(counts._rings[("w", "deployment", "d1")].index) == [(NEW, "r", 2)]
     # a failed commit's points, and retention dropping partitions: nothing answered reaching back to them
     counts.lost([_points([("d1", NEW, "r", clock.now - 600 * SEC, "histogram", 1, ok)])])
     assert counts.window("w", "deployment", "d1", clock.now // BUCKET_NS * BUCKET_NS - BUCKET_NS * 2,
@@ -297,6 +297,46 @@ def test_latency_sums_keep_each_layout_of_a_series_apart():
                                                      "no_min": [1], "no_max": [2], "rows": [2], "buckets": [[3, 2, 2]]}
     assert by_key[("histogram", "", (1.0, 5.0))]["buckets"] == [[5, 0, 0]]
     assert by_key[("sum", "", ())]["rows"] == [1] and by_key[("sum", "", ())]["n"] == [0]
+
+
+def test_a_window_reads_its_buckets_across_the_ring_end():
+    """Buckets sit in a ring of slots; a window whose slots run past the ring's end reads
+    on from its start, and a slot holding another bucket reads as empty."""
+    clock = Clock(0)
+    counts = RequestCounts([NEW], horizon_s=3600, future_ns=2 * BUCKET_NS, clock=clock)
+    sums = RequestLatency([NEW], horizon_s=3600, future_ns=2 * BUCKET_NS, clock=clock)
+    size = counts._size
+    now_b = size * 1000 + 5  # the hour's first whole bucket is in slot size - 6: its slots wrap
+    first = now_b - 11
+    ok = {"http.response.status_code": "200"}
+
+    def add(buckets: list[int], n) -> None:
+        rows = _points([("d1", NEW, "r", b * BUCKET_NS + 30 * SEC, "histogram", n(b), ok) for b in buckets])
+        schema = rows.schema
+        rows = rows.set_column(schema.get_field_index("bounds"), "bounds", pa.array(
+            [[1.0]] * rows.num_rows, schema.field("bounds").type))
+        rows = rows.set_column(schema.get_field_index("buckets"), "buckets", pa.array(
+            [[n(b) - 1, 1] for b in buckets], schema.field("buckets").type))
+        counts.add(rows)
+        sums.add(rows)
+
+    # an earlier moment: the two buckets whose slots the two after now's take, and the
+    # hour's first buckets; then now: the rest
+    clock.now = (now_b - 5) * BUCKET_NS + 17 * SEC
+    add([now_b + 1 - size, now_b + 2 - size], lambda b: 100)
+    add(list(range(first, now_b - 4)), lambda b: b % 7 + 1)
+    clock.now = now_b * BUCKET_NS + 17 * SEC
+    add(list(range(now_b - 4, now_b + 1)), lambda b: b % 7 + 1)
+    assert first % size + (now_b + 1 - first) > size
+    for lo in range(first, now_b + 1):
+        for hi in range(lo, now_b + 3):  # the last two: slots still holding the buckets of long ago
+            want = [b % 7 + 1 if b <= now_b else 0 for b in range(lo, hi)]
+            c = counts.window("w", "deployment", "d1", lo * BUCKET_NS, hi * BUCKET_NS, [NEW])
+            assert c.values["n"].sum(axis=0).tolist() == want
+            assert c.values["rows"].sum(axis=0).tolist() == [int(w > 0) for w in want]
+            latency = sums.window("w", "deployment", "d1", lo * BUCKET_NS, hi * BUCKET_NS, [NEW])
+            assert [b.tolist() for b in latency.values["buckets"]] == [
+                [[w - 1, 1] if w else [0, 0] for w in want]]
 
 
 def test_status_classes_read_the_status_as_the_store_does(store):

@@ -26,6 +26,10 @@ from .catalogue import CATALOGUE, LabelKind, VendorMetric
 METRICS = frozenset(s.metric for vm in CATALOGUE.values() if vm.labels is LabelKind.STATUS for s in vm.sources)
 
 
+#: by class (0 for a status outside 2xx-5xx, or none): whether request totals report it
+_REPORTED = np.isin(np.arange(max(CLASSES) + 2), CLASSES)
+
+
 def aligned(t0: int, t1: int, step: int) -> bool:
     """Whether a window [t0, t1) in steps of ``step`` (ns) is a union of whole buckets."""
     return not (t0 % BUCKET_NS or t1 % BUCKET_NS or step % BUCKET_NS)
@@ -39,19 +43,22 @@ def status_counts(c: Buckets, vm: VendorMetric, *, t0: int, step: int, chooses: 
         return _counts([], [], [])
     keep = _chosen(c, vm, chooses, excluded, rows_all.sum(axis=1) > 0)
     cls = np.array([x for _, _, x in c.keys], dtype=np.int64)
-    keep &= np.isin(cls, CLASSES)
+    keep &= _REPORTED[np.clip(cls, 0, _REPORTED.size - 1)]
     at = np.flatnonzero(keep)
     if not at.size:
         return _counts([], [], [])
-    # per class, the kept keys' buckets added up; then each step's buckets (a run of
-    # whole buckets) added up
-    one_hot = (np.searchsorted(CLASSES, cls[at]) == np.arange(len(CLASSES))[:, None]).astype(np.int64)
-    n, points = one_hot @ n_all[at].astype(np.int64), one_hot @ points_all[at].astype(np.int64)
+    # each step's buckets (a run of whole buckets) added up, then per class the kept keys'
+    at = at[np.argsort(cls[at], kind="stable")]
+    by_class = np.flatnonzero(np.append(True, cls[at][1:] != cls[at][:-1]))
     k = (c.start_ns + np.arange(n_all.shape[1], dtype=np.int64) * BUCKET_NS - t0) // step
     starts = np.flatnonzero(np.append(True, k[1:] != k[:-1]))
-    n, points = np.add.reduceat(n, starts, axis=1), np.add.reduceat(points, starts, axis=1)
+
+    def added(a: np.ndarray) -> np.ndarray:
+        return np.add.reduceat(np.add.reduceat(a[at], starts, axis=1, dtype=np.int64), by_class, axis=0)
+
+    n, points = added(n_all), added(points_all)
     cs, ks = np.nonzero(points)
-    return _counts(k[starts[ks]], np.asarray(CLASSES, dtype=np.int64)[cs], n[cs, ks])
+    return _counts(k[starts[ks]], cls[at][by_class][cs], n[cs, ks])
 
 
 def _counts(k, cls, n) -> pa.Table:

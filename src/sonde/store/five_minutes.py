@@ -63,13 +63,17 @@ class Buckets:
 
 
 class _Ring:
-    """One entity's buckets, arrays per key and field (every memory has a ``rows`` field:
-    a key with no rows in the buckets held is dropped)."""
+    """One entity's buckets. A scalar field is one (keys, slots) array, a row per key, so
+    a window reads every key of a field in one gather; a vector field is an array per
+    key (its length is the key's). Every memory has a ``rows`` field: a key with no rows
+    in the buckets held is dropped."""
 
     def __init__(self, size: int, fields: tuple[Field, ...]):
         self.stamp = np.full(size, -1, dtype=np.int64)
         self.fields = fields
-        self.keys: dict[tuple, dict[str, np.ndarray]] = {}
+        self.index: dict[tuple, int] = {}  # each key's row
+        self.scalars = {f.name: np.empty((0, size), f.dtype) for f in fields if not f.vector}
+        self.vectors: dict[str, list[np.ndarray]] = {f.name: [] for f in fields if f.vector}
 
     def add(self, keys: list[tuple], bucket: np.ndarray, values: dict[str, np.ndarray | list]) -> None:
         size = self.stamp.size
@@ -79,30 +83,80 @@ class _Ring:
         np.maximum.at(newest, slot, bucket)
         taken = np.flatnonzero(newest > self.stamp)
         self.stamp[taken] = newest[taken]
-        for arrays in self.keys.values():
-            for f in self.fields:
-                arrays[f.name][taken] = f.empty
-        ok = bucket == self.stamp[slot]
-        at: dict[tuple, list[int]] = {}
-        for i, k in enumerate(keys):
-            if ok[i]:
-                at.setdefault(k, []).append(i)
-        for k, rows in at.items():
-            arrays = self.keys.get(k)
-            if arrays is None:
-                arrays = self.keys[k] = {
-                    f.name: np.full((size, len(values[f.name][rows[0]])) if f.vector else size, f.empty, f.dtype)
-                    for f in self.fields}
-            idx = np.array(rows)
-            for f in self.fields:
-                v = np.stack([values[f.name][i] for i in rows]) if f.vector else values[f.name][idx]
-                f.ufunc.at(arrays[f.name], slot[idx], v)
+        for f in self.fields:
+            if f.vector:
+                for arr in self.vectors[f.name]:
+                    arr[taken] = f.empty
+            else:
+                self.scalars[f.name][:, taken] = f.empty
+        ok = np.flatnonzero(bucket == self.stamp[slot])
+        row = np.array([self._row(keys[i], values, i) for i in ok.tolist()], dtype=np.int64)
+        for f in self.fields:
+            if f.vector:
+                arrays = self.vectors[f.name]
+                for i, r in zip(ok.tolist(), row.tolist()):
+                    arrays[r][slot[i]] = f.ufunc(arrays[r][slot[i]], values[f.name][i])
+            else:
+                f.ufunc.at(self.scalars[f.name], (row, slot[ok]), values[f.name][ok])
+
+    def _row(self, key: tuple, values: dict, i: int) -> int:
+        """``key``'s row, made (empty buckets) if it has none; ``values[...][i]`` gives a
+        vector field's length."""
+        r = self.index.get(key)
+        if r is not None:
+            return r
+        r = self.index[key] = len(self.index)
+        size = self.stamp.size
+        for f in self.fields:
+            if f.vector:
+                self.vectors[f.name].append(np.full((size, len(values[f.name][i])), f.empty, f.dtype))
+            else:
+                held = self.scalars[f.name]
+                if r == held.shape[0]:  # room for twice as many keys
+                    grown = np.full((max(4, 2 * r), size), f.empty, f.dtype)
+                    grown[:r] = held
+                    self.scalars[f.name] = grown
+        return r
 
     def prune(self, oldest: int) -> None:
         """Drop the keys with no rows in a bucket from ``oldest`` on (a replica gone for
         longer than the horizon): nothing can read them any more."""
         held = self.stamp >= oldest
-        self.keys = {k: a for k, a in self.keys.items() if a["rows"][held].any()}
+        n = len(self.index)
+        live = self.scalars["rows"][:n][:, held].any(axis=1)
+        if live.all():
+            return
+        keep = np.flatnonzero(live)
+        keys = list(self.index)
+        self.index = {keys[r]: j for j, r in enumerate(keep.tolist())}
+        self.scalars = {name: arr[keep] for name, arr in self.scalars.items()}
+        self.vectors = {name: [arrays[r] for r in keep.tolist()] for name, arrays in self.vectors.items()}
+
+    def read(self, wanted: frozenset, bucket: np.ndarray) -> tuple[list[tuple], dict]:
+        """The keys whose first column is in ``wanted``, and per field their buckets
+        ``bucket`` (an empty bucket where the slot holds another)."""
+        keys = [k for k in self.index if k[0] in wanted]
+        rows = np.array([self.index[k] for k in keys], dtype=np.int64)
+        size = self.stamp.size
+        # the window's slots run on from its first bucket's, around the ring's end at most
+        # once: slices, not a gather of each slot
+        first = int(bucket[0]) % size if bucket.size else 0
+        parts = [slice(first, min(first + bucket.size, size)), slice(0, max(first + bucket.size - size, 0))]
+        held = np.concatenate([self.stamp[p] for p in parts]) == bucket
+        values: dict = {}
+        for f in self.fields:
+            if f.vector:
+                got = [np.concatenate([self.vectors[f.name][r][p] for p in parts]) for r in rows.tolist()]
+                values[f.name] = got if held.all() else [np.where(held[:, None], g, f.empty) for g in got]
+            else:
+                arr = self.scalars[f.name]
+                got = np.concatenate([arr[rows, p] for p in parts], axis=1)
+                values[f.name] = got if held.all() else np.where(held, got, f.empty)
+        return keys, values
+
+    def __len__(self) -> int:
+        """Buckets held with any row, over every key."""
+        return int((self.scalars["rows"][:len(self.index)] > 0).sum())
 
 
 class FiveMinutes(Memory):
@@ -174,7 +228,7 @@ class FiveMinutes(Memory):
                 self._pruned = now
                 for key, ring in list(self._rings.items()):
                     ring.prune(self._oldest() // BUCKET_NS)
-                    if not ring.keys:
+                    if not ring.index:
                         del self._rings[key]
             for lo, hi in zip(starts, starts[1:]):
                 ok = order[lo:hi][~ahead[order[lo:hi]]]
@@ -194,18 +248,11 @@ class FiveMinutes(Memory):
             if t0 < self.since() or t1 > self._ceiling:
                 return None
             ring = self._rings.get((ws, scope, entity))
-            keys = [k for k in ring.keys if k[0] in wanted] if ring is not None else []
-            values: dict = {}
             if ring is not None:
-                slot = bucket % self._size
-                held = ring.stamp[slot] == bucket
-                for f in self.FIELDS:
-                    got = [np.where(held[:, None] if f.vector else held, ring.keys[k][f.name][slot], f.empty)
-                           for k in keys]
-                    values[f.name] = got if f.vector else (np.stack(got) if got else
-                                                           np.zeros((0, bucket.size), f.dtype))
+                keys, values = ring.read(wanted, bucket)
             else:
-                values = {f.name: [] if f.vector else np.zeros((0, bucket.size), f.dtype) for f in self.FIELDS}
+                keys, values = [], {f.name: [] if f.vector else np.zeros((0, bucket.size), f.dtype)
+                                    for f in self.FIELDS}
         return Buckets(keys, t0, values)
 
     def _forget(self) -> None:
@@ -214,7 +261,7 @@ class FiveMinutes(Memory):
     def __len__(self) -> int:
         """Buckets held with any row, over every entity and key."""
         with self._lock:
-            return sum(int((ring.keys[k]["rows"] > 0).sum()) for ring in self._rings.values() for k in ring.keys)
+            return sum(len(ring) for ring in self._rings.values())
 
 
 def _words(column: pa.ChunkedArray) -> list:
