@@ -78,11 +78,7 @@ def _gpu_order(key: tuple) -> tuple:
 def _by_labels(scan: Scan, vm: VendorMetric, rows: pa.Table, names: tuple[str, ...]) -> Result:
     """Label sets from the distinct label values in ``rows``: column ``l_host`` holds
     the first label, ``l_device`` the second (a GPU, or a mount for filesystem gauges)."""
-    # the distinct (l_host, l_device) pairs as codes: a day of GPUs is tens of
-    # thousands of rows over a few dozen label sets
-    hosts, host_i = codes(rows.column("l_host"))
-    devices, device_i = codes(rows.column("l_device")) if len(names) == 2 else ([""], np.zeros_like(host_i))
-    found, row_pair = pairs(hosts, host_i, devices, device_i)
+    found, row_pair = _label_pairs(rows, len(names))
     found = [pair[:len(names)] for pair in found]
     order = sorted(range(len(found)), key=lambda j: _gpu_order(found[j]) if names == ("replica", "gpu") else found[j])
     keys = [found[j] for j in order]
@@ -95,6 +91,26 @@ def _by_labels(scan: Scan, vm: VendorMetric, rows: pa.Table, names: tuple[str, .
         label_sets = [{n: v for n, v in zip(names, k) if v != "" or n == "replica"} for k in keys]
     k, v = _step_values(rows)
     return _matrix(scan, k, position[row_pair], v, label_sets)
+
+
+def _label_pairs(rows: pa.Table, n_names: int) -> tuple[list[tuple], np.ndarray]:
+    """The distinct (l_host, l_device) pairs of ``rows`` and each row's index into them.
+    Where both columns are dictionaries on one index (query/recent.combine makes them
+    so), that index numbers the pairs already; else they are found as codes (a day of
+    GPUs is tens of thousands of rows over a few dozen label sets)."""
+    host, device = rows.column("l_host").combine_chunks(), rows.column("l_device").combine_chunks()
+    if (n_names == 2 and pa.types.is_dictionary(host.type) and pa.types.is_dictionary(device.type)
+            and host.indices.equals(device.indices)):
+        found = list(zip(host.dictionary.to_pylist(), device.dictionary.to_pylist()))
+        if len(set(found)) == len(found):
+            at = host.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+            used = np.flatnonzero(np.bincount(at, minlength=len(found)))
+            number = np.full(len(found), -1, dtype=np.int64)
+            number[used] = np.arange(used.size)
+            return [found[j] for j in used.tolist()], number[at]
+    hosts, host_i = codes(rows.column("l_host"))
+    devices, device_i = codes(rows.column("l_device")) if n_names == 2 else ([""], np.zeros_like(host_i))
+    return pairs(hosts, host_i, devices, device_i)
 
 
 def _names(vm: VendorMetric) -> tuple[str, ...]:

@@ -59,7 +59,8 @@ def time_weighted(rows: pa.Table, vm: VendorMetric, *, t0: int, t1: int, step: i
                   chooses: bool, excluded: Mapping[str, Sequence[str]]) -> pa.Table:
     """Rows ``{k, l_host, l_device, v}`` as :func:`query.gauges.time_weighted` gives them,
     from ``rows`` (columns of ``metric_points``: series, ts as Int64 nanoseconds, value,
-    unit, metric, kind, monotonic, replica, node_rank, gpu) of one entity."""
+    unit, metric, kind, monotonic, replica, node_rank, gpu; and ``sid``, the series
+    ranked: store/recent.Recent.rows) of one entity."""
     sources = vm.source_names
     ts = rows.column("ts").to_numpy()
     metrics, metric_i = codes(rows.column("metric"))
@@ -78,9 +79,9 @@ def time_weighted(rows: pa.Table, vm: VendorMetric, *, t0: int, t1: int, step: i
         keep &= gauge
     idx = np.flatnonzero(keep)
     # the rows read, by series, then time
-    series = rows.column("series").to_numpy()[idx]
+    series = rows.column("sid").to_numpy()[idx]
     t = ts[idx]
-    order = _by_series(series, t)
+    order = by_series(series, t)
     idx, series, t = idx[order], series[order], t[order]
     starts = np.flatnonzero(np.append(True, series[1:] != series[:-1])) if idx.size else idx
     sid = np.repeat(np.arange(starts.size), np.diff(np.append(starts, idx.size)))
@@ -191,12 +192,3 @@ def pairs(firsts: list, first_i: np.ndarray, seconds: list, second_i: np.ndarray
     row's index into them."""
     found, at = np.unique(first_i * len(seconds) + second_i, return_inverse=True)
     return [(firsts[c // len(seconds)], seconds[c % len(seconds)]) for c in found.tolist()], at
-
-
-def _by_series(series: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """The rows' order by series (ranked by their ids), then time."""
-    enc = pc.dictionary_encode(pa.array(series))
-    ids = enc.dictionary.to_numpy()
-    rank = np.empty(ids.size, dtype=np.int64)
-    rank[np.argsort(ids)] = np.arange(ids.size)
-    return by_series(rank[enc.indices.to_numpy()], t)

@@ -141,8 +141,9 @@ class Recent(Memory):
         self._served = {}
 
     def rows(self, ws: str, scope: str, entity: str, lo_ns: int, metrics: Iterable[str]) -> pa.Table | None:
-        """The entity's rows of ``metrics`` (:data:`COLUMNS`; older than asked too), or
-        None where rows of ``metrics`` at or after ``lo_ns`` may be missing here."""
+        """The entity's rows of ``metrics`` (:data:`COLUMNS`, and ``sid``: each row's
+        series ranked among the table's; older than asked too), or None where rows of
+        ``metrics`` at or after ``lo_ns`` may be missing here."""
         key, wanted = (ws, scope, entity), frozenset(metrics)
         if not wanted <= self._kept:
             return None
@@ -159,7 +160,7 @@ class Recent(Memory):
                 self._pending[key] = pending = [_joined(pending)]
             parts += pending
             if not parts:
-                return _EMPTY
+                return _ranked(_EMPTY)
             token = object()
             self._served.setdefault(key, {})[wanted] = (token, None)
         # An entity's 2 h can be a dozen segments, of more metrics than asked (GPU
@@ -167,7 +168,7 @@ class Recent(Memory):
         # the next reader of these metrics unless a write or seal came meanwhile (and
         # took the token).
         rows = _joined(parts) if len(parts) > 1 else parts[0]
-        rows = rows.filter(pc.is_in(rows.column("metric"), value_set=pa.array(sorted(wanted), pa.string())))
+        rows = _ranked(rows.filter(pc.is_in(rows.column("metric"), value_set=pa.array(sorted(wanted), pa.string()))))
         with self._lock:
             if self._served.get(key, {}).get(wanted, (None,))[0] is token:
                 self._served[key][wanted] = (token, rows)
@@ -185,6 +186,17 @@ class Recent(Memory):
 def _joined(parts: list[pa.Table]) -> pa.Table:
     """Parts of an entity's rows as one table of one chunk, words as dictionaries."""
     return pa.concat_tables([p.cast(_WORDED) for p in parts]).unify_dictionaries().combine_chunks()
+
+
+def _ranked(rows: pa.Table) -> pa.Table:
+    """``rows`` with ``sid``, each row's series ranked by its id among the table's: small
+    integers that sort as the ids do (query/recent.py orders rows by them), worked out
+    once for every reader of the table instead of by each."""
+    enc = pc.dictionary_encode(rows.column("series")).combine_chunks()
+    ids = enc.dictionary.to_numpy()
+    rank = np.empty(ids.size, dtype=np.int64)
+    rank[np.argsort(ids)] = np.arange(ids.size)
+    return rows.append_column("sid", pa.array(rank[enc.indices.to_numpy(zero_copy_only=False)], pa.int64()))
 
 
 def _codes(t: pa.Table) -> np.ndarray:
