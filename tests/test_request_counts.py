@@ -337,6 +337,9 @@ def test_a_window_reads_its_buckets_across_the_ring_end():
             latency = sums.window("w", "deployment", "d1", lo * BUCKET_NS, hi * BUCKET_NS, [NEW])
             assert [b.tolist() for b in latency.values["buckets"]] == [
                 [[w - 1, 1] if w else [0, 0] for w in want]]
+    # a window longer than the ring (it reaches far past what ingest accepts) goes round it
+    c = counts.window("w", "deployment", "d1", first * BUCKET_NS, (first + 3 * size) * BUCKET_NS, [NEW])
+    assert c.values["n"].sum(axis=0).tolist() == [b % 7 + 1 if b <= now_b else 0 for b in range(first, first + 3 * size)]
 
 
 def test_status_classes_read_the_status_as_the_store_does(store):

@@ -138,10 +138,14 @@ class _Ring:
         keys = [k for k in self.index if k[0] in wanted]
         rows = np.array([self.index[k] for k in keys], dtype=np.int64)
         size = self.stamp.size
-        # the window's slots run on from its first bucket's, around the ring's end at most
-        # once: slices, not a gather of each slot
-        first = int(bucket[0]) % size if bucket.size else 0
-        parts = [slice(first, min(first + bucket.size, size)), slice(0, max(first + bucket.size - size, 0))]
+        # the window's slots run on from its first bucket's, around the ring's end (more
+        # than once only for a window reaching far past what ingest accepts): slices,
+        # not a gather of each slot
+        parts, at, left = [], int(bucket[0]) % size if bucket.size else 0, bucket.size
+        while left or not parts:
+            parts.append(slice(at, at + min(left, size - at)))
+            left -= parts[-1].stop - at
+            at = 0
         held = np.concatenate([self.stamp[p] for p in parts]) == bucket
         values: dict = {}
         for f in self.fields:
