@@ -26,10 +26,6 @@ from .catalogue import CATALOGUE, LabelKind, VendorMetric
 METRICS = frozenset(s.metric for vm in CATALOGUE.values() if vm.labels is LabelKind.STATUS for s in vm.sources)
 
 
-#: by class (0 for a status outside 2xx-5xx, or none): whether request totals report it
-_REPORTED = np.isin(np.arange(max(CLASSES) + 2), CLASSES)
-
-
 def aligned(t0: int, t1: int, step: int) -> bool:
     """Whether a window [t0, t1) in steps of ``step`` (ns) is a union of whole buckets."""
     return not (t0 % BUCKET_NS or t1 % BUCKET_NS or step % BUCKET_NS)
@@ -43,13 +39,14 @@ def status_counts(c: Buckets, vm: VendorMetric, *, t0: int, step: int, chooses: 
         return _counts([], [], [])
     keep = _chosen(c, vm, chooses, excluded, rows_all.sum(axis=1) > 0)
     cls = np.array([x for _, _, x in c.keys], dtype=np.int64)
-    keep &= _REPORTED[np.clip(cls, 0, _REPORTED.size - 1)]
+    keep &= np.isin(cls, CLASSES)
     at = np.flatnonzero(keep)
     if not at.size:
         return _counts([], [], [])
     # each step's buckets (a run of whole buckets) added up, then per class the kept keys'
     at = at[np.argsort(cls[at], kind="stable")]
-    by_class = np.flatnonzero(np.append(True, cls[at][1:] != cls[at][:-1]))
+    cls = cls[at]
+    by_class = np.flatnonzero(np.append(True, cls[1:] != cls[:-1]))
     k = (c.start_ns + np.arange(n_all.shape[1], dtype=np.int64) * BUCKET_NS - t0) // step
     starts = np.flatnonzero(np.append(True, k[1:] != k[:-1]))
 
@@ -58,7 +55,7 @@ def status_counts(c: Buckets, vm: VendorMetric, *, t0: int, step: int, chooses: 
 
     n, points = added(n_all), added(points_all)
     cs, ks = np.nonzero(points)
-    return _counts(k[starts[ks]], cls[at][by_class][cs], n[cs, ks])
+    return _counts(k[starts[ks]], cls[by_class][cs], n[cs, ks])
 
 
 def _counts(k, cls, n) -> pa.Table:
