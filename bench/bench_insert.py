@@ -14,6 +14,13 @@ the same store with its materialized views (store/views.py) dropped: the differe
 is what they add to every insert. A least-squares line over the batch sizes splits
 each column into a cost per statement and a cost per row.
 
+Then the same rows again, commit by commit at the writer's batch, into
+``metric_points`` and into a table of chunks (one row per series and commit, each
+point's columns as arrays: the layout the ingest target would need; docs/benchmarks.md,
+"Why the ingest target is out of reach"), with merges running and both tables merged
+into one part at the end: the CPU of building the chunks, of the INSERTs and of the
+merges, per sample.
+
 This measures the store, not a server: a request's Python path, the write-ahead log
 and the merges come on top (docs/benchmarks.md, "Next to VictoriaMetrics and
 Prometheus").
@@ -28,6 +35,7 @@ import sys
 import tempfile
 import time
 
+import numpy as np
 import pyarrow as pa
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -81,6 +89,60 @@ def timed(store: Store, data: pa.Table, batch: int, rounds: int) -> float:
     return statistics.median(cpu)
 
 
+#: a chunk's columns kept once (constant in a series), and those kept as an array a point
+CHUNK_ONCE = ("ws", "scope", "entity", "parent", "metric", "kind", "monotonic", "unit", "series",
+              "replica", "node_rank", "attrs", "bounds")
+CHUNK_POINTS = ("ts", "start_ts", "value", "count", "sum", "min", "max", "buckets", "seq")
+
+
+def chunks(batch: pa.Table) -> pa.Table:
+    """``batch``'s rows as one row per series: the constant columns once, each point's
+    columns as time-sorted arrays, the newest point's ``cum_state``: the layout a
+    store of chunks would insert at a commit."""
+    rows = batch.sort_by([("series", "ascending"), ("ts", "ascending")])
+    series = rows.column("series").to_numpy()
+    starts = np.flatnonzero(np.r_[True, series[1:] != series[:-1]])
+    offsets = pa.array(np.r_[starts, series.size].astype(np.int32))
+    first, last = pa.array(starts), pa.array(np.r_[starts[1:], series.size] - 1)
+    cols = {c: rows.column(c).take(first) for c in CHUNK_ONCE}
+    cols.update({f"p_{c}": pa.ListArray.from_arrays(offsets, rows.column(c).combine_chunks()) for c in CHUNK_POINTS})
+    cols["cum_state"] = rows.column("cum_state").take(last)
+    cols["t_min"] = rows.column("ts").take(first)
+    return pa.table(cols)
+
+
+def chunked(store: Store, data: pa.Table, batch: int) -> dict[str, float]:
+    """The same rows through a chunk table, commit by commit of ``batch`` rows, against
+    ``metric_points`` (views dropped on both sides: what the layout changes): process
+    CPU seconds of the INSERTs, of building the chunks, and of merging each table's
+    parts into one (OPTIMIZE FINAL); merges run as they would."""
+    t = store.t("metric_points")
+    types = {r["name"]: r["type"] for r in store.ex.query_arrow(f"DESCRIBE {t}").to_pylist()}
+    ddl = ", ".join([f"{c} {types[c]}" for c in CHUNK_ONCE] + [f"p_{c} Array({types[c]})" for c in CHUNK_POINTS]
+                    + ["cum_state String", "t_min DateTime64(9, 'UTC')"])
+    chunk_t = store.t("bench_chunks")
+    store.ex.command(f"CREATE TABLE {chunk_t} ({ddl}) ENGINE = MergeTree PARTITION BY toDate(t_min)"
+                     " ORDER BY (ws, scope, entity, metric, series, t_min)")
+    store.ex.command(f"TRUNCATE TABLE {t}")
+    store.ex.command("SYSTEM START MERGES")
+    cpu = dict.fromkeys(("rows: insert", "chunks: build", "chunks: insert", "rows: merge", "chunks: merge"), 0.0)
+    for i in range(data.num_rows // batch):
+        part = data.slice(i * batch, batch)
+        for key, work in (("rows: insert", lambda: store.ex.insert_arrow(t, part)),
+                          ("chunks: build", lambda: chunks(part))):
+            c = time.process_time()
+            made = work()
+            cpu[key] += time.process_time() - c
+        c = time.process_time()
+        store.ex.insert_arrow(chunk_t, made)
+        cpu["chunks: insert"] += time.process_time() - c
+    for key, table in (("rows: merge", t), ("chunks: merge", chunk_t)):
+        c = time.process_time()
+        store.ex.command(f"OPTIMIZE TABLE {table} FINAL")
+        cpu[key] += time.process_time() - c
+    return cpu
+
+
 def fit(points: list[tuple[int, float]]) -> tuple[float, float]:
     """(seconds a statement, seconds a row): least squares over (rows, seconds)."""
     n = len(points)
@@ -99,7 +161,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         store = open_store("chdb", str(pathlib.Path(d) / "sonde"))
         try:
-            data, per_row = rows(store, max(batches))
+            data, per_row = rows(store, max(*batches, 8 * WRITER_BATCH))
             for label in ("with the views", "without the views"):
                 if label == "without the views":
                     for v in VIEWS:
@@ -107,6 +169,7 @@ def main() -> None:
                 store.ex.command("SYSTEM STOP MERGES")
                 timed(store, data, min(batches), 2)  # off the clock: the first statement's setup
                 results[label] = {b: timed(store, data, b, args.rounds) for b in batches}
+            layouts = chunked(store, data, WRITER_BATCH)
         finally:
             store.close()
     print(f"{data.num_rows:,} rows made by Sonde's ingest path, {per_row:.2f} samples a row\n")
@@ -121,6 +184,16 @@ def main() -> None:
         print(f"{label}: {fixed * 1e3:.1f} ms a statement + {per * 1e6:.2f} us a row;"
               f" at the writer's {WRITER_BATCH:,}-row batch {(fixed / WRITER_BATCH + per) * 1e6:.2f} us a row,"
               f" {(fixed / WRITER_BATCH + per) / per_row * 1e6:.2f} us a sample")
+    done = data.num_rows // WRITER_BATCH * WRITER_BATCH * per_row
+    print(f"\nThe same {done:,.0f} samples in commits of {WRITER_BATCH:,} rows, as rows and as chunks"
+          " (one row a series and commit), the views dropped: process CPU, us a sample\n")
+    print("| step | rows | chunks |")
+    print("|---|---|---|")
+    for step in ("build", "insert", "merge"):
+        r, c = layouts.get(f"rows: {step}", 0.0), layouts.get(f"chunks: {step}", 0.0)
+        print(f"| {step} | {r / done * 1e6:.3f} | {c / done * 1e6:.3f} |")
+    r, c = (sum(v for k, v in layouts.items() if k.startswith(p)) for p in ("rows", "chunks"))
+    print(f"| all | {r / done * 1e6:.3f} | {c / done * 1e6:.3f} |")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,10 @@ own descriptors (so both sides read the same messages) and is asked the two
 statements a store would need (number points, histogram points) with 1, 10 and 50
 length-delimited requests per statement (the batches that fit the timed requests);
 "parse only" reads every field and builds no rows. With one request a statement, its
-rows must equal Sonde's. Figures are process CPU (chDB's threads included) per request.
+rows must equal Sonde's. A third row reads each data point's fields once in Python
+(time, attributes, value or buckets, sum and count) and does nothing with them: the
+floor of any Python path over the protobuf library. Figures are process CPU (chDB's
+threads included) per request.
 
 Neither side inserts here: this isolates the step the issue named as an avenue
 ("letting ClickHouse parse the protobuf"); the insert and merges cost the same after
@@ -169,6 +172,29 @@ def sonde_path(tmp: pathlib.Path, per_replica: list[list[bytes]]) -> tuple[list[
         store.close()
 
 
+def fields_once(per_replica: list[list[bytes]]) -> list[float]:
+    """CPU seconds per timed request of reading every data point's fields once into
+    lists through the protobuf view, and nothing else: no checks, no series, no
+    cumulative state, no rows. What any path in Python over the protobuf library pays
+    before its own work (docs/benchmarks.md, "Why the ingest target is out of reach")."""
+    cpu = []
+    for k in range(1, len(per_replica[0])):
+        for bodies in per_replica:
+            t = time.process_time()
+            for rm in ViewMetricsRequest.FromString(bodies[k]).resource_metrics:
+                for sm in rm.scope_metrics:
+                    for m in sm.metrics:
+                        which = m.WhichOneof("data")
+                        dps = list(getattr(m, which).data_points)
+                        got = [[p.time_unix_nano for p in dps], [tuple(p.attributes[:]) for p in dps]]
+                        if which == "histogram":
+                            got += [[p.bucket_counts[:] for p in dps], [p.sum for p in dps], [p.count for p in dps]]
+                        else:
+                            got.append([p.as_double for p in dps])
+            cpu.append(time.process_time() - t)
+    return cpu
+
+
 def clickhouse_path(tmp: pathlib.Path, per_replica: list[list[bytes]], batch: int, what: str) -> tuple[list[float], int]:
     """CPU seconds per request, ``batch`` requests a statement; and the rows returned."""
     from chdb import session
@@ -207,7 +233,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as d:
             cpu, sonde_rows = sonde_path(pathlib.Path(d), per_replica)
             base = statistics.median(cpu)
-        results = [("Sonde: view, walk, cumulative, Arrow", base)]
+        results = [("Sonde: view, walk, cumulative, Arrow", base),
+                   ("Python: each point's fields read once, nothing else", statistics.median(fields_once(per_replica)))]
         for batch in (b for b in (1, 10, 50) if b <= len(cpu)):
             for what in ("parse", "rows"):
                 with tempfile.TemporaryDirectory() as d:
