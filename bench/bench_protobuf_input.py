@@ -148,26 +148,32 @@ def requests(steps: int, count: int) -> tuple[list[list[bytes]], float]:
     return out, statistics.mean(timed)
 
 
-def sonde_path(tmp: pathlib.Path, per_replica: list[list[bytes]]) -> tuple[list[float], int]:
-    """CPU seconds per timed request (view decode, walk, cumulative state, Arrow), and
-    the rows the timed requests made."""
+def sonde_path(tmp: pathlib.Path, per_replica: list[list[bytes]]) -> tuple[list[float], int, dict[str, float]]:
+    """CPU seconds per timed request (view decode, walk, cumulative state, Arrow), the
+    rows the timed requests made, and the timed requests' CPU seconds by stage."""
     store = open_store("chdb", str(tmp / "sonde"))
     try:
         cache, registrar, state = SeriesCache(), Registrar(Inventory(store)), SeriesState(store)
-        cpu, rows = [], 0
+        cpu, rows, stages = [], 0, dict.fromkeys(("decode and walk", "cumulative state", "Arrow"), 0.0)
         for k in range(len(per_replica[0])):
             for bodies in per_replica:
-                t = time.process_time()
+                t0 = time.process_time()
                 walk = MetricsWalk("bench", cache, registrar).walk(ViewMetricsRequest.FromString(bodies[k]))
                 blocks = [b for b in walk.blocks.values() if len(b)]
                 with state.lock:
+                    t1 = time.process_time()
                     change = state.apply("bench", blocks)
+                    t2 = time.process_time()
                     tables = [b.to_arrow() for b in blocks]
+                    t3 = time.process_time()
                     state.commit(change)
+                t4 = time.process_time()
                 if k:  # the first registers the replica's series
-                    cpu.append(time.process_time() - t)
+                    cpu.append(t4 - t0)
                     rows += sum(t.num_rows for t in tables)
-        return cpu, rows
+                    for stage, took in zip(stages, (t1 - t0, t2 - t1 + t4 - t3, t3 - t2)):
+                        stages[stage] += took
+        return cpu, rows, stages
     finally:
         store.close()
 
@@ -226,13 +232,15 @@ def main() -> None:
     ap.add_argument("--steps", type=int, action="append", help="samples a series per request (repeatable)")
     ap.add_argument("--rounds", type=int, default=7, help="timed requests per replica (16 replicas)")
     args = ap.parse_args()
+    by_stage = []
     print("| samples a request | path | CPU ms a request (p50) | samples per CPU-s | vs Sonde's path |")
     print("|---|---|---|---|---|")
     for steps in args.steps or [6, 60, 180]:
         per_replica, samples = requests(steps, args.rounds + 1)
         with tempfile.TemporaryDirectory() as d:
-            cpu, sonde_rows = sonde_path(pathlib.Path(d), per_replica)
+            cpu, sonde_rows, stages = sonde_path(pathlib.Path(d), per_replica)
             base = statistics.median(cpu)
+        by_stage.append((samples, {k: v / (len(cpu) * samples) for k, v in stages.items()}))
         results = [("Sonde: view, walk, cumulative, Arrow", base),
                    ("Python: each point's fields read once, nothing else", statistics.median(fields_once(per_replica)))]
         for batch in (b for b in (1, 10, 50) if b <= len(cpu)):
@@ -245,6 +253,11 @@ def main() -> None:
                 results.append((f"chDB Protobuf, {batch} a statement: {name}", statistics.median(cpu)))
         for name, cpu in results:
             print(f"| {samples:,.0f} | {name} | {cpu * 1000:.2f} | {samples / cpu:,.0f} | {base / cpu:.2f}x |")
+    print("\nSonde's path by stage, us a sample (mean over the timed requests)\n")
+    print("| samples a request | " + " | ".join(by_stage[0][1]) + " |")
+    print("|---|" + "---|" * len(by_stage[0][1]))
+    for samples, per in by_stage:
+        print(f"| {samples:,.0f} | " + " | ".join(f"{v * 1e6:.3f}" for v in per.values()) + " |")
 
 
 if __name__ == "__main__":
