@@ -16,13 +16,13 @@ each column into a cost per statement and a cost per row.
 
 Then the same rows again, commit by commit at the writer's batch, into
 ``metric_points`` and into a table of chunks (one row per series and commit, each
-point's columns as arrays: the layout the ingest target would need; docs/benchmarks.md,
+point's columns as arrays: the layout a store of chunks would write; docs/benchmarks.md,
 "Why the ingest target is out of reach"), with merges running and both tables merged
 into one part at the end: the CPU of building the chunks, of the INSERTs and of the
 merges, per sample.
 
-This measures the store, not a server: a request's Python path, the write-ahead log
-and the merges come on top (docs/benchmarks.md, "Next to VictoriaMetrics and
+This measures the store, not a server: a request's Python path and the write-ahead
+log come on top, and the merges too in the first table (docs/benchmarks.md, "Next to VictoriaMetrics and
 Prometheus").
 """
 
