@@ -21,9 +21,13 @@ point's columns as arrays: the layout a store of chunks would write; docs/benchm
 into one part at the end: the CPU of building the chunks, of the INSERTs and of the
 merges, per sample.
 
+The chunk table leaves out the exponential histograms' columns (the harness sends
+none) and the label columns ``metric_points`` computes at insert: a store of chunks
+would keep both once a chunk.
+
 This measures the store, not a server: a request's Python path and the write-ahead
-log come on top, and the merges too in the first table (docs/benchmarks.md, "Next to VictoriaMetrics and
-Prometheus").
+log come on top, and the merges too in the first table (docs/benchmarks.md, "Next to
+VictoriaMetrics and Prometheus").
 """
 
 from __future__ import annotations
