@@ -7,8 +7,9 @@ Starts a real ``sonde serve`` on a fresh data directory and sends it the first
 ``--hours`` of the side-by-side's ``small`` fleet (bench/peers/workload.py: 16
 replicas, 16 GPU gauges and a 12-bucket latency histogram by status each, at 10 s)
 through OTLP, 180 steps a request, from 2 senders, as ``bench/peers/run`` does. Each
-thread's CPU is read from ``/proc/PID/task`` before and after the load (the load's
-quiet-down included), and threads are told apart by what the kernel knows of them:
+thread's on-CPU time is read from ``/proc/PID/task`` (``bench_fleet.thread_cpu``)
+before and after the load (the load's quiet-down included), and threads are told
+apart by what the kernel knows of them:
 - the process's main thread runs the event loop: uvicorn, FastAPI, the key check;
 - ClickHouse names its own threads: ``MergeMutate`` merges parts, the rest are chDB's
   insert and background threads;
@@ -23,35 +24,21 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import pathlib
 import sys
 import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "bench" / "peers"), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "bench" / "peers"), str(ROOT / "tests")]
 
 import load  # noqa: E402
 import peers  # noqa: E402
+from bench_fleet import thread_cpu  # noqa: E402
 from workload import SCALES, Fleet  # noqa: E402
 
-_TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 _CLASSES = ("event loop (main thread)", "Python threads: requests and the writer", "chDB: inserts and the rest",
             "chDB: merges")
-
-
-def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
-    """Each live thread of ``pid``: its name in the kernel and its CPU seconds."""
-    out = {}
-    for task in pathlib.Path(f"/proc/{pid}/task").iterdir():
-        try:
-            comm = (task / "comm").read_text().strip()
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:  # the thread ended meanwhile
-            continue
-        out[int(task.name)] = (comm, (int(fields[11]) + int(fields[12])) * _TICK_S)
-    return out
 
 
 def classify(pid: int, tid: int, comm: str, python_comm: str) -> str:
@@ -72,15 +59,15 @@ def one_load(hours: float) -> tuple[int, dict[str, float]]:
         try:
             server.settle(longest=20)
             pid = server.proc.pid
-            python_comm = thread_cpu(pid)[pid][0]
             before = thread_cpu(pid)
+            python_comm = before[pid][0]  # what the kernel calls this process's own threads
             result = load.load(server, fleet, reps, "otlp", steps=180, per_request=1, senders=2)
             after = thread_cpu(pid)
         finally:
             server.stop()
     by = dict.fromkeys(_CLASSES, 0.0)
-    for tid, (comm, cpu) in after.items():
-        by[classify(pid, tid, comm, python_comm)] += cpu - before.get(tid, (comm, 0.0))[1]
+    for tid, (comm, ns) in after.items():
+        by[classify(pid, tid, comm, python_comm)] += (ns - before.get(tid, (comm, 0))[1]) / 1e9
     return result["samples"], by
 
 

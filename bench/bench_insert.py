@@ -130,20 +130,19 @@ def chunked(store: Store, data: pa.Table, batch: int) -> dict[str, float]:
     store.ex.command(f"TRUNCATE TABLE {t}")
     store.ex.command("SYSTEM START MERGES")
     cpu = dict.fromkeys(("rows: insert", "chunks: build", "chunks: insert", "rows: merge", "chunks: merge"), 0.0)
+
+    def clocked(key: str, work, *args):
+        c = time.process_time()
+        out = work(*args)
+        cpu[key] += time.process_time() - c
+        return out
+
     for i in range(data.num_rows // batch):
         part = data.slice(i * batch, batch)
-        for key, work in (("rows: insert", lambda: store.ex.insert_arrow(t, part)),
-                          ("chunks: build", lambda: chunks(part))):
-            c = time.process_time()
-            made = work()
-            cpu[key] += time.process_time() - c
-        c = time.process_time()
-        store.ex.insert_arrow(chunk_t, made)
-        cpu["chunks: insert"] += time.process_time() - c
-    for key, table in (("rows: merge", t), ("chunks: merge", chunk_t)):
-        c = time.process_time()
-        store.ex.command(f"OPTIMIZE TABLE {table} FINAL")
-        cpu[key] += time.process_time() - c
+        clocked("rows: insert", store.ex.insert_arrow, t, part)
+        clocked("chunks: insert", store.ex.insert_arrow, chunk_t, clocked("chunks: build", chunks, part))
+    clocked("rows: merge", store.ex.command, f"OPTIMIZE TABLE {t} FINAL")
+    clocked("chunks: merge", store.ex.command, f"OPTIMIZE TABLE {chunk_t} FINAL")
     return cpu
 
 
@@ -194,8 +193,8 @@ def main() -> None:
     print("| step | rows | chunks |")
     print("|---|---|---|")
     for step in ("build", "insert", "merge"):
-        r, c = layouts.get(f"rows: {step}", 0.0), layouts.get(f"chunks: {step}", 0.0)
-        print(f"| {step} | {r / done * 1e6:.3f} | {c / done * 1e6:.3f} |")
+        cells = [layouts.get(f"{layout}: {step}") for layout in ("rows", "chunks")]
+        print(f"| {step} | " + " | ".join("-" if v is None else f"{v / done * 1e6:.3f}" for v in cells) + " |")
     r, c = (sum(v for k, v in layouts.items() if k.startswith(p)) for p in ("rows", "chunks"))
     print(f"| all | {r / done * 1e6:.3f} | {c / done * 1e6:.3f} |")
 
